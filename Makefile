@@ -1,0 +1,58 @@
+# inferd — the two commands are `make run` and `make test`.
+SHELL := /bin/bash
+CACHE ?= $(or $(INFERD_CACHE),$(HOME)/.cache/inferd)
+ORT_VERSION := 1.31.1
+export ORT_DYLIB_PATH := $(CACHE)/onnxruntime/$(ORT_VERSION)/libonnxruntime.so.$(ORT_VERSION)
+export INFERD_MODELS := $(CACHE)/models
+export INFERD_CACHE := $(CACHE)
+VENV := $(CACHE)/venv
+CARGO ?= cargo
+
+.PHONY: run test fetch build check-tools unit e2e lint bench fixtures dbus-xml clean-cache
+
+## Fetch ONNX Runtime and the default models, build in release, serve in the foreground.
+run: fetch build
+	scripts/run.sh target/release/inferd "$(INFERD_MODELS)"
+
+## Everything CI runs: formatting, lints, unit tests and end-to-end tests.
+test: fetch check-tools lint
+	$(CARGO) build --workspace
+	$(CARGO) test --workspace
+
+## Download (once, sha256-verified) into $(CACHE).
+fetch:
+	@python3 models/fetch.py --cache "$(CACHE)" >/dev/null
+
+build:
+	$(CARGO) build --release --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+check-tools:
+	@for t in dbus-daemon busctl gdbus setpriv cc; do \
+	  command -v $$t >/dev/null || { echo "missing $$t: run .ci/run, or apt-get install dbus libglib2.0-bin util-linux gcc"; exit 1; }; \
+	done
+
+## Benchmarks; results go to docs/benchmarks.md.
+bench: fetch build $(VENV)/ok
+	$(VENV)/bin/python scripts/bench.py --inferd target/release/inferd --inferctl target/release/inferctl --out docs/benchmarks.md
+
+## Regenerate committed test data (needs the dev venv; results are committed).
+fixtures: fetch $(VENV)/ok
+	$(VENV)/bin/python models/testdata/make_test_models.py tests/data
+	$(VENV)/bin/python tests/fixtures/make_minilm_reference.py "$(INFERD_MODELS)/minilm"
+
+## Rewrite packaging/dbus/org.inferd.Inferd1.xml from a running daemon.
+dbus-xml: fetch
+	$(CARGO) build -p inferd
+	scripts/dbus-xml.sh target/debug/inferd packaging/dbus/org.inferd.Inferd1.xml
+
+$(VENV)/ok: scripts/requirements-dev.txt
+	python3 -m venv "$(VENV)"
+	"$(VENV)/bin/pip" install --quiet -r scripts/requirements-dev.txt
+	touch "$@"
+
+clean-cache:
+	rm -rf "$(CACHE)"

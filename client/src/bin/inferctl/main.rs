@@ -1,0 +1,150 @@
+//! `inferctl`: the command-line client of inferd.
+
+mod output;
+mod tensor_arg;
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use inferd_client::{Error, Inferd1Proxy, ModelStatus};
+use zbus::zvariant::Value;
+
+/// Talk to the inferd daemon over D-Bus.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// session, system, or a D-Bus address
+    #[arg(long, global = true, default_value = "session", env = "INFERD_BUS")]
+    bus: String,
+    /// Print machine-readable JSON
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List models with their kind, state and provider
+    Models,
+    /// Load (or reload) a model; waits until it is ready
+    Load { name: String },
+    /// Stop serving a model
+    Unload { name: String },
+    /// Rescan the model repository
+    Reload,
+    /// Embed texts
+    Embed {
+        model: String,
+        #[arg(required = true)]
+        texts: Vec<String>,
+        /// Print the cosine-similarity matrix instead of the vectors
+        #[arg(long)]
+        similarity: bool,
+        /// Fail instead of truncating texts longer than the model's max_length
+        #[arg(long)]
+        no_truncate: bool,
+        /// Give up if the request waits longer than this in the queue
+        #[arg(long)]
+        timeout_ms: Option<u32>,
+    },
+    /// Run a tensor model
+    Infer {
+        model: String,
+        /// NAME=DTYPE:SHAPE:VALUES (e.g. x=float32:2x3:1,2,3,4,5,6) or NAME=FILE.npy
+        #[arg(long = "input", required = true)]
+        inputs: Vec<String>,
+    },
+}
+
+async fn connect(bus: &str) -> zbus::Result<zbus::Connection> {
+    match bus {
+        "session" => zbus::Connection::session().await,
+        "system" => zbus::Connection::system().await,
+        address => zbus::connection::Builder::address(address)?.build().await,
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let conn = connect(&cli.bus).await?;
+    let proxy = Inferd1Proxy::new(&conn).await?;
+    match cli.command {
+        Command::Models => {
+            let models = proxy
+                .list_models()
+                .await?
+                .iter()
+                .map(ModelStatus::from_dict)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Error::Internal(format!("unexpected reply: {e}")))?;
+            output::models(&models, cli.json);
+        }
+        Command::Load { name } => proxy.load_model(&name).await?,
+        Command::Unload { name } => proxy.unload_model(&name).await?,
+        Command::Reload => proxy.reload().await?,
+        Command::Embed {
+            model,
+            texts,
+            similarity,
+            no_truncate,
+            timeout_ms,
+        } => {
+            let mut opts: HashMap<&str, Value<'_>> = HashMap::new();
+            if no_truncate {
+                opts.insert("truncate", Value::Bool(false));
+            }
+            if let Some(t) = timeout_ms {
+                opts.insert("timeout_ms", Value::U32(t));
+            }
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let (vectors, info) = proxy.embed_with_info(&model, &refs, opts).await?;
+            let field = |k: &str| info.get(k).and_then(|v| v.try_clone().ok());
+            let truncated: Vec<bool> = field("truncated")
+                .and_then(|v| v.try_into().ok())
+                .unwrap_or_default();
+            let tokens: Vec<u32> = field("tokens")
+                .and_then(|v| v.try_into().ok())
+                .unwrap_or_default();
+            for (i, _) in truncated.iter().enumerate().filter(|(_, t)| **t) {
+                eprintln!(
+                    "warning: text {} was truncated to the model's max_length",
+                    i + 1
+                );
+            }
+            let info = serde_json::json!({ "truncated": truncated, "tokens": tokens });
+            output::embeddings(&texts, &vectors, &info, similarity, cli.json);
+        }
+        Command::Infer { model, inputs } => {
+            let mut tensors = HashMap::new();
+            for arg in &inputs {
+                let (name, t) = tensor_arg::parse(arg).map_err(Error::InvalidInput)?;
+                tensors.insert(name, t);
+            }
+            let out = proxy.infer(&model, tensors).await?;
+            output::tensors(&out, cli.json);
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}: {}", e.short_name(), e.message());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The wire contract between `inferd` and its clients: D-Bus names, error names, wire types and a
+//! typed zbus proxy. The daemon depends on this crate so the two cannot drift apart.
+
+pub mod error;
+pub mod names;
+pub mod proxy;
+pub mod status;
+pub mod tensor;
+
+pub use error::Error;
+pub use proxy::Inferd1Proxy;
+pub use status::{ModelState, ModelStatus};
+pub use tensor::{DType, WireTensor};

@@ -1,0 +1,48 @@
+//! Typed client proxy for `org.inferd.Inferd1`.
+
+use std::collections::HashMap;
+
+use zbus::proxy;
+use zbus::zvariant::{OwnedValue, Value};
+
+use crate::tensor::WireTensor;
+use crate::Error;
+
+#[proxy(
+    interface = "org.inferd.Inferd1",
+    default_service = "org.inferd.Inferd1",
+    default_path = "/org/inferd/Inferd1"
+)]
+pub trait Inferd1 {
+    fn list_models(&self) -> Result<Vec<HashMap<String, OwnedValue>>, Error>;
+    fn load_model(&self, name: &str) -> Result<(), Error>;
+    fn unload_model(&self, name: &str) -> Result<(), Error>;
+    fn reload(&self) -> Result<(), Error>;
+    fn embed(
+        &self,
+        model: &str,
+        texts: &[&str],
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<Vec<Vec<f64>>, Error>;
+    fn embed_with_info(
+        &self,
+        model: &str,
+        texts: &[&str],
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<(Vec<Vec<f64>>, HashMap<String, OwnedValue>), Error>;
+    fn infer(
+        &self,
+        model: &str,
+        inputs: HashMap<String, WireTensor>,
+    ) -> Result<HashMap<String, WireTensor>, Error>;
+
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn providers(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn runtime_version(&self) -> zbus::Result<String>;
+
+    #[zbus(signal)]
+    fn model_state_changed(&self, name: String, state: String) -> zbus::Result<()>;
+}

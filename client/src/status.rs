@@ -1,0 +1,154 @@
+//! What `ListModels` says about each model, as a typed struct and as its `a{sv}` wire form.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::Serialize;
+use zbus::zvariant::{OwnedValue, Value};
+
+/// Lifecycle of a model in the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelState {
+    Loading,
+    Ready,
+    Failed,
+    Unloaded,
+}
+
+impl ModelState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelState::Loading => "loading",
+            ModelState::Ready => "ready",
+            ModelState::Failed => "failed",
+            ModelState::Unloaded => "unloaded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Loading, Self::Ready, Self::Failed, Self::Unloaded]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for ModelState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One row of `ListModels`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelStatus {
+    pub name: String,
+    /// Manifest kind: `embedding`, `tensor`, …
+    pub kind: String,
+    pub state: ModelState,
+    /// Execution provider in use (`cpu`, `cuda`, `tensorrt`); empty until loaded.
+    pub provider: String,
+    /// Why the model failed, or why a GPU provider was skipped.
+    pub error: Option<String>,
+    /// Why the provider in use is not the first one listed (GPU providers that failed).
+    pub note: Option<String>,
+    /// Requests waiting in the queue now.
+    pub queue_depth: u32,
+    /// Requests answered by the worker.
+    pub served: u64,
+    /// Requests dropped because their caller had gone.
+    pub skipped: u64,
+    /// Requests that passed their deadline while queued.
+    pub timed_out: u64,
+    /// Requests refused because the queue was full.
+    pub rejected: u64,
+}
+
+type Dict = HashMap<String, OwnedValue>;
+
+fn put<'a>(d: &mut Dict, key: &str, v: impl Into<Value<'a>>) {
+    let v: Value<'a> = v.into();
+    // Plain values (no file descriptors) always convert.
+    if let Ok(ov) = v.try_to_owned() {
+        d.insert(key.to_owned(), ov);
+    }
+}
+
+fn get<T: TryFrom<OwnedValue>>(d: &Dict, key: &str) -> Option<T> {
+    d.get(key)
+        .and_then(|v| v.try_clone().ok())
+        .and_then(|v| T::try_from(v).ok())
+}
+
+impl ModelStatus {
+    pub fn to_dict(&self) -> Dict {
+        let mut d = Dict::new();
+        put(&mut d, "name", self.name.as_str());
+        put(&mut d, "kind", self.kind.as_str());
+        put(&mut d, "state", self.state.as_str());
+        put(&mut d, "provider", self.provider.as_str());
+        if let Some(e) = &self.error {
+            put(&mut d, "error", e.as_str());
+        }
+        if let Some(n) = &self.note {
+            put(&mut d, "note", n.as_str());
+        }
+        put(&mut d, "queue_depth", self.queue_depth);
+        put(&mut d, "served", self.served);
+        put(&mut d, "skipped", self.skipped);
+        put(&mut d, "timed_out", self.timed_out);
+        put(&mut d, "rejected", self.rejected);
+        d
+    }
+
+    /// Reads a row; unknown keys are ignored so newer daemons stay readable.
+    pub fn from_dict(d: &Dict) -> Result<Self, String> {
+        let name: String = get(d, "name").ok_or("model entry without a name")?;
+        let state: String = get(d, "state").unwrap_or_default();
+        Ok(ModelStatus {
+            kind: get(d, "kind").unwrap_or_default(),
+            state: ModelState::parse(&state)
+                .ok_or_else(|| format!("model {name}: unknown state {state:?}"))?,
+            provider: get(d, "provider").unwrap_or_default(),
+            error: get(d, "error"),
+            note: get(d, "note"),
+            queue_depth: get(d, "queue_depth").unwrap_or_default(),
+            served: get(d, "served").unwrap_or_default(),
+            skipped: get(d, "skipped").unwrap_or_default(),
+            timed_out: get(d, "timed_out").unwrap_or_default(),
+            rejected: get(d, "rejected").unwrap_or_default(),
+            name,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dict_round_trip() {
+        let s = ModelStatus {
+            name: "minilm".into(),
+            kind: "embedding".into(),
+            state: ModelState::Failed,
+            provider: "cpu".into(),
+            error: Some("boom".into()),
+            note: None,
+            queue_depth: 3,
+            served: 10,
+            skipped: 1,
+            timed_out: 2,
+            rejected: 4,
+        };
+        assert_eq!(ModelStatus::from_dict(&s.to_dict()).unwrap(), s);
+    }
+
+    #[test]
+    fn unknown_state_is_an_error() {
+        let mut d = Dict::new();
+        put(&mut d, "name", "x");
+        put(&mut d, "state", "dancing");
+        assert!(ModelStatus::from_dict(&d).unwrap_err().contains("dancing"));
+    }
+}

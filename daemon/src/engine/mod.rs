@@ -1,0 +1,340 @@
+//! The engine: which models exist, their state, and the path from a request to a worker.
+//!
+//! Frontends call `embed`/`infer`; the engine checks the request against what the model declared,
+//! stamps a deadline and pushes it onto the model's bounded queue. Loads run on the model's own
+//! worker thread, so a slow or failing model never holds up the others.
+
+pub mod job;
+pub mod providers;
+pub mod queue;
+mod slot;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use inferd_client::{ModelState, ModelStatus};
+use tokio::sync::{broadcast, oneshot};
+
+use self::job::{EmbedOutput, EmbedRequest, Job, Tensors};
+use self::queue::Queue;
+use self::slot::{Serving, Slot};
+use crate::error::{Error, LoadError, Result};
+use crate::kinds;
+use crate::manifest::{Kind, ModelSpec};
+use crate::repository::Repository;
+
+/// A model changed state; frontends turn this into signals and status messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateChange {
+    pub name: String,
+    pub state: ModelState,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    repo: Repository,
+    ctx: kinds::LoadContext,
+    slots: Mutex<HashMap<String, Slot>>,
+    /// Every worker thread ever started, joined at shutdown.
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    changes: broadcast::Sender<StateChange>,
+    stopping: AtomicBool,
+}
+
+/// Resolves when a load finishes: `Err` carries the reason it failed.
+pub type LoadResult = oneshot::Receiver<std::result::Result<(), String>>;
+
+impl Engine {
+    /// Scans the repository and starts loading every model in the background.
+    pub fn start(repo: Repository, ctx: kinds::LoadContext) -> std::io::Result<Engine> {
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                repo,
+                ctx,
+                slots: Mutex::new(HashMap::new()),
+                threads: Mutex::new(Vec::new()),
+                changes: broadcast::channel(256).0,
+                stopping: AtomicBool::new(false),
+            }),
+        };
+        engine.rescan()?;
+        Ok(engine)
+    }
+
+    fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        self.inner.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
+        self.inner.changes.subscribe()
+    }
+
+    pub fn list(&self) -> Vec<ModelStatus> {
+        let slots = self.slots();
+        let mut out: Vec<ModelStatus> = slots.iter().map(|(n, s)| s.status(n)).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Loads (or reloads) one model; resolves when it is ready or has failed.
+    pub async fn load(&self, name: &str) -> Result<()> {
+        let spec = match self.inner.repo.get(name) {
+            None => return Err(Error::ModelNotFound(name.to_owned())),
+            Some(Err(e)) => {
+                self.with_slot(name, |s| s.manifest_failed(e.to_string()));
+                return Err(Error::InvalidInput(format!("model {name:?}: {e}")));
+            }
+            Some(Ok(spec)) => spec,
+        };
+        let done = self.start_load(spec);
+        wait_loaded(name, done).await
+    }
+
+    /// Stops serving a model; requests it already accepted are still answered.
+    pub fn unload(&self, name: &str) -> Result<()> {
+        let mut slots = self.slots();
+        let slot = slots
+            .get_mut(name)
+            .ok_or_else(|| Error::ModelNotFound(name.to_owned()))?;
+        slot.unload();
+        drop(slots);
+        self.notify(name, ModelState::Unloaded);
+        Ok(())
+    }
+
+    /// Rescans the repository: new and changed models load, removed ones unload. A model whose
+    /// new version fails keeps its old version serving. Resolves when every load has finished.
+    pub async fn reload(&self) -> Result<()> {
+        let pending = self
+            .rescan()
+            .map_err(|e| Error::Internal(format!("cannot read the model repository: {e}")))?;
+        for (name, done) in pending {
+            // Failures are recorded in the model's status; Reload itself succeeded.
+            if let Err(e) = wait_loaded(&name, done).await {
+                tracing::warn!(model = %name, "reload: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn rescan(&self) -> std::io::Result<Vec<(String, LoadResult)>> {
+        let entries = self.inner.repo.scan()?;
+        let mut pending = Vec::new();
+        let mut seen = Vec::new();
+        for entry in entries {
+            seen.push(entry.name.clone());
+            match entry.spec {
+                Err(e) => {
+                    tracing::error!(model = %entry.name, "{e}");
+                    self.with_slot(&entry.name, |s| s.manifest_failed(e.to_string()));
+                }
+                Ok(spec) => {
+                    let fp = slot::fingerprint(&spec);
+                    let current = self
+                        .slots()
+                        .get(&entry.name)
+                        .is_some_and(|s| s.is_current(&fp));
+                    if !current {
+                        pending.push((entry.name.clone(), self.start_load(spec)));
+                    }
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .slots()
+            .keys()
+            .filter(|n| !seen.contains(n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(mut slot) = self.slots().remove(&name) {
+                slot.unload();
+            }
+            self.notify(&name, ModelState::Unloaded);
+        }
+        Ok(pending)
+    }
+
+    fn with_slot(&self, name: &str, f: impl FnOnce(&mut Slot)) {
+        let state = {
+            let mut slots = self.slots();
+            let slot = slots.entry(name.to_owned()).or_default();
+            f(slot);
+            slot.state()
+        };
+        self.notify(name, state);
+    }
+
+    fn notify(&self, name: &str, state: ModelState) {
+        // No subscriber is fine: nobody is listening yet.
+        let _ = self.inner.changes.send(StateChange {
+            name: name.to_owned(),
+            state,
+        });
+    }
+
+    /// Starts a worker for `spec`; the slot switches to it once it has loaded.
+    fn start_load(&self, spec: ModelSpec) -> LoadResult {
+        let (done_tx, done_rx) = oneshot::channel();
+        let name = spec.name.clone();
+        let fp = slot::fingerprint(&spec);
+        let (generation, stats, state) = {
+            let mut slots = self.slots();
+            let slot = slots.entry(name.clone()).or_default();
+            let generation = slot.begin_load(spec.manifest.kind);
+            (generation, slot.stats.clone(), slot.state())
+        };
+        self.notify(&name, state);
+        let queue = Arc::new(Queue::new(&name, spec.manifest.batching.queue, stats));
+        let engine = self.clone();
+        let serving_queue = queue.clone();
+        let manifest = spec.manifest.clone();
+        let on_loaded = move |result: std::result::Result<kinds::Loaded, LoadError>| {
+            let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+            let (serve, state) = {
+                let mut slots = engine.slots();
+                match slots.get_mut(&name) {
+                    Some(slot) => {
+                        let serve = slot.finish_load(
+                            generation,
+                            fp,
+                            result.map(|info| Serving {
+                                queue: serving_queue,
+                                manifest,
+                                info,
+                            }),
+                        );
+                        (serve, Some(slot.state()))
+                    }
+                    None => (false, None),
+                }
+            };
+            if let Some(state) = state {
+                engine.notify(&name, state);
+            }
+            let _ = done_tx.send(outcome);
+            serve
+        };
+        match worker::spawn(spec, self.inner.ctx.clone(), queue, on_loaded) {
+            Ok(handle) => {
+                let mut threads = self.inner.threads.lock().unwrap_or_else(|p| p.into_inner());
+                threads.retain(|t| !t.is_finished());
+                threads.push(handle);
+            }
+            Err(e) => tracing::error!("cannot start a worker thread: {e}"),
+        }
+        done_rx
+    }
+
+    /// The queue of a ready model of the given kind, and the request's deadline.
+    fn admit(
+        &self,
+        model: &str,
+        kind: Kind,
+        timeout: Option<Duration>,
+    ) -> Result<(Arc<Queue<Job>>, Option<Instant>, Serving)> {
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let slots = self.slots();
+        let slot = slots
+            .get(model)
+            .ok_or_else(|| Error::ModelNotFound(model.to_owned()))?;
+        let serving = slot.serving(model)?;
+        if serving.manifest.kind != kind {
+            let method = match serving.manifest.kind {
+                Kind::Embedding => "Embed",
+                Kind::Tensor => "Infer",
+            };
+            return Err(Error::InvalidInput(format!(
+                "model {model:?} is a {} model; use {method}",
+                serving.manifest.kind.as_str()
+            )));
+        }
+        let default = serving
+            .manifest
+            .batching
+            .timeout_ms
+            .map(Duration::from_millis);
+        let timeout = match (timeout, default) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok((
+            serving.queue.clone(),
+            timeout.map(|t| Instant::now() + t),
+            serving.clone(),
+        ))
+    }
+
+    pub async fn embed(
+        &self,
+        model: &str,
+        req: EmbedRequest,
+        timeout: Option<Duration>,
+    ) -> Result<EmbedOutput> {
+        let (queue, deadline, _) = self.admit(model, Kind::Embedding, timeout)?;
+        let (reply, rx) = oneshot::channel();
+        queue
+            .push(Job::Embed { req, reply }, deadline)
+            .map_err(|(_, e)| e)?;
+        answer(rx).await
+    }
+
+    pub async fn infer(&self, model: &str, inputs: Tensors) -> Result<Tensors> {
+        let (queue, deadline, serving) = self.admit(model, Kind::Tensor, None)?;
+        serving.check_inputs(&inputs)?;
+        let (reply, rx) = oneshot::channel();
+        queue
+            .push(Job::Infer { inputs, reply }, deadline)
+            .map_err(|(_, e)| e)?;
+        answer(rx).await
+    }
+
+    /// Stops admission, lets workers finish what they accepted, and joins them, waiting at most
+    /// `timeout`. Returns false if some worker was still busy when the time ran out.
+    pub async fn shutdown(&self, timeout: Duration) -> bool {
+        self.inner.stopping.store(true, Ordering::Release);
+        for slot in self.slots().values_mut() {
+            slot.close();
+        }
+        let threads: Vec<_> =
+            std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let join = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        });
+        tokio::time::timeout(timeout, join).await.is_ok()
+    }
+}
+
+async fn answer<T>(rx: oneshot::Receiver<Result<T>>) -> Result<T> {
+    rx.await.unwrap_or_else(|_| {
+        Err(Error::Internal(
+            "the model's worker stopped without answering".into(),
+        ))
+    })
+}
+
+async fn wait_loaded(name: &str, done: LoadResult) -> Result<()> {
+    match done.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(reason)) => Err(Error::ModelNotReady {
+            name: name.to_owned(),
+            state: ModelState::Failed,
+            reason: Some(reason),
+        }),
+        Err(_) => Err(Error::Internal(format!(
+            "the load of {name:?} was abandoned"
+        ))),
+    }
+}

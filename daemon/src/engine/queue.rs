@@ -1,0 +1,302 @@
+//! The bounded queue between frontends and a model's worker thread.
+//!
+//! Admission never waits: a full queue fails the request with `Overloaded` at once. The worker
+//! forms batches from the front, skipping requests whose caller has gone and failing those past
+//! their deadline, so neither costs a model run.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+
+/// A unit of work a queue can carry.
+pub trait Job: Send {
+    /// True when nobody waits for the answer any more.
+    fn is_abandoned(&self) -> bool;
+    /// Answers the job with an error.
+    fn fail(self, error: Error);
+    /// How much of a batch this job fills (texts, rows).
+    fn weight(&self) -> usize {
+        1
+    }
+}
+
+/// Counters kept per queue, read by `ListModels`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub served: AtomicU64,
+    pub skipped: AtomicU64,
+    pub timed_out: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+struct Entry<J> {
+    job: J,
+    enqueued: Instant,
+    deadline: Option<Instant>,
+}
+
+struct State<J> {
+    entries: VecDeque<Entry<J>>,
+    closed: bool,
+}
+
+pub struct Queue<J> {
+    model: String,
+    capacity: usize,
+    state: Mutex<State<J>>,
+    ready: Condvar,
+    /// Shared with the model's slot so counts survive a reload.
+    pub stats: Arc<Stats>,
+}
+
+/// How a worker wants its batches cut.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPolicy {
+    pub max_batch: usize,
+    pub max_wait: Duration,
+}
+
+impl<J: Job> Queue<J> {
+    pub fn new(model: &str, capacity: usize, stats: Arc<Stats>) -> Self {
+        Queue {
+            model: model.to_owned(),
+            capacity,
+            state: Mutex::new(State {
+                entries: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            stats,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<J>> {
+        // A panic while holding this lock leaves plain data behind; keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Enqueues or refuses at once. The job is handed back with the error so it can be answered.
+    pub fn push(&self, job: J, deadline: Option<Instant>) -> Result<(), (J, Error)> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err((job, Error::ShuttingDown));
+        }
+        if st.entries.len() >= self.capacity {
+            drop(st);
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            let e = Error::Overloaded {
+                model: self.model.clone(),
+                capacity: self.capacity,
+            };
+            return Err((job, e));
+        }
+        st.entries.push_back(Entry {
+            job,
+            enqueued: Instant::now(),
+            deadline,
+        });
+        drop(st);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Requests waiting now.
+    pub fn depth(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Stops admission; queued jobs are still handed out until none are left.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// Drops abandoned entries and fails expired ones anywhere in the queue.
+    fn prune(&self, st: &mut State<J>, now: Instant) {
+        let mut kept = VecDeque::with_capacity(st.entries.len());
+        for e in st.entries.drain(..) {
+            if e.job.is_abandoned() {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            } else if e.deadline.is_some_and(|d| d <= now) {
+                self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                e.job.fail(Error::Timeout {
+                    model: self.model.clone(),
+                    waited_ms: now.duration_since(e.enqueued).as_millis(),
+                });
+            } else {
+                kept.push_back(e);
+            }
+        }
+        st.entries = kept;
+    }
+
+    /// Blocks until at least one live job exists, then gathers compatible jobs up to the batch
+    /// size, waiting at most `max_wait` for more. `None` once closed and drained.
+    pub fn next_batch(
+        &self,
+        policy: BatchPolicy,
+        compatible: impl Fn(&J, &J) -> bool,
+    ) -> Option<Vec<J>> {
+        let mut st = self.lock();
+        loop {
+            self.prune(&mut st, Instant::now());
+            if !st.entries.is_empty() {
+                break;
+            }
+            if st.closed {
+                return None;
+            }
+            st = self.ready.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        let first = st.entries.pop_front().map(|e| e.job)?;
+        let mut weight = first.weight();
+        let mut batch = vec![first];
+        let until = Instant::now() + policy.max_wait;
+        loop {
+            let mut i = 0;
+            while i < st.entries.len() && weight < policy.max_batch {
+                let e = &st.entries[i];
+                if compatible(&batch[0], &e.job) && weight + e.job.weight() <= policy.max_batch {
+                    weight += e.job.weight();
+                    batch.extend(st.entries.remove(i).map(|e| e.job));
+                } else {
+                    i += 1;
+                }
+            }
+            let now = Instant::now();
+            if weight >= policy.max_batch || now >= until || st.closed {
+                break;
+            }
+            st = self
+                .ready
+                .wait_timeout(st, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            self.prune(&mut st, Instant::now());
+        }
+        Some(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+
+    /// A fake job: the model is not needed to test admission and batching.
+    #[derive(Debug)]
+    struct Fake {
+        id: u32,
+        group: u32,
+        reply: oneshot::Sender<Result<u32, Error>>,
+    }
+
+    impl Job for Fake {
+        fn is_abandoned(&self) -> bool {
+            self.reply.is_closed()
+        }
+        fn fail(self, error: Error) {
+            let _ = self.reply.send(Err(error));
+        }
+    }
+
+    fn job(id: u32, group: u32) -> (Fake, oneshot::Receiver<Result<u32, Error>>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Fake {
+                id,
+                group,
+                reply: tx,
+            },
+            rx,
+        )
+    }
+
+    const NOW: BatchPolicy = BatchPolicy {
+        max_batch: 4,
+        max_wait: Duration::ZERO,
+    };
+
+    #[test]
+    fn full_queue_refuses_at_once() {
+        let q = Queue::new("m", 1, Default::default());
+        let (a, _ra) = job(1, 0);
+        let (b, _rb) = job(2, 0);
+        assert!(q.push(a, None).is_ok());
+        let (_, e) = q.push(b, None).unwrap_err();
+        assert!(matches!(e, Error::Overloaded { capacity: 1, .. }));
+        assert_eq!(q.stats.rejected.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn abandoned_jobs_are_skipped() {
+        let q = Queue::new("m", 8, Default::default());
+        let (a, ra) = job(1, 0);
+        let (b, _rb) = job(2, 0);
+        q.push(a, None).unwrap();
+        q.push(b, None).unwrap();
+        drop(ra);
+        let batch = q.next_batch(NOW, |_, _| true).unwrap();
+        assert_eq!(batch.iter().map(|j| j.id).collect::<Vec<_>>(), [2]);
+        assert_eq!(q.stats.skipped.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn expired_jobs_fail_with_timeout() {
+        let q = Queue::new("m", 8, Default::default());
+        let (a, mut ra) = job(1, 0);
+        let (b, _rb) = job(2, 0);
+        q.push(a, Some(Instant::now())).unwrap();
+        q.push(b, None).unwrap();
+        let batch = q.next_batch(NOW, |_, _| true).unwrap();
+        assert_eq!(batch.len(), 1);
+        assert!(matches!(ra.try_recv().unwrap(), Err(Error::Timeout { .. })));
+    }
+
+    #[test]
+    fn batches_take_only_compatible_jobs_in_order() {
+        let q = Queue::new("m", 8, Default::default());
+        let mut rxs = Vec::new();
+        for (id, group) in [(1, 0), (2, 1), (3, 0), (4, 0), (5, 0), (6, 0)] {
+            let (j, rx) = job(id, group);
+            q.push(j, None).unwrap();
+            rxs.push(rx);
+        }
+        let same = |a: &Fake, b: &Fake| a.group == b.group;
+        let ids = |b: Vec<Fake>| b.iter().map(|j| j.id).collect::<Vec<_>>();
+        assert_eq!(ids(q.next_batch(NOW, same).unwrap()), [1, 3, 4, 5]);
+        assert_eq!(ids(q.next_batch(NOW, same).unwrap()), [2]);
+        assert_eq!(ids(q.next_batch(NOW, same).unwrap()), [6]);
+    }
+
+    #[test]
+    fn waits_for_a_batch_to_fill_then_drains_after_close() {
+        let q = Arc::new(Queue::new("m", 8, Default::default()));
+        let (a, _ra) = job(1, 0);
+        q.push(a, None).unwrap();
+        let q2 = q.clone();
+        let pusher = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let (b, rb) = job(2, 0);
+            q2.push(b, None).unwrap();
+            rb
+        });
+        let policy = BatchPolicy {
+            max_batch: 2,
+            max_wait: Duration::from_secs(5),
+        };
+        let batch = q.next_batch(policy, |_, _| true).unwrap();
+        assert_eq!(batch.len(), 2);
+        let _rb = pusher.join().unwrap();
+        let (c, _rc) = job(3, 0);
+        q.push(c, None).unwrap();
+        q.close();
+        let (d, _rd) = job(4, 0);
+        assert!(matches!(q.push(d, None), Err((_, Error::ShuttingDown))));
+        assert_eq!(q.next_batch(policy, |_, _| true).unwrap().len(), 1);
+        assert!(q.next_batch(policy, |_, _| true).is_none());
+    }
+}

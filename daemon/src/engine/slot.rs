@@ -1,0 +1,204 @@
+//! One model's entry in the engine: the version serving now, a version loading, and why the last
+//! attempt failed. Keeping both versions is what lets a failed reload leave the old one serving.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use inferd_client::{ModelState, ModelStatus};
+
+use super::job::{Job, Tensors};
+use super::queue::{Queue, Stats};
+use crate::error::{Error, LoadError, Result};
+use crate::kinds::Loaded;
+use crate::manifest::{Kind, Manifest, ModelSpec};
+
+/// A loaded version and the queue in front of its worker.
+#[derive(Clone)]
+pub struct Serving {
+    pub queue: Arc<Queue<Job>>,
+    pub manifest: Manifest,
+    pub info: Loaded,
+}
+
+#[derive(Default)]
+pub struct Slot {
+    pub stats: Arc<Stats>,
+    kind: Option<Kind>,
+    serving: Option<Serving>,
+    /// Generation of the load in flight, if any; older loads finishing late are discarded.
+    loading: Option<u64>,
+    generations: u64,
+    /// Why the last load failed (alone, or while an older version keeps serving).
+    failed: Option<String>,
+    /// Unloaded on request: a rescan leaves it unloaded unless its files change.
+    unloaded: bool,
+    /// Fingerprint of the files behind the serving or loading version.
+    fingerprint: Option<String>,
+}
+
+/// Changes whenever the manifest or a file it names changes.
+pub fn fingerprint(spec: &ModelSpec) -> String {
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .map(|m| format!("{}:{:?}", m.len(), m.modified().ok()))
+            .unwrap_or_default()
+    };
+    format!(
+        "{:?}|{}|{}",
+        spec.manifest,
+        stamp(&spec.model_path),
+        spec.tokenizer_path
+            .as_deref()
+            .map(stamp)
+            .unwrap_or_default()
+    )
+}
+
+impl Slot {
+    pub fn state(&self) -> ModelState {
+        if self.serving.is_some() {
+            ModelState::Ready
+        } else if self.loading.is_some() {
+            ModelState::Loading
+        } else if self.failed.is_some() {
+            ModelState::Failed
+        } else {
+            ModelState::Unloaded
+        }
+    }
+
+    /// True when a rescan has nothing to do for this version of the files.
+    pub fn is_current(&self, fp: &str) -> bool {
+        let same = self.fingerprint.as_deref() == Some(fp);
+        same && (self.unloaded
+            || (self.failed.is_none() && (self.serving.is_some() || self.loading.is_some())))
+    }
+
+    pub fn begin_load(&mut self, kind: Kind) -> u64 {
+        self.generations += 1;
+        self.loading = Some(self.generations);
+        self.kind = Some(kind);
+        self.unloaded = false;
+        self.generations
+    }
+
+    /// Records a finished load; returns whether its worker should serve.
+    pub fn finish_load(
+        &mut self,
+        generation: u64,
+        fingerprint: String,
+        result: std::result::Result<Serving, LoadError>,
+    ) -> bool {
+        if self.loading != Some(generation) {
+            return false;
+        }
+        self.loading = None;
+        self.fingerprint = Some(fingerprint);
+        match result {
+            Ok(new) => {
+                if let Some(old) = self.serving.replace(new) {
+                    old.queue.close();
+                }
+                self.failed = None;
+                true
+            }
+            Err(e) => {
+                self.record_failure(e.to_string());
+                false
+            }
+        }
+    }
+
+    pub fn manifest_failed(&mut self, reason: String) {
+        self.loading = None;
+        self.fingerprint = None;
+        self.record_failure(reason);
+    }
+
+    fn record_failure(&mut self, reason: String) {
+        self.failed = Some(if self.serving.is_some() {
+            format!("reload failed, the previous version keeps serving: {reason}")
+        } else {
+            reason
+        });
+    }
+
+    pub fn unload(&mut self) {
+        self.close();
+        self.serving = None;
+        self.loading = None;
+        self.failed = None;
+        self.unloaded = true;
+    }
+
+    /// Stops admission to the serving version; its worker drains and exits.
+    pub fn close(&self) {
+        if let Some(s) = &self.serving {
+            s.queue.close();
+        }
+    }
+
+    pub fn serving(&self, name: &str) -> Result<&Serving> {
+        self.serving.as_ref().ok_or_else(|| Error::ModelNotReady {
+            name: name.to_owned(),
+            state: self.state(),
+            reason: self.failed.clone(),
+        })
+    }
+
+    pub fn status(&self, name: &str) -> ModelStatus {
+        let placement = self.serving.as_ref().map(|s| &s.info.placement);
+        let skipped = placement
+            .map(|p| p.skipped.join("; "))
+            .filter(|s| !s.is_empty());
+        ModelStatus {
+            name: name.to_owned(),
+            kind: self.kind.map(Kind::as_str).unwrap_or("unknown").to_owned(),
+            state: self.state(),
+            provider: placement
+                .map(|p| p.provider.as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            error: self.failed.clone(),
+            note: skipped.map(|s| format!("providers skipped: {s}")),
+            queue_depth: self.serving.as_ref().map_or(0, |s| s.queue.depth() as u32),
+            served: self.stats.served.load(Ordering::Relaxed),
+            skipped: self.stats.skipped.load(Ordering::Relaxed),
+            timed_out: self.stats.timed_out.load(Ordering::Relaxed),
+            rejected: self.stats.rejected.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Serving {
+    /// Checks names, dtypes and shapes against the model's declared inputs.
+    pub fn check_inputs(&self, inputs: &Tensors) -> Result<()> {
+        let declared = &self.info.inputs;
+        let names: BTreeSet<&str> = declared.iter().map(|s| s.name.as_str()).collect();
+        let list = || {
+            declared
+                .iter()
+                .map(|s| format!("{} ({})", s.name, s.describe()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if let Some(unknown) = inputs.keys().find(|k| !names.contains(k.as_str())) {
+            return Err(Error::InvalidInput(format!(
+                "unknown input {unknown:?}; the model's inputs are: {}",
+                list()
+            )));
+        }
+        if let Some(missing) = declared.iter().find(|s| !inputs.contains_key(&s.name)) {
+            return Err(Error::InvalidInput(format!(
+                "missing input {:?}; the model's inputs are: {}",
+                missing.name,
+                list()
+            )));
+        }
+        for spec in declared {
+            spec.check(&inputs[&spec.name])?;
+        }
+        Ok(())
+    }
+}

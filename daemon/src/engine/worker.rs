@@ -1,0 +1,66 @@
+//! A model's worker: one OS thread that loads the session, owns it, and serves its queue.
+//!
+//! `Session::run` takes `&mut self`, so ownership by one thread needs no lock, and inference never
+//! blocks the async runtime.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::job::Job;
+use super::queue::{BatchPolicy, Queue};
+use crate::error::LoadError;
+use crate::kinds::{self, LoadContext, Loaded};
+use crate::manifest::ModelSpec;
+
+/// Starts the thread. `on_loaded` reports the load result and says whether to serve; it returns
+/// false when the load was superseded meanwhile (unloaded, or a newer version started).
+pub fn spawn(
+    spec: ModelSpec,
+    ctx: LoadContext,
+    queue: Arc<Queue<Job>>,
+    on_loaded: impl FnOnce(Result<Loaded, LoadError>) -> bool + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("model-{}", spec.name))
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            let loaded = catch_unwind(AssertUnwindSafe(|| kinds::load(&spec, &ctx)))
+                .unwrap_or_else(|_| Err(LoadError::Incompatible("the loader panicked".into())));
+            let (mut model, info) = match loaded {
+                Ok(ok) => ok,
+                Err(e) => {
+                    queue.close();
+                    on_loaded(Err(e));
+                    return;
+                }
+            };
+            tracing::info!(
+                model = %spec.name,
+                provider = info.placement.provider.as_str(),
+                ms = started.elapsed().as_millis() as u64,
+                "model loaded"
+            );
+            if !on_loaded(Ok(info)) {
+                queue.close();
+                return;
+            }
+            let b = &spec.manifest.batching;
+            let policy = BatchPolicy {
+                max_batch: b.max_batch,
+                max_wait: Duration::from_millis(b.max_wait_ms),
+            };
+            while let Some(batch) = queue.next_batch(policy, |a, b| model.compatible(a, b)) {
+                let n = batch.len() as u64;
+                // A panic drops the batch's reply senders: its callers get an Internal error,
+                // and the worker goes on serving.
+                if catch_unwind(AssertUnwindSafe(|| model.run(batch))).is_err() {
+                    tracing::error!(model = %spec.name, "model run panicked; batch failed");
+                }
+                queue.stats.served.fetch_add(n, Ordering::Relaxed);
+            }
+            tracing::debug!(model = %spec.name, "worker stopped");
+        })
+}

@@ -1,0 +1,59 @@
+//! What a request can fail with inside the engine. Frontends map this once, at their edge.
+
+use inferd_client::ModelState;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("no model named {0:?} in the repository")]
+    ModelNotFound(String),
+    #[error("model {name:?} is {state}{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
+    ModelNotReady {
+        name: String,
+        state: ModelState,
+        reason: Option<String>,
+    },
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("model {model:?} is overloaded: its queue of {capacity} is full; retry later")]
+    Overloaded { model: String, capacity: usize },
+    #[error("request to {model:?} waited {waited_ms} ms, past its deadline")]
+    Timeout { model: String, waited_ms: u128 },
+    #[error("inferd is shutting down and takes no new requests")]
+    ShuttingDown,
+    #[error("the caller went away")]
+    Cancelled,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<ort::Error> for Error {
+    fn from(e: ort::Error) -> Self {
+        Error::Internal(format!("ONNX Runtime: {e}"))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a model could not be loaded; becomes the `error` of a `failed` model.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+    #[error("ONNX Runtime could not load {path}: {source}")]
+    Session {
+        path: std::path::PathBuf,
+        #[source]
+        source: ort::Error,
+    },
+    #[error("tokenizer {path}: {message}")]
+    Tokenizer {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("require_gpu is set and no GPU provider registered: {0}")]
+    NoGpu(String),
+    #[error("no execution provider registered: {0}")]
+    NoProvider(String),
+    #[error("{0}")]
+    Incompatible(String),
+}

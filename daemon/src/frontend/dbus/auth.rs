@@ -1,0 +1,95 @@
+//! Who may call management methods. The caller's uid and groups come from the bus
+//! (`GetConnectionCredentials` on the message's sender), never from anything the caller says.
+
+use inferd_client::Error;
+use zbus::fdo::DBusProxy;
+use zbus::message::Header;
+use zbus::names::BusName;
+use zbus::Connection;
+
+use crate::config::DbusConfig;
+
+#[derive(Debug, Clone)]
+pub struct Auth {
+    own_uid: u32,
+    admin_uids: Vec<u32>,
+    admin_gid: Option<u32>,
+}
+
+impl Auth {
+    pub fn new(cfg: &DbusConfig) -> Result<Auth, String> {
+        let admin_gid = match &cfg.admin_group {
+            None => None,
+            Some(g) => Some(
+                nix::unistd::Group::from_name(g)
+                    .map_err(|e| format!("dbus.admin_group {g:?}: {e}"))?
+                    .ok_or_else(|| format!("dbus.admin_group {g:?}: no such group"))?
+                    .gid
+                    .as_raw(),
+            ),
+        };
+        Ok(Auth {
+            own_uid: nix::unistd::getuid().as_raw(),
+            admin_uids: cfg.admin_uids.clone(),
+            admin_gid,
+        })
+    }
+
+    fn allows(&self, uid: u32, groups: &[u32]) -> bool {
+        uid == 0
+            || uid == self.own_uid
+            || self.admin_uids.contains(&uid)
+            || self.admin_gid.is_some_and(|g| groups.contains(&g))
+    }
+
+    /// `Ok` when the message's sender may call the management method `method`.
+    pub async fn check(
+        &self,
+        conn: &Connection,
+        hdr: &Header<'_>,
+        method: &str,
+    ) -> Result<(), Error> {
+        let denied =
+            |why: String| Error::AccessDenied(format!("{method} is for administrators: {why}"));
+        let sender = hdr
+            .sender()
+            .ok_or_else(|| denied("the message has no sender".into()))?;
+        let creds = DBusProxy::new(conn)
+            .await?
+            .get_connection_credentials(BusName::from(sender.to_owned()))
+            .await
+            .map_err(|e| denied(format!("cannot identify the caller: {e}")))?;
+        let uid = creds
+            .unix_user_id()
+            .ok_or_else(|| denied("the bus did not report the caller's uid".into()))?;
+        let groups = creds.unix_group_ids().cloned().unwrap_or_default();
+        if self.allows(uid, &groups) {
+            Ok(())
+        } else {
+            tracing::warn!(uid, method, "management call refused");
+            Err(denied(format!(
+                "uid {uid} is not root, the daemon's uid, in dbus.admin_uids, or in dbus.admin_group"
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_is_allowed() {
+        let a = Auth {
+            own_uid: 1000,
+            admin_uids: vec![1001],
+            admin_gid: Some(50),
+        };
+        assert!(a.allows(0, &[]));
+        assert!(a.allows(1000, &[]));
+        assert!(a.allows(1001, &[]));
+        assert!(a.allows(2000, &[7, 50]));
+        assert!(!a.allows(2000, &[7]));
+        assert!(!a.allows(65534, &[]));
+    }
+}

@@ -1,0 +1,20 @@
+//! The one place engine errors become D-Bus error names.
+
+use inferd_client::Error as Wire;
+
+use crate::error::Error;
+
+impl From<Error> for Wire {
+    fn from(e: Error) -> Wire {
+        let msg = e.to_string();
+        match e {
+            Error::ModelNotFound(_) => Wire::ModelNotFound(msg),
+            Error::ModelNotReady { .. } => Wire::ModelNotReady(msg),
+            Error::InvalidInput(_) => Wire::InvalidInput(msg),
+            Error::Overloaded { .. } => Wire::Overloaded(msg),
+            Error::Timeout { .. } => Wire::Timeout(msg),
+            Error::ShuttingDown => Wire::ShuttingDown(msg),
+            Error::Cancelled | Error::Internal(_) => Wire::Internal(msg),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The D-Bus frontend: serves `org.inferd.Inferd1` on the session, system or a given bus.
+
+mod auth;
+mod callers;
+mod errors;
+mod interface;
+mod options;
+
+use inferd_client::names::{BUS_NAME, OBJECT_PATH};
+use tokio::sync::broadcast::error::RecvError;
+use zbus::object_server::SignalEmitter;
+use zbus::{connection, Connection};
+
+use crate::config::{Bus, DbusConfig};
+use crate::engine::Engine;
+use crate::runtime::Runtime;
+
+pub use interface::Service;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbusError {
+    #[error("D-Bus: {0}")]
+    Bus(#[from] zbus::Error),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A running D-Bus frontend.
+pub struct Frontend {
+    conn: Connection,
+}
+
+/// Serves the object, then requests the name, so a client that sees the name finds the object.
+pub async fn serve(
+    engine: Engine,
+    bus: &Bus,
+    cfg: &DbusConfig,
+    runtime: &Runtime,
+) -> Result<Frontend, DbusError> {
+    let auth = auth::Auth::new(cfg).map_err(DbusError::Config)?;
+    let callers = callers::Callers::default();
+    let service = Service {
+        engine: engine.clone(),
+        auth,
+        callers: callers.clone(),
+        runtime_version: runtime.version.clone(),
+        providers: runtime.providers.clone(),
+    };
+    let builder = match bus {
+        Bus::Session => connection::Builder::session()?,
+        Bus::System => connection::Builder::system()?,
+        Bus::Address(a) => connection::Builder::address(a.as_str())?,
+    };
+    let conn = builder
+        .serve_at(OBJECT_PATH, service)?
+        .name(BUS_NAME)?
+        .build()
+        .await?;
+
+    let watcher = conn.clone();
+    tokio::spawn(async move {
+        if let Err(e) = callers.watch(watcher).await {
+            tracing::error!("cannot follow callers on the bus: {e}");
+        }
+    });
+    let emitter = SignalEmitter::new(&conn, OBJECT_PATH)?.into_owned();
+    let mut changes = engine.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match changes.recv().await {
+                Ok(c) => {
+                    if let Err(e) =
+                        Service::model_state_changed(&emitter, &c.name, c.state.as_str()).await
+                    {
+                        tracing::warn!("cannot emit ModelStateChanged: {e}");
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!("{n} model state changes were not signalled")
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+    Ok(Frontend { conn })
+}
+
+impl Frontend {
+    /// Gives up the bus name; in-flight replies already sent are unaffected.
+    pub async fn close(self) {
+        if let Err(e) = self.conn.release_name(BUS_NAME).await {
+            tracing::warn!("cannot release {BUS_NAME}: {e}");
+        }
+        let _ = self.conn.close().await;
+    }
+}

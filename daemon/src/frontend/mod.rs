@@ -1,0 +1,3 @@
+//! Frontends translate a transport's requests into engine calls and map errors at their edge.
+
+pub mod dbus;

@@ -1,0 +1,105 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use inferd::config::{Config, Overrides};
+use tracing_subscriber::EnvFilter;
+
+/// On-device inference daemon: serves ONNX models over D-Bus.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Config file [default: /etc/inferd/inferd.toml when it exists]
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Model repository (overrides models.dir)
+    #[arg(long, global = true)]
+    models: Option<PathBuf>,
+    /// session, system, or a D-Bus address (overrides dbus.bus)
+    #[arg(long, global = true)]
+    bus: Option<String>,
+    /// error, warn, info, debug, trace (overrides log_level)
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config and every manifest, report the ONNX Runtime found, and exit
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("inferd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    config.apply(Overrides {
+        models: cli.models,
+        bus: cli.bus,
+        log_level: cli.log_level,
+    });
+    let filter = log_filter(config.log_level.as_deref().unwrap_or("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    if let Some(Command::Check) = cli.command {
+        let problems = inferd::check::check(&config);
+        return if problems == 0 {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("inferd check: {problems} problem(s)");
+            ExitCode::FAILURE
+        };
+    }
+
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("inferd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(inferd::run(config, stop_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("inferd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// ONNX Runtime logs every graph transform at info; keep it at warn unless asked for by name.
+fn log_filter(level: &str) -> EnvFilter {
+    let directive = if level.contains('=') {
+        level.to_owned()
+    } else {
+        format!("{level},ort=warn")
+    };
+    EnvFilter::try_new(directive).unwrap_or_else(|_| EnvFilter::new("info,ort=warn"))
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop inferd with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,373 @@
+//! `model.toml`: what a model folder declares about itself. Every path in it is resolved inside
+//! the folder, so no manifest can make the daemon read a file outside the repository.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const MANIFEST_FILE: &str = "model.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key} = {value:?} is not allowed: {reason}")]
+    UnsafePath {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("invalid manifest: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Embedding,
+    Tensor,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Embedding => "embedding",
+            Kind::Tensor => "tensor",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub kind: Kind,
+    #[serde(default = "default_file")]
+    pub file: String,
+    pub tokenizer: Option<String>,
+    #[serde(default)]
+    pub embedding: EmbeddingOptions,
+    #[serde(default)]
+    pub execution: Execution,
+    #[serde(default)]
+    pub batching: Batching,
+}
+
+fn default_file() -> String {
+    "model.onnx".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    Mean,
+    Cls,
+    /// The graph already pools: its first output is `[batch, dim]`.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddingOptions {
+    pub pooling: Pooling,
+    pub normalize: bool,
+    /// Tokens kept per text; longer texts are truncated and the reply says so.
+    pub max_length: usize,
+    /// Graph output holding the hidden states; the first output when absent.
+    pub output: Option<String>,
+}
+
+impl Default for EmbeddingOptions {
+    fn default() -> Self {
+        EmbeddingOptions {
+            pooling: Pooling::Mean,
+            normalize: true,
+            max_length: 256,
+            output: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Tensorrt,
+    Cuda,
+    Cpu,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Tensorrt => "tensorrt",
+            Provider::Cuda => "cuda",
+            Provider::Cpu => "cpu",
+        }
+    }
+
+    pub fn is_gpu(self) -> bool {
+        !matches!(self, Provider::Cpu)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Execution {
+    /// Tried in order; the first that registers is used.
+    pub providers: Vec<Provider>,
+    pub intra_threads: usize,
+    /// Fail the load instead of falling back from a GPU provider to the CPU.
+    pub require_gpu: bool,
+    pub cuda: CudaOptions,
+    pub tensorrt: TensorRtOptions,
+}
+
+impl Default for Execution {
+    fn default() -> Self {
+        Execution {
+            providers: vec![Provider::Cpu],
+            intra_threads: 0,
+            require_gpu: false,
+            cuda: CudaOptions::default(),
+            tensorrt: TensorRtOptions::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CudaOptions {
+    pub device_id: i32,
+    /// Bytes the CUDA arena may use; unlimited when absent.
+    pub memory_limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TensorRtOptions {
+    pub device_id: i32,
+    pub fp16: bool,
+    /// Bytes TensorRT may use as builder workspace.
+    pub max_workspace: Option<usize>,
+    /// 0–5; higher builds slower engines that run faster.
+    pub builder_optimization_level: Option<u8>,
+}
+
+impl Default for TensorRtOptions {
+    fn default() -> Self {
+        TensorRtOptions {
+            device_id: 0,
+            fp16: true,
+            max_workspace: None,
+            builder_optimization_level: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Batching {
+    /// Most requests (texts, for embeddings) in one run.
+    pub max_batch: usize,
+    /// How long the worker waits for a batch to fill once it has one request.
+    pub max_wait_ms: u64,
+    /// Requests that may wait; beyond this, callers get `Overloaded` at once.
+    pub queue: usize,
+    /// Default deadline of a request on this model; none when absent.
+    pub timeout_ms: Option<u64>,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching {
+            max_batch: 32,
+            max_wait_ms: 2,
+            queue: 256,
+            timeout_ms: None,
+        }
+    }
+}
+
+/// A manifest together with the absolute, checked paths it names.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub name: String,
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub model_path: PathBuf,
+    pub tokenizer_path: Option<PathBuf>,
+}
+
+impl Manifest {
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+        let m: Manifest = toml::from_str(text).map_err(|e| ManifestError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    fn validate(&self) -> Result<(), ManifestError> {
+        let invalid = |s: &str| Err(ManifestError::Invalid(s.to_owned()));
+        if self.execution.providers.is_empty() {
+            return invalid("execution.providers is empty");
+        }
+        if self.execution.require_gpu && !self.execution.providers.iter().any(|p| p.is_gpu()) {
+            return invalid(
+                "execution.require_gpu is set but execution.providers lists no GPU provider",
+            );
+        }
+        if self.batching.max_batch == 0 {
+            return invalid("batching.max_batch must be at least 1");
+        }
+        if self.batching.queue == 0 {
+            return invalid("batching.queue must be at least 1");
+        }
+        if self.kind == Kind::Embedding {
+            if self.tokenizer.is_none() {
+                return invalid("kind = \"embedding\" needs tokenizer = \"tokenizer.json\"");
+            }
+            if self.embedding.max_length == 0 {
+                return invalid("embedding.max_length must be at least 1");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ModelSpec {
+    /// Reads `<dir>/model.toml` and resolves its paths inside `dir`.
+    pub fn load(name: &str, dir: &Path) -> Result<ModelSpec, ManifestError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let manifest = Manifest::parse(&text, &path)?;
+        let model_path = resolve_inside(dir, "file", &manifest.file)?;
+        let tokenizer_path = manifest
+            .tokenizer
+            .as_deref()
+            .map(|t| resolve_inside(dir, "tokenizer", t))
+            .transpose()?;
+        Ok(ModelSpec {
+            name: name.to_owned(),
+            dir: dir.to_owned(),
+            manifest,
+            model_path,
+            tokenizer_path,
+        })
+    }
+}
+
+/// Resolves `rel` inside `dir`: no absolute path, no `..`, and no symlink that leads out.
+pub fn resolve_inside(dir: &Path, key: &'static str, rel: &str) -> Result<PathBuf, ManifestError> {
+    let unsafe_path = |reason: String| ManifestError::UnsafePath {
+        key,
+        value: rel.to_owned(),
+        reason,
+    };
+    let p = Path::new(rel);
+    if rel.is_empty() || p.is_absolute() {
+        return Err(unsafe_path(
+            "paths must be relative to the model folder".into(),
+        ));
+    }
+    if p.components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(unsafe_path("paths may not contain `..`".into()));
+    }
+    let root = dir
+        .canonicalize()
+        .map_err(|e| unsafe_path(format!("model folder {}: {e}", dir.display())))?;
+    let full = root
+        .join(p)
+        .canonicalize()
+        .map_err(|e| unsafe_path(format!("{}: {e}", dir.join(p).display())))?;
+    if !full.starts_with(&root) {
+        return Err(unsafe_path(format!(
+            "it resolves to {}, outside the model folder",
+            full.display()
+        )));
+    }
+    Ok(full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(s, Path::new("model.toml"))
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let m = parse(
+            r#"
+kind = "embedding"
+file = "model.onnx"
+tokenizer = "tokenizer.json"
+[embedding]
+pooling = "mean"
+normalize = true
+max_length = 256
+[execution]
+providers = ["tensorrt", "cuda", "cpu"]
+intra_threads = 2
+require_gpu = false
+[execution.cuda]
+device_id = 0
+memory_limit = 1000000
+[batching]
+max_batch = 32
+max_wait_ms = 2
+queue = 256
+"#,
+        )
+        .unwrap();
+        assert_eq!(m.execution.providers.len(), 3);
+        assert_eq!(m.embedding.pooling, Pooling::Mean);
+    }
+
+    #[test]
+    fn unknown_key_and_kind_are_rejected() {
+        let e = parse("kind = \"tensor\"\nfiel = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fiel") && e.contains("line 2"), "{e}");
+        assert!(parse("kind = \"llm\"\n").is_err());
+    }
+
+    #[test]
+    fn embedding_needs_a_tokenizer() {
+        assert!(parse("kind = \"embedding\"\n")
+            .unwrap_err()
+            .to_string()
+            .contains("tokenizer"));
+    }
+
+    #[test]
+    fn paths_stay_inside_the_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("m");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("model.onnx"), b"x").unwrap();
+        std::fs::write(root.path().join("secret"), b"x").unwrap();
+        std::os::unix::fs::symlink(root.path().join("secret"), dir.join("link")).unwrap();
+
+        assert!(resolve_inside(&dir, "file", "model.onnx").is_ok());
+        assert!(resolve_inside(&dir, "file", "./model.onnx").is_ok());
+        for bad in ["../secret", "/etc/passwd", "link", "a/../../secret", ""] {
+            let e = resolve_inside(&dir, "file", bad).unwrap_err();
+            assert!(matches!(e, ManifestError::UnsafePath { .. }), "{bad}: {e}");
+        }
+    }
+}

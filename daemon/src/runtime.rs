@@ -1,0 +1,288 @@
+//! Finds and loads libonnxruntime at run time.
+//!
+//! Nothing is linked at build time, so one binary works with whatever ONNX Runtime the device has:
+//! a pip wheel on a desktop, a JetPack build on a Jetson. The search order is the config key, then
+//! `ORT_DYLIB_PATH`, then the standard places; every place tried is reported when none works.
+
+use std::ffi::{c_char, c_int, CStr};
+use std::path::{Path, PathBuf};
+
+/// ort is built at its lowest API level, so any ONNX Runtime from 1.17 on works.
+pub const MIN_MINOR: u32 = ort::MINOR_VERSION;
+
+const LIB_NAMES: [&str; 2] = ["libonnxruntime.so", "libonnxruntime.so.1"];
+const SYSTEM_DIRS: [&str; 7] = [
+    "/usr/local/lib",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib",
+    "/opt/nvidia/onnxruntime/lib",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "no usable ONNX Runtime library (need version 1.{min} or newer). Places searched:\n{}\n\
+         Get one with `pip install onnxruntime` (or onnxruntime-gpu), or on a Jetson use the \
+         JetPack build; then set runtime.library in the config or ORT_DYLIB_PATH.",
+        list(.searched),
+        min = MIN_MINOR
+    )]
+    NotFound { searched: Vec<(PathBuf, String)> },
+    #[error("ONNX Runtime environment: {0}")]
+    Environment(#[source] ort::Error),
+}
+
+fn list(searched: &[(PathBuf, String)]) -> String {
+    searched
+        .iter()
+        .map(|(p, why)| format!("  - {}: {why}", p.display()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The loaded library. Holding it keeps the ONNX Runtime environment alive.
+pub struct Runtime {
+    pub path: PathBuf,
+    pub version: String,
+    /// Execution providers compiled into the library, e.g. `CUDAExecutionProvider`.
+    pub providers: Vec<String>,
+    /// Sessions are created in this environment.
+    pub env: ort::environment::Environment,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .field("providers", &self.providers)
+            .finish()
+    }
+}
+
+/// Candidate paths in search order, each with where it came from.
+///
+/// A configured `runtime.library` is the only candidate: the user named that library, and another
+/// one found elsewhere would be a silent surprise.
+pub fn candidates(configured: Option<&Path>) -> Vec<(PathBuf, &'static str)> {
+    if let Some(p) = configured {
+        return vec![(p.to_owned(), "runtime.library")];
+    }
+    let mut out: Vec<(PathBuf, &'static str)> = Vec::new();
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        out.push((PathBuf::from(p), "ORT_DYLIB_PATH"));
+    }
+    for dir in SYSTEM_DIRS {
+        for name in LIB_NAMES {
+            out.push((Path::new(dir).join(name), "system"));
+        }
+    }
+    for capi in python_capi_dirs() {
+        if let Some(lib) = newest_versioned_lib(&capi) {
+            out.push((lib, "python onnxruntime"));
+        }
+    }
+    out
+}
+
+/// `onnxruntime/capi` folders of every python3 site-packages we know how to find.
+fn python_capi_dirs() -> Vec<PathBuf> {
+    let mut prefixes: Vec<PathBuf> = ["/usr/lib", "/usr/local/lib", "/usr/lib64", "/opt/conda/lib"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
+        prefixes.push(Path::new(&venv).join("lib"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let home = PathBuf::from(home);
+        prefixes.push(home.join(".local/lib"));
+        prefixes.extend(subdirs(&home.join(".pyenv/versions")).map(|v| v.join("lib")));
+    }
+    let mut out = Vec::new();
+    for prefix in prefixes {
+        for py in subdirs(&prefix).filter(|p| file_name_starts(p, "python3")) {
+            for site in ["site-packages", "dist-packages"] {
+                for pkg in ["onnxruntime", "onnxruntime_gpu"] {
+                    let capi = py.join(site).join(pkg).join("capi");
+                    if capi.is_dir() {
+                        out.push(capi);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn subdirs(dir: &Path) -> impl Iterator<Item = PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+}
+
+fn file_name_starts(p: &Path, prefix: &str) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(prefix))
+}
+
+/// Wheels ship `libonnxruntime.so.1.31.1` with no unversioned link.
+fn newest_versioned_lib(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| file_name_starts(p, "libonnxruntime.so"))
+        .max()
+}
+
+/// Reads `OrtGetApiBase()->GetVersionString()` without handing the library to ort yet.
+fn probe_version(path: &Path) -> Result<String, String> {
+    // SAFETY: loading a library runs its initialisers; libonnxruntime's are benign.
+    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| e.to_string())?;
+    // SAFETY: the symbol's signature is fixed by the ONNX Runtime C API.
+    let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
+        unsafe { lib.get(b"OrtGetApiBase") }
+            .map_err(|_| "not an ONNX Runtime library (no OrtGetApiBase)".to_owned())?;
+    // SAFETY: OrtGetApiBase returns a static struct; GetVersionString a static C string.
+    let version = unsafe {
+        let base = get_base();
+        if base.is_null() {
+            return Err("OrtGetApiBase returned null".into());
+        }
+        CStr::from_ptr(((*base).GetVersionString)())
+    };
+    Ok(version.to_string_lossy().into_owned())
+}
+
+fn minor_of(version: &str) -> Option<u32> {
+    let mut parts = version.split('.');
+    (parts.next()? == "1").then_some(())?;
+    parts.next()?.parse().ok()
+}
+
+/// Loads the first library that exists and is recent enough.
+pub fn load(configured: Option<&Path>) -> Result<Runtime, RuntimeError> {
+    let mut searched = Vec::new();
+    for (path, source) in candidates(configured) {
+        if !path.exists() {
+            searched.push((path, format!("{source}: not found")));
+            continue;
+        }
+        let version = match probe_version(&path) {
+            Ok(v) => v,
+            Err(e) => {
+                searched.push((path, format!("{source}: {e}")));
+                continue;
+            }
+        };
+        match minor_of(&version) {
+            Some(minor) if minor >= MIN_MINOR => {}
+            _ => {
+                searched.push((
+                    path,
+                    format!("{source}: version {version} is too old (need 1.{MIN_MINOR} or newer)"),
+                ));
+                continue;
+            }
+        }
+        let env = match ort::init_from(&path) {
+            Ok(builder) => builder
+                .with_name("inferd")
+                .with_telemetry(false)
+                .build()
+                .map_err(RuntimeError::Environment)?,
+            Err(e) => {
+                searched.push((path, format!("{source}: {e}")));
+                continue;
+            }
+        };
+        for (p, why) in &searched {
+            tracing::debug!(path = %p.display(), "skipped ONNX Runtime candidate: {why}");
+        }
+        return Ok(Runtime {
+            providers: available_providers(),
+            path,
+            version,
+            env,
+        });
+    }
+    Err(RuntimeError::NotFound { searched })
+}
+
+/// Providers compiled into the loaded library. Being listed does not mean one will register.
+fn available_providers() -> Vec<String> {
+    let api = ort::api();
+    let mut names: *mut *mut c_char = std::ptr::null_mut();
+    let mut count: c_int = 0;
+    // SAFETY: standard out-parameter call of the C API; the array is released below.
+    let status = unsafe { (api.GetAvailableProviders)(&mut names, &mut count) };
+    if !status.0.is_null() || names.is_null() {
+        // SAFETY: a non-null status is owned by us and must be released.
+        unsafe { (api.ReleaseStatus)(status.0) };
+        return Vec::new();
+    }
+    let out = (0..count as usize)
+        // SAFETY: `names` holds `count` valid C strings.
+        .map(|i| {
+            unsafe { CStr::from_ptr(*names.add(i)) }
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    // SAFETY: releasing what GetAvailableProviders allocated.
+    let status = unsafe { (api.ReleaseAvailableProviders)(names, count) };
+    if !status.0.is_null() {
+        // SAFETY: as above.
+        unsafe { (api.ReleaseStatus)(status.0) };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minor_versions() {
+        assert_eq!(minor_of("1.31.1"), Some(31));
+        assert_eq!(minor_of("1.20.0"), Some(20));
+        assert_eq!(minor_of("2.0.0"), None);
+        assert_eq!(minor_of("garbage"), None);
+    }
+
+    #[test]
+    fn configured_path_is_the_only_candidate() {
+        let c = candidates(Some(Path::new("/x/libonnxruntime.so")));
+        assert_eq!(
+            c,
+            [(PathBuf::from("/x/libonnxruntime.so"), "runtime.library")]
+        );
+        assert!(candidates(None)
+            .iter()
+            .any(|(p, _)| p.starts_with("/usr/local/lib")));
+    }
+
+    #[test]
+    fn not_found_lists_every_place_and_how_to_fix() {
+        let e = RuntimeError::NotFound {
+            searched: vec![(
+                PathBuf::from("/a/libonnxruntime.so"),
+                "system: not found".into(),
+            )],
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains("/a/libonnxruntime.so: system: not found"),
+            "{msg}"
+        );
+        assert!(msg.contains("pip install onnxruntime"), "{msg}");
+    }
+}

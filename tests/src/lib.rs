@@ -1,0 +1,396 @@
+//! Harness for end-to-end tests: a private `dbus-daemon`, a temporary model repository, and the
+//! real `inferd` and `inferctl` binaries, all torn down when dropped.
+//!
+//! Tests need ONNX Runtime and the default models prepared by `make` (`models/fetch.py`); their
+//! paths come from `ORT_DYLIB_PATH` and `INFERD_MODELS`, or the default cache.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// Directory holding the workspace's built binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first (make test does)",
+        p.display()
+    );
+    p
+}
+
+fn cache() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    std::env::var_os("INFERD_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(home).join(".cache/inferd"))
+}
+
+/// The ONNX Runtime library prepared by `make`.
+pub fn ort_library() -> PathBuf {
+    let p = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache().join("onnxruntime/1.31.1/libonnxruntime.so.1.31.1"));
+    assert!(
+        p.exists(),
+        "ONNX Runtime not found at {}: run `make fetch`",
+        p.display()
+    );
+    p
+}
+
+/// The prepared default models (`minilm`, ...).
+pub fn models_cache() -> PathBuf {
+    let p = std::env::var_os("INFERD_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache().join("models"));
+    assert!(
+        p.join("minilm/model.onnx").exists(),
+        "default models not found in {}: run `make fetch`",
+        p.display()
+    );
+    p
+}
+
+/// The workspace's `tests/` folder.
+pub fn tests_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A private bus that any uid may connect to, so tests can call as another user.
+pub struct Bus {
+    child: Child,
+    _dir: TempDir,
+    pub address: String,
+}
+
+impl Bus {
+    pub fn start() -> Bus {
+        let dir = tempfile::Builder::new()
+            .prefix("inferd-bus")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .ok();
+        let conf = dir.path().join("bus.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}/bus</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+  </policy>
+</busconfig>
+"#,
+                dir.path().display()
+            ),
+        )
+        .expect("write bus config");
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--print-address"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dbus-daemon");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read bus address");
+        Bus {
+            child,
+            _dir: dir,
+            address: line.trim().to_owned(),
+        }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary model repository.
+pub struct Repo {
+    pub dir: TempDir,
+}
+
+impl Default for Repo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Repo {
+    pub fn new() -> Repo {
+        let dir = tempfile::Builder::new()
+            .prefix("inferd-repo")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .ok();
+        Repo { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `<name>/<file>`.
+    pub fn write(&self, name: &str, file: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let d = self.dir.path().join(name);
+        std::fs::create_dir_all(&d).expect("model dir");
+        let p = d.join(file);
+        std::fs::write(&p, contents).expect("write file");
+        p
+    }
+
+    /// Copies the prepared minilm under `name`, with its own manifest.
+    pub fn add_minilm(&self, name: &str) {
+        let src = models_cache().join("minilm");
+        for f in ["model.onnx", "tokenizer.json", "model.toml"] {
+            let dest = self.dir.path().join(name).join(f);
+            std::fs::create_dir_all(dest.parent().expect("parent")).expect("dir");
+            std::fs::copy(src.join(f), dest).expect("copy minilm");
+        }
+    }
+
+    /// Copies a test model from `tests/data/<source>` under `name` with the given manifest.
+    pub fn add_test_model(&self, source: &str, name: &str, manifest: &str) {
+        let onnx = std::fs::read(tests_dir().join("data").join(source).join("model.onnx"))
+            .expect("test model");
+        self.write(name, "model.onnx", onnx);
+        self.write(name, "model.toml", manifest);
+    }
+}
+
+/// The real `inferd` binary, stopped with SIGTERM when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: TempDir,
+    pub bus: String,
+}
+
+impl Daemon {
+    pub fn start(bus: &Bus, repo: &Repo) -> Daemon {
+        Daemon::start_with(bus, repo, "")
+    }
+
+    /// Starts with extra config file contents and waits until no model is loading.
+    pub fn start_with(bus: &Bus, repo: &Repo, config: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("inferd.toml");
+        std::fs::write(&conf, config).expect("config");
+        let log = dir.path().join("inferd.log");
+        let child = Command::new(bin("inferd"))
+            .arg("--config")
+            .arg(&conf)
+            .arg("--models")
+            .arg(repo.path())
+            .arg("--bus")
+            .arg(&bus.address)
+            .args(["--log-level", "debug"])
+            .env("ORT_DYLIB_PATH", ort_library())
+            .env("STATE_DIRECTORY", dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start inferd");
+        let d = Daemon {
+            child: Some(child),
+            log,
+            _dir: dir,
+            bus: bus.address.clone(),
+        };
+        d.wait_settled();
+        d
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// Waits until the daemon answers and no model is loading.
+    pub fn wait_settled(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = inferctl(&self.bus, &["--json", "models"]);
+            if out.status.success() {
+                let models: Value = serde_json::from_slice(&out.stdout).expect("models json");
+                if models
+                    .as_array()
+                    .is_some_and(|a| a.iter().all(|m| m["state"] != "loading"))
+                {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "inferd did not settle; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `ListModels` as JSON objects keyed by name.
+    pub fn models(&self) -> Value {
+        let out = inferctl(&self.bus, &["--json", "models"]);
+        assert!(out.status.success(), "models failed: {}", stderr(&out));
+        let list: Value = serde_json::from_slice(&out.stdout).expect("json");
+        let mut map = serde_json::Map::new();
+        for m in list.as_array().expect("array") {
+            map.insert(m["name"].as_str().expect("name").to_owned(), m.clone());
+        }
+        Value::Object(map)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "inferd did not stop within 20 s of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            if std::thread::panicking() {
+                eprintln!("---- inferd log ----\n{}", self.log());
+            }
+            let mut child = self.child.take().expect("child");
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `inferctl --bus ADDRESS ARGS...`.
+pub fn inferctl(bus: &str, args: &[&str]) -> Output {
+    Command::new(bin("inferctl"))
+        .arg("--bus")
+        .arg(bus)
+        .args(args)
+        .output()
+        .expect("run inferctl")
+}
+
+/// Starts inferctl without waiting, for concurrent and abandoned calls.
+pub fn inferctl_spawn(bus: &str, args: &[&str]) -> Child {
+    Command::new(bin("inferctl"))
+        .arg("--bus")
+        .arg(bus)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn inferctl")
+}
+
+/// Collects a spawned child's output.
+pub fn finish(mut child: Child) -> Output {
+    let status = child.wait().expect("wait");
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    child.stdout.take().map(|mut s| s.read_to_end(&mut stdout));
+    child.stderr.take().map(|mut s| s.read_to_end(&mut stderr));
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Parses stdout as JSON, failing the test with stderr when the command failed.
+pub fn json(o: &Output) -> Value {
+    assert!(o.status.success(), "command failed: {}", stderr(o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", stdout(o)))
+}
+
+/// Asserts a failed inferctl call printed the given short error name.
+pub fn assert_error(o: &Output, name: &str) -> String {
+    let err = stderr(o);
+    assert!(
+        !o.status.success(),
+        "expected {name}, but the call succeeded: {}",
+        stdout(o)
+    );
+    assert!(
+        err.starts_with(&format!("error: {name}: ")),
+        "expected {name}, got: {err}"
+    );
+    err
+}
+
+/// The minilm reference fixture made by Python onnxruntime.
+pub fn minilm_reference() -> Value {
+    let text = std::fs::read_to_string(tests_dir().join("fixtures/minilm_reference.json"))
+        .expect("fixture");
+    serde_json::from_str(&text).expect("fixture json")
+}
+
+pub fn max_abs_diff(a: &Value, b: &Value) -> f64 {
+    let a = a.as_array().expect("array");
+    let b = b.as_array().expect("array");
+    assert_eq!(a.len(), b.len(), "vector lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x.as_f64().expect("num") - y.as_f64().expect("num")).abs())
+        .fold(0.0, f64::max)
+}

@@ -1,0 +1,289 @@
+//! Stock D-Bus tools against the real daemon: busctl, gdbus, introspection, signals.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use inferd_e2e::*;
+
+fn daemon() -> (Bus, Repo, Daemon) {
+    let bus = Bus::start();
+    let repo = Repo::new();
+    repo.add_minilm("minilm");
+    repo.add_test_model("ops", "ops", "kind = \"tensor\"\n");
+    let d = Daemon::start(&bus, &repo);
+    (bus, repo, d)
+}
+
+fn busctl(d: &Daemon, args: &[&str]) -> std::process::Output {
+    Command::new("busctl")
+        .args(["--address", &d.bus])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn reference_hello() -> Vec<f64> {
+    let r = minilm_reference();
+    let case = r["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["text"] == "hello")
+        .unwrap()
+        .clone();
+    case["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn busctl_embed_as_documented() {
+    let (_bus, _repo, d) = daemon();
+    let out = busctl(
+        &d,
+        &[
+            "--json=short",
+            "call",
+            "org.inferd.Inferd1",
+            "/org/inferd/Inferd1",
+            "org.inferd.Inferd1",
+            "Embed",
+            "sasa{sv}",
+            "minilm",
+            "1",
+            "hello",
+            "0",
+        ],
+    );
+    let v = json(&out);
+    assert_eq!(v["type"], "aad");
+    let got: Vec<f64> = v["data"][0][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let want = reference_hello();
+    assert_eq!(got.len(), 384);
+    let diff = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(diff < 1e-4, "busctl embedding differs by {diff}");
+}
+
+#[test]
+fn gdbus_embed_and_list_models() {
+    let (_bus, _repo, d) = daemon();
+    let out = Command::new("gdbus")
+        .args(["call", "--address", &d.bus, "--dest", "org.inferd.Inferd1"])
+        .args([
+            "--object-path",
+            "/org/inferd/Inferd1",
+            "--method",
+            "org.inferd.Inferd1.Embed",
+        ])
+        .args(["minilm", "['hello']", "{}"])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first: f64 = text
+        .trim_start_matches("([[")
+        .split(',')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("unexpected gdbus output {text}"));
+    assert!((first - reference_hello()[0]).abs() < 1e-4, "{first}");
+    assert_eq!(
+        text.matches(',').count(),
+        383 + 1,
+        "384 values and the tuple comma: {text}"
+    );
+
+    let out = Command::new("gdbus")
+        .args(["call", "--address", &d.bus, "--dest", "org.inferd.Inferd1"])
+        .args([
+            "--object-path",
+            "/org/inferd/Inferd1",
+            "--method",
+            "org.inferd.Inferd1.ListModels",
+        ])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("'name': <'minilm'>") && text.contains("'state': <'ready'>"),
+        "{text}"
+    );
+    assert!(text.contains("'provider': <'cpu'>"), "{text}");
+}
+
+#[test]
+fn malformed_tensor_bytes_are_invalid_input() {
+    let (_bus, _repo, d) = daemon();
+    // Three float32 values need 12 bytes; send 4.
+    let out = busctl(
+        &d,
+        &[
+            "call",
+            "org.inferd.Inferd1",
+            "/org/inferd/Inferd1",
+            "org.inferd.Inferd1",
+            "Infer",
+            "sa{s(satay)}",
+            "ops",
+            "1",
+            "a",
+            "float32",
+            "2",
+            "1",
+            "3",
+            "4",
+            "1",
+            "2",
+            "3",
+            "4",
+        ],
+    );
+    let e = stderr(&out);
+    assert!(
+        !out.status.success() && e.contains("needs 12 bytes, got 4"),
+        "{e}"
+    );
+    let out = busctl(
+        &d,
+        &[
+            "call",
+            "org.inferd.Inferd1",
+            "/org/inferd/Inferd1",
+            "org.inferd.Inferd1",
+            "Infer",
+            "sa{s(satay)}",
+            "ops",
+            "1",
+            "a",
+            "complex128",
+            "1",
+            "1",
+            "0",
+        ],
+    );
+    assert!(stderr(&out).contains("unknown dtype"), "{}", stderr(&out));
+}
+
+#[test]
+fn properties_and_errors_are_visible_to_busctl() {
+    let (_bus, _repo, d) = daemon();
+    let get = |p: &str| {
+        let o = busctl(
+            &d,
+            &[
+                "get-property",
+                "org.inferd.Inferd1",
+                "/org/inferd/Inferd1",
+                "org.inferd.Inferd1",
+                p,
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    assert!(get("RuntimeVersion").contains("1.31.1"));
+    assert!(get("Providers").contains("CPUExecutionProvider"));
+    assert!(get("Version").contains(env!("CARGO_PKG_VERSION")));
+    let out = busctl(
+        &d,
+        &[
+            "call",
+            "org.inferd.Inferd1",
+            "/org/inferd/Inferd1",
+            "org.inferd.Inferd1",
+            "Embed",
+            "sasa{sv}",
+            "nosuch",
+            "0",
+            "0",
+        ],
+    );
+    assert!(
+        stderr(&out).contains("no model named \"nosuch\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn live_introspection_matches_the_committed_xml() {
+    let (_bus, _repo, d) = daemon();
+    let out = busctl(
+        &d,
+        &[
+            "introspect",
+            "--xml-interface",
+            "org.inferd.Inferd1",
+            "/org/inferd/Inferd1",
+        ],
+    );
+    let live = stdout(&out);
+    let committed =
+        std::fs::read_to_string(tests_dir().join("../packaging/dbus/org.inferd.Inferd1.xml"))
+            .unwrap();
+    let iface = |xml: &str| -> Vec<String> {
+        let start = xml
+            .find("<interface name=\"org.inferd.Inferd1\">")
+            .expect("interface in XML");
+        let end = start + xml[start..].find("</interface>").expect("interface end");
+        let mut body = xml[start..end].to_owned();
+        while let Some(a) = body.find("<!--") {
+            let b = a + body[a..].find("-->").expect("comment end") + 3;
+            body.replace_range(a..b, "");
+        }
+        body.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        iface(&live),
+        iface(&committed),
+        "regenerate with `make dbus-xml`"
+    );
+}
+
+#[test]
+fn model_state_changes_are_signalled() {
+    let (_bus, _repo, d) = daemon();
+    let monitor = Command::new("gdbus")
+        .args([
+            "monitor",
+            "--address",
+            &d.bus,
+            "--dest",
+            "org.inferd.Inferd1",
+            "--object-path",
+            "/org/inferd/Inferd1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(inferctl(&d.bus, &["unload", "ops"]).status.success());
+    assert!(inferctl(&d.bus, &["load", "ops"]).status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = nix::unistd::Pid::from_raw(monitor.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let text = stdout(&finish(monitor));
+    let order: Vec<&str> = ["'unloaded'", "'loading'", "'ready'"]
+        .into_iter()
+        .filter(|s| text.contains(&format!("ModelStateChanged ('ops', {s})")))
+        .collect();
+    assert_eq!(order.len(), 3, "signals seen:\n{text}");
+}
