@@ -24,7 +24,7 @@ fetch:
 	@python3 models/fetch.py --cache "$(CACHE)" >/dev/null
 
 build:
-	$(CARGO) build --release --workspace
+	$(CARGO) build --release -p inferd -p inferd-client
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -37,6 +37,7 @@ check-tools:
 
 ## Benchmarks; results go to docs/benchmarks.md.
 bench: fetch build $(VENV)/ok
+	$(CARGO) build --release -p inferd-e2e --bin inferd-bench
 	$(VENV)/bin/python scripts/bench.py --inferd target/release/inferd --inferctl target/release/inferctl --out docs/benchmarks.md
 
 ## Regenerate committed test data (needs the dev venv; results are committed).

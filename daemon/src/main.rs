@@ -61,7 +61,12 @@ fn main() -> ExitCode {
         };
     }
 
-    let rt = match tokio::runtime::Runtime::new() {
+    // The async side only moves messages; inference runs on the models' own threads. One
+    // runtime thread avoids cross-thread wake-ups on every reply.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("inferd: cannot start the async runtime: {e}");

@@ -121,6 +121,9 @@ pub struct Execution {
     /// Tried in order; the first that registers is used.
     pub providers: Vec<Provider>,
     pub intra_threads: usize,
+    /// Let ONNX Runtime's threads spin after a run. Off by default: on small devices the spinning
+    /// threads take the cores the reply path and other models need.
+    pub spin: bool,
     /// Fail the load instead of falling back from a GPU provider to the CPU.
     pub require_gpu: bool,
     pub cuda: CudaOptions,
@@ -132,6 +135,7 @@ impl Default for Execution {
         Execution {
             providers: vec![Provider::Cpu],
             intra_threads: 0,
+            spin: false,
             require_gpu: false,
             cuda: CudaOptions::default(),
             tensorrt: TensorRtOptions::default(),
@@ -174,7 +178,8 @@ impl Default for TensorRtOptions {
 pub struct Batching {
     /// Most requests (texts, for embeddings) in one run.
     pub max_batch: usize,
-    /// How long the worker waits for a batch to fill once it has one request.
+    /// How long the worker waits for a batch to fill once it has one request. Requests that
+    /// arrive while the model runs form the next batch anyway, so 0 (no wait) is the default.
     pub max_wait_ms: u64,
     /// Requests that may wait; beyond this, callers get `Overloaded` at once.
     pub queue: usize,
@@ -186,7 +191,7 @@ impl Default for Batching {
     fn default() -> Self {
         Batching {
             max_batch: 32,
-            max_wait_ms: 2,
+            max_wait_ms: 0,
             queue: 256,
             timeout_ms: None,
         }

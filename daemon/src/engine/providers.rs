@@ -62,6 +62,11 @@ pub fn open(spec: &ModelSpec, ctx: &LoadContext) -> Result<(Session, Placement),
         source,
     };
     let mut builder = Session::builder(&ctx.env).map_err(session_err)?;
+    if !exec.spin {
+        builder = builder
+            .with_intra_op_spinning(false)
+            .map_err(|e| session_err(e.into()))?;
+    }
     if exec.intra_threads > 0 {
         builder = builder
             .with_intra_threads(exec.intra_threads)

@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""`make bench`: measures inferd side by side with a reference in one run and writes
+docs/benchmarks.md. Numbers are ratios measured on the same machine in the same run; the
+machine and command are printed next to them.
+
+- Embedding throughput: 64 concurrent D-Bus clients (one sentence per request) vs Python
+  onnxruntime embedding one sentence at a time in a loop, same model, same threads.
+- D-Bus overhead: Embed round trip vs the same engine call in-process (p50/p99), alternated.
+- Footprint: idle RSS with no model loaded, stripped binary sizes.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+TEXT = "A man is playing a guitar on a sunny afternoon."
+
+
+def run_json(cmd):
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+
+def python_baseline(model_dir, seconds, threads, batch=1):
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(256)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(model_dir / "model.onnx"), so, providers=["CPUExecutionProvider"])
+
+    def embed(text):
+        e = tok.encode(text)
+        ids = np.array([e.ids] * batch, np.int64)
+        mask = np.array([e.attention_mask] * batch, np.int64)
+        types = np.array([e.type_ids] * batch, np.int64)
+        (h,) = sess.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+        m = mask[..., None].astype(np.float32)
+        v = (h * m).sum(1) / m.sum(1)
+        return v / np.linalg.norm(v)
+
+    for _ in range(20):
+        embed(TEXT)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        embed(TEXT)
+        n += batch
+    return n / (time.perf_counter() - start)
+
+
+def start_bus(tmp):
+    addr_file = tmp / "addr"
+    with open(addr_file, "w") as f:
+        bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address"], stdout=f)
+    for _ in range(100):
+        if addr_file.read_text().strip():
+            break
+        time.sleep(0.05)
+    return bus, addr_file.read_text().strip()
+
+
+def start_inferd(inferd, models, addr):
+    p = subprocess.Popen([inferd, "--models", models, "--bus", addr, "--log-level", "warn"])
+    for _ in range(200):
+        r = subprocess.run(["busctl", "--address", addr, "call", "org.inferd.Inferd1", "/org/inferd/Inferd1",
+                            "org.inferd.Inferd1", "ListModels"], capture_output=True, text=True)
+        if r.returncode == 0 and "loading" not in r.stdout:
+            return p
+        time.sleep(0.1)
+    raise SystemExit("inferd did not become ready")
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def mapping_rss_kib(pid, needle):
+    """Resident KiB of the mappings whose path contains `needle`."""
+    total, current = 0, ""
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        parts = line.split()
+        if parts and "-" in parts[0] and len(parts) >= 5:
+            current = parts[5] if len(parts) > 5 else ""
+        elif parts and parts[0] == "Rss:" and needle in current:
+            total += int(parts[1])
+    return total
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), platform.processor())
+    mem = int(next(l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")))
+    return f"{os.cpu_count()} vCPU {cpu}, {mem // 1024 // 1024} GiB, {platform.system()} {platform.release()}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--inferd", required=True)
+    ap.add_argument("--inferctl", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seconds", type=float, default=10)
+    args = ap.parse_args()
+    bench = str(Path(args.inferd).with_name("inferd-bench"))
+    models = os.environ["INFERD_MODELS"]
+    model_dir = Path(models) / "minilm"
+    threads = 2
+
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        bus, addr = start_bus(tmp)
+        try:
+            empty = tmp / "empty"
+            empty.mkdir()
+            idle = start_inferd(args.inferd, str(empty), addr)
+            time.sleep(1)
+            idle_rss = rss_kib(idle.pid)
+            idle_ort = mapping_rss_kib(idle.pid, "libonnxruntime")
+            idle.terminate()
+            idle.wait()
+
+            d = start_inferd(args.inferd, models, addr)
+            try:
+                py_rate = python_baseline(model_dir, args.seconds, threads)
+                py_ceiling = python_baseline(model_dir, args.seconds, threads, batch=32)
+                tp64 = run_json([bench, "throughput", "--bus", addr, "--clients", "64", "--seconds", str(args.seconds)])
+                tp1 = run_json([bench, "throughput", "--bus", addr, "--clients", "1", "--seconds", str(args.seconds)])
+                dbus_lat, inproc_lat, ping = [], [], []
+                for _ in range(5):  # alternate so drift hits both alike
+                    ping.append(run_json([bench, "ping", "--bus", addr, "--n", "2000"]))
+                    dbus_lat.append(run_json([bench, "latency", "--bus", addr, "--n", "1000"]))
+                    inproc_lat.append(run_json([bench, "inprocess", "--models", models, "--n", "1000"]))
+                loaded_rss = rss_kib(d.pid)
+            finally:
+                d.terminate()
+                d.wait()
+        finally:
+            bus.terminate()
+            bus.wait()
+
+    med = lambda runs, k: statistics.median(r[k] for r in runs)
+    d50, d99 = med(dbus_lat, "p50_us"), med(dbus_lat, "p99_us")
+    i50, i99 = med(inproc_lat, "p50_us"), med(inproc_lat, "p99_us")
+    p50, p99 = med(ping, "p50_us"), med(ping, "p99_us")
+    sizes = {b: Path(args.inferd).with_name(b).stat().st_size for b in ["inferd", "inferctl"]}
+    today = datetime.date.today().isoformat()
+    md = f"""# Benchmarks
+
+Generated by `make bench` (scripts/bench.py) on {today}.
+Machine: {machine()}. ONNX Runtime {ort.__version__} (CPU), release build.
+Model: `minilm` (all-MiniLM-L6-v2 int8), sentence "{TEXT}", {threads} intra-op threads on both sides.
+Every comparison below is measured side by side in the same run; absolute numbers on shared
+machines are noisy, ratios less so.
+
+## Embedding throughput (target ≥ 3× from dynamic batching)
+
+| setup | sentences/s | vs Python loop |
+|---|---:|---:|
+| Python onnxruntime, one sentence at a time in a loop | {py_rate:.0f} | 1.00× |
+| inferd, 1 D-Bus client | {tp1['per_second']:.0f} | {tp1['per_second'] / py_rate:.2f}× |
+| inferd, 64 concurrent D-Bus clients | {tp64['per_second']:.0f} | **{tp64['per_second'] / py_rate:.2f}×** |
+| ceiling: Python onnxruntime, batches of 32 prepared sentences, no tokenizer or bus | {py_ceiling:.0f} | {py_ceiling / py_rate:.2f}× |
+
+The last row is what this CPU can do with this model at all: the 2 cores are busy computing,
+not waiting, so batching cannot reach 3× here. inferd reaches
+{tp64['per_second'] / py_ceiling:.0%} of that ceiling with 64 clients, the client processes and
+`dbus-daemon` sharing the same 2 cores.
+
+## D-Bus overhead (target p50 ≤ 200 µs)
+
+Sequential `Embed` calls of one sentence, 1000 per run, 5 alternating runs, medians.
+
+| path | p50 | p99 |
+|---|---:|---:|
+| bare bus round trip (`Peer.Ping` to inferd) | {p50:.0f} µs | {p99:.0f} µs |
+| in-process `Engine::embed` | {i50:.0f} µs | {i99:.0f} µs |
+| D-Bus round trip (`inferd-bench latency`) | {d50:.0f} µs | {d99:.0f} µs |
+| **overhead** | **{d50 - i50:.0f} µs** | {d99 - i99:.0f} µs |
+
+## Footprint
+
+| what | value |
+|---|---:|
+| idle RSS, no model loaded (target ≤ 20 MB) | {idle_rss / 1024:.1f} MiB |
+| … of which libonnxruntime's pages (loaded at start to report its version and providers) | {idle_ort / 1024:.1f} MiB |
+| RSS with `minilm` loaded, after the runs above | {loaded_rss / 1024:.1f} MiB |
+| `inferd` binary, stripped | {sizes['inferd'] / 1e6:.1f} MB |
+| `inferctl` binary, stripped | {sizes['inferctl'] / 1e6:.1f} MB |
+
+Reproduce: `make bench`.
+"""
+    Path(args.out).write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+//! Load generator for `make bench` (scripts/bench.py runs it and writes docs/benchmarks.md).
+//!
+//! - `throughput`: N concurrent D-Bus clients, each its own connection, one text per request.
+//! - `latency`: one D-Bus client, sequential requests; p50/p99 round-trip time.
+//! - `inprocess`: the same engine call without D-Bus, for the overhead comparison.
+//! - `ping`: `org.freedesktop.DBus.Peer.Ping` to the daemon: the bus's own round trip.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use inferd::engine::job::EmbedRequest;
+use inferd::engine::Engine;
+use inferd_client::Inferd1Proxy;
+use serde_json::json;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    Throughput {
+        #[arg(long)]
+        bus: String,
+        #[arg(long, default_value = "minilm")]
+        model: String,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+    Latency {
+        #[arg(long)]
+        bus: String,
+        #[arg(long, default_value = "minilm")]
+        model: String,
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+    },
+    Ping {
+        #[arg(long)]
+        bus: String,
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+    },
+    Inprocess {
+        #[arg(long)]
+        models: PathBuf,
+        #[arg(long, default_value = "minilm")]
+        model: String,
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+    },
+}
+
+const TEXT: &str = "A man is playing a guitar on a sunny afternoon.";
+
+async fn proxy(bus: &str) -> Inferd1Proxy<'static> {
+    let conn = zbus::connection::Builder::address(bus)
+        .expect("bus address")
+        .build()
+        .await
+        .expect("connect");
+    Inferd1Proxy::new(&conn).await.expect("proxy")
+}
+
+fn percentiles(mut us: Vec<f64>) -> serde_json::Value {
+    us.sort_by(f64::total_cmp);
+    let at = |q: f64| us[((us.len() - 1) as f64 * q).round() as usize];
+    json!({ "n": us.len(), "p50_us": at(0.5), "p99_us": at(0.99) })
+}
+
+/// One runtime thread, as in the daemon.
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let out = match Cli::parse().cmd {
+        Cmd::Throughput {
+            bus,
+            model,
+            clients,
+            seconds,
+        } => {
+            let until = Instant::now() + Duration::from_secs_f64(seconds);
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..clients)
+                .map(|_| {
+                    let (bus, model) = (bus.clone(), model.clone());
+                    tokio::spawn(async move {
+                        let p = proxy(&bus).await;
+                        let mut done = 0u64;
+                        while Instant::now() < until {
+                            p.embed(&model, &[TEXT], HashMap::new())
+                                .await
+                                .expect("embed");
+                            done += 1;
+                        }
+                        done
+                    })
+                })
+                .collect();
+            let mut total = 0;
+            for t in tasks {
+                total += t.await.expect("client task");
+            }
+            let secs = started.elapsed().as_secs_f64();
+            json!({ "clients": clients, "requests": total, "seconds": secs, "per_second": total as f64 / secs })
+        }
+        Cmd::Latency { bus, model, n } => {
+            let p = proxy(&bus).await;
+            for _ in 0..50 {
+                p.embed(&model, &[TEXT], HashMap::new())
+                    .await
+                    .expect("warm-up");
+            }
+            let mut us = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = Instant::now();
+                p.embed(&model, &[TEXT], HashMap::new())
+                    .await
+                    .expect("embed");
+                us.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            percentiles(us)
+        }
+        Cmd::Ping { bus, n } => {
+            let conn = zbus::connection::Builder::address(bus.as_str())
+                .expect("bus address")
+                .build()
+                .await
+                .expect("connect");
+            let peer = zbus::fdo::PeerProxy::builder(&conn)
+                .destination(inferd_client::names::BUS_NAME)
+                .expect("name")
+                .path(inferd_client::names::OBJECT_PATH)
+                .expect("path")
+                .build()
+                .await
+                .expect("proxy");
+            let mut us = Vec::with_capacity(n);
+            for _ in 0..n + 50 {
+                let t = Instant::now();
+                peer.ping().await.expect("ping");
+                us.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            percentiles(us.split_off(50))
+        }
+        Cmd::Inprocess { models, model, n } => {
+            let runtime = inferd::runtime::load(None).expect("ONNX Runtime");
+            let ctx = inferd::kinds::LoadContext {
+                env: runtime.env.clone(),
+                state_dir: std::env::temp_dir(),
+            };
+            let engine =
+                Engine::start(inferd::repository::Repository::new(models), ctx).expect("engine");
+            engine.load(&model).await.expect("load");
+            let req = || EmbedRequest {
+                texts: vec![TEXT.to_owned()],
+                truncate: true,
+            };
+            for _ in 0..50 {
+                engine.embed(&model, req(), None).await.expect("warm-up");
+            }
+            let mut us = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = Instant::now();
+                engine.embed(&model, req(), None).await.expect("embed");
+                us.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            percentiles(us)
+        }
+    };
+    println!("{out}");
+}
