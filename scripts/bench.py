@@ -188,6 +188,10 @@ Sequential `Embed` calls of one sentence, 1000 per run, 5 alternating runs, medi
 | D-Bus round trip (`inferd-bench latency`) | {d50:.0f} µs | {d99:.0f} µs |
 | **overhead** | **{d50 - i50:.0f} µs** | {d99 - i99:.0f} µs |
 
+The overhead is the difference of two noisy medians of about {i50 / 1000:.1f} ms; a value near zero
+or below it means the D-Bus path costs less than this machine's run-to-run noise. The bare
+`Ping` row bounds what the bus itself adds.
+
 ## Footprint
 
 | what | value |
