@@ -73,7 +73,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(inferd::run(config, stop_signal())) {
+    let result = rt.block_on(inferd::run(config, stop_signal()));
+    // Workers still busy after the drain timeout must not keep the process alive.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -23,20 +23,28 @@ pub struct Spec {
     pub name: String,
     pub dtype: Option<DType>,
     pub shape: Vec<i64>,
+    /// Name of each symbolic dimension (empty for fixed or unnamed ones).
+    pub symbols: Vec<String>,
 }
 
 impl Spec {
     pub fn from_outlet(name: &str, ty: &ValueType) -> Spec {
         match ty {
-            ValueType::Tensor { ty, shape, .. } => Spec {
+            ValueType::Tensor {
+                ty,
+                shape,
+                dimension_symbols,
+            } => Spec {
                 name: name.to_owned(),
                 dtype: dtype_from_ort(*ty),
                 shape: shape.to_vec(),
+                symbols: dimension_symbols.to_vec(),
             },
             _ => Spec {
                 name: name.to_owned(),
                 dtype: None,
                 shape: Vec::new(),
+                symbols: Vec::new(),
             },
         }
     }
@@ -268,6 +276,7 @@ mod tests {
             name: "x".into(),
             dtype: Some(DType::Float32),
             shape: vec![-1, 3],
+            symbols: vec!["N".into(), String::new()],
         };
         assert!(spec.check(&t(DType::Float32, vec![5, 3])).is_ok());
         let e = spec

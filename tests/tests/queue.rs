@@ -66,16 +66,34 @@ fn a_full_queue_answers_overloaded_at_once() {
     assert_eq!(d.models()["slow"]["rejected"], overloaded.len() as u64);
 }
 
+/// Polls `ListModels` until `check` holds for the model's row, or fails after 10 s.
+fn wait_for(d: &Daemon, model: &str, check: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = d.models()[model].clone();
+        if check(&m) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not reached: {m}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
-fn a_request_past_its_deadline_fails_with_timeout() {
+fn requests_past_their_deadline_fail_with_timeout_running_or_queued() {
     let (_bus, _repo, d) = start(&slow_manifest(4, "timeout_ms = 300"));
     let busy = spawn_slow(&d, HOLD_ITERS);
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(100));
     let late = finish(spawn_slow(&d, 10));
     let e = assert_error(&late, "Timeout");
     assert!(e.contains("past its deadline"), "{e}");
-    assert!(finish(busy).status.success());
-    assert_eq!(d.models()["slow"]["timed_out"], 1);
+    // The running request's answer would come too late as well.
+    assert_error(&finish(busy), "Timeout");
+    // The queued one never ran: the worker counted it as timed out when it got to it.
+    wait_for(&d, "slow", |m| m["timed_out"] == 1 && m["served"] == 1);
 }
 
 #[test]
@@ -94,16 +112,7 @@ fn a_request_whose_caller_left_is_skipped() {
     gone.wait().unwrap();
     assert!(finish(busy).status.success());
     // The abandoned request never ran: one served, one skipped.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let m = &d.models()["slow"];
-        if m["skipped"] == 1 {
-            assert_eq!(m["served"], 1, "{m}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "not skipped: {m}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(&d, "slow", |m| m["skipped"] == 1 && m["served"] == 1);
 }
 
 #[test]

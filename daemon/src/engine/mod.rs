@@ -184,12 +184,15 @@ impl Engine {
     /// Starts a worker for `spec`; the slot switches to it once it has loaded.
     fn start_load(&self, spec: ModelSpec) -> LoadResult {
         let (done_tx, done_rx) = oneshot::channel();
+        if self.inner.stopping.load(Ordering::Acquire) {
+            let _ = done_tx.send(Err("inferd is shutting down".into()));
+            return done_rx;
+        }
         let name = spec.name.clone();
-        let fp = slot::fingerprint(&spec);
         let (generation, stats, state) = {
             let mut slots = self.slots();
             let slot = slots.entry(name.clone()).or_default();
-            let generation = slot.begin_load(spec.manifest.kind);
+            let generation = slot.begin_load(spec.manifest.kind, slot::fingerprint(&spec));
             (generation, slot.stats.clone(), slot.state())
         };
         self.notify(&name, state);
@@ -197,29 +200,23 @@ impl Engine {
         let engine = self.clone();
         let serving_queue = queue.clone();
         let manifest = spec.manifest.clone();
+        let loaded_name = name.clone();
         let on_loaded = move |result: std::result::Result<kinds::Loaded, LoadError>| {
-            let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
-            let (serve, state) = {
-                let mut slots = engine.slots();
-                match slots.get_mut(&name) {
-                    Some(slot) => {
-                        let serve = slot.finish_load(
-                            generation,
-                            fp,
-                            result.map(|info| Serving {
-                                queue: serving_queue,
-                                manifest,
-                                info,
-                            }),
-                        );
-                        (serve, Some(slot.state()))
-                    }
-                    None => (false, None),
-                }
+            let failure = result.as_ref().err().map(ToString::to_string);
+            let serve = engine.finish_load(
+                &loaded_name,
+                generation,
+                result.map(|info| Serving {
+                    queue: serving_queue,
+                    manifest,
+                    info,
+                }),
+            );
+            let outcome = match (serve, failure) {
+                (true, _) => Ok(()),
+                (false, Some(reason)) => Err(reason),
+                (false, None) => Err("superseded by a newer load, an unload, or shutdown".into()),
             };
-            if let Some(state) = state {
-                engine.notify(&name, state);
-            }
             let _ = done_tx.send(outcome);
             serve
         };
@@ -229,18 +226,44 @@ impl Engine {
                 threads.retain(|t| !t.is_finished());
                 threads.push(handle);
             }
-            Err(e) => tracing::error!("cannot start a worker thread: {e}"),
+            Err(e) => {
+                tracing::error!(model = %name, "cannot start a worker thread: {e}");
+                let reason = LoadError::Incompatible(format!("cannot start a worker thread: {e}"));
+                self.finish_load(&name, generation, Err(reason));
+            }
         }
         done_rx
     }
 
-    /// The queue of a ready model of the given kind, and the request's deadline.
-    fn admit(
+    /// Records a finished load in its slot; returns whether the new worker should serve.
+    /// Nothing new starts serving once shutdown has begun.
+    fn finish_load(
         &self,
-        model: &str,
-        kind: Kind,
-        timeout: Option<Duration>,
-    ) -> Result<(Arc<Queue<Job>>, Option<Instant>, Serving)> {
+        name: &str,
+        generation: u64,
+        result: std::result::Result<Serving, LoadError>,
+    ) -> bool {
+        let result = match result {
+            Ok(_) if self.inner.stopping.load(Ordering::Acquire) => {
+                Err(LoadError::Incompatible("inferd is shutting down".into()))
+            }
+            other => other,
+        };
+        let (serve, state) = {
+            let mut slots = self.slots();
+            match slots.get_mut(name) {
+                Some(slot) => (slot.finish_load(generation, result), Some(slot.state())),
+                None => (false, None),
+            }
+        };
+        if let Some(state) = state {
+            self.notify(name, state);
+        }
+        serve
+    }
+
+    /// The serving version of a ready model of the given kind.
+    fn admit(&self, model: &str, kind: Kind) -> Result<Arc<Serving>> {
         if self.inner.stopping.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
@@ -249,30 +272,48 @@ impl Engine {
             .get(model)
             .ok_or_else(|| Error::ModelNotFound(model.to_owned()))?;
         let serving = slot.serving(model)?;
-        if serving.manifest.kind != kind {
-            let method = match serving.manifest.kind {
+        let declared = serving.manifest.kind;
+        if declared != kind {
+            let method = match declared {
                 Kind::Embedding => "Embed",
                 Kind::Tensor => "Infer",
             };
             return Err(Error::InvalidInput(format!(
                 "model {model:?} is a {} model; use {method}",
-                serving.manifest.kind.as_str()
+                declared.as_str()
             )));
         }
+        Ok(serving.clone())
+    }
+
+    /// Queues a job on `serving`, with the earlier of the caller's and the model's deadline. A
+    /// queue closed by a reload or unload racing this call is retried once on what serves now.
+    fn submit(
+        &self,
+        model: &str,
+        serving: Arc<Serving>,
+        timeout: Option<Duration>,
+        job: Job,
+    ) -> Result<Option<Instant>> {
         let default = serving
             .manifest
             .batching
             .timeout_ms
             .map(Duration::from_millis);
-        let timeout = match (timeout, default) {
+        let deadline = match (timeout, default) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        };
-        Ok((
-            serving.queue.clone(),
-            timeout.map(|t| Instant::now() + t),
-            serving.clone(),
-        ))
+        }
+        .map(|t| Instant::now() + t);
+        match serving.queue.push(job, deadline) {
+            Ok(()) => Ok(deadline),
+            Err((job, Error::ShuttingDown)) if !self.inner.stopping.load(Ordering::Acquire) => {
+                let now = self.admit(model, serving.manifest.kind)?;
+                now.queue.push(job, deadline).map_err(|(_, e)| e)?;
+                Ok(deadline)
+            }
+            Err((_, e)) => Err(e),
+        }
     }
 
     pub async fn embed(
@@ -281,22 +322,18 @@ impl Engine {
         req: EmbedRequest,
         timeout: Option<Duration>,
     ) -> Result<EmbedOutput> {
-        let (queue, deadline, _) = self.admit(model, Kind::Embedding, timeout)?;
+        let serving = self.admit(model, Kind::Embedding)?;
         let (reply, rx) = oneshot::channel();
-        queue
-            .push(Job::Embed { req, reply }, deadline)
-            .map_err(|(_, e)| e)?;
-        answer(rx).await
+        let deadline = self.submit(model, serving, timeout, Job::Embed { req, reply })?;
+        answer(model, rx, deadline).await
     }
 
     pub async fn infer(&self, model: &str, inputs: Tensors) -> Result<Tensors> {
-        let (queue, deadline, serving) = self.admit(model, Kind::Tensor, None)?;
+        let serving = self.admit(model, Kind::Tensor)?;
         serving.check_inputs(&inputs)?;
         let (reply, rx) = oneshot::channel();
-        queue
-            .push(Job::Infer { inputs, reply }, deadline)
-            .map_err(|(_, e)| e)?;
-        answer(rx).await
+        let deadline = self.submit(model, serving, None, Job::Infer { inputs, reply })?;
+        answer(model, rx, deadline).await
     }
 
     /// Stops admission, lets workers finish what they accepted, and joins them, waiting at most
@@ -317,12 +354,29 @@ impl Engine {
     }
 }
 
-async fn answer<T>(rx: oneshot::Receiver<Result<T>>) -> Result<T> {
-    rx.await.unwrap_or_else(|_| {
+/// Waits for the worker's answer, but not past the deadline: a job still queued then is
+/// abandoned (the worker skips it), and one already running has its result dropped.
+async fn answer<T>(
+    model: &str,
+    rx: oneshot::Receiver<Result<T>>,
+    deadline: Option<Instant>,
+) -> Result<T> {
+    let started = Instant::now();
+    let worker_gone = || {
         Err(Error::Internal(
             "the model's worker stopped without answering".into(),
         ))
-    })
+    };
+    match deadline {
+        None => rx.await.unwrap_or_else(|_| worker_gone()),
+        Some(d) => match tokio::time::timeout_at(d.into(), rx).await {
+            Ok(r) => r.unwrap_or_else(|_| worker_gone()),
+            Err(_) => Err(Error::Timeout {
+                model: model.to_owned(),
+                waited_ms: started.elapsed().as_millis(),
+            }),
+        },
+    }
 }
 
 async fn wait_loaded(name: &str, done: LoadResult) -> Result<()> {

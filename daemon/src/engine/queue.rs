@@ -85,6 +85,10 @@ impl<J: Job> Queue<J> {
             return Err((job, Error::ShuttingDown));
         }
         if st.entries.len() >= self.capacity {
+            // Callers that left or timed out must not keep live ones out.
+            self.prune(&mut st, Instant::now());
+        }
+        if st.entries.len() >= self.capacity {
             drop(st);
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             let e = Error::Overloaded {
@@ -114,18 +118,19 @@ impl<J: Job> Queue<J> {
         self.ready.notify_all();
     }
 
-    /// Drops abandoned entries and fails expired ones anywhere in the queue.
+    /// Fails expired entries and drops abandoned ones anywhere in the queue.
     fn prune(&self, st: &mut State<J>, now: Instant) {
         let mut kept = VecDeque::with_capacity(st.entries.len());
         for e in st.entries.drain(..) {
-            if e.job.is_abandoned() {
-                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
-            } else if e.deadline.is_some_and(|d| d <= now) {
+            // Deadline first: a caller that gave up at its deadline counts as a timeout.
+            if e.deadline.is_some_and(|d| d <= now) {
                 self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
                 e.job.fail(Error::Timeout {
                     model: self.model.clone(),
                     waited_ms: now.duration_since(e.enqueued).as_millis(),
                 });
+            } else if e.job.is_abandoned() {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
             } else {
                 kept.push_back(e);
             }

@@ -14,7 +14,6 @@ use crate::kinds::Loaded;
 use crate::manifest::{Kind, Manifest, ModelSpec};
 
 /// A loaded version and the queue in front of its worker.
-#[derive(Clone)]
 pub struct Serving {
     pub queue: Arc<Queue<Job>>,
     pub manifest: Manifest,
@@ -25,15 +24,17 @@ pub struct Serving {
 pub struct Slot {
     pub stats: Arc<Stats>,
     kind: Option<Kind>,
-    serving: Option<Serving>,
+    serving: Option<Arc<Serving>>,
     /// Generation of the load in flight, if any; older loads finishing late are discarded.
     loading: Option<u64>,
+    /// Fingerprint of the files behind the load in flight.
+    loading_fingerprint: Option<String>,
     generations: u64,
     /// Why the last load failed (alone, or while an older version keeps serving).
     failed: Option<String>,
     /// Unloaded on request: a rescan leaves it unloaded unless its files change.
     unloaded: bool,
-    /// Fingerprint of the files behind the serving or loading version.
+    /// Fingerprint of the files behind the serving version, or the last failed attempt.
     fingerprint: Option<String>,
 }
 
@@ -70,14 +71,17 @@ impl Slot {
 
     /// True when a rescan has nothing to do for this version of the files.
     pub fn is_current(&self, fp: &str) -> bool {
+        if self.loading.is_some() {
+            return self.loading_fingerprint.as_deref() == Some(fp);
+        }
         let same = self.fingerprint.as_deref() == Some(fp);
-        same && (self.unloaded
-            || (self.failed.is_none() && (self.serving.is_some() || self.loading.is_some())))
+        same && (self.unloaded || (self.failed.is_none() && self.serving.is_some()))
     }
 
-    pub fn begin_load(&mut self, kind: Kind) -> u64 {
+    pub fn begin_load(&mut self, kind: Kind, fingerprint: String) -> u64 {
         self.generations += 1;
         self.loading = Some(self.generations);
+        self.loading_fingerprint = Some(fingerprint);
         self.kind = Some(kind);
         self.unloaded = false;
         self.generations
@@ -87,17 +91,16 @@ impl Slot {
     pub fn finish_load(
         &mut self,
         generation: u64,
-        fingerprint: String,
         result: std::result::Result<Serving, LoadError>,
     ) -> bool {
         if self.loading != Some(generation) {
             return false;
         }
         self.loading = None;
-        self.fingerprint = Some(fingerprint);
+        self.fingerprint = self.loading_fingerprint.take();
         match result {
             Ok(new) => {
-                if let Some(old) = self.serving.replace(new) {
+                if let Some(old) = self.serving.replace(Arc::new(new)) {
                     old.queue.close();
                 }
                 self.failed = None;
@@ -112,6 +115,7 @@ impl Slot {
 
     pub fn manifest_failed(&mut self, reason: String) {
         self.loading = None;
+        self.loading_fingerprint = None;
         self.fingerprint = None;
         self.record_failure(reason);
     }
@@ -128,6 +132,7 @@ impl Slot {
         self.close();
         self.serving = None;
         self.loading = None;
+        self.loading_fingerprint = None;
         self.failed = None;
         self.unloaded = true;
     }
@@ -139,7 +144,7 @@ impl Slot {
         }
     }
 
-    pub fn serving(&self, name: &str) -> Result<&Serving> {
+    pub fn serving(&self, name: &str) -> Result<&Arc<Serving>> {
         self.serving.as_ref().ok_or_else(|| Error::ModelNotReady {
             name: name.to_owned(),
             state: self.state(),

@@ -18,12 +18,19 @@ pub struct TensorModel {
     batchable: bool,
 }
 
-/// True when every input and output has a dynamic first dimension.
+/// True when every input and output has the same named symbolic first dimension: only then do
+/// rows of different requests stay independent when stacked.
 pub fn batchable(inputs: &[Spec], outputs: &[Spec]) -> bool {
-    inputs
-        .iter()
-        .chain(outputs)
-        .all(|s| s.shape.first().is_some_and(|&d| d < 0))
+    let dim0 = |s: &Spec| {
+        (s.shape.first() == Some(&-1))
+            .then(|| s.symbols.first().filter(|n| !n.is_empty()).cloned())
+            .flatten()
+    };
+    let mut all = inputs.iter().chain(outputs).map(dim0);
+    match all.next() {
+        Some(Some(first)) => all.all(|d| d.as_deref() == Some(first.as_str())),
+        _ => false,
+    }
 }
 
 impl TensorModel {
@@ -60,11 +67,10 @@ impl TensorModel {
 
     /// One run for all jobs; `None` when the outputs cannot be split back by rows.
     fn run_joined(&mut self, jobs: &[(Tensors, Reply<Tensors>)]) -> Result<Option<Vec<Tensors>>> {
-        let rows: Vec<i64> = jobs
-            .iter()
-            .map(|(t, _)| t.values().next().map_or(0, Tensor::rows))
-            .collect();
-        let total: i64 = rows.iter().sum();
+        let rows: Vec<i64> = jobs.iter().map(|(t, _)| rows(t).unwrap_or(0)).collect();
+        let Some(total) = rows.iter().try_fold(0i64, |acc, &r| acc.checked_add(r)) else {
+            return Ok(None);
+        };
         let joined: Tensors = jobs[0]
             .0
             .keys()
@@ -90,14 +96,20 @@ impl TensorModel {
     }
 }
 
-/// Same input names, dtypes and trailing dimensions: rows can be stacked.
+/// Rows of a request: the first dimension shared by all its inputs, if they share one.
+fn rows(t: &Tensors) -> Option<i64> {
+    let mut dims = t.values().map(|x| x.shape.first().copied());
+    let first = dims.next()??;
+    dims.all(|d| d == Some(first)).then_some(first)
+}
+
+/// Same input names, dtypes and trailing dimensions, one row count each: rows can be stacked.
 fn stackable(a: &Tensors, b: &Tensors) -> bool {
-    a.len() == b.len()
+    rows(a).is_some()
+        && rows(b).is_some()
+        && a.len() == b.len()
         && a.iter().zip(b).all(|((ka, ta), (kb, tb))| {
-            ka == kb
-                && ta.dtype == tb.dtype
-                && !ta.shape.is_empty()
-                && ta.shape[1..] == tb.shape[1..]
+            ka == kb && ta.dtype == tb.dtype && ta.shape[1..] == tb.shape[1..]
         })
 }
 
@@ -139,5 +151,65 @@ impl Model for TensorModel {
         for (inputs, reply) in jobs {
             drop(reply.send(self.run_one(&inputs)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inferd_client::DType;
+
+    fn spec(dims: &[i64], syms: &[&str]) -> Spec {
+        Spec {
+            name: "t".into(),
+            dtype: Some(DType::Float32),
+            shape: dims.to_vec(),
+            symbols: syms.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn only_a_shared_named_first_dimension_batches() {
+        let n = spec(&[-1, 3], &["N", ""]);
+        assert!(batchable(
+            std::slice::from_ref(&n),
+            std::slice::from_ref(&n)
+        ));
+        // q[N, d] and k[M, d] -> scores[N, M]: rows of different callers would mix.
+        let m = spec(&[-1, 3], &["M", ""]);
+        let scores = spec(&[-1, -1], &["N", "M"]);
+        assert!(!batchable(&[n.clone(), m], &[scores]));
+        assert!(!batchable(
+            &[spec(&[1, 3], &["", ""])],
+            std::slice::from_ref(&n)
+        ));
+        assert!(!batchable(&[spec(&[-1, 3], &["", ""])], &[n]));
+    }
+
+    #[test]
+    fn requests_whose_inputs_disagree_on_rows_do_not_stack() {
+        let t = |shape: Vec<i64>| Tensor {
+            dtype: DType::Uint8,
+            data: vec![0; shape.iter().product::<i64>() as usize],
+            shape,
+        };
+        let a: Tensors = [
+            ("x".to_owned(), t(vec![2, 3])),
+            ("y".to_owned(), t(vec![2])),
+        ]
+        .into();
+        let b: Tensors = [
+            ("x".to_owned(), t(vec![1, 3])),
+            ("y".to_owned(), t(vec![1])),
+        ]
+        .into();
+        let bad: Tensors = [
+            ("x".to_owned(), t(vec![1, 3])),
+            ("y".to_owned(), t(vec![4])),
+        ]
+        .into();
+        assert!(stackable(&a, &b));
+        assert!(!stackable(&a, &bad));
+        assert_eq!(rows(&bad), None);
     }
 }

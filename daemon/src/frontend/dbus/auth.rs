@@ -63,6 +63,12 @@ impl Auth {
             .unix_user_id()
             .ok_or_else(|| denied("the bus did not report the caller's uid".into()))?;
         let groups = creds.unix_group_ids().cloned().unwrap_or_default();
+        if self.admin_gid.is_some() && groups.is_empty() {
+            tracing::warn!(
+                uid,
+                "the bus reports no groups for the caller; dbus.admin_group cannot match"
+            );
+        }
         if self.allows(uid, &groups) {
             Ok(())
         } else {
