@@ -69,6 +69,33 @@ pub fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A temporary directory other uids can read, for tests that call as another user.
+fn shared_tempdir(prefix: &str) -> TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("tempdir");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(dir.path(), mode).expect("chmod tempdir");
+    dir
+}
+
+/// `busctl call` of a method of inferd's object, as a shell user would type it.
+pub fn busctl_call(bus: &str, method: &str, signature: &str, args: &[&str]) -> Output {
+    Command::new("busctl")
+        .args([
+            "--address",
+            bus,
+            "call",
+            "org.inferd.Inferd1",
+            "/org/inferd/Inferd1",
+        ])
+        .args(["org.inferd.Inferd1", method, signature])
+        .args(args)
+        .output()
+        .expect("run busctl")
+}
+
 /// A private bus that any uid may connect to, so tests can call as another user.
 pub struct Bus {
     child: Child,
@@ -78,15 +105,7 @@ pub struct Bus {
 
 impl Bus {
     pub fn start() -> Bus {
-        let dir = tempfile::Builder::new()
-            .prefix("inferd-bus")
-            .tempdir()
-            .expect("tempdir");
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .ok();
+        let dir = shared_tempdir("inferd-bus");
         let conf = dir.path().join("bus.conf");
         std::fs::write(
             &conf,
@@ -148,15 +167,7 @@ impl Default for Repo {
 
 impl Repo {
     pub fn new() -> Repo {
-        let dir = tempfile::Builder::new()
-            .prefix("inferd-repo")
-            .tempdir()
-            .expect("tempdir");
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .ok();
+        let dir = shared_tempdir("inferd-repo");
         Repo { dir }
     }
 

@@ -22,6 +22,16 @@ fn busctl(d: &Daemon, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+fn gdbus_call(d: &Daemon, method: &str, args: &[&str]) -> std::process::Output {
+    Command::new("gdbus")
+        .args(["call", "--address", &d.bus, "--dest", "org.inferd.Inferd1"])
+        .args(["--object-path", "/org/inferd/Inferd1", "--method"])
+        .arg(format!("org.inferd.Inferd1.{method}"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn reference_hello() -> Vec<f64> {
     let r = minilm_reference();
     let case = r["cases"]
@@ -79,17 +89,7 @@ fn busctl_embed_as_documented() {
 #[test]
 fn gdbus_embed_and_list_models() {
     let (_bus, _repo, d) = daemon();
-    let out = Command::new("gdbus")
-        .args(["call", "--address", &d.bus, "--dest", "org.inferd.Inferd1"])
-        .args([
-            "--object-path",
-            "/org/inferd/Inferd1",
-            "--method",
-            "org.inferd.Inferd1.Embed",
-        ])
-        .args(["minilm", "['hello']", "{}"])
-        .output()
-        .unwrap();
+    let out = gdbus_call(&d, "Embed", &["minilm", "['hello']", "{}"]);
     let text = stdout(&out);
     assert!(out.status.success(), "{}", stderr(&out));
     let first: f64 = text
@@ -107,16 +107,7 @@ fn gdbus_embed_and_list_models() {
         "384 values and the tuple comma: {text}"
     );
 
-    let out = Command::new("gdbus")
-        .args(["call", "--address", &d.bus, "--dest", "org.inferd.Inferd1"])
-        .args([
-            "--object-path",
-            "/org/inferd/Inferd1",
-            "--method",
-            "org.inferd.Inferd1.ListModels",
-        ])
-        .output()
-        .unwrap();
+    let out = gdbus_call(&d, "ListModels", &[]);
     let text = stdout(&out);
     assert!(
         text.contains("'name': <'minilm'>") && text.contains("'state': <'ready'>"),
@@ -129,52 +120,17 @@ fn gdbus_embed_and_list_models() {
 fn malformed_tensor_bytes_are_invalid_input() {
     let (_bus, _repo, d) = daemon();
     // Three float32 values need 12 bytes; send 4.
-    let out = busctl(
-        &d,
-        &[
-            "call",
-            "org.inferd.Inferd1",
-            "/org/inferd/Inferd1",
-            "org.inferd.Inferd1",
-            "Infer",
-            "sa{s(satay)}",
-            "ops",
-            "1",
-            "a",
-            "float32",
-            "2",
-            "1",
-            "3",
-            "4",
-            "1",
-            "2",
-            "3",
-            "4",
-        ],
-    );
+    let args = [
+        "ops", "1", "a", "float32", "2", "1", "3", "4", "1", "2", "3", "4",
+    ];
+    let out = busctl_call(&d.bus, "Infer", "sa{s(satay)}", &args);
     let e = stderr(&out);
     assert!(
         !out.status.success() && e.contains("needs 12 bytes, got 4"),
         "{e}"
     );
-    let out = busctl(
-        &d,
-        &[
-            "call",
-            "org.inferd.Inferd1",
-            "/org/inferd/Inferd1",
-            "org.inferd.Inferd1",
-            "Infer",
-            "sa{s(satay)}",
-            "ops",
-            "1",
-            "a",
-            "complex128",
-            "1",
-            "1",
-            "0",
-        ],
-    );
+    let args = ["ops", "1", "a", "complex128", "1", "1", "0"];
+    let out = busctl_call(&d.bus, "Infer", "sa{s(satay)}", &args);
     assert!(stderr(&out).contains("unknown dtype"), "{}", stderr(&out));
 }
 

@@ -129,52 +129,12 @@ fn embed_errors_are_typed() {
         "ModelNotFound",
     );
     assert!(err.contains("nosuch"), "{err}");
-    let out = std::process::Command::new("busctl")
-        .args([
-            "--address",
-            &d.bus,
-            "call",
-            "org.inferd.Inferd1",
-            "/org/inferd/Inferd1",
-        ])
-        .args([
-            "org.inferd.Inferd1",
-            "Embed",
-            "sasa{sv}",
-            "minilm",
-            "1",
-            "x",
-            "1",
-            "timeout_sm",
-            "u",
-            "5",
-        ])
-        .output()
-        .unwrap();
+    let args = ["minilm", "1", "x", "1", "timeout_sm", "u", "5"];
+    let out = busctl_call(&d.bus, "Embed", "sasa{sv}", &args);
     let err = stderr(&out);
     assert!(!out.status.success() && err.contains("timeout_sm"), "{err}");
-    let out = std::process::Command::new("busctl")
-        .args([
-            "--address",
-            &d.bus,
-            "call",
-            "org.inferd.Inferd1",
-            "/org/inferd/Inferd1",
-        ])
-        .args([
-            "org.inferd.Inferd1",
-            "Embed",
-            "sasa{sv}",
-            "minilm",
-            "1",
-            "x",
-            "1",
-            "timeout_ms",
-            "s",
-            "5",
-        ])
-        .output()
-        .unwrap();
+    let args = ["minilm", "1", "x", "1", "timeout_ms", "s", "5"];
+    let out = busctl_call(&d.bus, "Embed", "sasa{sv}", &args);
     let err = stderr(&out);
     assert!(
         !out.status.success() && err.contains("must be an unsigned integer"),
