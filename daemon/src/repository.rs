@@ -42,6 +42,10 @@ impl Repository {
             let Ok(name) = dirent.file_name().into_string() else {
                 continue;
             };
+            // Hidden folders are work in progress (the importer stages models there).
+            if name.starts_with('.') {
+                continue;
+            }
             if !dirent.path().join(MANIFEST_FILE).is_file() {
                 continue;
             }
@@ -96,7 +100,7 @@ mod tests {
     #[test]
     fn scan_reports_bad_folders() {
         let root = tempfile::tempdir().unwrap();
-        for name in ["good", "Bad"] {
+        for name in ["good", "Bad", ".staging"] {
             let d = root.path().join(name);
             std::fs::create_dir(&d).unwrap();
             std::fs::write(d.join("model.onnx"), b"x").unwrap();

@@ -277,6 +277,7 @@ impl Engine {
             let method = match declared {
                 Kind::Embedding => "Embed",
                 Kind::Tensor => "Infer",
+                Kind::TextGeneration => "a generation method",
             };
             return Err(Error::InvalidInput(format!(
                 "model {model:?} is a {} model; use {method}",

@@ -39,6 +39,11 @@ pub struct LoadContext {
 
 /// Opens the session and builds the kind-specific model around it.
 pub fn load(spec: &ModelSpec, ctx: &LoadContext) -> Result<(Box<dyn Model>, Loaded), LoadError> {
+    if spec.manifest.kind == Kind::TextGeneration {
+        return Err(LoadError::Incompatible(
+            "kind \"text-generation\" is not served by this version of inferd yet".into(),
+        ));
+    }
     let (session, placement) = providers::open(spec, ctx)?;
     let inputs: Vec<Spec> = session
         .inputs()
@@ -50,9 +55,10 @@ pub fn load(spec: &ModelSpec, ctx: &LoadContext) -> Result<(Box<dyn Model>, Load
         .iter()
         .map(|o| Spec::from_outlet(o.name(), o.dtype()))
         .collect();
-    let model: Box<dyn Model> = match spec.manifest.kind {
-        Kind::Embedding => Box::new(embedding::Embedding::new(spec, session)?),
-        Kind::Tensor => Box::new(tensor::TensorModel::new(spec, session, &inputs, &outputs)?),
+    let model: Box<dyn Model> = if spec.manifest.kind == Kind::Embedding {
+        Box::new(embedding::Embedding::new(spec, session)?)
+    } else {
+        Box::new(tensor::TensorModel::new(spec, session, &inputs, &outputs)?)
     };
     Ok((
         model,

@@ -1,5 +1,6 @@
 //! `inferctl`: the command-line client of inferd.
 
+mod import;
 mod output;
 mod tensor_arg;
 
@@ -49,6 +50,8 @@ enum Command {
         #[arg(long)]
         timeout_ms: Option<u32>,
     },
+    /// Import a GGUF file or Hugging Face checkpoint as an ONNX text-generation model
+    Import(import::ImportArgs),
     /// Run a tensor model
     Infer {
         model: String,
@@ -66,10 +69,10 @@ async fn connect(bus: &str) -> zbus::Result<zbus::Connection> {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Error> {
-    let conn = connect(&cli.bus).await?;
+async fn run(bus: &str, json: bool, command: Command) -> Result<(), Error> {
+    let conn = connect(bus).await?;
     let proxy = Inferd1Proxy::new(&conn).await?;
-    match cli.command {
+    match command {
         Command::Models => {
             let models = proxy
                 .list_models()
@@ -78,7 +81,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 .map(ModelStatus::from_dict)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| Error::Internal(format!("unexpected reply: {e}")))?;
-            output::models(&models, cli.json);
+            output::models(&models, json);
         }
         Command::Load { name } => proxy.load_model(&name).await?,
         Command::Unload { name } => proxy.unload_model(&name).await?,
@@ -113,8 +116,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 );
             }
             let info = serde_json::json!({ "truncated": truncated, "tokens": tokens });
-            output::embeddings(&texts, &vectors, &info, similarity, cli.json);
+            output::embeddings(&texts, &vectors, &info, similarity, json);
         }
+        // Handled in main, before any bus connection.
+        Command::Import(_) => {}
         Command::Infer { model, inputs } => {
             let mut tensors = HashMap::new();
             for arg in &inputs {
@@ -122,7 +127,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 tensors.insert(name, t);
             }
             let out = proxy.infer(&model, tensors).await?;
-            output::tensors(&out, cli.json);
+            output::tensors(&out, json);
         }
     }
     Ok(())
@@ -130,6 +135,16 @@ async fn run(cli: Cli) -> Result<(), Error> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The importer runs locally and needs no bus; it prints its own errors.
+    if let Command::Import(args) = cli.command {
+        return match import::run(args) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -140,7 +155,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(&cli.bus, cli.json, cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}: {}", e.short_name(), e.message());

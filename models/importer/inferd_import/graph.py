@@ -1,0 +1,226 @@
+"""Builds the decoder as an ONNX graph in the optimum/transformers.js layout:
+
+    inputs   input_ids [B,S] int64, attention_mask [B,T] int64, position_ids [B,S] int64,
+             past_key_values.{i}.key/value [B, kv_heads, P, head_dim]
+    outputs  logits [B,S,vocab] float32, present.{i}.key/value [B, kv_heads, T, head_dim]
+
+with T = P + S. Standard ONNX operators only (opset 17), except `com.microsoft.MatMulNBits` for
+int4 weights, so the graph runs on every execution provider and on onnxruntime-genai.
+
+Weights are pulled from the source one at a time and turned into initializers straight away,
+so peak memory is about the size of the output plus one tensor.
+"""
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .errors import ImportFailed
+
+OPSET = 17
+INT4_BLOCK = 32
+
+
+class Builder:
+    def __init__(self, arch, precision, on_weight=None, on_quantized=None):
+        self.a = arch
+        self.precision = precision
+        self.act = TensorProto.FLOAT16 if precision == "fp16" else TensorProto.FLOAT
+        self.act_np = np.float16 if precision == "fp16" else np.float32
+        self.nodes, self.inits = [], []
+        self._n = 0
+        self.on_weight = on_weight or (lambda name: None)
+        self.on_quantized = on_quantized or (lambda name: None)
+        if precision == "int4":
+            from onnxruntime.quantization.matmul_nbits_quantizer import (
+                DefaultWeightOnlyQuantConfig,
+                DefaultWeightOnlyQuantizer,
+            )
+
+            self.quantizer = DefaultWeightOnlyQuantizer(
+                DefaultWeightOnlyQuantConfig(block_size=INT4_BLOCK, is_symmetric=True)
+            )
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _name(self, hint):
+        self._n += 1
+        return f"{hint}_{self._n}"
+
+    def op(self, op_type, inputs, hint=None, n_out=1, domain=None, **attrs):
+        outs = [self._name(hint or op_type) for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=outs[0] + "_node", domain=domain, **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def const(self, value, name=None, dtype=None):
+        arr = np.asarray(value, dtype=dtype)
+        name = name or self._name("const")
+        self.inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def weight(self, source_name, check_shape=None):
+        w = self.source.tensor(source_name)
+        if check_shape is not None and tuple(w.shape) != tuple(check_shape):
+            raise ImportFailed(
+                f"{source_name} has shape {tuple(w.shape)}, but the config implies {tuple(check_shape)}"
+            )
+        self.on_weight(source_name)
+        return w
+
+    # -- layers ---------------------------------------------------------------------------------
+    def linear(self, x, name, out_f, in_f, bias=False):
+        """x @ W.T (+ b) for a Hugging Face [out, in] weight."""
+        w = self.weight(f"{name}.weight", (out_f, in_f))
+        wt = np.ascontiguousarray(w.T)  # [in, out]
+        del w
+        if self.precision == "int4":
+            packed, scales, _ = self.quantizer.qbits_block_quant(wt)
+            del wt
+            p = self.const(packed, f"{name}.weight_Q4")
+            s = self.const(scales, f"{name}.weight_scales")
+            y = self.op(
+                "MatMulNBits", [x, p, s], name, domain="com.microsoft",
+                K=in_f, N=out_f, bits=4, block_size=INT4_BLOCK, accuracy_level=4,
+            )
+            self.on_quantized(name)
+        else:
+            y = self.op("MatMul", [x, self.const(wt.astype(self.act_np), f"{name}.weight_T")], name)
+        if bias:
+            b = self.weight(f"{name}.bias", (out_f,)).astype(self.act_np)
+            y = self.op("Add", [y, self.const(b, f"{name}.bias")], name + "_bias")
+        return y
+
+    def rms_norm(self, x, name):
+        w = self.weight(f"{name}.weight", (self.a.hidden_size,))
+        if self.act != TensorProto.FLOAT:
+            x = self.op("Cast", [x], "to_f32", to=TensorProto.FLOAT)
+        var = self.op("ReduceMean", [self.op("Mul", [x, x])], "var", axes=[-1], keepdims=1)
+        inv = self.op("Reciprocal", [self.op("Sqrt", [self.op("Add", [var, self.eps])])])
+        y = self.op("Mul", [x, inv], "normed")
+        if self.act != TensorProto.FLOAT:
+            y = self.op("Cast", [y], "to_act", to=self.act)
+        return self.op("Mul", [y, self.const(w.astype(self.act_np), f"{name}.weight")], name)
+
+    def rotate(self, x):
+        """x * cos + rotate_half(x) * sin, for x [B, heads, S, head_dim]."""
+        half = self.a.head_dim // 2
+        x1, x2 = self.op("Split", [x, self.half_split], "half", n_out=2, axis=-1)
+        rot = self.op("Concat", [self.op("Neg", [x2]), x1], "rot_half", axis=-1)
+        return self.op("Add", [self.op("Mul", [x, self.cos]), self.op("Mul", [rot, self.sin])], "rope")
+
+    def heads(self, y, n):
+        """[B, S, n*hd] -> [B, n, S, hd]"""
+        r = self.op("Reshape", [y, self.const([0, 0, n, self.a.head_dim], dtype=np.int64)])
+        return self.op("Transpose", [r], perm=[0, 2, 1, 3])
+
+    def attention(self, x, i):
+        a = self.a
+        p = f"model.layers.{i}.self_attn"
+        q = self.heads(self.linear(x, f"{p}.q_proj", a.num_heads * a.head_dim, a.hidden_size, a.attention_bias), a.num_heads)
+        k = self.heads(self.linear(x, f"{p}.k_proj", a.num_kv_heads * a.head_dim, a.hidden_size, a.attention_bias), a.num_kv_heads)
+        v = self.heads(self.linear(x, f"{p}.v_proj", a.num_kv_heads * a.head_dim, a.hidden_size, a.attention_bias), a.num_kv_heads)
+        q = self.op("Mul", [self.rotate(q), self.scale])
+        k = self.rotate(k)
+        k_all = f"present.{i}.key"
+        v_all = f"present.{i}.value"
+        self.nodes.append(helper.make_node("Concat", [f"past_key_values.{i}.key", k], [k_all], axis=2, name=f"cat_k{i}"))
+        self.nodes.append(helper.make_node("Concat", [f"past_key_values.{i}.value", v], [v_all], axis=2, name=f"cat_v{i}"))
+        # Grouped-query attention without repeating K/V: fold each KV head's query heads into rows.
+        kv, nh, hd = a.num_kv_heads, a.num_heads, a.head_dim
+        qg = self.op("Reshape", [q, self.const([0, kv, -1, hd], dtype=np.int64)], "q_grouped")
+        kt = self.op("Transpose", [k_all], perm=[0, 1, 3, 2])
+        scores = self.op("MatMul", [qg, kt], "scores")  # [B, kv, rep*S, T]
+        scores = self.op("Reshape", [scores, self.const([0, nh, -1, 0], dtype=np.int64)])  # [B, nh, S, T]
+        if self.act != TensorProto.FLOAT:
+            scores = self.op("Cast", [scores], to=TensorProto.FLOAT)
+        probs = self.op("Softmax", [self.op("Add", [scores, self.mask])], axis=-1)
+        if self.act != TensorProto.FLOAT:
+            probs = self.op("Cast", [probs], to=self.act)
+        probs = self.op("Reshape", [probs, self.const([0, kv, -1, 0], dtype=np.int64)])
+        ctx = self.op("MatMul", [probs, v_all], "ctx")  # [B, kv, rep*S, hd]
+        ctx = self.op("Reshape", [ctx, self.const([0, nh, -1, hd], dtype=np.int64)])
+        ctx = self.op("Transpose", [ctx], perm=[0, 2, 1, 3])
+        ctx = self.op("Reshape", [ctx, self.const([0, 0, nh * hd], dtype=np.int64)])
+        return self.linear(ctx, f"{p}.o_proj", a.hidden_size, nh * hd)
+
+    def mlp(self, x, i):
+        a = self.a
+        p = f"model.layers.{i}.mlp"
+        gate = self.linear(x, f"{p}.gate_proj", a.intermediate_size, a.hidden_size)
+        up = self.linear(x, f"{p}.up_proj", a.intermediate_size, a.hidden_size)
+        act = self.op("Mul", [gate, self.op("Sigmoid", [gate])], "silu")
+        return self.linear(self.op("Mul", [act, up]), f"{p}.down_proj", a.hidden_size, a.intermediate_size)
+
+    # -- the model ------------------------------------------------------------------------------
+    def _prologue(self):
+        """Rotary tables and the additive attention mask, shared by every layer."""
+        a = self.a
+        i64 = lambda v: self.const(v, dtype=np.int64)
+        self.eps = self.const(np.float32(a.rms_norm_eps), "rms_eps")
+        self.scale = self.const(np.array(1.0 / np.sqrt(a.head_dim), dtype=self.act_np), "attn_scale")
+        self.half_split = i64([a.head_dim // 2, a.head_dim // 2])
+        inv_freq = 1.0 / (a.rope_theta ** (np.arange(0, a.head_dim, 2, dtype=np.float64) / a.head_dim))
+        pos = self.op("Unsqueeze", [self.op("Cast", ["position_ids"], to=TensorProto.FLOAT), i64([-1])])
+        freqs = self.op("Mul", [pos, self.const(inv_freq.astype(np.float32), "rope_inv_freq")])
+        emb = self.op("Concat", [freqs, freqs], axis=-1)  # [B, S, hd]
+        cos = self.op("Unsqueeze", [self.op("Cos", [emb]), i64([1])])
+        sin = self.op("Unsqueeze", [self.op("Sin", [emb]), i64([1])])
+        if self.act != TensorProto.FLOAT:
+            cos = self.op("Cast", [cos], to=self.act)
+            sin = self.op("Cast", [sin], to=self.act)
+        self.cos, self.sin = cos, sin
+        # Causal + padding mask: query row r (absolute position T-S+r) sees key j <= T-S+r with mask 1.
+        s = self.op("Squeeze", [self.op("Slice", [self.op("Shape", ["input_ids"]), i64([1]), i64([2])])])
+        t = self.op("Squeeze", [self.op("Slice", [self.op("Shape", ["attention_mask"]), i64([1]), i64([2])])])
+        rows = self.op("Range", [self.op("Sub", [t, s]), t, self.const(np.int64(1))])
+        cols = self.op("Range", [self.const(np.int64(0)), t, self.const(np.int64(1))])
+        causal = self.op("LessOrEqual", [self.op("Unsqueeze", [cols, i64([0])]), self.op("Unsqueeze", [rows, i64([1])])])
+        pad = self.op("Unsqueeze", [self.op("Cast", ["attention_mask"], to=TensorProto.BOOL), i64([1, 2])])
+        allowed = self.op("And", [self.op("Unsqueeze", [causal, i64([0, 1])]), pad])
+        lowest = np.float32(np.finfo(np.float32).min)
+        self.mask = self.op("Where", [allowed, self.const(np.float32(0)), self.const(lowest)], "mask")
+
+    def build(self, source):
+        self.source = source
+        a = self.a
+        B, S, T, P = "batch_size", "sequence_length", "total_sequence_length", "past_sequence_length"
+        inputs = [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, [B, S]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [B, T]),
+            helper.make_tensor_value_info("position_ids", TensorProto.INT64, [B, S]),
+        ]
+        outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [B, S, a.vocab_size])]
+        for i in range(a.num_layers):
+            for kind in ("key", "value"):
+                inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", self.act, [B, a.num_kv_heads, P, a.head_dim]))
+                outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", self.act, [B, a.num_kv_heads, T, a.head_dim]))
+        self._prologue()
+
+        emb = self.weight("model.embed_tokens.weight", (a.vocab_size, a.hidden_size))
+        table_np = np.float16 if self.precision in ("fp16", "int4") else np.float32
+        table = self.const(emb.astype(table_np), "model.embed_tokens.weight")
+        del emb
+        x = self.op("Gather", [table, "input_ids"], "embed")
+        if table_np != self.act_np:
+            x = self.op("Cast", [x], to=self.act)
+        for i in range(a.num_layers):
+            p = f"model.layers.{i}"
+            h = self.attention(self.rms_norm(x, f"{p}.input_layernorm"), i)
+            x = self.op("Add", [x, h], "resid")
+            h = self.mlp(self.rms_norm(x, f"{p}.post_attention_layernorm"), i)
+            x = self.op("Add", [x, h], "resid")
+        x = self.rms_norm(x, "model.norm")
+        head = "lm_head" if not a.tie_word_embeddings else "model.embed_tokens"
+        logits = self.linear(x, head, a.vocab_size, a.hidden_size)
+        if self.act != TensorProto.FLOAT:
+            logits = self.op("Cast", [logits], to=TensorProto.FLOAT)
+        self.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="logits_out"))
+
+        graph = helper.make_graph(self.nodes, f"{a.family}-decoder", inputs, outputs, initializer=self.inits)
+        opsets = [helper.make_opsetid("", OPSET)]
+        if self.precision == "int4":
+            opsets.append(helper.make_opsetid("com.microsoft", 1))
+        model = helper.make_model(graph, opset_imports=opsets, producer_name="inferd-import", ir_version=8)
+        return model
+
+
+def total_bytes(model):
+    return sum(len(t.raw_data) for t in model.graph.initializer)

@@ -1,0 +1,48 @@
+"""A numpy forward pass of a Llama/Qwen2 decoder, written from the transformers modelling code and
+independent of the graph builder: the reference the ONNX graph is checked against."""
+import numpy as np
+
+
+def rms_norm(x, w, eps):
+    return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
+
+
+def rope(x, pos, theta):
+    hd = x.shape[-1]
+    inv = 1.0 / theta ** (np.arange(0, hd, 2) / hd)
+    ang = pos[:, None] * inv[None]  # [S, hd/2]
+    cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
+    x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
+    return x * cos + np.concatenate([-x2, x1], -1) * sin
+
+
+def forward(arch, w, ids):
+    """Logits [S, vocab] for one sequence of token ids, float64 throughout."""
+    a = arch
+    g = lambda n: w(n).astype(np.float64)
+    S = len(ids)
+    pos = np.arange(S, dtype=np.float64)
+    x = g("model.embed_tokens.weight")[ids]
+    causal = np.tril(np.ones((S, S), bool))
+    rep = a.num_heads // a.num_kv_heads
+    for i in range(a.num_layers):
+        p = f"model.layers.{i}"
+        h = rms_norm(x, g(f"{p}.input_layernorm.weight"), a.rms_norm_eps)
+        proj = lambda n: h @ g(f"{p}.self_attn.{n}.weight").T + (g(f"{p}.self_attn.{n}.bias") if a.attention_bias else 0)
+        q = proj("q_proj").reshape(S, a.num_heads, a.head_dim).transpose(1, 0, 2)
+        k = proj("k_proj").reshape(S, a.num_kv_heads, a.head_dim).transpose(1, 0, 2)
+        v = proj("v_proj").reshape(S, a.num_kv_heads, a.head_dim).transpose(1, 0, 2)
+        q, k = rope(q, pos, a.rope_theta), rope(k, pos, a.rope_theta)
+        k, v = np.repeat(k, rep, 0), np.repeat(v, rep, 0)
+        s = q @ k.transpose(0, 2, 1) / np.sqrt(a.head_dim)
+        s = np.where(causal, s, -np.inf)
+        s = np.exp(s - s.max(-1, keepdims=True))
+        s /= s.sum(-1, keepdims=True)
+        ctx = (s @ v).transpose(1, 0, 2).reshape(S, -1)
+        x = x + ctx @ g(f"{p}.self_attn.o_proj.weight").T
+        h = rms_norm(x, g(f"{p}.post_attention_layernorm.weight"), a.rms_norm_eps)
+        gate, up = h @ g(f"{p}.mlp.gate_proj.weight").T, h @ g(f"{p}.mlp.up_proj.weight").T
+        x = x + (gate / (1 + np.exp(-gate)) * up) @ g(f"{p}.mlp.down_proj.weight").T
+    x = rms_norm(x, g("model.norm.weight"), a.rms_norm_eps)
+    head = "model.embed_tokens.weight" if a.tie_word_embeddings else "lm_head.weight"
+    return x @ g(head).T

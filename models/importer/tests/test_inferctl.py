@@ -1,0 +1,37 @@
+"""`inferctl import` runs this importer as a user would call it."""
+import os
+import subprocess
+
+from conftest import CONFIGS, REPO
+
+
+def inferctl(*args, env_extra=None):
+    env = dict(os.environ, INFERD_PYTHON=__import__("sys").executable, **(env_extra or {}))
+    exe = REPO / "target" / "debug" / "inferctl"
+    assert exe.exists(), "build the workspace first (make test does)"
+    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, env=env)
+
+
+def test_inferctl_import_writes_a_model_folder_with_progress(tmp_path, gguf):
+    p = inferctl("import", "--random", CONFIGS / "tiny-qwen2.json", "--tokenizer", gguf,
+                 "--name", "tiny", "--precision", "int4", "--models", tmp_path)
+    assert p.returncode == 0, p.stderr
+    for stage in ("read", "convert", "quantize", "write"):
+        assert stage in p.stderr, p.stderr
+    names = sorted(f.name for f in (tmp_path / "tiny").iterdir())
+    for f in ("model.onnx", "model.toml", "tokenizer.json", "tokenizer_config.json", "generation_config.json", "genai_config.json"):
+        assert f in names
+
+
+def test_inferctl_import_reports_importer_errors(tmp_path):
+    p = inferctl("import", tmp_path / "nope.gguf", "--name", "x", "--models", tmp_path / "m")
+    assert p.returncode == 2
+    assert "no such file or folder" in p.stderr
+
+
+def test_inferctl_import_without_the_environment_says_how_to_get_it(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "INFERD_PYTHON"}
+    env.update(INFERD_CACHE=str(tmp_path), HOME=str(tmp_path))
+    exe = REPO / "target" / "debug" / "inferctl"
+    p = subprocess.run([exe, "import", "x.gguf", "--name", "x"], capture_output=True, text=True, env=env)
+    assert p.returncode != 0 and "make models" in p.stderr, p.stderr
