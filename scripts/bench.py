@@ -57,6 +57,24 @@ def python_baseline(model_dir, seconds, threads, batch=1):
     return n / (time.perf_counter() - start)
 
 
+def genai_check(folder):
+    """Runs an imported model through onnxruntime-genai via the genai_config.json the importer
+    wrote: proof that both runtimes run the very same file."""
+    import onnxruntime_genai as og
+
+    model = og.Model(str(folder))
+    tok = og.Tokenizer(model)
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=64, do_sample=False)
+    gen = og.Generator(model, params)
+    gen.append_tokens(tok.encode("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"))
+    out = []
+    while not gen.is_done():
+        gen.generate_next_token()
+        out.append(gen.get_next_tokens()[0])
+    return tok.decode(out)
+
+
 def start_bus(tmp):
     addr_file = tmp / "addr"
     with open(addr_file, "w") as f:
@@ -149,6 +167,7 @@ def main():
             bus.terminate()
             bus.wait()
 
+    genai_text = genai_check(Path(models) / "smollm2")
     med = lambda runs, k: statistics.median(r[k] for r in runs)
     d50, d99 = med(dbus_lat, "p50_us"), med(dbus_lat, "p99_us")
     i50, i99 = med(inproc_lat, "p50_us"), med(inproc_lat, "p99_us")
@@ -201,6 +220,13 @@ or below it means the D-Bus path costs less than this machine's run-to-run noise
 | RSS with `minilm` loaded, after the runs above | {loaded_rss / 1024:.1f} MiB |
 | `inferd` binary, stripped | {sizes['inferd'] / 1e6:.1f} MB |
 | `inferctl` binary, stripped | {sizes['inferctl'] / 1e6:.1f} MB |
+
+## Imported models run on onnxruntime-genai
+
+`smollm2` (imported at int4 by `make models`) loaded by onnxruntime-genai through the
+`genai_config.json` the importer wrote, greedy, "What is the capital of France?":
+
+> {genai_text.strip()}
 
 Reproduce: `make bench`.
 """

@@ -12,7 +12,7 @@ so peak memory is about the size of the output plus one tensor.
 """
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from .errors import ImportFailed
 
@@ -26,7 +26,10 @@ class Builder:
         self.precision = precision
         self.act = TensorProto.FLOAT16 if precision == "fp16" else TensorProto.FLOAT
         self.act_np = np.float16 if precision == "fp16" else np.float32
-        self.nodes, self.inits = [], []
+        # Initializers are written straight into the model: helper.make_graph/make_model would copy
+        # every weight (protobuf messages are copied on assignment), doubling peak memory.
+        self.model = onnx.ModelProto()
+        self.nodes = []
         self._n = 0
         self.on_weight = on_weight or (lambda name: None)
         self.on_quantized = on_quantized or (lambda name: None)
@@ -51,9 +54,13 @@ class Builder:
         return outs[0] if n_out == 1 else outs
 
     def const(self, value, name=None, dtype=None):
-        arr = np.asarray(value, dtype=dtype)
+        arr = np.ascontiguousarray(value, dtype=dtype)
         name = name or self._name("const")
-        self.inits.append(numpy_helper.from_array(arr, name))
+        t = self.model.graph.initializer.add()
+        t.name = name
+        t.data_type = helper.np_dtype_to_tensor_dtype(arr.dtype)
+        t.dims.extend(arr.shape)
+        t.raw_data = arr.tobytes()
         return name
 
     def weight(self, source_name, check_shape=None):
@@ -69,11 +76,9 @@ class Builder:
     def linear(self, x, name, out_f, in_f, bias=False):
         """x @ W.T (+ b) for a Hugging Face [out, in] weight."""
         w = self.weight(f"{name}.weight", (out_f, in_f))
-        wt = np.ascontiguousarray(w.T)  # [in, out]
-        del w
         if self.precision == "int4":
-            packed, scales, _ = self.quantizer.qbits_block_quant(wt)
-            del wt
+            packed, scales = self.quantize(w)
+            del w
             p = self.const(packed, f"{name}.weight_Q4")
             s = self.const(scales, f"{name}.weight_scales")
             y = self.op(
@@ -82,11 +87,21 @@ class Builder:
             )
             self.on_quantized(name)
         else:
-            y = self.op("MatMul", [x, self.const(wt.astype(self.act_np), f"{name}.weight_T")], name)
+            wt = np.ascontiguousarray(w.T, dtype=self.act_np)  # [in, out]
+            del w
+            y = self.op("MatMul", [x, self.const(wt, f"{name}.weight_T")], name)
+            del wt
         if bias:
             b = self.weight(f"{name}.bias", (out_f,)).astype(self.act_np)
             y = self.op("Add", [y, self.const(b, f"{name}.bias")], name + "_bias")
         return y
+
+    def quantize(self, w, rows=4096):
+        """Blockwise int4 of W.T for MatMulNBits, a slice of output features at a time: the packed
+        layout is [N, k_blocks, blob], so slices stack along N, and no full transposed copy of a
+        large weight (the LM head) is ever held."""
+        parts = [self.quantizer.qbits_block_quant(np.ascontiguousarray(w[r : r + rows].T)) for r in range(0, w.shape[0], rows)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def rms_norm(self, x, name):
         w = self.weight(f"{name}.weight", (self.a.hidden_size,))
@@ -214,11 +229,17 @@ class Builder:
             logits = self.op("Cast", [logits], to=TensorProto.FLOAT)
         self.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="logits_out"))
 
-        graph = helper.make_graph(self.nodes, f"{a.family}-decoder", inputs, outputs, initializer=self.inits)
-        opsets = [helper.make_opsetid("", OPSET)]
+        model = self.model
+        model.ir_version = 8
+        model.producer_name = "inferd-import"
+        model.opset_import.append(helper.make_opsetid("", OPSET))
         if self.precision == "int4":
-            opsets.append(helper.make_opsetid("com.microsoft", 1))
-        model = helper.make_model(graph, opset_imports=opsets, producer_name="inferd-import", ir_version=8)
+            model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+        g = model.graph
+        g.name = f"{a.family}-decoder"
+        g.node.extend(self.nodes)
+        g.input.extend(inputs)
+        g.output.extend(outputs)
         return model
 
 

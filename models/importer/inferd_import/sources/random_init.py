@@ -50,10 +50,11 @@ class RandomSource(Source):
     def tensor(self, name):
         rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
         shape = self._shape(name)
+        w = rng.standard_normal(shape, dtype=np.float32)
         if name.endswith("norm.weight"):
-            return (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
-        std = 0.02 if name.endswith("bias") else 1.0 / np.sqrt(shape[-1])
-        return (std * rng.standard_normal(shape)).astype(np.float32)
+            return 1.0 + np.float32(0.1) * w
+        w *= np.float32(0.02 if name.endswith("bias") else 1.0 / np.sqrt(shape[-1]))
+        return w
 
     def tokenizer(self):
         return self.tok_source.tokenizer()
