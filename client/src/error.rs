@@ -25,11 +25,28 @@ pub enum Error {
     AccessDenied(String),
     /// The daemon is stopping and takes no new work.
     ShuttingDown(String),
+    /// The request was cancelled (by its caller, or because the caller left).
+    Cancelled(String),
     /// A bug or runtime failure inside the daemon.
     Internal(String),
 }
 
 impl Error {
+    /// Rebuilds a typed error from a name and message carried in a signal (`Failed`).
+    pub fn from_wire(name: &str, message: String) -> Error {
+        match name.rsplit('.').next().unwrap_or_default() {
+            "ModelNotFound" => Error::ModelNotFound(message),
+            "ModelNotReady" => Error::ModelNotReady(message),
+            "InvalidInput" => Error::InvalidInput(message),
+            "Overloaded" => Error::Overloaded(message),
+            "Timeout" => Error::Timeout(message),
+            "AccessDenied" => Error::AccessDenied(message),
+            "ShuttingDown" => Error::ShuttingDown(message),
+            "Cancelled" => Error::Cancelled(message),
+            _ => Error::Internal(message),
+        }
+    }
+
     /// The last component of the D-Bus error name, e.g. `Overloaded`.
     pub fn short_name(&self) -> String {
         match self {

@@ -5,9 +5,10 @@ pub mod error;
 pub mod names;
 pub mod proxy;
 pub mod status;
+pub mod stream;
 pub mod tensor;
 
 pub use error::Error;
-pub use proxy::Inferd1Proxy;
+pub use proxy::{Inferd1Proxy, RequestProxy};
 pub use status::{ModelState, ModelStatus};
 pub use tensor::{DType, WireTensor};

@@ -6,5 +6,7 @@ pub const BUS_NAME: &str = "org.inferd.Inferd1";
 pub const OBJECT_PATH: &str = "/org/inferd/Inferd1";
 /// Interface of the main service object.
 pub const INTERFACE: &str = "org.inferd.Inferd1";
+/// Parent of every streaming request object.
+pub const REQUEST_PATH: &str = "/org/inferd/Inferd1/request";
 /// Prefix of every typed error name.
 pub const ERROR_PREFIX: &str = "org.inferd.Inferd1.Error";

@@ -36,6 +36,31 @@ pub trait Inferd1 {
         inputs: HashMap<String, WireTensor>,
     ) -> Result<HashMap<String, WireTensor>, Error>;
 
+    fn complete(
+        &self,
+        model: &str,
+        prompt: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<(String, HashMap<String, OwnedValue>), Error>;
+    fn chat_complete(
+        &self,
+        model: &str,
+        messages: &[(&str, &str)],
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<(String, HashMap<String, OwnedValue>), Error>;
+    fn generate(
+        &self,
+        model: &str,
+        prompt: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<zbus::zvariant::OwnedObjectPath, Error>;
+    fn chat(
+        &self,
+        model: &str,
+        messages: &[(&str, &str)],
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<zbus::zvariant::OwnedObjectPath, Error>;
+
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]
@@ -45,4 +70,29 @@ pub trait Inferd1 {
 
     #[zbus(signal)]
     fn model_state_changed(&self, name: String, state: String) -> zbus::Result<()>;
+}
+
+/// One streaming generation, `/org/inferd/Inferd1/request/<id>`.
+#[proxy(
+    interface = "org.inferd.Inferd1.Request",
+    default_service = "org.inferd.Inferd1"
+)]
+pub trait Request {
+    fn cancel(&self) -> Result<(), Error>;
+
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+
+    #[zbus(signal)]
+    fn delta(&self, text: String, channel: String) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    fn finished(
+        &self,
+        finish_reason: String,
+        info: HashMap<String, OwnedValue>,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    fn failed(&self, error_name: String, message: String) -> zbus::Result<()>;
 }

@@ -62,6 +62,8 @@ pub struct ModelStatus {
     pub timed_out: u64,
     /// Requests refused because the queue was full.
     pub rejected: u64,
+    /// Sequences being generated now (text-generation models).
+    pub active: u32,
 }
 
 type Dict = HashMap<String, OwnedValue>;
@@ -98,6 +100,7 @@ impl ModelStatus {
         put(&mut d, "skipped", self.skipped);
         put(&mut d, "timed_out", self.timed_out);
         put(&mut d, "rejected", self.rejected);
+        put(&mut d, "active", self.active);
         d
     }
 
@@ -117,6 +120,7 @@ impl ModelStatus {
             skipped: get(d, "skipped").unwrap_or_default(),
             timed_out: get(d, "timed_out").unwrap_or_default(),
             rejected: get(d, "rejected").unwrap_or_default(),
+            active: get(d, "active").unwrap_or_default(),
             name,
         })
     }
@@ -140,6 +144,7 @@ mod tests {
             skipped: 1,
             timed_out: 2,
             rejected: 4,
+            active: 2,
         };
         assert_eq!(ModelStatus::from_dict(&s.to_dict()).unwrap(), s);
     }

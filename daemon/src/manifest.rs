@@ -59,6 +59,27 @@ pub struct Manifest {
     pub execution: Execution,
     #[serde(default)]
     pub batching: Batching,
+    #[serde(default)]
+    pub generation: GenerationManifest,
+}
+
+/// Overrides of what a text-generation model folder says about itself.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenerationManifest {
+    pub context_length: Option<usize>,
+    pub eos_token_ids: Option<Vec<u32>>,
+    pub bos_token_id: Option<u32>,
+    /// A Jinja chat template file inside the model folder.
+    pub chat_template: Option<String>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub top_k: Option<u32>,
+    pub top_p: Option<f64>,
+    pub min_p: Option<f64>,
+    pub repetition_penalty: Option<f64>,
+    /// Sequences decoded together; more wait in the queue.
+    pub max_sequences: Option<usize>,
 }
 
 fn default_file() -> String {

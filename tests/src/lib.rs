@@ -64,6 +64,19 @@ pub fn models_cache() -> PathBuf {
     p
 }
 
+/// LLM imports made by `make test-models` (smollm2-fp32, tiny-qwen2).
+pub fn test_models() -> PathBuf {
+    let p = std::env::var_os("INFERD_TEST_MODELS")
+        .map(PathBuf::from)
+        .expect("INFERD_TEST_MODELS is not set: run the tests through `make test`");
+    assert!(
+        p.join("smollm2-fp32/model.onnx").exists(),
+        "{} lacks the test imports: run `make test-models`",
+        p.display()
+    );
+    p
+}
+
 /// The workspace's `tests/` folder.
 pub fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -192,6 +205,26 @@ impl Repo {
             std::fs::create_dir_all(dest.parent().expect("parent")).expect("dir");
             std::fs::copy(src.join(f), dest).expect("copy minilm");
         }
+    }
+
+    /// Copies an imported LLM folder from `make test-models` under `name`; `extra` is appended
+    /// to its model.toml.
+    pub fn add_llm(&self, source: &str, name: &str, extra: &str) {
+        let src = test_models().join(source);
+        for entry in std::fs::read_dir(&src).expect("test model folder") {
+            let entry = entry.expect("entry");
+            let dest = self.dir.path().join(name).join(entry.file_name());
+            std::fs::create_dir_all(dest.parent().expect("parent")).expect("dir");
+            // Weights are large: link them when the file system allows; the manifest is edited.
+            if entry.file_name() == "model.toml" || std::fs::hard_link(entry.path(), &dest).is_err()
+            {
+                std::fs::copy(entry.path(), &dest).expect("copy");
+            }
+        }
+        let toml = self.dir.path().join(name).join("model.toml");
+        let mut text = std::fs::read_to_string(&toml).expect("model.toml");
+        text.push_str(extra);
+        std::fs::write(toml, text).expect("write model.toml");
     }
 
     /// Copies a test model from `tests/data/<source>` under `name` with the given manifest.

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::queue;
 use crate::error::{Error, Result};
@@ -27,7 +28,107 @@ pub struct EmbedOutput {
     pub tokens: Vec<u32>,
 }
 
+/// What to generate from: a raw prompt (special tokens parsed) or chat messages (templated).
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    Text(String),
+    Chat(Vec<(String, String)>),
+}
+
+/// How reasoning (`<think>…</think>`) is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reasoning {
+    /// On its own `reasoning` channel.
+    #[default]
+    Separate,
+    /// Dropped, but counted in usage.
+    Hide,
+    /// Left in the content, tags included.
+    Inline,
+}
+
+/// Generation options; `None` means the model's default.
+#[derive(Debug, Clone, Default)]
+pub struct GenOptions {
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub top_k: Option<u32>,
+    pub top_p: Option<f64>,
+    pub min_p: Option<f64>,
+    pub repetition_penalty: Option<f64>,
+    pub seed: Option<u64>,
+    pub stop: Vec<String>,
+    pub reasoning: Reasoning,
+    pub reasoning_budget: Option<u32>,
+    /// Cut the prompt's start instead of failing when it does not fit the context.
+    pub truncate: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompt: Prompt,
+    pub options: GenOptions,
+    /// Stop at this instant with finish reason `timeout`.
+    pub deadline: Option<std::time::Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Content,
+    Reasoning,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Content => "content",
+            Channel::Reasoning => "reasoning",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+    Cancelled,
+    Timeout,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+            FinishReason::Timeout => "timeout",
+        }
+    }
+}
+
+/// Counts and timings reported when a generation ends.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub reasoning_tokens: u32,
+    pub time_to_first_token_ms: f64,
+    pub tokens_per_second: f64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Delta { text: String, channel: Channel },
+    Finished { reason: FinishReason, usage: Usage },
+    Failed(Error),
+}
+
 pub enum Job {
+    Generate {
+        req: GenerateRequest,
+        events: mpsc::UnboundedSender<Event>,
+        cancel: CancellationToken,
+    },
     Embed {
         req: EmbedRequest,
         reply: Reply<EmbedOutput>,
@@ -43,6 +144,7 @@ impl queue::Job for Job {
         match self {
             Job::Embed { reply, .. } => reply.is_closed(),
             Job::Infer { reply, .. } => reply.is_closed(),
+            Job::Generate { events, cancel, .. } => events.is_closed() || cancel.is_cancelled(),
         }
     }
 
@@ -51,6 +153,7 @@ impl queue::Job for Job {
         match self {
             Job::Embed { reply, .. } => drop(reply.send(Err(error))),
             Job::Infer { reply, .. } => drop(reply.send(Err(error))),
+            Job::Generate { events, .. } => drop(events.send(Event::Failed(error))),
         }
     }
 
@@ -61,6 +164,7 @@ impl queue::Job for Job {
                 .values()
                 .next()
                 .map_or(1, |t| t.rows().max(1) as usize),
+            Job::Generate { .. } => 1,
         }
     }
 }

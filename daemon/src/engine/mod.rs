@@ -17,9 +17,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use inferd_client::{ModelState, ModelStatus};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
-use self::job::{EmbedOutput, EmbedRequest, Job, Tensors};
+use self::job::{EmbedOutput, EmbedRequest, Event, GenerateRequest, Job, Tensors};
 use self::queue::Queue;
 use self::slot::{Serving, Slot};
 use crate::error::{Error, LoadError, Result};
@@ -335,6 +336,30 @@ impl Engine {
         let (reply, rx) = oneshot::channel();
         let deadline = self.submit(model, serving, None, Job::Infer { inputs, reply })?;
         answer(model, rx, deadline).await
+    }
+
+    /// Queues a generation; its deltas and its end arrive on the returned channel. `cancel`
+    /// ends it with finish reason `cancelled` within one decode step.
+    pub fn generate(
+        &self,
+        model: &str,
+        req: GenerateRequest,
+        timeout: Option<Duration>,
+        cancel: CancellationToken,
+    ) -> Result<mpsc::UnboundedReceiver<Event>> {
+        let serving = self.admit(model, Kind::TextGeneration)?;
+        let (events, rx) = mpsc::unbounded_channel();
+        self.submit(
+            model,
+            serving,
+            timeout,
+            Job::Generate {
+                req,
+                events,
+                cancel,
+            },
+        )?;
+        Ok(rx)
     }
 
     /// Stops admission, lets workers finish what they accepted, and joins them, waiting at most

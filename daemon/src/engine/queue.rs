@@ -30,6 +30,8 @@ pub struct Stats {
     pub skipped: AtomicU64,
     pub timed_out: AtomicU64,
     pub rejected: AtomicU64,
+    /// Sequences a generation worker is decoding now.
+    pub active: AtomicU64,
 }
 
 struct Entry<J> {
@@ -136,6 +138,15 @@ impl<J: Job> Queue<J> {
             }
         }
         st.entries = kept;
+    }
+
+    /// Takes up to `max` live jobs without waiting; for workers that keep running jobs between
+    /// calls (generation admits new sequences between decode steps).
+    pub fn try_take(&self, max: usize) -> Vec<J> {
+        let mut st = self.lock();
+        self.prune(&mut st, Instant::now());
+        let n = max.min(st.entries.len());
+        st.entries.drain(..n).map(|e| e.job).collect()
     }
 
     /// Blocks until at least one live job exists, then gathers compatible jobs up to the batch

@@ -172,6 +172,7 @@ impl Slot {
             skipped: self.stats.skipped.load(Ordering::Relaxed),
             timed_out: self.stats.timed_out.load(Ordering::Relaxed),
             rejected: self.stats.rejected.load(Ordering::Relaxed),
+            active: self.stats.active.load(Ordering::Relaxed) as u32,
         }
     }
 }

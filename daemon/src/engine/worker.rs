@@ -4,7 +4,6 @@
 //! blocks the async runtime.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -52,15 +51,7 @@ pub fn spawn(
                 max_batch: b.max_batch,
                 max_wait: Duration::from_millis(b.max_wait_ms),
             };
-            while let Some(batch) = queue.next_batch(policy, |a, b| model.compatible(a, b)) {
-                let n = batch.len() as u64;
-                // A panic drops the batch's reply senders: its callers get an Internal error,
-                // and the worker goes on serving.
-                if catch_unwind(AssertUnwindSafe(|| model.run(batch))).is_err() {
-                    tracing::error!(model = %spec.name, "model run panicked; batch failed");
-                }
-                queue.stats.served.fetch_add(n, Ordering::Relaxed);
-            }
+            model.serve(&queue, policy);
             tracing::debug!(model = %spec.name, "worker stopped");
         })
 }

@@ -250,10 +250,13 @@ impl Model for Embedding {
         for job in batch {
             match job {
                 Job::Embed { req, reply } => jobs.push((req, reply)),
-                Job::Infer { reply, .. } => drop(reply.send(Err(Error::InvalidInput(format!(
-                    "model {:?} is an embedding model; use Embed",
-                    self.name
-                ))))),
+                other => crate::engine::queue::Job::fail(
+                    other,
+                    Error::InvalidInput(format!(
+                        "model {:?} is an embedding model; use Embed",
+                        self.name
+                    )),
+                ),
             }
         }
         self.answer(jobs);

@@ -1,14 +1,18 @@
 //! Model kinds: how a kind turns queued jobs into session runs.
 
 mod embedding;
+mod generation;
 mod tensor;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
 use ort::environment::Environment;
 
 use crate::engine::job::Job;
 use crate::engine::providers::{self, Placement};
+use crate::engine::queue::{BatchPolicy, Queue};
 use crate::error::LoadError;
 use crate::manifest::{Kind, ModelSpec};
 use crate::tensor::Spec;
@@ -19,6 +23,20 @@ pub trait Model: Send {
     fn compatible(&self, a: &Job, b: &Job) -> bool;
     /// Runs a batch and answers every job in it.
     fn run(&mut self, batch: Vec<Job>);
+
+    /// Serves the queue until it is closed and drained. The default forms batches and runs
+    /// them; kinds that keep work across steps (generation) drive the queue themselves.
+    fn serve(&mut self, queue: &Queue<Job>, policy: BatchPolicy) {
+        while let Some(batch) = queue.next_batch(policy, |a, b| self.compatible(a, b)) {
+            let n = batch.len() as u64;
+            // A panic drops the batch's reply senders: its callers get an Internal error, and
+            // the worker goes on serving.
+            if catch_unwind(AssertUnwindSafe(|| self.run(batch))).is_err() {
+                tracing::error!("model run panicked; batch failed");
+            }
+            queue.stats.served.fetch_add(n, Ordering::Relaxed);
+        }
+    }
 }
 
 /// What the engine learns about a model once it is loaded.
@@ -39,11 +57,6 @@ pub struct LoadContext {
 
 /// Opens the session and builds the kind-specific model around it.
 pub fn load(spec: &ModelSpec, ctx: &LoadContext) -> Result<(Box<dyn Model>, Loaded), LoadError> {
-    if spec.manifest.kind == Kind::TextGeneration {
-        return Err(LoadError::Incompatible(
-            "kind \"text-generation\" is not served by this version of inferd yet".into(),
-        ));
-    }
     let (session, placement) = providers::open(spec, ctx)?;
     let inputs: Vec<Spec> = session
         .inputs()
@@ -55,10 +68,10 @@ pub fn load(spec: &ModelSpec, ctx: &LoadContext) -> Result<(Box<dyn Model>, Load
         .iter()
         .map(|o| Spec::from_outlet(o.name(), o.dtype()))
         .collect();
-    let model: Box<dyn Model> = if spec.manifest.kind == Kind::Embedding {
-        Box::new(embedding::Embedding::new(spec, session)?)
-    } else {
-        Box::new(tensor::TensorModel::new(spec, session, &inputs, &outputs)?)
+    let model: Box<dyn Model> = match spec.manifest.kind {
+        Kind::Embedding => Box::new(embedding::Embedding::new(spec, session)?),
+        Kind::Tensor => Box::new(tensor::TensorModel::new(spec, session, &inputs, &outputs)?),
+        Kind::TextGeneration => Box::new(generation::TextGeneration::new(spec, session, &inputs)?),
     };
     Ok((
         model,

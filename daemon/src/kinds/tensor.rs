@@ -128,10 +128,13 @@ impl Model for TensorModel {
         for job in batch {
             match job {
                 Job::Infer { inputs, reply } => jobs.push((inputs, reply)),
-                Job::Embed { reply, .. } => drop(reply.send(Err(Error::InvalidInput(format!(
-                    "model {:?} is a tensor model; use Infer",
-                    self.name
-                ))))),
+                other => crate::engine::queue::Job::fail(
+                    other,
+                    Error::InvalidInput(format!(
+                        "model {:?} is a tensor model; use Infer",
+                        self.name
+                    )),
+                ),
             }
         }
         if jobs.len() > 1 {

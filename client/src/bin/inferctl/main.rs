@@ -1,5 +1,6 @@
 //! `inferctl`: the command-line client of inferd.
 
+mod generate;
 mod import;
 mod output;
 mod tensor_arg;
@@ -49,6 +50,22 @@ enum Command {
         /// Give up if the request waits longer than this in the queue
         #[arg(long)]
         timeout_ms: Option<u32>,
+    },
+    /// Generate from a raw prompt, streaming to stdout (--json: NDJSON events)
+    Generate {
+        model: String,
+        prompt: String,
+        #[command(flatten)]
+        options: generate::GenArgs,
+    },
+    /// Chat with a model interactively
+    Chat {
+        model: String,
+        /// A system message for the conversation
+        #[arg(long)]
+        system: Option<String>,
+        #[command(flatten)]
+        options: generate::GenArgs,
     },
     /// Import a GGUF file or Hugging Face checkpoint as an ONNX text-generation model
     Import(import::ImportArgs),
@@ -118,6 +135,16 @@ async fn run(bus: &str, json: bool, command: Command) -> Result<(), Error> {
             let info = serde_json::json!({ "truncated": truncated, "tokens": tokens });
             output::embeddings(&texts, &vectors, &info, similarity, json);
         }
+        Command::Generate {
+            model,
+            prompt,
+            options,
+        } => generate::generate(&conn, &model, &prompt, &options, json).await?,
+        Command::Chat {
+            model,
+            system,
+            options,
+        } => generate::chat(&conn, &model, system, &options).await?,
         // Handled in main, before any bus connection.
         Command::Import(_) => {}
         Command::Infer { model, inputs } => {

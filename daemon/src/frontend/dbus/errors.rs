@@ -14,7 +14,8 @@ impl From<Error> for Wire {
             Error::Overloaded { .. } => Wire::Overloaded(msg),
             Error::Timeout { .. } => Wire::Timeout(msg),
             Error::ShuttingDown => Wire::ShuttingDown(msg),
-            Error::Cancelled | Error::Internal(_) => Wire::Internal(msg),
+            Error::Cancelled => Wire::Cancelled(msg),
+            Error::Internal(_) => Wire::Internal(msg),
         }
     }
 }

@@ -3,18 +3,22 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use inferd_client::{Error, WireTensor};
 use zbus::message::Header;
-use zbus::object_server::SignalEmitter;
-use zbus::zvariant::{OwnedValue, Value};
+use zbus::object_server::{ResponseDispatchNotifier, SignalEmitter};
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 use zbus::{interface, Connection};
 
 use super::auth::Auth;
 use super::callers::Callers;
 use super::options::{self, Dict};
-use crate::engine::job::{EmbedOutput, EmbedRequest, Tensors};
+use super::request;
+use crate::engine::job::{
+    Channel, EmbedOutput, EmbedRequest, Event, GenerateRequest, Prompt, Reasoning, Tensors,
+};
 use crate::engine::Engine;
 use crate::tensor::Tensor;
 
@@ -24,7 +28,11 @@ pub struct Service {
     pub callers: Callers,
     pub runtime_version: String,
     pub providers: Vec<String>,
+    /// Numbers request objects whose caller gave no handle_token.
+    pub requests: AtomicU64,
 }
+
+type Info = HashMap<String, OwnedValue>;
 
 const EMBED_OPTIONS: [&str; 2] = ["timeout_ms", "truncate"];
 
@@ -58,6 +66,96 @@ impl Service {
         let req = EmbedRequest { texts, truncate };
         self.for_caller(hdr, self.engine.embed(&model, req, timeout))
             .await
+    }
+}
+
+impl Service {
+    /// Starts a generation for the message's sender; cancelled if the sender leaves the bus.
+    fn start(
+        &self,
+        hdr: &Header<'_>,
+        model: &str,
+        prompt: Prompt,
+        opts: &Dict,
+    ) -> Result<
+        (
+            tokio::sync::mpsc::UnboundedReceiver<Event>,
+            tokio_util::sync::CancellationToken,
+            Reasoning,
+        ),
+        Error,
+    > {
+        let (options, timeout) = options::generation(opts)?;
+        let reasoning = options.reasoning;
+        let req = GenerateRequest {
+            prompt,
+            options,
+            deadline: timeout.map(|t| Instant::now() + t),
+        };
+        let cancel = match hdr.sender() {
+            Some(s) => self.callers.token(s.as_str()).child_token(),
+            None => Default::default(),
+        };
+        let rx = self.engine.generate(model, req, timeout, cancel.clone())?;
+        Ok((rx, cancel, reasoning))
+    }
+
+    async fn complete_inner(
+        &self,
+        hdr: &Header<'_>,
+        model: &str,
+        prompt: Prompt,
+        opts: Dict,
+    ) -> Result<(String, Info), Error> {
+        let (mut rx, _cancel, mode) = self.start(hdr, model, prompt, &opts)?;
+        let (mut content, mut reasoning) = (String::new(), String::new());
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                Event::Delta {
+                    text,
+                    channel: Channel::Content,
+                } => content.push_str(&text),
+                Event::Delta {
+                    text,
+                    channel: Channel::Reasoning,
+                } => reasoning.push_str(&text),
+                Event::Finished { reason, usage } => {
+                    let r = (mode == Reasoning::Separate).then_some(reasoning.as_str());
+                    return Ok((content, request::info_dict(Some(reason), &usage, r)));
+                }
+                Event::Failed(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Internal(
+            "the generation ended without an answer".into(),
+        ))
+    }
+
+    async fn stream_inner(
+        &self,
+        hdr: &Header<'_>,
+        conn: &Connection,
+        model: &str,
+        prompt: Prompt,
+        opts: Dict,
+    ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, Error> {
+        let sender = hdr
+            .sender()
+            .map(|s| s.as_str().to_owned())
+            .ok_or_else(|| Error::InvalidInput("streaming calls need a sender".into()))?;
+        let token = match options::string(&opts, "handle_token")? {
+            Some(t) => t,
+            None => format!("r{}", self.requests.fetch_add(1, Ordering::Relaxed)),
+        };
+        let path = request::request_path(&sender, &token)?;
+        let (rx, cancel, _) = self.start(hdr, model, prompt, &opts)?;
+        let forward = request::publish(conn.clone(), path.clone(), sender, cancel, rx).await?;
+        let (reply, sent) = ResponseDispatchNotifier::new(path);
+        tokio::spawn(async move {
+            sent.await;
+            forward.await;
+        });
+        Ok(reply)
     }
 }
 
@@ -155,6 +253,57 @@ impl Service {
             .for_caller(&hdr, self.engine.infer(&model, inputs))
             .await?;
         Ok(out.into_iter().map(|(k, t)| (k, t.into_wire())).collect())
+    }
+
+    /// Generates from a raw prompt (no template; special tokens in it are parsed) and returns
+    /// the whole text with `info` (finish_reason, usage, reasoning).
+    async fn complete(
+        &self,
+        model: String,
+        prompt: String,
+        options: Dict,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(String, Info), Error> {
+        self.complete_inner(&hdr, &model, Prompt::Text(prompt), options)
+            .await
+    }
+
+    /// Like `Complete`, for `(role, content)` messages rendered with the model's chat template.
+    async fn chat_complete(
+        &self,
+        model: String,
+        messages: Vec<(String, String)>,
+        options: Dict,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(String, Info), Error> {
+        self.complete_inner(&hdr, &model, Prompt::Chat(messages), options)
+            .await
+    }
+
+    /// Starts a streaming generation; returns its request object, whose signals carry the text.
+    async fn generate(
+        &self,
+        model: String,
+        prompt: String,
+        options: Dict,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, Error> {
+        self.stream_inner(&hdr, conn, &model, Prompt::Text(prompt), options)
+            .await
+    }
+
+    /// Streaming `ChatComplete`.
+    async fn chat(
+        &self,
+        model: String,
+        messages: Vec<(String, String)>,
+        options: Dict,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, Error> {
+        self.stream_inner(&hdr, conn, &model, Prompt::Chat(messages), options)
+            .await
     }
 
     #[zbus(property)]

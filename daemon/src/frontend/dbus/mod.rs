@@ -5,6 +5,7 @@ mod callers;
 mod errors;
 mod interface;
 mod options;
+mod request;
 
 use inferd_client::names::{BUS_NAME, OBJECT_PATH};
 use tokio::sync::broadcast::error::RecvError;
@@ -45,6 +46,7 @@ pub async fn serve(
         callers: callers.clone(),
         runtime_version: runtime.version.clone(),
         providers: runtime.providers.clone(),
+        requests: Default::default(),
     };
     let builder = match bus {
         Bus::Session => connection::Builder::session()?,

@@ -1,0 +1,221 @@
+//! `inferctl generate` (one shot, streaming) and `inferctl chat` (an interactive REPL).
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use clap::Args;
+use inferd_client::stream::{Input, Stream, StreamEvent};
+use inferd_client::Error;
+use serde_json::json;
+use zbus::zvariant::{OwnedValue, Value};
+use zbus::Connection;
+
+/// Generation options shared by `generate` and `chat`.
+#[derive(Args, Clone)]
+pub struct GenArgs {
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    #[arg(long)]
+    temperature: Option<f64>,
+    #[arg(long)]
+    top_k: Option<u32>,
+    #[arg(long)]
+    top_p: Option<f64>,
+    #[arg(long)]
+    min_p: Option<f64>,
+    #[arg(long)]
+    repetition_penalty: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop before this text (repeatable)
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Do not show the model's reasoning (<think>…</think>)
+    #[arg(long)]
+    hide_reasoning: bool,
+    #[arg(long)]
+    reasoning_budget: Option<u32>,
+    #[arg(long)]
+    timeout_ms: Option<u32>,
+}
+
+impl GenArgs {
+    fn options(&self) -> HashMap<&'static str, Value<'static>> {
+        let mut o = HashMap::new();
+        let mut put = |k, v: Option<Value<'static>>| {
+            if let Some(v) = v {
+                o.insert(k, v);
+            }
+        };
+        put("max_tokens", self.max_tokens.map(Value::U32));
+        put("temperature", self.temperature.map(Value::F64));
+        put("top_k", self.top_k.map(Value::U32));
+        put("top_p", self.top_p.map(Value::F64));
+        put("min_p", self.min_p.map(Value::F64));
+        put(
+            "repetition_penalty",
+            self.repetition_penalty.map(Value::F64),
+        );
+        put("seed", self.seed.map(Value::U64));
+        put("reasoning_budget", self.reasoning_budget.map(Value::U32));
+        put("timeout_ms", self.timeout_ms.map(Value::U32));
+        put(
+            "reasoning",
+            self.hide_reasoning.then(|| Value::from("hide")),
+        );
+        if !self.stop.is_empty() {
+            o.insert("stop", Value::from(self.stop.clone()));
+        }
+        o
+    }
+}
+
+const DIM: &str = "\x1b[2m";
+const RESET: &str = "\x1b[0m";
+
+fn info_json(info: &HashMap<String, OwnedValue>) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in info {
+        let j = match &**v {
+            Value::Str(s) => json!(s.as_str()),
+            Value::U32(x) => json!(x),
+            Value::U64(x) => json!(x),
+            Value::F64(x) => json!(x),
+            other => json!(other.to_string()),
+        };
+        m.insert(k.clone(), j);
+    }
+    serde_json::Value::Object(m)
+}
+
+/// Streams one answer to stdout; returns the content text. Ctrl-C cancels the answer.
+async fn stream_answer(
+    conn: &Connection,
+    model: &str,
+    input: Input<'_>,
+    args: &GenArgs,
+    json_out: bool,
+) -> Result<String, Error> {
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| Error::Internal(format!("cannot watch Ctrl-C: {e}")))?;
+    let mut stream = Stream::start(conn, model, input, args.options()).await?;
+    let mut content = String::new();
+    let mut out = std::io::stdout();
+    loop {
+        let ev = tokio::select! {
+            ev = stream.next() => ev,
+            _ = interrupt.recv() => {
+                stream.request.cancel().await?;
+                continue;
+            }
+        };
+        let Some(ev) = ev else {
+            return Err(Error::Internal("the bus connection closed".into()));
+        };
+        match ev {
+            StreamEvent::Delta { text, channel } => {
+                if json_out {
+                    println!(
+                        "{}",
+                        json!({"type": "delta", "text": text, "channel": channel})
+                    );
+                } else if channel == "reasoning" {
+                    let _ = write!(out, "{DIM}{text}{RESET}");
+                } else {
+                    let _ = write!(out, "{text}");
+                }
+                let _ = out.flush();
+                if channel == "content" {
+                    content.push_str(&text);
+                }
+            }
+            StreamEvent::Finished { reason, info } => {
+                if json_out {
+                    println!(
+                        "{}",
+                        json!({"type": "finished", "finish_reason": reason, "info": info_json(&info)})
+                    );
+                } else {
+                    println!();
+                }
+                return match reason.as_str() {
+                    "cancelled" => Err(Error::Cancelled("the answer was cancelled".into())),
+                    "timeout" => Err(Error::Timeout("the generation passed its deadline".into())),
+                    _ => Ok(content),
+                };
+            }
+            StreamEvent::Failed { name, message } => {
+                if json_out {
+                    println!(
+                        "{}",
+                        json!({"type": "failed", "error": name, "message": message})
+                    );
+                }
+                return Err(Error::from_wire(&name, message));
+            }
+        }
+    }
+}
+
+pub async fn generate(
+    conn: &Connection,
+    model: &str,
+    prompt: &str,
+    args: &GenArgs,
+    json_out: bool,
+) -> Result<(), Error> {
+    stream_answer(conn, model, Input::Prompt(prompt), args, json_out)
+        .await
+        .map(|_| ())
+}
+
+/// The REPL: multi-turn, streaming; `/reset` starts over; Ctrl-C cancels the current answer.
+pub async fn chat(
+    conn: &Connection,
+    model: &str,
+    system: Option<String>,
+    args: &GenArgs,
+) -> Result<(), Error> {
+    let mut history: Vec<(String, String)> = system
+        .iter()
+        .map(|s| ("system".to_owned(), s.clone()))
+        .collect();
+    let initial = history.clone();
+    eprintln!("chatting with {model}; /reset starts over, Ctrl-D quits, Ctrl-C stops an answer");
+    loop {
+        eprint!(">>> ");
+        let line = tokio::task::spawn_blocking(|| {
+            let mut s = String::new();
+            std::io::stdin().read_line(&mut s).map(|n| (n, s))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        let (n, line) = line;
+        if n == 0 {
+            return Ok(());
+        }
+        let line = line.trim();
+        match line {
+            "" => continue,
+            "/reset" => {
+                history = initial.clone();
+                eprintln!("(new conversation)");
+                continue;
+            }
+            _ => {}
+        }
+        history.push(("user".into(), line.to_owned()));
+        let msgs: Vec<(&str, &str)> = history
+            .iter()
+            .map(|(r, c)| (r.as_str(), c.as_str()))
+            .collect();
+        match stream_answer(conn, model, Input::Messages(&msgs), args, false).await {
+            Ok(answer) => history.push(("assistant".into(), answer)),
+            Err(e) => {
+                eprintln!("({}: {})", e.short_name(), e.message());
+                history.pop();
+            }
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! `text-generation`: KV-cache decoding of decoder-only LLMs exported in the optimum layout
+//! (`position_ids` input) or by the onnxruntime-genai builder (no `position_ids`).
+//!
+//! Each active sequence keeps its own cache: the `present.*` values of step n are handed back as
+//! the `past_key_values.*` inputs of step n+1 as they are (no copy to host arrays and back). The
+//! worker steps every active sequence once per round, so a new request starts at the next round
+//! and no request waits for another to finish. A finished, cancelled or abandoned sequence
+//! leaves at the end of its step and its cache is freed.
+
+mod facts;
+mod sampler;
+mod sequence;
+mod template;
+mod text;
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+
+use half::f16;
+use ort::session::Session;
+use ort::value::{DynValue, Tensor as OrtTensor};
+use tokenizers::Tokenizer;
+
+use self::facts::Facts;
+use self::sequence::Sequence;
+use self::template::ChatTemplate;
+use super::Model;
+use crate::engine::job::{Event, GenerateRequest, Job, Prompt};
+use crate::engine::queue::{BatchPolicy, Queue};
+use crate::error::{Error, LoadError, Result};
+use crate::manifest::ModelSpec;
+use crate::tensor::Spec;
+use inferd_client::DType;
+
+/// Shape facts of the graph's KV cache.
+struct CacheLayout {
+    past: Vec<String>,
+    present: Vec<String>,
+    kv_heads: usize,
+    head_dim: usize,
+    dtype: DType,
+    position_ids: bool,
+}
+
+pub struct TextGeneration {
+    name: String,
+    session: Session,
+    tokenizer: Tokenizer,
+    facts: Facts,
+    template: Option<ChatTemplate>,
+    layout: CacheLayout,
+    max_sequences: usize,
+    active: Vec<Sequence>,
+}
+
+fn genai_dim(dir: &std::path::Path, key: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join("genai_config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["model"]["decoder"][key].as_u64().map(|x| x as usize)
+}
+
+impl TextGeneration {
+    pub fn new(spec: &ModelSpec, session: Session, inputs: &[Spec]) -> Result<Self, LoadError> {
+        let bad = |m: String| LoadError::Incompatible(m);
+        let has = |n: &str| inputs.iter().any(|s| s.name == n);
+        for n in ["input_ids", "attention_mask"] {
+            if !has(n) {
+                return Err(bad(format!("text-generation model has no {n:?} input")));
+            }
+        }
+        let layers = (0..)
+            .take_while(|i| has(&format!("past_key_values.{i}.key")))
+            .count();
+        if layers == 0 || !session.outputs().iter().any(|o| o.name() == "logits") {
+            return Err(bad("expected inputs past_key_values.{i}.key/value and output logits (optimum or onnxruntime-genai layout)".into()));
+        }
+        let past0 = inputs
+            .iter()
+            .find(|s| s.name == "past_key_values.0.key")
+            .expect("counted above");
+        let dim = |i: usize, key: &str| {
+            past0
+                .shape
+                .get(i)
+                .filter(|d| **d > 0)
+                .map(|d| *d as usize)
+                .or_else(|| genai_dim(&spec.dir, key))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "cannot tell {key} from the graph; add it to genai_config.json"
+                    ))
+                })
+        };
+        let dtype = match past0.dtype {
+            Some(d @ (DType::Float32 | DType::Float16)) => d,
+            other => return Err(bad(format!("KV cache of type {other:?} is not supported"))),
+        };
+        let layout = CacheLayout {
+            past: (0..layers)
+                .flat_map(|i| {
+                    [
+                        format!("past_key_values.{i}.key"),
+                        format!("past_key_values.{i}.value"),
+                    ]
+                })
+                .collect(),
+            present: (0..layers)
+                .flat_map(|i| [format!("present.{i}.key"), format!("present.{i}.value")])
+                .collect(),
+            kv_heads: dim(1, "num_key_value_heads")?,
+            head_dim: dim(3, "head_size")?,
+            dtype,
+            position_ids: has("position_ids"),
+        };
+        let tok_path = spec
+            .tokenizer_path
+            .clone()
+            .ok_or_else(|| bad("text-generation model without a tokenizer".into()))?;
+        let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| LoadError::Tokenizer {
+            path: tok_path.clone(),
+            message: e.to_string(),
+        })?;
+        let facts = facts::read(&spec.dir, &spec.manifest.generation)?;
+        let template = facts
+            .chat_template
+            .as_deref()
+            .map(ChatTemplate::new)
+            .transpose()
+            .map_err(bad)?;
+        Ok(TextGeneration {
+            name: spec.name.clone(),
+            session,
+            tokenizer,
+            template,
+            layout,
+            max_sequences: spec.manifest.generation.max_sequences.unwrap_or(8).max(1),
+            facts,
+            active: Vec::new(),
+        })
+    }
+
+    fn empty_past(&self) -> Result<Vec<DynValue>> {
+        let l = &self.layout;
+        let shape = vec![1i64, l.kv_heads as i64, 0, l.head_dim as i64];
+        l.past
+            .iter()
+            .map(|_| {
+                Ok(match l.dtype {
+                    DType::Float16 => {
+                        OrtTensor::from_array((shape.clone(), Vec::<f16>::new()))?.into_dyn()
+                    }
+                    _ => OrtTensor::from_array((shape.clone(), Vec::<f32>::new()))?.into_dyn(),
+                })
+            })
+            .collect()
+    }
+
+    fn encode(&self, prompt: &Prompt) -> Result<(Vec<u32>, bool)> {
+        let (text, add_special) = match prompt {
+            Prompt::Text(t) => (t.clone(), true),
+            Prompt::Chat(messages) => {
+                let t = self.template.as_ref().ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "model {:?} has no chat template; use Generate or Complete",
+                        self.name
+                    ))
+                })?;
+                (
+                    t.render(messages, &self.facts)
+                        .map_err(Error::InvalidInput)?,
+                    false,
+                )
+            }
+        };
+        let opens_thinking = text.trim_end().ends_with(text::THINK_OPEN);
+        let enc = self
+            .tokenizer
+            .encode(text, add_special)
+            .map_err(|e| Error::InvalidInput(format!("cannot tokenize the prompt: {e}")))?;
+        Ok((enc.get_ids().to_vec(), opens_thinking))
+    }
+
+    fn admit(&mut self, job: Job) {
+        let Job::Generate {
+            req,
+            events,
+            cancel,
+        } = job
+        else {
+            let msg = format!("model {:?} is a text-generation model; use Generate, Chat, Complete or ChatComplete", self.name);
+            crate::engine::queue::Job::fail(job, Error::InvalidInput(msg));
+            return;
+        };
+        match self.prepare(&req) {
+            Ok((tokens, max_new, thinking)) => {
+                let past = match self.empty_past() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        drop(events.send(Event::Failed(e)));
+                        return;
+                    }
+                };
+                let seq = Sequence::new(
+                    req,
+                    events,
+                    cancel,
+                    tokens,
+                    max_new,
+                    thinking,
+                    &self.facts,
+                    past,
+                );
+                self.active.push(seq);
+            }
+            Err(e) => drop(events.send(Event::Failed(e))),
+        }
+    }
+
+    /// Tokenizes and checks the context: returns prompt tokens, the token budget, and whether
+    /// the prompt opened a `<think>` block.
+    fn prepare(&self, req: &GenerateRequest) -> Result<(Vec<u32>, usize, bool)> {
+        let (mut tokens, thinking) = self.encode(&req.prompt)?;
+        let ctx = self.facts.context_length;
+        let asked = req.options.max_tokens.map(|m| m as usize);
+        let max_new = asked.unwrap_or(self.facts.max_tokens as usize);
+        if tokens.is_empty() {
+            return Err(Error::InvalidInput("the prompt is empty".into()));
+        }
+        if tokens.len() + max_new > ctx {
+            if req.options.truncate {
+                let keep = ctx.saturating_sub(max_new).max(1);
+                tokens.drain(..tokens.len().saturating_sub(keep));
+            } else if asked.is_some() || tokens.len() >= ctx {
+                return Err(Error::InvalidInput(format!(
+                    "prompt of {} tokens + max_tokens {} exceeds the context length of {}; shorten the prompt, lower max_tokens, or set truncate",
+                    tokens.len(),
+                    max_new,
+                    ctx
+                )));
+            }
+        }
+        let max_new = max_new.min(ctx.saturating_sub(tokens.len()));
+        Ok((tokens, max_new, thinking))
+    }
+
+    /// One decode step of every active sequence; finished ones leave and free their cache.
+    fn step_all(&mut self, queue: &Queue<Job>) {
+        let mut i = 0;
+        while i < self.active.len() {
+            let seq = &mut self.active[i];
+            let done = seq.step(
+                &mut self.session,
+                &self.layout,
+                &self.tokenizer,
+                &self.facts,
+            );
+            if done {
+                self.active.swap_remove(i);
+                queue.stats.served.fetch_add(1, Ordering::Relaxed);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+impl Model for TextGeneration {
+    fn compatible(&self, _: &Job, _: &Job) -> bool {
+        true
+    }
+
+    fn run(&mut self, batch: Vec<Job>) {
+        for job in batch {
+            self.admit(job);
+        }
+    }
+
+    fn serve(&mut self, queue: &Queue<Job>, _policy: BatchPolicy) {
+        let mut admitted: VecDeque<Job> = VecDeque::new();
+        loop {
+            let free = self.max_sequences.saturating_sub(self.active.len());
+            if self.active.is_empty() {
+                let policy = BatchPolicy {
+                    max_batch: self.max_sequences,
+                    max_wait: std::time::Duration::ZERO,
+                };
+                match queue.next_batch(policy, |_, _| true) {
+                    Some(jobs) => admitted.extend(jobs),
+                    None => return,
+                }
+            } else if free > 0 {
+                admitted.extend(queue.try_take(free));
+            }
+            while let Some(job) = admitted.pop_front() {
+                self.admit(job);
+            }
+            queue
+                .stats
+                .active
+                .store(self.active.len() as u64, Ordering::Relaxed);
+            if catch_unwind(AssertUnwindSafe(|| self.step_all(queue))).is_err() {
+                tracing::error!(model = %self.name, "decode step panicked; failing the active sequences");
+                for seq in self.active.drain(..) {
+                    seq.fail(Error::Internal("the decode step panicked".into()));
+                }
+            }
+            queue
+                .stats
+                .active
+                .store(self.active.len() as u64, Ordering::Relaxed);
+        }
+    }
+}

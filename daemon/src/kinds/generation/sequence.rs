@@ -1,0 +1,249 @@
+//! One generation in flight: its tokens, its KV cache, its sampler, and the text pipeline that
+//! turns tokens into `Delta` events (detokenizer → stop strings → reasoning split).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use ort::session::Session;
+use ort::value::{DynValue, Tensor as OrtTensor};
+use tokenizers::Tokenizer;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::facts::Facts;
+use super::sampler::{Sampler, SamplingParams};
+use super::text::{Detokenizer, ReasoningSplitter, StopMatcher, THINK_CLOSE};
+use super::CacheLayout;
+use crate::engine::job::{Event, FinishReason, GenerateRequest, Usage};
+use crate::error::{Error, Result};
+
+pub struct Sequence {
+    events: UnboundedSender<Event>,
+    cancel: CancellationToken,
+    deadline: Option<Instant>,
+    tokens: Vec<u32>,
+    /// Tokens already in the cache.
+    cached: usize,
+    past: Vec<DynValue>,
+    prompt_len: usize,
+    max_new: usize,
+    generated: usize,
+    reasoning_tokens: usize,
+    reasoning_budget: Option<usize>,
+    /// Tokens to feed instead of sampling (a forced `</think>`).
+    forced: VecDeque<u32>,
+    sampler: Sampler,
+    detok: Detokenizer,
+    stops: StopMatcher,
+    splitter: ReasoningSplitter,
+    started: Instant,
+    first_token: Option<Instant>,
+}
+
+impl Sequence {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        req: GenerateRequest,
+        events: UnboundedSender<Event>,
+        cancel: CancellationToken,
+        tokens: Vec<u32>,
+        max_new: usize,
+        thinking: bool,
+        facts: &Facts,
+        past: Vec<DynValue>,
+    ) -> Self {
+        let o = &req.options;
+        let params = SamplingParams {
+            temperature: o.temperature.unwrap_or(facts.temperature),
+            top_k: o.top_k.unwrap_or(facts.top_k) as usize,
+            top_p: o.top_p.unwrap_or(facts.top_p),
+            min_p: o.min_p.unwrap_or(facts.min_p),
+            repetition_penalty: o.repetition_penalty.unwrap_or(facts.repetition_penalty),
+            seed: o.seed.unwrap_or(0),
+        };
+        Sequence {
+            prompt_len: tokens.len(),
+            tokens,
+            cached: 0,
+            past,
+            max_new,
+            generated: 0,
+            reasoning_tokens: 0,
+            reasoning_budget: o.reasoning_budget.map(|b| b as usize),
+            forced: VecDeque::new(),
+            sampler: Sampler::new(params),
+            detok: Detokenizer::default(),
+            stops: StopMatcher::new(o.stop.clone()),
+            splitter: ReasoningSplitter::new(o.reasoning, thinking),
+            started: Instant::now(),
+            first_token: None,
+            deadline: req.deadline,
+            events,
+            cancel,
+        }
+    }
+
+    pub fn fail(self, e: Error) {
+        drop(self.events.send(Event::Failed(e)));
+    }
+
+    /// Runs one decode step; returns true when the sequence is over (and has been answered).
+    pub fn step(
+        &mut self,
+        session: &mut Session,
+        layout: &CacheLayout,
+        tok: &Tokenizer,
+        facts: &Facts,
+    ) -> bool {
+        if self.events.is_closed() {
+            return true; // the caller left: free the cache, answer nobody
+        }
+        if self.cancel.is_cancelled() {
+            return self.finish(FinishReason::Cancelled, tok);
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return self.finish(FinishReason::Timeout, tok);
+        }
+        let logits = match self.forward(session, layout) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("decode step failed: {e}");
+                drop(self.events.send(Event::Failed(e)));
+                return true;
+            }
+        };
+        let forced = self.forced.pop_front();
+        let next = forced.unwrap_or_else(|| self.sampler.sample(&logits, &self.tokens));
+        self.first_token.get_or_insert_with(Instant::now);
+        if forced.is_none() && facts.eos.contains(&next) {
+            return self.finish(FinishReason::Stop, tok);
+        }
+        self.tokens.push(next);
+        self.generated += 1;
+        if self.splitter.thinking() {
+            self.reasoning_tokens += 1;
+            if self
+                .reasoning_budget
+                .is_some_and(|b| self.reasoning_tokens >= b)
+                && self.forced.is_empty()
+            {
+                let close = tok
+                    .encode(THINK_CLOSE, false)
+                    .map(|e| e.get_ids().to_vec())
+                    .unwrap_or_default();
+                self.forced.extend(close);
+                self.reasoning_budget = None;
+            }
+        }
+        let decode = |ids: &[u32]| tok.decode(ids, true).unwrap_or_default();
+        if let Some(delta) = self.detok.push(next, decode) {
+            let (text, stopped) = self.stops.push(&delta);
+            self.send(&text);
+            if stopped {
+                return self.finish_flushed(FinishReason::Stop);
+            }
+        }
+        if self.generated >= self.max_new {
+            return self.finish(FinishReason::Length, tok);
+        }
+        false
+    }
+
+    /// Feeds the tokens not yet cached; returns the last position's logits.
+    fn forward(&mut self, session: &mut Session, l: &CacheLayout) -> Result<Vec<f32>> {
+        let new: Vec<i64> = self.tokens[self.cached..]
+            .iter()
+            .map(|&t| t as i64)
+            .collect();
+        let n = new.len();
+        let total = self.tokens.len();
+        let mut inputs: Vec<(
+            std::borrow::Cow<'static, str>,
+            ort::session::SessionInputValue<'static>,
+        )> = vec![
+            (
+                "input_ids".into(),
+                OrtTensor::from_array((vec![1i64, n as i64], new))?
+                    .into_dyn()
+                    .into(),
+            ),
+            (
+                "attention_mask".into(),
+                OrtTensor::from_array((vec![1i64, total as i64], vec![1i64; total]))?
+                    .into_dyn()
+                    .into(),
+            ),
+        ];
+        if l.position_ids {
+            let pos: Vec<i64> = (self.cached as i64..total as i64).collect();
+            inputs.push((
+                "position_ids".into(),
+                OrtTensor::from_array((vec![1i64, n as i64], pos))?
+                    .into_dyn()
+                    .into(),
+            ));
+        }
+        for (name, v) in l.past.iter().zip(self.past.drain(..)) {
+            inputs.push((name.clone().into(), v.into()));
+        }
+        let mut out = session.run(inputs)?;
+        let (shape, data) = out["logits"].try_extract_tensor::<f32>()?;
+        let vocab = *shape.last().unwrap_or(&0) as usize;
+        let logits = data[data.len() - vocab..].to_vec();
+        self.past = l
+            .present
+            .iter()
+            .map(|n| {
+                out.remove(n)
+                    .ok_or_else(|| Error::Internal(format!("model produced no {n}")))
+            })
+            .collect::<Result<_>>()?;
+        self.cached = total;
+        Ok(logits)
+    }
+
+    fn send(&mut self, text: &str) {
+        for (piece, channel) in self.splitter.push(text) {
+            drop(self.events.send(Event::Delta {
+                text: piece,
+                channel,
+            }));
+        }
+    }
+
+    fn finish(&mut self, reason: FinishReason, _tok: &Tokenizer) -> bool {
+        let held = self.stops.flush();
+        self.send(&held);
+        self.finish_flushed(reason)
+    }
+
+    fn finish_flushed(&mut self, reason: FinishReason) -> bool {
+        for (piece, channel) in self.splitter.flush() {
+            drop(self.events.send(Event::Delta {
+                text: piece,
+                channel,
+            }));
+        }
+        let now = Instant::now();
+        let decode_secs = self
+            .first_token
+            .map(|f| now.duration_since(f).as_secs_f64())
+            .unwrap_or(0.0);
+        let usage = Usage {
+            prompt_tokens: self.prompt_len as u32,
+            completion_tokens: self.generated as u32,
+            reasoning_tokens: self.reasoning_tokens as u32,
+            time_to_first_token_ms: self
+                .first_token
+                .map(|f| f.duration_since(self.started).as_secs_f64() * 1e3)
+                .unwrap_or(0.0),
+            tokens_per_second: if decode_secs > 0.0 && self.generated > 1 {
+                (self.generated - 1) as f64 / decode_secs
+            } else {
+                0.0
+            },
+        };
+        drop(self.events.send(Event::Finished { reason, usage }));
+        true
+    }
+}
