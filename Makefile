@@ -56,7 +56,7 @@ check-tools:
 	done
 
 ## Benchmarks; results go to docs/benchmarks.md.
-bench: models build $(VENV)/ok
+bench: models test-models build $(VENV)/ok
 	$(CARGO) build --release -p inferd-e2e --bin inferd-bench
 	$(VENV)/bin/python scripts/bench.py --inferd target/release/inferd --inferctl target/release/inferctl --out docs/benchmarks.md
 

@@ -163,6 +163,19 @@ def main():
             finally:
                 d.terminate()
                 d.wait()
+            # Generation: a repository with the int4 default and the fp32 test import.
+            gen_repo = tmp / "gen"
+            gen_repo.mkdir()
+            for name, src in [("smollm2", Path(models) / "smollm2"),
+                              ("smollm2-fp32", Path(os.environ["INFERD_TEST_MODELS"]) / "smollm2-fp32")]:
+                (gen_repo / name).symlink_to(src)
+            g = start_inferd(args.inferd, str(gen_repo), addr)
+            try:
+                from bench_generation import section
+                gen_md = section(addr, str(gen_repo), ["smollm2", "smollm2-fp32"])
+            finally:
+                g.terminate()
+                g.wait()
         finally:
             bus.terminate()
             bus.wait()
@@ -221,6 +234,7 @@ or below it means the D-Bus path costs less than this machine's run-to-run noise
 | `inferd` binary, stripped | {sizes['inferd'] / 1e6:.1f} MB |
 | `inferctl` binary, stripped | {sizes['inferctl'] / 1e6:.1f} MB |
 
+{gen_md}
 ## Imported models run on onnxruntime-genai
 
 `smollm2` (imported at int4 by `make models`) loaded by onnxruntime-genai through the

@@ -64,6 +64,11 @@ def manifest(arch, precision, source_desc):
         'kind = "text-generation"\n'
         'file = "model.onnx"\n'
         'tokenizer = "tokenizer.json"\n'
+        "\n"
+        "[execution]\n"
+        "# Decoding runs many small operators back to back: letting ONNX Runtime's threads spin\n"
+        "# between them is worth the CPU.\n"
+        "spin = true\n"
     )
 
 
