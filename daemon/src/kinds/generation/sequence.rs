@@ -99,10 +99,10 @@ impl Sequence {
             return true; // the caller left: free the cache, answer nobody
         }
         if self.cancel.is_cancelled() {
-            return self.finish(FinishReason::Cancelled, tok);
+            return self.finish(FinishReason::Cancelled);
         }
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
-            return self.finish(FinishReason::Timeout, tok);
+            return self.finish(FinishReason::Timeout);
         }
         let logits = match self.forward(session, layout) {
             Ok(l) => l,
@@ -116,7 +116,7 @@ impl Sequence {
         let next = forced.unwrap_or_else(|| self.sampler.sample(&logits, &self.tokens));
         self.first_token.get_or_insert_with(Instant::now);
         if forced.is_none() && facts.eos.contains(&next) {
-            return self.finish(FinishReason::Stop, tok);
+            return self.finish(FinishReason::Stop);
         }
         self.tokens.push(next);
         self.generated += 1;
@@ -144,7 +144,7 @@ impl Sequence {
             }
         }
         if self.generated >= self.max_new {
-            return self.finish(FinishReason::Length, tok);
+            return self.finish(FinishReason::Length);
         }
         false
     }
@@ -211,7 +211,7 @@ impl Sequence {
         }
     }
 
-    fn finish(&mut self, reason: FinishReason, _tok: &Tokenizer) -> bool {
+    fn finish(&mut self, reason: FinishReason) -> bool {
         let held = self.stops.flush();
         self.send(&held);
         self.finish_flushed(reason)
