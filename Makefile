@@ -11,7 +11,7 @@ CARGO ?= cargo
 GGUF := $(CACHE)/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
 PY := $(VENV)/bin/python
 # Imports the end-to-end tests use, keyed by the importer's code so a change re-imports them.
-IMPORTER_HASH := $(shell cat models/importer/inferd_import/*.py models/importer/inferd_import/sources/*.py | sha256sum | cut -c1-12)
+IMPORTER_HASH := $(shell cat models/importer/inferd_import/*.py models/importer/inferd_import/sources/*.py models/intent/* | sha256sum | cut -c1-12)
 export INFERD_TEST_MODELS := $(CACHE)/test-models/$(IMPORTER_HASH)
 
 .PHONY: run test test-models fetch models build check-tools lint pytest bench fixtures dbus-xml clean-cache
@@ -30,6 +30,8 @@ test: fetch check-tools lint test-models
 test-models: fetch $(VENV)/ok
 	@test -f "$(INFERD_TEST_MODELS)/smollm2-fp32/model.onnx" || \
 	  $(PY) -m inferd_import "$(GGUF)" --name smollm2-fp32 --precision fp32 --models "$(INFERD_TEST_MODELS)" --force
+	@test -f "$(INFERD_TEST_MODELS)/intent/model.onnx" || \
+	  $(PY) models/intent/build_intent.py "$(INFERD_MODELS)/minilm" "$(INFERD_TEST_MODELS)/intent"
 	@test -f "$(INFERD_TEST_MODELS)/tiny-qwen2/model.onnx" || \
 	  $(PY) -m inferd_import --random models/configs/tiny-qwen2.json --tokenizer "$(GGUF)" --name tiny-qwen2 \
 	    --precision fp32 --models "$(INFERD_TEST_MODELS)" --force
@@ -42,6 +44,8 @@ fetch:
 models: fetch $(VENV)/ok
 	@test -f "$(INFERD_MODELS)/smollm2/model.onnx" || \
 	  $(PY) -m inferd_import "$(GGUF)" --name smollm2 --precision int4 --models "$(INFERD_MODELS)"
+	@test -f "$(INFERD_MODELS)/intent/model.onnx" || \
+	  $(PY) models/intent/build_intent.py "$(INFERD_MODELS)/minilm" "$(INFERD_MODELS)/intent"
 
 build:
 	$(CARGO) build --release -p inferd -p inferd-client

@@ -30,6 +30,12 @@ pub trait Inferd1 {
         texts: &[&str],
         options: HashMap<&str, Value<'_>>,
     ) -> Result<(Vec<Vec<f64>>, HashMap<String, OwnedValue>), Error>;
+    fn classify(
+        &self,
+        model: &str,
+        texts: &[&str],
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<Vec<Vec<(String, f64)>>, Error>;
     fn infer(
         &self,
         model: &str,

@@ -32,8 +32,9 @@ pub enum ManifestError {
 pub enum Kind {
     Embedding,
     Tensor,
-    /// Written by the importer; served once the text-generation engine lands.
     TextGeneration,
+    /// Texts to labelled scores: an encoder whose output is one logit per label.
+    Classification,
 }
 
 impl Kind {
@@ -42,6 +43,7 @@ impl Kind {
             Kind::Embedding => "embedding",
             Kind::Tensor => "tensor",
             Kind::TextGeneration => "text-generation",
+            Kind::Classification => "classification",
         }
     }
 }
@@ -61,6 +63,15 @@ pub struct Manifest {
     pub batching: Batching,
     #[serde(default)]
     pub generation: GenerationManifest,
+    #[serde(default)]
+    pub classification: ClassificationManifest,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassificationManifest {
+    /// One name per output logit; from config.json `id2label` when absent.
+    pub labels: Vec<String>,
 }
 
 /// Overrides of what a text-generation model folder says about itself.
@@ -258,9 +269,9 @@ impl Manifest {
         if self.batching.queue == 0 {
             return invalid("batching.queue must be at least 1");
         }
-        if self.kind == Kind::Embedding {
+        if matches!(self.kind, Kind::Embedding | Kind::Classification) {
             if self.tokenizer.is_none() {
-                return invalid("kind = \"embedding\" needs tokenizer = \"tokenizer.json\"");
+                return invalid("text models need tokenizer = \"tokenizer.json\"");
             }
             if self.embedding.max_length == 0 {
                 return invalid("embedding.max_length must be at least 1");

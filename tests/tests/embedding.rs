@@ -141,3 +141,37 @@ fn embed_errors_are_typed() {
         "{err}"
     );
 }
+
+#[test]
+fn the_intent_classifier_labels_commands() {
+    let bus = Bus::start();
+    let repo = Repo::new();
+    repo.add_llm("intent", "intent", "");
+    let d = Daemon::start(&bus, &repo);
+    assert_eq!(d.models()["intent"]["kind"], "classification");
+    let cases = [
+        ("turn on the lights in the kitchen", "lights_on"),
+        ("will it be sunny tomorrow", "weather"),
+        ("set a timer for 10 minutes", "timer"),
+        ("play some jazz", "music"),
+        ("make it louder", "volume"),
+    ];
+    let mut args = vec!["--json", "classify", "intent", "--top-k", "0"];
+    args.extend(cases.iter().map(|c| c.0));
+    let out = json(&inferctl(&d.bus, &args));
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let labels = out[i]["labels"].as_array().unwrap();
+        assert_eq!(labels[0]["label"], *want, "{text}: {labels:?}");
+        assert_eq!(labels.len(), 7, "top_k 0 returns every label");
+        let sum: f64 = labels.iter().map(|l| l["score"].as_f64().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-4, "scores are a softmax: {sum}");
+    }
+    let one = busctl_call(
+        &d.bus,
+        "Classify",
+        "sasa{sv}",
+        &["intent", "1", "what time is it", "1", "top_k", "u", "1"],
+    );
+    assert!(stdout(&one).contains("\"time\""), "{}", stdout(&one));
+    assert_error(&inferctl(&d.bus, &["embed", "intent", "x"]), "InvalidInput");
+}

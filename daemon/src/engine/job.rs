@@ -123,7 +123,15 @@ pub enum Event {
     Failed(Error),
 }
 
+/// Per text: labels with their probabilities, best first.
+pub type Classes = Vec<Vec<(String, f32)>>;
+
 pub enum Job {
+    Classify {
+        req: EmbedRequest,
+        top_k: usize,
+        reply: Reply<Classes>,
+    },
     Generate {
         req: GenerateRequest,
         events: mpsc::UnboundedSender<Event>,
@@ -144,6 +152,7 @@ impl queue::Job for Job {
         match self {
             Job::Embed { reply, .. } => reply.is_closed(),
             Job::Infer { reply, .. } => reply.is_closed(),
+            Job::Classify { reply, .. } => reply.is_closed(),
             Job::Generate { events, cancel, .. } => events.is_closed() || cancel.is_cancelled(),
         }
     }
@@ -153,13 +162,14 @@ impl queue::Job for Job {
         match self {
             Job::Embed { reply, .. } => drop(reply.send(Err(error))),
             Job::Infer { reply, .. } => drop(reply.send(Err(error))),
+            Job::Classify { reply, .. } => drop(reply.send(Err(error))),
             Job::Generate { events, .. } => drop(events.send(Event::Failed(error))),
         }
     }
 
     fn weight(&self) -> usize {
         match self {
-            Job::Embed { req, .. } => req.texts.len().max(1),
+            Job::Embed { req, .. } | Job::Classify { req, .. } => req.texts.len().max(1),
             Job::Infer { inputs, .. } => inputs
                 .values()
                 .next()

@@ -20,7 +20,7 @@ use inferd_client::{ModelState, ModelStatus};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use self::job::{EmbedOutput, EmbedRequest, Event, GenerateRequest, Job, Tensors};
+use self::job::{Classes, EmbedOutput, EmbedRequest, Event, GenerateRequest, Job, Tensors};
 use self::queue::Queue;
 use self::slot::{Serving, Slot};
 use crate::error::{Error, LoadError, Result};
@@ -279,6 +279,7 @@ impl Engine {
                 Kind::Embedding => "Embed",
                 Kind::Tensor => "Infer",
                 Kind::TextGeneration => "a generation method",
+                Kind::Classification => "Classify",
             };
             return Err(Error::InvalidInput(format!(
                 "model {model:?} is a {} model; use {method}",
@@ -327,6 +328,19 @@ impl Engine {
         let serving = self.admit(model, Kind::Embedding)?;
         let (reply, rx) = oneshot::channel();
         let deadline = self.submit(model, serving, timeout, Job::Embed { req, reply })?;
+        answer(model, rx, deadline).await
+    }
+
+    pub async fn classify(
+        &self,
+        model: &str,
+        req: EmbedRequest,
+        top_k: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Classes> {
+        let serving = self.admit(model, Kind::Classification)?;
+        let (reply, rx) = oneshot::channel();
+        let deadline = self.submit(model, serving, timeout, Job::Classify { req, top_k, reply })?;
         answer(model, rx, deadline).await
     }
 

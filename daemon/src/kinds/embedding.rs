@@ -7,10 +7,11 @@ use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
+use super::classify;
 use super::Model;
-use crate::engine::job::{EmbedOutput, EmbedRequest, Job, Reply};
+use crate::engine::job::{Classes, EmbedOutput, EmbedRequest, Job, Reply};
 use crate::error::{Error, LoadError, Result};
-use crate::manifest::{EmbeddingOptions, ModelSpec, Pooling};
+use crate::manifest::{EmbeddingOptions, Kind, ModelSpec, Pooling};
 
 pub struct Embedding {
     name: String,
@@ -20,6 +21,37 @@ pub struct Embedding {
     max_batch: usize,
     output: String,
     has_token_types: bool,
+    /// For `classification`: one name per output logit.
+    labels: Vec<String>,
+}
+
+/// Where a batch member's answer goes.
+enum Responder {
+    Embed(Reply<EmbedOutput>),
+    Classify { top_k: usize, reply: Reply<Classes> },
+}
+
+impl Responder {
+    fn fail(self, e: Error) {
+        match self {
+            Responder::Embed(r) => drop(r.send(Err(e))),
+            Responder::Classify { reply, .. } => drop(reply.send(Err(e))),
+        }
+    }
+
+    fn answer(self, out: EmbedOutput, labels: &[String]) {
+        match self {
+            Responder::Embed(r) => drop(r.send(Ok(out))),
+            Responder::Classify { top_k, reply } => {
+                let classes = out
+                    .vectors
+                    .iter()
+                    .map(|v| classify::top_classes(v, labels, top_k))
+                    .collect();
+                drop(reply.send(Ok(classes)));
+            }
+        }
+    }
 }
 
 impl Embedding {
@@ -33,7 +65,13 @@ impl Embedding {
             message,
         };
         let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| tok_err(e.to_string()))?;
-        let opts = spec.manifest.embedding.clone();
+        let mut opts = spec.manifest.embedding.clone();
+        let classifier = spec.manifest.kind == Kind::Classification;
+        if classifier {
+            // The graph ends in one logit per label: nothing to pool or normalise.
+            opts.pooling = Pooling::None;
+            opts.normalize = false;
+        }
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: opts.max_length,
@@ -63,7 +101,23 @@ impl Embedding {
                 .map(|o| o.name().to_owned())
                 .ok_or_else(|| LoadError::Incompatible("model has no outputs".into()))?,
         };
+        let labels = if classifier {
+            let width = session
+                .outputs()
+                .iter()
+                .find(|o| o.name() == output)
+                .and_then(|o| match o.dtype() {
+                    ort::value::ValueType::Tensor { shape, .. } => shape.last().copied(),
+                    _ => None,
+                })
+                .filter(|&w| w > 0)
+                .map(|w| w as usize);
+            classify::labels(&spec.dir, &spec.manifest.classification.labels, width)?
+        } else {
+            Vec::new()
+        };
         Ok(Embedding {
+            labels,
             name: spec.name.clone(),
             has_token_types: has("token_type_ids"),
             max_batch: spec.manifest.batching.max_batch,
@@ -152,12 +206,12 @@ impl Embedding {
         })
     }
 
-    fn answer(&mut self, jobs: Vec<(EmbedRequest, Reply<EmbedOutput>)>) {
+    fn answer(&mut self, jobs: Vec<(EmbedRequest, Responder)>) {
         let mut ready = Vec::new();
         for (req, reply) in jobs {
             match self.encode(&req) {
                 Ok(encs) => ready.push((encs, reply)),
-                Err(e) => drop(reply.send(Err(e))),
+                Err(e) => reply.fail(e),
             }
         }
         let all: Vec<&Encoding> = ready.iter().flat_map(|(e, _)| e.iter()).collect();
@@ -173,13 +227,13 @@ impl Embedding {
                             .collect(),
                         tokens: encs.iter().map(|e| e.get_ids().len() as u32).collect(),
                     };
-                    drop(reply.send(Ok(out)));
+                    reply.answer(out, &self.labels);
                 }
             }
             Err(e) => {
                 tracing::error!(model = %self.name, "embedding run failed: {e}");
                 for (_, reply) in ready {
-                    drop(reply.send(Err(e.clone())));
+                    reply.fail(e.clone());
                 }
             }
         }
@@ -249,14 +303,24 @@ impl Model for Embedding {
         let mut jobs = Vec::with_capacity(batch.len());
         for job in batch {
             match job {
-                Job::Embed { req, reply } => jobs.push((req, reply)),
-                other => crate::engine::queue::Job::fail(
-                    other,
-                    Error::InvalidInput(format!(
-                        "model {:?} is an embedding model; use Embed",
+                Job::Embed { req, reply } if self.labels.is_empty() => {
+                    jobs.push((req, Responder::Embed(reply)))
+                }
+                Job::Classify { req, top_k, reply } if !self.labels.is_empty() => {
+                    jobs.push((req, Responder::Classify { top_k, reply }))
+                }
+                other => {
+                    let method = if self.labels.is_empty() {
+                        "Embed"
+                    } else {
+                        "Classify"
+                    };
+                    let msg = format!(
+                        "model {:?} does not serve this request; use {method}",
                         self.name
-                    )),
-                ),
+                    );
+                    crate::engine::queue::Job::fail(other, Error::InvalidInput(msg))
+                }
             }
         }
         self.answer(jobs);

@@ -1,5 +1,6 @@
 //! Model kinds: how a kind turns queued jobs into session runs.
 
+mod classify;
 mod embedding;
 mod generation;
 mod tensor;
@@ -69,7 +70,9 @@ pub fn load(spec: &ModelSpec, ctx: &LoadContext) -> Result<(Box<dyn Model>, Load
         .map(|o| Spec::from_outlet(o.name(), o.dtype()))
         .collect();
     let model: Box<dyn Model> = match spec.manifest.kind {
-        Kind::Embedding => Box::new(embedding::Embedding::new(spec, session)?),
+        Kind::Embedding | Kind::Classification => {
+            Box::new(embedding::Embedding::new(spec, session)?)
+        }
         Kind::Tensor => Box::new(tensor::TensorModel::new(spec, session, &inputs, &outputs)?),
         Kind::TextGeneration => Box::new(generation::TextGeneration::new(spec, session, &inputs)?),
     };

@@ -69,6 +69,15 @@ enum Command {
     },
     /// Import a GGUF file or Hugging Face checkpoint as an ONNX text-generation model
     Import(import::ImportArgs),
+    /// Classify texts with a classification model
+    Classify {
+        model: String,
+        #[arg(required = true)]
+        texts: Vec<String>,
+        /// Labels to show per text (0: all)
+        #[arg(long, default_value_t = 3)]
+        top_k: u32,
+    },
     /// Run a tensor model
     Infer {
         model: String,
@@ -145,6 +154,16 @@ async fn run(bus: &str, json: bool, command: Command) -> Result<(), Error> {
             system,
             options,
         } => generate::chat(&conn, &model, system, &options).await?,
+        Command::Classify {
+            model,
+            texts,
+            top_k,
+        } => {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let opts = HashMap::from([("top_k", Value::U32(top_k))]);
+            let out = proxy.classify(&model, &refs, opts).await?;
+            output::classes(&texts, &out, json);
+        }
         // Handled in main, before any bus connection.
         Command::Import(_) => {}
         Command::Infer { model, inputs } => {

@@ -108,6 +108,22 @@ pub fn embeddings(
     }
 }
 
+pub fn classes(texts: &[String], out: &[Vec<(String, f64)>], as_json: bool) {
+    if as_json {
+        let rows: Vec<Value> = texts
+            .iter()
+            .zip(out)
+            .map(|(t, c)| json!({ "text": t, "labels": c.iter().map(|(l, p)| json!({"label": l, "score": p})).collect::<Vec<_>>() }))
+            .collect();
+        println!("{}", Value::Array(rows));
+        return;
+    }
+    for (t, c) in texts.iter().zip(out) {
+        let shown: Vec<String> = c.iter().map(|(l, p)| format!("{l} {p:.3}")).collect();
+        println!("{t:?}: {}", shown.join(", "));
+    }
+}
+
 /// Decodes little-endian bytes into JSON numbers (or booleans).
 pub fn values(dtype: DType, data: &[u8]) -> Vec<Value> {
     fn chunks<const N: usize>(d: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {

@@ -238,6 +238,28 @@ impl Service {
         Ok((widen(out.vectors), info))
     }
 
+    /// Per text: `(label, probability)` pairs, best first (option `top_k`, default all).
+    async fn classify(
+        &self,
+        model: String,
+        texts: Vec<String>,
+        options: Dict,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<Vec<Vec<(String, f64)>>, Error> {
+        options::only(&options, &["top_k", "timeout_ms", "truncate"])?;
+        let top_k = options::uint(&options, "top_k")?.unwrap_or(0) as usize;
+        let timeout = options::uint(&options, "timeout_ms")?.map(Duration::from_millis);
+        let truncate = options::boolean(&options, "truncate")?.unwrap_or(true);
+        let req = EmbedRequest { texts, truncate };
+        let out = self
+            .for_caller(&hdr, self.engine.classify(&model, req, top_k, timeout))
+            .await?;
+        Ok(out
+            .into_iter()
+            .map(|row| row.into_iter().map(|(l, p)| (l, f64::from(p))).collect())
+            .collect())
+    }
+
     /// Named tensors in, named tensors out: `(dtype, shape, little-endian bytes)`.
     async fn infer(
         &self,
