@@ -76,6 +76,22 @@ def section(addr, models_dir, names, runs=5):
                         f"| {t_ours:.0f} | {t_theirs:.0f} | **{t_ours / t_theirs:.2f}×** |")
         del m
 
+    # Prompt-prefix cache: a 400-token system prompt shared by two questions.
+    system = PARAGRAPH * 14
+    def ask(tag, question):
+        prompt = (f"<|im_start|>system\n[{tag}] {system}<|im_end|>\n<|im_start|>user\n{question}"
+                  "<|im_end|>\n<|im_start|>assistant\n")
+        return inferd_complete(addr, names[0], prompt, 8)
+    miss, hit = [], []
+    for i in range(runs):
+        tag = f"session {i} {time.time()}"
+        miss.append(ask(tag, "Where does the river go?"))
+        hit.append(ask(tag, "What stands in the town?"))
+    ttft_miss = statistics.median(r["time_to_first_token_ms"] for r in miss)
+    ttft_hit = statistics.median(r["time_to_first_token_ms"] for r in hit)
+    reused = statistics.median(r.get("cached_prompt_tokens", 0) for r in hit)
+    prompt_len = statistics.median(r["prompt_tokens"] for r in hit)
+
     conc = []
     for n in (1, 2, 4):
         results, threads = [], []
@@ -110,6 +126,17 @@ Same ONNX files (written by the importer, run by genai through its `genai_config
 | model | prompt | inferd decode tok/s | genai decode tok/s | ratio | inferd TTFT ms | genai TTFT ms | ratio |
 |---|---|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
+
+### Prompt-prefix cache ({names[0]})
+
+Two questions after the same {prompt_len:.0f}-token system prompt, {runs} runs each: the second
+reuses the cache of {reused:.0f} prompt tokens.
+
+| | TTFT ms |
+|---|---:|
+| first question (nothing cached) | {ttft_miss:.0f} |
+| second question (shared prefix from the cache) | {ttft_hit:.0f} |
+| ratio | **{ttft_hit / ttft_miss:.2f}×** |
 
 ### Concurrent streams ({names[0]}, 64 new tokens each)
 

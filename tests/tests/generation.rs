@@ -421,3 +421,55 @@ fn only_the_caller_sees_and_cancels_its_stream() {
         "another client saw the stream:\n{seen}"
     );
 }
+
+#[test]
+fn a_shared_prompt_prefix_is_served_from_the_cache_with_the_same_text() {
+    let bus = Bus::start();
+    let repo = Repo::new();
+    repo.add_llm("smollm2-fp32", "smollm2", "");
+    repo.add_llm("smollm2-fp32", "fresh", "");
+    let d = Daemon::start(&bus, &repo);
+    let system =
+        "You are a concise assistant for a smart home. You answer in one sentence, you never \
+                  invent facts, and you always name the room a device is in when it matters. ";
+    let ask = |model: &str, question: &str| {
+        let prompt = format!("<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n");
+        let out = Command::new("busctl")
+            .args([
+                "--address",
+                &d.bus,
+                "--json=short",
+                "call",
+                "org.inferd.Inferd1",
+                "/org/inferd/Inferd1",
+            ])
+            .args([
+                "org.inferd.Inferd1",
+                "Complete",
+                "ssa{sv}",
+                model,
+                &prompt,
+                "1",
+                "max_tokens",
+                "u",
+                "16",
+            ])
+            .output()
+            .unwrap();
+        let v = json(&out);
+        (
+            v["data"][0].as_str().unwrap().to_owned(),
+            v["data"][1]["cached_prompt_tokens"]["data"]
+                .as_u64()
+                .unwrap(),
+        )
+    };
+    let (uncached, _) = ask("fresh", "Is the kitchen light on?");
+    ask("smollm2", "What is the weather like?");
+    let (cached, reused) = ask("smollm2", "Is the kitchen light on?");
+    assert!(
+        reused >= 32,
+        "the system prompt should come from the cache, reused {reused}"
+    );
+    assert_eq!(cached, uncached);
+}

@@ -110,6 +110,8 @@ impl FinishReason {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Usage {
     pub prompt_tokens: u32,
+    /// Prompt tokens served from the prompt-prefix cache.
+    pub cached_prompt_tokens: u32,
     pub completion_tokens: u32,
     pub reasoning_tokens: u32,
     pub time_to_first_token_ms: f64,

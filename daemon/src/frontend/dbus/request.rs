@@ -101,6 +101,10 @@ pub fn info_dict(
         put("reasoning", Value::from(r));
     }
     put("prompt_tokens", Value::from(usage.prompt_tokens));
+    put(
+        "cached_prompt_tokens",
+        Value::from(usage.cached_prompt_tokens),
+    );
     put("completion_tokens", Value::from(usage.completion_tokens));
     put("reasoning_tokens", Value::from(usage.reasoning_tokens));
     put(

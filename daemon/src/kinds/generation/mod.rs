@@ -8,6 +8,7 @@
 //! leaves at the end of its step and its cache is freed.
 
 mod facts;
+mod prefix;
 mod sampler;
 mod sequence;
 mod template;
@@ -52,6 +53,7 @@ pub struct TextGeneration {
     layout: CacheLayout,
     max_sequences: usize,
     active: Vec<Sequence>,
+    prefixes: prefix::PrefixCache,
 }
 
 fn genai_dim(dir: &std::path::Path, key: &str) -> Option<usize> {
@@ -137,6 +139,7 @@ impl TextGeneration {
             max_sequences: spec.manifest.generation.max_sequences.unwrap_or(8).max(1),
             facts,
             active: Vec::new(),
+            prefixes: Default::default(),
         })
     }
 
@@ -194,8 +197,13 @@ impl TextGeneration {
         };
         match self.prepare(&req) {
             Ok((tokens, max_new, thinking)) => {
-                let past = match self.empty_past() {
-                    Ok(p) => p,
+                let cached = match self.prefixes.lookup(&tokens, self.layout.dtype) {
+                    Ok(Some(hit)) => Ok(hit),
+                    Ok(None) => self.empty_past().map(|p| (0, p)),
+                    Err(e) => Err(e),
+                };
+                let cache = match cached {
+                    Ok(c) => c,
                     Err(e) => {
                         drop(events.send(Event::Failed(e)));
                         return;
@@ -209,7 +217,7 @@ impl TextGeneration {
                     max_new,
                     thinking,
                     &self.facts,
-                    past,
+                    cache,
                 );
                 self.active.push(seq);
             }
@@ -255,6 +263,9 @@ impl TextGeneration {
                 &self.tokenizer,
                 &self.facts,
             );
+            if let Some((tokens, past)) = seq.take_prefill(self.layout.dtype) {
+                self.prefixes.insert(tokens, past);
+            }
             if done {
                 self.active.swap_remove(i);
                 queue.stats.served.fetch_add(1, Ordering::Relaxed);

@@ -24,6 +24,10 @@ pub struct Sequence {
     tokens: Vec<u32>,
     /// Tokens already in the cache.
     cached: usize,
+    /// Prompt tokens whose cache came from the prefix cache.
+    reused: usize,
+    /// Set by the step that ran the prompt, until the prefix cache has taken a copy.
+    prefilled: bool,
     past: Vec<DynValue>,
     prompt_len: usize,
     max_new: usize,
@@ -50,7 +54,7 @@ impl Sequence {
         max_new: usize,
         thinking: bool,
         facts: &Facts,
-        past: Vec<DynValue>,
+        (reused, past): (usize, Vec<DynValue>),
     ) -> Self {
         let o = &req.options;
         let params = SamplingParams {
@@ -64,7 +68,9 @@ impl Sequence {
         Sequence {
             prompt_len: tokens.len(),
             tokens,
-            cached: 0,
+            cached: reused,
+            reused,
+            prefilled: false,
             past,
             max_new,
             generated: 0,
@@ -198,8 +204,26 @@ impl Sequence {
                     .ok_or_else(|| Error::Internal(format!("model produced no {n}")))
             })
             .collect::<Result<_>>()?;
+        self.prefilled = self.cached < self.prompt_len && total == self.prompt_len;
         self.cached = total;
         Ok(logits)
+    }
+
+    /// After the prompt has run: the prompt and a copy of its cache, for the prefix cache.
+    pub fn take_prefill(
+        &mut self,
+        dtype: inferd_client::DType,
+    ) -> Option<(Vec<u32>, Vec<DynValue>)> {
+        if !std::mem::take(&mut self.prefilled) || self.prompt_len < super::prefix::MIN_TOKENS {
+            return None;
+        }
+        let copies = self
+            .past
+            .iter()
+            .map(|v| super::prefix::slice_positions(v, self.prompt_len, dtype))
+            .collect::<Result<Vec<_>>>()
+            .ok()?;
+        Some((self.tokens[..self.prompt_len].to_vec(), copies))
     }
 
     fn send(&mut self, text: &str) {
@@ -231,6 +255,7 @@ impl Sequence {
             .unwrap_or(0.0);
         let usage = Usage {
             prompt_tokens: self.prompt_len as u32,
+            cached_prompt_tokens: self.reused as u32,
             completion_tokens: self.generated as u32,
             reasoning_tokens: self.reasoning_tokens as u32,
             time_to_first_token_ms: self
