@@ -93,20 +93,31 @@ fn shared_tempdir(prefix: &str) -> TempDir {
     dir
 }
 
-/// `busctl call` of a method of inferd's object, as a shell user would type it.
-pub fn busctl_call(bus: &str, method: &str, signature: &str, args: &[&str]) -> Output {
+fn busctl(bus: &str, flags: &[&str], method: &str, signature: &str, args: &[&str]) -> Output {
     Command::new("busctl")
+        .args(["--address", bus])
+        .args(flags)
         .args([
-            "--address",
-            bus,
             "call",
             "org.inferd.Inferd1",
             "/org/inferd/Inferd1",
+            "org.inferd.Inferd1",
+            method,
+            signature,
         ])
-        .args(["org.inferd.Inferd1", method, signature])
         .args(args)
         .output()
         .expect("run busctl")
+}
+
+/// `busctl call` of a method of inferd's object, as a shell user would type it.
+pub fn busctl_call(bus: &str, method: &str, signature: &str, args: &[&str]) -> Output {
+    busctl(bus, &[], method, signature, args)
+}
+
+/// Like [`busctl_call`] with `--json=short`: the reply's JSON (`{"type": ..., "data": [...]}`).
+pub fn busctl_json(bus: &str, method: &str, signature: &str, args: &[&str]) -> Value {
+    json(&busctl(bus, &["--json=short"], method, signature, args))
 }
 
 /// A private bus that any uid may connect to, so tests can call as another user.

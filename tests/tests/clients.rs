@@ -52,23 +52,7 @@ fn reference_hello() -> Vec<f64> {
 #[test]
 fn busctl_embed_as_documented() {
     let (_bus, _repo, d) = daemon();
-    let out = busctl(
-        &d,
-        &[
-            "--json=short",
-            "call",
-            "org.inferd.Inferd1",
-            "/org/inferd/Inferd1",
-            "org.inferd.Inferd1",
-            "Embed",
-            "sasa{sv}",
-            "minilm",
-            "1",
-            "hello",
-            "0",
-        ],
-    );
-    let v = json(&out);
+    let v = busctl_json(&d.bus, "Embed", "sasa{sv}", &["minilm", "1", "hello", "0"]);
     assert_eq!(v["type"], "aad");
     let got: Vec<f64> = v["data"][0][0]
         .as_array()

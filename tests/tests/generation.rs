@@ -22,23 +22,11 @@ fn complete(d: &Daemon, prompt: &str, opts: &[&str]) -> (String, Value) {
     let n = (opts.len() / 3).to_string();
     let mut args = vec!["smollm2", prompt, n.as_str()];
     args.extend(opts);
-    let out = Command::new("busctl")
-        .args([
-            "--address",
-            &d.bus,
-            "--json=short",
-            "call",
-            "org.inferd.Inferd1",
-            "/org/inferd/Inferd1",
-        ])
-        .args(["org.inferd.Inferd1", "Complete", "ssa{sv}"])
-        .args(&args)
-        .output()
-        .unwrap();
-    let v = json(&out);
-    let text = v["data"][0].as_str().unwrap().to_owned();
-    let info = v["data"][1].clone();
-    (text, info)
+    let v = busctl_json(&d.bus, "Complete", "ssa{sv}", &args);
+    (
+        v["data"][0].as_str().unwrap().to_owned(),
+        v["data"][1].clone(),
+    )
 }
 
 fn info_str(info: &Value, key: &str) -> String {
@@ -157,28 +145,17 @@ fn seeds_stop_strings_and_chat_templates() {
     assert_eq!(text, "The capital of France is ");
     assert_eq!(info_str(&info, "finish_reason"), "stop");
 
-    let out = Command::new("busctl")
-        .args([
-            "--address",
-            &d.bus,
-            "--json=short",
-            "call",
-            "org.inferd.Inferd1",
-            "/org/inferd/Inferd1",
-        ])
-        .args([
-            "org.inferd.Inferd1",
-            "ChatComplete",
-            "sa(ss)a{sv}",
-            "smollm2",
-            "1",
-            "user",
-            "What is the capital of France?",
-        ])
-        .args(["1", "max_tokens", "u", "12"])
-        .output()
-        .unwrap();
-    let v = json(&out);
+    let args = [
+        "smollm2",
+        "1",
+        "user",
+        "What is the capital of France?",
+        "1",
+        "max_tokens",
+        "u",
+        "12",
+    ];
+    let v = busctl_json(&d.bus, "ChatComplete", "sa(ss)a{sv}", &args);
     assert!(v["data"][0].as_str().unwrap().contains("Paris"), "{v}");
 }
 
@@ -434,29 +411,12 @@ fn a_shared_prompt_prefix_is_served_from_the_cache_with_the_same_text() {
                   invent facts, and you always name the room a device is in when it matters. ";
     let ask = |model: &str, question: &str| {
         let prompt = format!("<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n");
-        let out = Command::new("busctl")
-            .args([
-                "--address",
-                &d.bus,
-                "--json=short",
-                "call",
-                "org.inferd.Inferd1",
-                "/org/inferd/Inferd1",
-            ])
-            .args([
-                "org.inferd.Inferd1",
-                "Complete",
-                "ssa{sv}",
-                model,
-                &prompt,
-                "1",
-                "max_tokens",
-                "u",
-                "16",
-            ])
-            .output()
-            .unwrap();
-        let v = json(&out);
+        let v = busctl_json(
+            &d.bus,
+            "Complete",
+            "ssa{sv}",
+            &[model, &prompt, "1", "max_tokens", "u", "16"],
+        );
         (
             v["data"][0].as_str().unwrap().to_owned(),
             v["data"][1]["cached_prompt_tokens"]["data"]
