@@ -5,6 +5,7 @@ ORT_VERSION := 1.31.1
 export ORT_DYLIB_PATH := $(CACHE)/onnxruntime/$(ORT_VERSION)/libonnxruntime.so.$(ORT_VERSION)
 export INFERD_MODELS := $(CACHE)/models
 export INFERD_CACHE := $(CACHE)
+export INFERD_BENCH_MODELS := $(CACHE)/bench-models
 VENV := $(CACHE)/venv
 CARGO ?= cargo
 
@@ -61,6 +62,9 @@ check-tools:
 
 ## Benchmarks; results go to docs/benchmarks.md.
 bench: models test-models build $(VENV)/ok
+	@test -f "$(CACHE)/bench-models/r1-distill-qwen-1.5b-shape/model.onnx" || \
+	  $(PY) -m inferd_import --random models/configs/r1-distill-qwen-1.5b-shape.json --tokenizer "$(GGUF)" \
+	    --name r1-distill-qwen-1.5b-shape --precision int4 --models "$(CACHE)/bench-models" --force
 	$(CARGO) build --release -p inferd-e2e --bin inferd-bench
 	$(VENV)/bin/python scripts/bench.py --inferd target/release/inferd --inferctl target/release/inferctl --out docs/benchmarks.md
 

@@ -171,11 +171,20 @@ def main():
                 (gen_repo / name).symlink_to(src)
             g = start_inferd(args.inferd, str(gen_repo), addr)
             try:
-                from bench_generation import section
+                from bench_generation import deepseek_shape, section
                 gen_md = section(addr, str(gen_repo), ["smollm2", "smollm2-fp32"])
             finally:
                 g.terminate()
                 g.wait()
+            r1_repo = tmp / "r1"
+            r1_repo.mkdir()
+            (r1_repo / "r1-distill-qwen-1.5b-shape").symlink_to(Path(os.environ["INFERD_BENCH_MODELS"]) / "r1-distill-qwen-1.5b-shape")
+            r = start_inferd(args.inferd, str(r1_repo), addr)
+            try:
+                gen_md += deepseek_shape(addr, str(r1_repo), r.pid)
+            finally:
+                r.terminate()
+                r.wait()
         finally:
             bus.terminate()
             bus.wait()

@@ -157,3 +157,25 @@ memcpy bandwidth {bw / 1e9:.1f} GB/s (numpy copy, read + write); {names[0]} read
 at most ≈ {bw / per_token:.0f} tokens/s if decoding were bound by memory bandwidth alone.
 inferd's short-prompt decode above is {short_decode / (bw / per_token):.0%} of that bound.
 """
+
+
+def deepseek_shape(addr, models_dir, pid, runs=3):
+    """Decode speed and peak RSS of the DeepSeek-R1-Distill-Qwen-1.5B shape (random weights, int4)."""
+    name = "r1-distill-qwen-1.5b-shape"
+    folder = Path(models_dir) / name
+    out = [inferd_complete(addr, name, "Hello, tell me about rivers.", 32) for _ in range(runs)]
+    tps = statistics.median(r["tokens_per_second"] for r in out)
+    hwm = next(int(l.split()[1]) for l in Path(f"/proc/{pid}/status").read_text().splitlines() if l.startswith("VmHWM"))
+    cfg = json.loads((folder / "config.json").read_text())
+    per_token = sum(f.stat().st_size for f in folder.glob("model.onnx*")) - cfg["vocab_size"] * cfg["hidden_size"] * 2
+    bw = memcpy_bandwidth()
+    return f"""
+### DeepSeek-R1-Distill-Qwen-1.5B shape (`models/configs/r1-distill-qwen-1.5b-shape.json`, int4)
+
+Random weights at the real shape (28 layers, hidden 1536, 12 heads, 2 KV heads, vocab 151,936),
+imported with `--random … --precision int4`; greedy, 32 new tokens, {runs} runs, median.
+
+| decode tok/s | peak RSS of inferd | weights read per token | bandwidth bound | fraction |
+|---:|---:|---:|---:|---:|
+| {tps:.1f} | {hwm / 1024:.0f} MiB | {per_token / 1e6:.0f} MB | {bw / per_token:.1f} tok/s | {tps / (bw / per_token):.0%} |
+"""
