@@ -368,6 +368,35 @@ impl Drop for Daemon {
     }
 }
 
+/// `gdbus monitor` of every signal from inferd that an ordinary (non-eavesdropping) client
+/// would receive.
+pub struct Monitor(Child);
+
+impl Monitor {
+    pub fn start(bus: &str) -> Monitor {
+        let child = Command::new("gdbus")
+            .args(["monitor", "--address", bus, "--dest", "org.inferd.Inferd1"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start gdbus monitor");
+        // Give it time to add its match rule before anything is sent.
+        std::thread::sleep(Duration::from_millis(400));
+        Monitor(child)
+    }
+
+    /// Stops it (after a moment for signals in flight) and returns what it printed.
+    pub fn stop(self) -> String {
+        std::thread::sleep(Duration::from_millis(300));
+        send_signal(&self.0, nix::sys::signal::Signal::SIGTERM);
+        stdout(&finish(self.0))
+    }
+}
+
+/// Sends `sig` to a child process.
+pub fn send_signal(child: &Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");
+}
+
 /// Runs `inferctl --bus ADDRESS ARGS...`.
 pub fn inferctl(bus: &str, args: &[&str]) -> Output {
     Command::new(bin("inferctl"))

@@ -1,7 +1,6 @@
 //! Stock D-Bus tools against the real daemon: busctl, gdbus, introspection, signals.
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use inferd_e2e::*;
 
@@ -201,26 +200,10 @@ fn live_introspection_matches_the_committed_xml() {
 #[test]
 fn model_state_changes_are_signalled() {
     let (_bus, _repo, d) = daemon();
-    let monitor = Command::new("gdbus")
-        .args([
-            "monitor",
-            "--address",
-            &d.bus,
-            "--dest",
-            "org.inferd.Inferd1",
-            "--object-path",
-            "/org/inferd/Inferd1",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let monitor = Monitor::start(&d.bus);
     assert!(inferctl(&d.bus, &["unload", "ops"]).status.success());
     assert!(inferctl(&d.bus, &["load", "ops"]).status.success());
-    std::thread::sleep(Duration::from_millis(300));
-    let pid = nix::unistd::Pid::from_raw(monitor.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let text = stdout(&finish(monitor));
+    let text = monitor.stop();
     let order: Vec<&str> = ["'unloaded'", "'loading'", "'ready'"]
         .into_iter()
         .filter(|s| text.contains(&format!("ModelStateChanged ('ops', {s})")))

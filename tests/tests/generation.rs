@@ -1,6 +1,6 @@
 //! Text generation end to end: the real daemon, real imported models, real D-Bus clients.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use inferd_e2e::*;
@@ -285,11 +285,7 @@ fn wait_active(d: &Daemon, want: u64) {
 }
 
 fn interrupt(child: &std::process::Child) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    send_signal(child, nix::sys::signal::Signal::SIGINT);
 }
 
 #[test]
@@ -320,18 +316,7 @@ fn cancel_and_vanishing_clients_free_their_sequence() {
 #[test]
 fn only_the_caller_sees_and_cancels_its_stream() {
     let (_bus, _repo, d) = tiny_daemon();
-    let monitor = Command::new("gdbus")
-        .args([
-            "monitor",
-            "--address",
-            &d.bus,
-            "--dest",
-            "org.inferd.Inferd1",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    let monitor = Monitor::start(&d.bus);
     let child = inferctl_spawn(&d.bus, &LONG);
     wait_active(&d, 1);
     // Another connection may not cancel it: find the request object and try.
@@ -382,13 +367,7 @@ fn only_the_caller_sees_and_cancels_its_stream() {
     );
     // A broadcast signal proves the monitor was listening all along.
     assert!(inferctl(&d.bus, &["unload", "tiny"]).status.success());
-    std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(monitor.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let seen = stdout(&finish(monitor));
+    let seen = monitor.stop();
     assert!(
         seen.contains("ModelStateChanged"),
         "the monitor heard nothing:\n{seen}"
