@@ -25,6 +25,10 @@ run: models build
 test: fetch check-tools lint test-models
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace
+	$(MAKE) --no-print-directory pytest
+
+## The importer's tests alone (needs `make fetch`).
+pytest: $(VENV)/ok
 	cd models/importer && $(PY) -m pytest -q tests
 
 ## LLM imports for the end-to-end tests (fp32 SmolLM2 for golden text, random tiny-qwen2).
