@@ -64,6 +64,8 @@ pub struct ModelStatus {
     pub rejected: u64,
     /// Sequences being generated now (text-generation models).
     pub active: u32,
+    /// Tokens decoded in steps shared with other sequences (continuous batching).
+    pub batched_tokens: u64,
 }
 
 type Dict = HashMap<String, OwnedValue>;
@@ -101,6 +103,7 @@ impl ModelStatus {
         put(&mut d, "timed_out", self.timed_out);
         put(&mut d, "rejected", self.rejected);
         put(&mut d, "active", self.active);
+        put(&mut d, "batched_tokens", self.batched_tokens);
         d
     }
 
@@ -121,6 +124,7 @@ impl ModelStatus {
             timed_out: get(d, "timed_out").unwrap_or_default(),
             rejected: get(d, "rejected").unwrap_or_default(),
             active: get(d, "active").unwrap_or_default(),
+            batched_tokens: get(d, "batched_tokens").unwrap_or_default(),
             name,
         })
     }
@@ -145,6 +149,7 @@ mod tests {
             timed_out: 2,
             rejected: 4,
             active: 2,
+            batched_tokens: 7,
         };
         assert_eq!(ModelStatus::from_dict(&s.to_dict()).unwrap(), s);
     }

@@ -225,14 +225,14 @@ fn concurrent_streams_each_give_their_text_alone() {
     ];
     let alone: Vec<String> = prompts
         .iter()
-        .map(|p| complete(&d, p, &["max_tokens", "u", "16"]).0)
+        .map(|p| complete(&d, p, &["max_tokens", "u", "24"]).0)
         .collect();
     let children: Vec<_> = prompts
         .iter()
         .map(|p| {
             inferctl_spawn(
                 &d.bus,
-                &["--json", "generate", "smollm2", p, "--max-tokens", "16"],
+                &["--json", "generate", "smollm2", p, "--max-tokens", "24"],
             )
         })
         .collect();
@@ -247,6 +247,8 @@ fn concurrent_streams_each_give_their_text_alone() {
             .collect();
         assert_eq!(text, alone[i], "stream {i}");
     }
+    let batched = d.models()["smollm2"]["batched_tokens"].as_u64().unwrap();
+    assert!(batched > 0, "the streams never shared a decode step");
 }
 
 /// A daemon serving random-weight tiny-qwen2 as `tiny`: it practically never emits EOS, so a

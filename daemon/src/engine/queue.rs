@@ -32,6 +32,8 @@ pub struct Stats {
     pub rejected: AtomicU64,
     /// Sequences a generation worker is decoding now.
     pub active: AtomicU64,
+    /// Tokens decoded in steps shared with other sequences (continuous batching).
+    pub batched_tokens: AtomicU64,
 }
 
 struct Entry<J> {

@@ -173,6 +173,7 @@ impl Slot {
             timed_out: self.stats.timed_out.load(Ordering::Relaxed),
             rejected: self.stats.rejected.load(Ordering::Relaxed),
             active: self.stats.active.load(Ordering::Relaxed) as u32,
+            batched_tokens: self.stats.batched_tokens.load(Ordering::Relaxed),
         }
     }
 }

@@ -1,13 +1,17 @@
 //! `text-generation`: KV-cache decoding of decoder-only LLMs exported in the optimum layout
 //! (`position_ids` input) or by the onnxruntime-genai builder (no `position_ids`).
 //!
-//! Each active sequence keeps its own cache: the `present.*` values of step n are handed back as
-//! the `past_key_values.*` inputs of step n+1 as they are (no copy to host arrays and back). The
-//! worker steps every active sequence once per round, so a new request starts at the next round
-//! and no request waits for another to finish. A finished, cancelled or abandoned sequence
-//! leaves at the end of its step and its cache is freed.
+//! A new sequence runs its prompt alone, with its own cache (or a copy of a cached prefix).
+//! Where the graph takes `position_ids` and an attention mask, it then joins the continuous
+//! batch (`kv_batch`): every decode step runs all joined sequences at once. Graphs that cannot
+//! batch (GroupQueryAttention from the genai builder) keep one cache per sequence and are
+//! stepped in turn, a token each, so no request waits for another to finish. A new request
+//! starts at the next step; a finished, cancelled or abandoned one leaves at the end of its
+//! step and its cache is freed.
 
 mod facts;
+mod forward;
+mod kv_batch;
 mod prefix;
 mod sampler;
 mod sequence;
@@ -24,6 +28,7 @@ use ort::value::{DynValue, Tensor as OrtTensor};
 use tokenizers::Tokenizer;
 
 use self::facts::Facts;
+use self::kv_batch::KvBatch;
 use self::sequence::Sequence;
 use self::template::ChatTemplate;
 use super::Model;
@@ -52,7 +57,12 @@ pub struct TextGeneration {
     template: Option<ChatTemplate>,
     layout: CacheLayout,
     max_sequences: usize,
-    active: Vec<Sequence>,
+    /// Sequences stepped with their own cache: new ones (prompt not run yet), and all of them
+    /// when the graph cannot batch.
+    alone: Vec<Sequence>,
+    /// Sequences in the continuous batch, row for row with `kv`.
+    batched: Vec<Sequence>,
+    kv: KvBatch,
     prefixes: prefix::PrefixCache,
 }
 
@@ -138,7 +148,9 @@ impl TextGeneration {
             layout,
             max_sequences: spec.manifest.generation.max_sequences.unwrap_or(8).max(1),
             facts,
-            active: Vec::new(),
+            alone: Vec::new(),
+            batched: Vec::new(),
+            kv: KvBatch::default(),
             prefixes: Default::default(),
         })
     }
@@ -219,7 +231,7 @@ impl TextGeneration {
                     &self.facts,
                     cache,
                 );
-                self.active.push(seq);
+                self.alone.push(seq);
             }
             Err(e) => drop(events.send(Event::Failed(e))),
         }
@@ -252,12 +264,17 @@ impl TextGeneration {
         Ok((tokens, max_new, thinking))
     }
 
-    /// One decode step of every active sequence; finished ones leave and free their cache.
+    fn active(&self) -> usize {
+        self.alone.len() + self.batched.len()
+    }
+
+    /// One step of every active sequence; finished ones leave and free their cache.
     fn step_all(&mut self, queue: &Queue<Job>) {
+        let served = |n: usize| queue.stats.served.fetch_add(n as u64, Ordering::Relaxed);
         let mut i = 0;
-        while i < self.active.len() {
-            let seq = &mut self.active[i];
-            let done = seq.step(
+        while i < self.alone.len() {
+            let seq = &mut self.alone[i];
+            let done = seq.step_alone(
                 &mut self.session,
                 &self.layout,
                 &self.tokenizer,
@@ -267,12 +284,85 @@ impl TextGeneration {
                 self.prefixes.insert(tokens, past);
             }
             if done {
-                self.active.swap_remove(i);
-                queue.stats.served.fetch_add(1, Ordering::Relaxed);
+                self.alone.swap_remove(i);
+                served(1);
+            } else if self.layout.position_ids {
+                let mut seq = self.alone.swap_remove(i);
+                match self.kv.join(&self.layout, seq.take_past(), seq.cached()) {
+                    Ok(()) => self.batched.push(seq),
+                    Err(e) => {
+                        seq.fail_step(e);
+                        served(1);
+                    }
+                }
             } else {
                 i += 1;
             }
         }
+        let before = self.batched.len();
+        if self.step_batch() && before > 1 {
+            queue
+                .stats
+                .batched_tokens
+                .fetch_add(before as u64, Ordering::Relaxed);
+        }
+        served(before - self.batched.len());
+    }
+
+    /// One decode step of the continuous batch; false if none ran.
+    fn step_batch(&mut self) -> bool {
+        if self.batched.is_empty() {
+            return false;
+        }
+        let keep: Vec<bool> = self.batched.iter_mut().map(|s| !s.interrupted()).collect();
+        self.leave(&keep);
+        if self.batched.is_empty() {
+            return false;
+        }
+        let ids = self.batched.iter().map(Sequence::next_input).collect();
+        let out = match self.kv.step(&mut self.session, &self.layout, ids) {
+            Ok(out) => out,
+            Err(e) => {
+                for mut seq in self.batched.drain(..) {
+                    seq.fail_step(Error::Internal(format!("batched decode step: {e}")));
+                }
+                return false;
+            }
+        };
+        let (tok, facts) = (&self.tokenizer, &self.facts);
+        let keep: Vec<bool> = self
+            .batched
+            .iter_mut()
+            .zip(out.logits.chunks(out.vocab))
+            .map(|(seq, logits)| !seq.accept_batched(logits, tok, facts))
+            .collect();
+        self.leave(&keep);
+        true
+    }
+
+    /// Drops the sequences not marked `keep` from the batch and its cache.
+    fn leave(&mut self, keep: &[bool]) {
+        if keep.iter().all(|&k| k) {
+            return;
+        }
+        let mut flags = keep.iter();
+        self.batched
+            .retain(|_| *flags.next().expect("one flag per row"));
+        if let Err(e) = self.kv.retain(&self.layout, keep) {
+            for mut seq in self.batched.drain(..) {
+                seq.fail_step(Error::Internal(format!(
+                    "rebuilding the batched cache: {e}"
+                )));
+            }
+            self.kv.clear();
+        }
+    }
+
+    fn fail_all(&mut self, e: &Error) {
+        for seq in self.alone.drain(..).chain(self.batched.drain(..)) {
+            seq.fail(e.clone());
+        }
+        self.kv.clear();
     }
 }
 
@@ -290,8 +380,8 @@ impl Model for TextGeneration {
     fn serve(&mut self, queue: &Queue<Job>, _policy: BatchPolicy) {
         let mut admitted: VecDeque<Job> = VecDeque::new();
         loop {
-            let free = self.max_sequences.saturating_sub(self.active.len());
-            if self.active.is_empty() {
+            let free = self.max_sequences.saturating_sub(self.active());
+            if self.active() == 0 {
                 let policy = BatchPolicy {
                     max_batch: self.max_sequences,
                     max_wait: std::time::Duration::ZERO,
@@ -309,17 +399,15 @@ impl Model for TextGeneration {
             queue
                 .stats
                 .active
-                .store(self.active.len() as u64, Ordering::Relaxed);
+                .store(self.active() as u64, Ordering::Relaxed);
             if catch_unwind(AssertUnwindSafe(|| self.step_all(queue))).is_err() {
                 tracing::error!(model = %self.name, "decode step panicked; failing the active sequences");
-                for seq in self.active.drain(..) {
-                    seq.fail(Error::Internal("the decode step panicked".into()));
-                }
+                self.fail_all(&Error::Internal("the decode step panicked".into()));
             }
             queue
                 .stats
                 .active
-                .store(self.active.len() as u64, Ordering::Relaxed);
+                .store(self.active() as u64, Ordering::Relaxed);
         }
     }
 }

@@ -5,12 +5,13 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use ort::session::Session;
-use ort::value::{DynValue, Tensor as OrtTensor};
+use ort::value::DynValue;
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::facts::Facts;
+use super::forward::{self, Step};
 use super::sampler::{Sampler, SamplingParams};
 use super::text::{Detokenizer, ReasoningSplitter, StopMatcher, THINK_CLOSE};
 use super::CacheLayout;
@@ -93,14 +94,9 @@ impl Sequence {
         drop(self.events.send(Event::Failed(e)));
     }
 
-    /// Runs one decode step; returns true when the sequence is over (and has been answered).
-    pub fn step(
-        &mut self,
-        session: &mut Session,
-        layout: &CacheLayout,
-        tok: &Tokenizer,
-        facts: &Facts,
-    ) -> bool {
+    /// Ends the sequence if its caller left, cancelled it or ran out of time; returns true if
+    /// it is over (and has been answered, where anyone is listening).
+    pub fn interrupted(&mut self) -> bool {
         if self.events.is_closed() {
             return true; // the caller left: free the cache, answer nobody
         }
@@ -110,16 +106,57 @@ impl Sequence {
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
             return self.finish(FinishReason::Timeout);
         }
-        let logits = match self.forward(session, layout) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("decode step failed: {e}");
-                drop(self.events.send(Event::Failed(e)));
-                return true;
-            }
-        };
+        false
+    }
+
+    /// Runs the tokens not yet cached with the sequence's own cache (the prompt, or every step
+    /// where the graph cannot batch); returns true when the sequence is over.
+    pub fn step_alone(
+        &mut self,
+        session: &mut Session,
+        layout: &CacheLayout,
+        tok: &Tokenizer,
+        facts: &Facts,
+    ) -> bool {
+        if self.interrupted() {
+            return true;
+        }
+        match self.forward(session, layout) {
+            Ok(logits) => self.accept(&logits, tok, facts),
+            Err(e) => self.fail_step(e),
+        }
+    }
+
+    pub fn fail_step(&mut self, e: Error) -> bool {
+        tracing::error!("decode step failed: {e}");
+        drop(self.events.send(Event::Failed(e)));
+        true
+    }
+
+    /// The token a batched step feeds for this sequence (its position is `cached()`).
+    pub fn next_input(&self) -> i64 {
+        self.tokens[self.cached] as i64
+    }
+
+    pub fn cached(&self) -> usize {
+        self.cached
+    }
+
+    /// Hands the sequence's own cache to the shared batch.
+    pub fn take_past(&mut self) -> Vec<DynValue> {
+        std::mem::take(&mut self.past)
+    }
+
+    /// Takes the logits of the step that ran `next_input()` in a batch.
+    pub fn accept_batched(&mut self, logits: &[f32], tok: &Tokenizer, facts: &Facts) -> bool {
+        self.cached += 1;
+        self.accept(logits, tok, facts)
+    }
+
+    /// Samples (or takes the forced token), streams its text; true when the sequence is over.
+    fn accept(&mut self, logits: &[f32], tok: &Tokenizer, facts: &Facts) -> bool {
         let forced = self.forced.pop_front();
-        let next = forced.unwrap_or_else(|| self.sampler.sample(&logits, &self.tokens));
+        let next = forced.unwrap_or_else(|| self.sampler.sample(logits, &self.tokens));
         self.first_token.get_or_insert_with(Instant::now);
         if forced.is_none() && facts.eos.contains(&next) {
             return self.finish(FinishReason::Stop);
@@ -157,56 +194,22 @@ impl Sequence {
 
     /// Feeds the tokens not yet cached; returns the last position's logits.
     fn forward(&mut self, session: &mut Session, l: &CacheLayout) -> Result<Vec<f32>> {
-        let new: Vec<i64> = self.tokens[self.cached..]
-            .iter()
-            .map(|&t| t as i64)
-            .collect();
-        let n = new.len();
         let total = self.tokens.len();
-        let mut inputs: Vec<(
-            std::borrow::Cow<'static, str>,
-            ort::session::SessionInputValue<'static>,
-        )> = vec![
-            (
-                "input_ids".into(),
-                OrtTensor::from_array((vec![1i64, n as i64], new))?
-                    .into_dyn()
-                    .into(),
-            ),
-            (
-                "attention_mask".into(),
-                OrtTensor::from_array((vec![1i64, total as i64], vec![1i64; total]))?
-                    .into_dyn()
-                    .into(),
-            ),
-        ];
-        if l.position_ids {
-            let pos: Vec<i64> = (self.cached as i64..total as i64).collect();
-            inputs.push((
-                "position_ids".into(),
-                OrtTensor::from_array((vec![1i64, n as i64], pos))?
-                    .into_dyn()
-                    .into(),
-            ));
-        }
-        for (name, v) in l.past.iter().zip(self.past.drain(..)) {
-            inputs.push((name.clone().into(), v.into()));
-        }
-        let mut out = session.run(inputs)?;
-        let (shape, data) = out["logits"].try_extract_tensor::<f32>()?;
-        let vocab = *shape.last().unwrap_or(&0) as usize;
-        let logits = data[data.len() - vocab..].to_vec();
-        self.past = l
-            .present
-            .iter()
-            .map(|n| {
-                out.remove(n)
-                    .ok_or_else(|| Error::Internal(format!("model produced no {n}")))
-            })
-            .collect::<Result<_>>()?;
+        let step = Step {
+            rows: 1,
+            len: total - self.cached,
+            ids: self.tokens[self.cached..]
+                .iter()
+                .map(|&t| t as i64)
+                .collect(),
+            mask: vec![1; total],
+            positions: (self.cached as i64..total as i64).collect(),
+        };
+        let out = forward::run(session, l, step, std::mem::take(&mut self.past))?;
+        self.past = out.present;
         self.prefilled = self.cached < self.prompt_len && total == self.prompt_len;
         self.cached = total;
-        Ok(logits)
+        Ok(out.logits)
     }
 
     /// After the prompt has run: the prompt and a copy of its cache, for the prefix cache.

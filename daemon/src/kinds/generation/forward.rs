@@ -1,0 +1,80 @@
+//! One run of the decoder graph: `ids` [B, S] after a cache of `past` positions, returning the
+//! last position's logits of every row and the `present.*` cache, which becomes the next
+//! step's `past_key_values.*` as it is (no copy).
+
+use std::borrow::Cow;
+
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, Tensor as OrtTensor};
+
+use super::CacheLayout;
+use crate::error::{Error, Result};
+
+pub struct Step {
+    pub rows: usize,
+    /// Tokens per row.
+    pub len: usize,
+    pub ids: Vec<i64>,
+    /// [rows, past + len]: 0 marks left padding.
+    pub mask: Vec<i64>,
+    /// [rows, len]: each token's position in its own sequence.
+    pub positions: Vec<i64>,
+}
+
+pub struct Output {
+    /// [rows, vocab]
+    pub logits: Vec<f32>,
+    pub vocab: usize,
+    pub present: Vec<DynValue>,
+}
+
+pub fn run(session: &mut Session, l: &CacheLayout, s: Step, past: Vec<DynValue>) -> Result<Output> {
+    let (b, n) = (s.rows as i64, s.len as i64);
+    let total = (s.mask.len() / s.rows) as i64;
+    let mut inputs: Vec<(Cow<'static, str>, SessionInputValue<'static>)> = vec![
+        (
+            "input_ids".into(),
+            OrtTensor::from_array((vec![b, n], s.ids))?
+                .into_dyn()
+                .into(),
+        ),
+        (
+            "attention_mask".into(),
+            OrtTensor::from_array((vec![b, total], s.mask))?
+                .into_dyn()
+                .into(),
+        ),
+    ];
+    if l.position_ids {
+        inputs.push((
+            "position_ids".into(),
+            OrtTensor::from_array((vec![b, n], s.positions))?
+                .into_dyn()
+                .into(),
+        ));
+    }
+    for (name, v) in l.past.iter().zip(past) {
+        inputs.push((name.clone().into(), v.into()));
+    }
+    let mut out = session.run(inputs)?;
+    let (shape, data) = out["logits"].try_extract_tensor::<f32>()?;
+    let vocab = *shape.last().unwrap_or(&0) as usize;
+    let per_row = data.len() / s.rows;
+    let logits = (0..s.rows)
+        .flat_map(|r| &data[(r + 1) * per_row - vocab..(r + 1) * per_row])
+        .copied()
+        .collect();
+    let present = l
+        .present
+        .iter()
+        .map(|n| {
+            out.remove(n)
+                .ok_or_else(|| Error::Internal(format!("model produced no {n}")))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Output {
+        logits,
+        vocab,
+        present,
+    })
+}
