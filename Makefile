@@ -12,7 +12,7 @@ CARGO ?= cargo
 GGUF := $(CACHE)/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
 PY := $(VENV)/bin/python
 # Imports the end-to-end tests use, keyed by the importer's code so a change re-imports them.
-IMPORTER_HASH := $(shell cat models/importer/inferd_import/*.py models/importer/inferd_import/sources/*.py models/intent/* | sha256sum | cut -c1-12)
+IMPORTER_HASH := $(shell cat models/importer/inferd_import/*.py models/importer/inferd_import/sources/*.py models/intent/* models/testdata/make_think_model.py | sha256sum | cut -c1-12)
 export INFERD_TEST_MODELS := $(CACHE)/test-models/$(IMPORTER_HASH)
 
 .PHONY: run test test-models fetch models build check-tools lint pytest bench fixtures dbus-xml clean-cache
@@ -31,7 +31,8 @@ test: fetch check-tools lint test-models
 pytest: $(VENV)/ok
 	cd models/importer && $(PY) -m pytest -q tests
 
-## LLM imports for the end-to-end tests (fp32 SmolLM2 for golden text, random tiny-qwen2).
+## LLM imports for the end-to-end tests (fp32 SmolLM2 for golden text, random tiny-qwen2, the
+## scripted reasoning model `think`).
 test-models: fetch $(VENV)/ok
 	@test -f "$(INFERD_TEST_MODELS)/smollm2-fp32/model.onnx" || \
 	  $(PY) -m inferd_import "$(GGUF)" --name smollm2-fp32 --precision fp32 --models "$(INFERD_TEST_MODELS)" --force
@@ -40,6 +41,8 @@ test-models: fetch $(VENV)/ok
 	@test -f "$(INFERD_TEST_MODELS)/tiny-qwen2/model.onnx" || \
 	  $(PY) -m inferd_import --random models/configs/tiny-qwen2.json --tokenizer "$(GGUF)" --name tiny-qwen2 \
 	    --precision fp32 --models "$(INFERD_TEST_MODELS)" --force
+	@test -f "$(INFERD_TEST_MODELS)/think/model.onnx" || \
+	  $(PY) models/testdata/make_think_model.py "$(INFERD_TEST_MODELS)/smollm2-fp32" "$(INFERD_TEST_MODELS)/think"
 
 ## Download (once, sha256-verified) into $(CACHE).
 fetch:

@@ -397,6 +397,28 @@ pub fn send_signal(child: &Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");
 }
 
+/// `Complete` on `model` through busctl; returns (text, info) from its JSON output.
+pub fn complete(d: &Daemon, model: &str, prompt: &str, opts: &[&str]) -> (String, Value) {
+    let n = (opts.len() / 3).to_string();
+    let mut args = vec![model, prompt, n.as_str()];
+    args.extend(opts);
+    let v = busctl_json(&d.bus, "Complete", "ssa{sv}", &args);
+    (
+        v["data"][0].as_str().unwrap().to_owned(),
+        v["data"][1].clone(),
+    )
+}
+
+/// A string entry of an `a{sv}` info dict in busctl's JSON; empty when absent.
+pub fn info_str(info: &Value, key: &str) -> String {
+    info[key]["data"].as_str().unwrap_or_default().to_owned()
+}
+
+/// A numeric entry of an `a{sv}` info dict in busctl's JSON; -1 when absent.
+pub fn info_num(info: &Value, key: &str) -> f64 {
+    info[key]["data"].as_f64().unwrap_or(-1.0)
+}
+
 /// Runs `inferctl --bus ADDRESS ARGS...`.
 pub fn inferctl(bus: &str, args: &[&str]) -> Output {
     Command::new(bin("inferctl"))

@@ -17,26 +17,6 @@ fn daemon(extra: &str) -> (Bus, Repo, Daemon) {
     (bus, repo, d)
 }
 
-/// `Complete` through busctl; returns (text, info) from its JSON output.
-fn complete(d: &Daemon, prompt: &str, opts: &[&str]) -> (String, Value) {
-    let n = (opts.len() / 3).to_string();
-    let mut args = vec!["smollm2", prompt, n.as_str()];
-    args.extend(opts);
-    let v = busctl_json(&d.bus, "Complete", "ssa{sv}", &args);
-    (
-        v["data"][0].as_str().unwrap().to_owned(),
-        v["data"][1].clone(),
-    )
-}
-
-fn info_str(info: &Value, key: &str) -> String {
-    info[key]["data"].as_str().unwrap_or_default().to_owned()
-}
-
-fn info_num(info: &Value, key: &str) -> f64 {
-    info[key]["data"].as_f64().unwrap_or(-1.0)
-}
-
 #[test]
 fn greedy_complete_reproduces_the_golden_token_ids() {
     let (_bus, _repo, d) = daemon("");
@@ -62,6 +42,7 @@ fn greedy_complete_reproduces_the_golden_token_ids() {
         let max = ids.len().to_string();
         let (text, info) = complete(
             &d,
+            "smollm2",
             &prompt,
             &["max_tokens", "u", &max, "temperature", "d", "0"],
         );
@@ -81,7 +62,7 @@ fn greedy_complete_reproduces_the_golden_token_ids() {
 #[test]
 fn streaming_gives_the_same_text_as_blocking() {
     let (_bus, _repo, d) = daemon("");
-    let (text, info) = complete(&d, FRANCE, &["max_tokens", "u", "24"]);
+    let (text, info) = complete(&d, "smollm2", FRANCE, &["max_tokens", "u", "24"]);
     let out = inferctl(
         &d.bus,
         &[
@@ -123,6 +104,7 @@ fn seeds_stop_strings_and_chat_templates() {
     let sampled = |seed: &str| {
         complete(
             &d,
+            "smollm2",
             "Once upon a time",
             &[
                 "max_tokens",
@@ -141,7 +123,7 @@ fn seeds_stop_strings_and_chat_templates() {
     assert_eq!(sampled("7"), sampled("7"), "same seed, same text");
     assert_ne!(sampled("7"), sampled("8"), "another seed, other text");
 
-    let (text, info) = complete(&d, FRANCE, &["stop", "as", "1", "Paris"]);
+    let (text, info) = complete(&d, "smollm2", FRANCE, &["stop", "as", "1", "Paris"]);
     assert_eq!(text, "The capital of France is ");
     assert_eq!(info_str(&info, "finish_reason"), "stop");
 
@@ -225,7 +207,7 @@ fn concurrent_streams_each_give_their_text_alone() {
     ];
     let alone: Vec<String> = prompts
         .iter()
-        .map(|p| complete(&d, p, &["max_tokens", "u", "24"]).0)
+        .map(|p| complete(&d, "smollm2", p, &["max_tokens", "u", "24"]).0)
         .collect();
     let children: Vec<_> = prompts
         .iter()
