@@ -31,8 +31,8 @@ test: fetch check-tools lint test-models
 pytest: $(VENV)/ok
 	cd models/importer && $(PY) -m pytest -q tests
 
-## LLM imports for the end-to-end tests (fp32 SmolLM2 for golden text, random tiny-qwen2, the
-## scripted reasoning model `think`).
+## LLM imports for the end-to-end tests (fp32 SmolLM2 for golden text, random tiny-qwen2 in both
+## layouts, the scripted reasoning model `think`).
 test-models: fetch $(VENV)/ok
 	@test -f "$(INFERD_TEST_MODELS)/smollm2-fp32/model.onnx" || \
 	  $(PY) -m inferd_import "$(GGUF)" --name smollm2-fp32 --precision fp32 --models "$(INFERD_TEST_MODELS)" --force
@@ -41,6 +41,9 @@ test-models: fetch $(VENV)/ok
 	@test -f "$(INFERD_TEST_MODELS)/tiny-qwen2/model.onnx" || \
 	  $(PY) -m inferd_import --random models/configs/tiny-qwen2.json --tokenizer "$(GGUF)" --name tiny-qwen2 \
 	    --precision fp32 --models "$(INFERD_TEST_MODELS)" --force
+	@test -f "$(INFERD_TEST_MODELS)/tiny-qwen2-genai/model.onnx" || \
+	  $(PY) -m inferd_import --random models/configs/tiny-qwen2.json --tokenizer "$(GGUF)" --name tiny-qwen2-genai \
+	    --precision fp32 --layout genai --models "$(INFERD_TEST_MODELS)" --force
 	@test -f "$(INFERD_TEST_MODELS)/think/model.onnx" || \
 	  $(PY) models/testdata/make_think_model.py "$(INFERD_TEST_MODELS)/smollm2-fp32" "$(INFERD_TEST_MODELS)/think"
 
@@ -48,10 +51,12 @@ test-models: fetch $(VENV)/ok
 fetch:
 	@python3 models/fetch.py --cache "$(CACHE)" >/dev/null
 
-## The default models: minilm (fetched) and smollm2 (imported from its GGUF, int4, once).
+## The default models: minilm (fetched) and smollm2 (imported from its GGUF, int4; again only when
+## the importer changes).
 models: fetch $(VENV)/ok
-	@test -f "$(INFERD_MODELS)/smollm2/model.onnx" || \
-	  $(PY) -m inferd_import "$(GGUF)" --name smollm2 --precision int4 --models "$(INFERD_MODELS)"
+	@test "$$(cat "$(INFERD_MODELS)/smollm2/.importer" 2>/dev/null)" = "$(IMPORTER_HASH)" || { \
+	  $(PY) -m inferd_import "$(GGUF)" --name smollm2 --precision int4 --models "$(INFERD_MODELS)" --force && \
+	  echo "$(IMPORTER_HASH)" > "$(INFERD_MODELS)/smollm2/.importer"; }
 	@test -f "$(INFERD_MODELS)/intent/model.onnx" || \
 	  $(PY) models/intent/build_intent.py "$(INFERD_MODELS)/minilm" "$(INFERD_MODELS)/intent"
 

@@ -94,9 +94,12 @@ def section(addr, models_dir, names, runs=5):
     reused = statistics.median(r.get("cached_prompt_tokens", 0) for r in hit)
     prompt_len = statistics.median(r["prompt_tokens"] for r in hit)
 
-    conc_rows = "\n".join(
-        f"| {name} | {n} | {tps:.1f} | {ratio:.2f}× | {ort_batch_ratio(Path(models_dir) / name, n):.2f}× |"
-        for name in names for n, tps, ratio in concurrency(addr, name))
+    conc_rows = []
+    for name in names:
+        ceiling = ort_batch_gains(Path(models_dir) / name)
+        conc_rows += [f"| {name} | {n} | {tps:.1f} | {ratio:.2f}× | {ceiling[n]:.2f}× |"
+                      for n, tps, ratio in concurrency(addr, name)]
+    conc_rows = "\n".join(conc_rows)
 
     bw = memcpy_bandwidth()
     model = Path(models_dir) / names[0]
@@ -168,9 +171,9 @@ def concurrency(addr, name, new_tokens=64):
     return [(n, tps, tps / conc[0][1]) for n, tps in conc]
 
 
-def ort_batch_ratio(folder, batch, past=60, steps=30):
+def ort_batch_gains(folder, batches=(1, 2, 4), past=60, steps=30):
     """What onnxruntime alone gains from a batched decode step on this machine: tokens/s of one
-    step over `batch` rows ÷ tokens/s of a one-row step (the ceiling for continuous batching)."""
+    step over N rows ÷ tokens/s of a one-row step (the ceiling for continuous batching)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -190,7 +193,8 @@ def ort_batch_ratio(folder, batch, past=60, steps=30):
             s.run(["logits"], feed)
         return b * steps / (time.perf_counter() - t)
 
-    return rate(batch) / rate(1)
+    one = rate(1)
+    return {b: 1.0 if b == 1 else rate(b) / one for b in batches}
 
 
 def deepseek_shape(addr, models_dir, pid, runs=3):

@@ -1,4 +1,4 @@
-"""`inferd-import SOURCE --name NAME [--precision fp32|fp16|int4] [--models DIR] [--force]`
+"""`inferd-import SOURCE --name NAME [--precision fp32|fp16|int4] [--layout optimum|genai] [--models DIR] [--force]`
 and `inferd-import --random CONFIG --tokenizer SOURCE --name NAME ...`."""
 import argparse
 import json
@@ -47,7 +47,8 @@ def run(args):
         weights = (12 if arch.attention_bias else 9) * arch.num_layers + 3
         matmuls = 7 * arch.num_layers + 1
         with stage("convert", weights) as conv, stage("quantize", matmuls if args.precision == "int4" else 0) as quant:
-            builder = Builder(arch, args.precision, on_weight=lambda n: conv.update(1), on_quantized=lambda n: quant.update(1))
+            builder = Builder(arch, args.precision, on_weight=lambda n: conv.update(1),
+                              on_quantized=lambda n: quant.update(1), layout=args.layout)
             model = builder.build(source)
             model.metadata_props.add(key="inferd_import", value=json.dumps({"version": __version__, "source": desc, "precision": args.precision}))
         with stage("write", 1) as bar:
@@ -63,7 +64,7 @@ def run(args):
             staging.write_json("tokenizer_config.json", tok_cfg)
             staging.write_json("config.json", arch.hf_config())
             staging.write_json("generation_config.json", source.generation_defaults())
-            staging.write_json("genai_config.json", genai_config(arch, args.threads))
+            staging.write_json("genai_config.json", genai_config(arch, args.threads, args.layout))
             (staging.dir / "model.toml").write_text(manifest(arch, args.precision, desc))
             bar.update(1)
         staging.commit()
@@ -85,6 +86,9 @@ def main(argv=None):
     ap.add_argument("--tokenizer", metavar="SOURCE", help="with --random: where the tokenizer comes from")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="intra_op_num_threads written to genai_config.json")
+    ap.add_argument("--layout", choices=("optimum", "genai"), default="optimum",
+                    help="graph layout: optimum (position_ids, standard operators) or genai "
+                         "(the onnxruntime-genai builder's: GroupQueryAttention, no position_ids)")
     args = ap.parse_args(argv)
     if bool(args.source) == bool(args.random):
         ap.error("give either SOURCE or --random CONFIG")

@@ -4,8 +4,13 @@
              past_key_values.{i}.key/value [B, kv_heads, P, head_dim]
     outputs  logits [B,S,vocab] float32, present.{i}.key/value [B, kv_heads, T, head_dim]
 
-with T = P + S. Standard ONNX operators only (opset 17), except `com.microsoft.MatMulNBits` for
+with T = P + S, plus an optional input `num_logits_to_keep` [1] (default 0: every position). Standard ONNX operators only (opset 17), except `com.microsoft.MatMulNBits` for
 int4 weights, so the graph runs on every execution provider and on onnxruntime-genai.
+
+`layout="genai"` builds what the onnxruntime-genai model builder publishes instead: no
+`position_ids` (positions come from the attention mask), attention as the contrib operator
+`com.microsoft.GroupQueryAttention` with rotary embedding inside it, and a symbolic head size
+in the cache shapes (read from genai_config.json).
 
 Weights are pulled from the source one at a time and turned into initializers straight away,
 so peak memory is about the size of the output plus one tensor.
@@ -18,12 +23,14 @@ from .errors import ImportFailed
 
 OPSET = 17
 INT4_BLOCK = 32
+KEEP = "num_logits_to_keep"
 
 
 class Builder:
-    def __init__(self, arch, precision, on_weight=None, on_quantized=None):
+    def __init__(self, arch, precision, on_weight=None, on_quantized=None, layout="optimum"):
         self.a = arch
         self.precision = precision
+        self.genai = layout == "genai"
         self.act = TensorProto.FLOAT16 if precision == "fp16" else TensorProto.FLOAT
         self.act_np = np.float16 if precision == "fp16" else np.float32
         # Initializers are written straight into the model: helper.make_graph/make_model would copy
@@ -127,6 +134,8 @@ class Builder:
         return self.op("Transpose", [r], perm=[0, 2, 1, 3])
 
     def attention(self, x, i):
+        if self.genai:
+            return self.group_query_attention(x, i)
         a = self.a
         p = f"model.layers.{i}.self_attn"
         q = self.heads(self.linear(x, f"{p}.q_proj", a.num_heads * a.head_dim, a.hidden_size, a.attention_bias), a.num_heads)
@@ -156,6 +165,23 @@ class Builder:
         ctx = self.op("Reshape", [ctx, self.const([0, 0, nh * hd], dtype=np.int64)])
         return self.linear(ctx, f"{p}.o_proj", a.hidden_size, nh * hd)
 
+    def group_query_attention(self, x, i):
+        a = self.a
+        p = f"model.layers.{i}.self_attn"
+        q = self.linear(x, f"{p}.q_proj", a.num_heads * a.head_dim, a.hidden_size, a.attention_bias)
+        k = self.linear(x, f"{p}.k_proj", a.num_kv_heads * a.head_dim, a.hidden_size, a.attention_bias)
+        v = self.linear(x, f"{p}.v_proj", a.num_kv_heads * a.head_dim, a.hidden_size, a.attention_bias)
+        ctx = self._name("gqa")
+        self.nodes.append(helper.make_node(
+            "GroupQueryAttention",
+            [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", self.seqlens_k, self.total_len,
+             self.cos_cache, self.sin_cache],
+            [ctx, f"present.{i}.key", f"present.{i}.value"],
+            name=f"gqa{i}", domain="com.microsoft",
+            num_heads=a.num_heads, kv_num_heads=a.num_kv_heads, do_rotary=1, rotary_interleaved=0,
+        ))
+        return self.linear(ctx, f"{p}.o_proj", a.hidden_size, a.num_heads * a.head_dim)
+
     def mlp(self, x, i):
         a = self.a
         p = f"model.layers.{i}.mlp"
@@ -170,9 +196,19 @@ class Builder:
         a = self.a
         i64 = lambda v: self.const(v, dtype=np.int64)
         self.eps = self.const(np.float32(a.rms_norm_eps), "rms_eps")
+        inv_freq = 1.0 / (a.rope_theta ** (np.arange(0, a.head_dim, 2, dtype=np.float64) / a.head_dim))
+        if self.genai:
+            # GroupQueryAttention: per-row lengths from the mask, rotary tables for every position.
+            angles = np.arange(a.context_length, dtype=np.float64)[:, None] * inv_freq[None]
+            self.cos_cache = self.const(np.cos(angles).astype(self.act_np), "cos_cache")
+            self.sin_cache = self.const(np.sin(angles).astype(self.act_np), "sin_cache")
+            lengths = self.op("ReduceSum", ["attention_mask", i64([1])], keepdims=0)
+            self.seqlens_k = self.op("Cast", [self.op("Sub", [lengths, self.const(np.int64(1))])], "seqlens_k", to=TensorProto.INT32)
+            total = self.op("Squeeze", [self.op("Slice", [self.op("Shape", ["attention_mask"]), i64([1]), i64([2])]), i64([0])])
+            self.total_len = self.op("Cast", [total], "total_len", to=TensorProto.INT32)
+            return
         self.scale = self.const(np.array(1.0 / np.sqrt(a.head_dim), dtype=self.act_np), "attn_scale")
         self.half_split = i64([a.head_dim // 2, a.head_dim // 2])
-        inv_freq = 1.0 / (a.rope_theta ** (np.arange(0, a.head_dim, 2, dtype=np.float64) / a.head_dim))
         pos = self.op("Unsqueeze", [self.op("Cast", ["position_ids"], to=TensorProto.FLOAT), i64([-1])])
         freqs = self.op("Mul", [pos, self.const(inv_freq.astype(np.float32), "rope_inv_freq")])
         emb = self.op("Concat", [freqs, freqs], axis=-1)  # [B, S, hd]
@@ -193,6 +229,16 @@ class Builder:
         lowest = np.float32(np.finfo(np.float32).min)
         self.mask = self.op("Where", [allowed, self.const(np.float32(0)), self.const(lowest)], "mask")
 
+    def keep_last(self, x):
+        """Only the last `num_logits_to_keep` positions reach the LM head (0, the default, keeps
+        all, as the layout expects). A runtime that needs one token's logits after a prompt
+        feeds 1 and skips the head's work on every other position: the largest single cost of a
+        long prompt."""
+        i64 = lambda v: self.const(v, dtype=np.int64)
+        seq = self.op("Slice", [self.op("Shape", [x]), i64([1]), i64([2])])
+        k = self.op("Where", [self.op("Greater", [KEEP, i64([0])]), KEEP, seq])
+        return self.op("Slice", [x, self.op("Neg", [k]), i64([np.iinfo(np.int64).max]), i64([1])], "kept")
+
     def build(self, source):
         self.source = source
         a = self.a
@@ -200,13 +246,18 @@ class Builder:
         inputs = [
             helper.make_tensor_value_info("input_ids", TensorProto.INT64, [B, S]),
             helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [B, T]),
-            helper.make_tensor_value_info("position_ids", TensorProto.INT64, [B, S]),
         ]
-        outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [B, S, a.vocab_size])]
+        if not self.genai:
+            inputs.append(helper.make_tensor_value_info("position_ids", TensorProto.INT64, [B, S]))
+        # An input with a default (an initializer of the same name): callers may leave it out.
+        inputs.append(helper.make_tensor_value_info(KEEP, TensorProto.INT64, [1]))
+        self.const([0], KEEP, dtype=np.int64)
+        hd = "head_size" if self.genai else a.head_dim
+        outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [B, "kept_sequence_length", a.vocab_size])]
         for i in range(a.num_layers):
             for kind in ("key", "value"):
-                inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", self.act, [B, a.num_kv_heads, P, a.head_dim]))
-                outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", self.act, [B, a.num_kv_heads, T, a.head_dim]))
+                inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", self.act, [B, a.num_kv_heads, P, hd]))
+                outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", self.act, [B, a.num_kv_heads, T, hd]))
         self._prologue()
 
         emb = self.weight("model.embed_tokens.weight", (a.vocab_size, a.hidden_size))
@@ -222,7 +273,7 @@ class Builder:
             x = self.op("Add", [x, h], "resid")
             h = self.mlp(self.rms_norm(x, f"{p}.post_attention_layernorm"), i)
             x = self.op("Add", [x, h], "resid")
-        x = self.rms_norm(x, "model.norm")
+        x = self.rms_norm(self.keep_last(x), "model.norm")
         head = "lm_head" if not a.tie_word_embeddings else "model.embed_tokens"
         logits = self.linear(x, head, a.vocab_size, a.hidden_size)
         if self.act != TensorProto.FLOAT:
@@ -233,7 +284,7 @@ class Builder:
         model.ir_version = 8
         model.producer_name = "inferd-import"
         model.opset_import.append(helper.make_opsetid("", OPSET))
-        if self.precision == "int4":
+        if self.precision == "int4" or self.genai:
             model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
         g = model.graph
         g.name = f"{a.family}-decoder"

@@ -16,8 +16,11 @@ from .graph import total_bytes
 EXTERNAL_DATA_BYTES = 1 << 30
 
 
-def genai_config(arch, threads):
+def genai_config(arch, threads, layout="optimum"):
     a = arch
+    inputs = {"input_ids": "input_ids", "attention_mask": "attention_mask"}
+    if layout == "optimum":
+        inputs["position_ids"] = "position_ids"
     eos = a.eos_token_ids[0] if len(a.eos_token_ids) == 1 else a.eos_token_ids
     return {
         "model": {
@@ -28,10 +31,7 @@ def genai_config(arch, threads):
                 "filename": "model.onnx",
                 "head_size": a.head_dim,
                 "hidden_size": a.hidden_size,
-                "inputs": {
-                    "input_ids": "input_ids",
-                    "attention_mask": "attention_mask",
-                    "position_ids": "position_ids",
+                "inputs": inputs | {
                     "past_key_names": "past_key_values.%d.key",
                     "past_value_names": "past_key_values.%d.value",
                 },

@@ -10,6 +10,9 @@ use ort::value::{DynValue, Tensor as OrtTensor};
 use super::CacheLayout;
 use crate::error::{Error, Result};
 
+/// The optional input that limits the LM head to the last positions.
+pub const KEEP: &str = "num_logits_to_keep";
+
 pub struct Step {
     pub rows: usize,
     /// Tokens per row.
@@ -49,6 +52,14 @@ pub fn run(session: &mut Session, l: &CacheLayout, s: Step, past: Vec<DynValue>)
         inputs.push((
             "position_ids".into(),
             OrtTensor::from_array((vec![b, n], s.positions))?
+                .into_dyn()
+                .into(),
+        ));
+    }
+    if l.logits_to_keep {
+        inputs.push((
+            KEEP.into(),
+            OrtTensor::from_array((vec![1i64], vec![1i64]))?
                 .into_dyn()
                 .into(),
         ));

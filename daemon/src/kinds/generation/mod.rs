@@ -47,6 +47,9 @@ struct CacheLayout {
     head_dim: usize,
     dtype: DType,
     position_ids: bool,
+    /// The graph takes `num_logits_to_keep` (inferd's importer writes it, with a default): fed
+    /// 1, a prompt's LM head runs for its last position only.
+    logits_to_keep: bool,
 }
 
 pub struct TextGeneration {
@@ -124,6 +127,11 @@ impl TextGeneration {
             head_dim: dim(3, "head_size")?,
             dtype,
             position_ids: has("position_ids"),
+            logits_to_keep: has(forward::KEEP)
+                || session
+                    .overridable_initializers()
+                    .iter()
+                    .any(|i| i.name() == forward::KEEP),
         };
         let tok_path = spec
             .tokenizer_path
