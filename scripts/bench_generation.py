@@ -121,6 +121,13 @@ prompt-prefix cache plays no part here (see the next section for it).
 |---|---|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
 
+Both sides run the same graph, but inferd feeds `num_logits_to_keep` = 1 (see docs/models.md),
+so after a prompt its LM head runs for the last position only; genai computes it for every
+prompt position. Decode steps are the same work on both sides: fp32 runs at about parity, and
+the int4 decode gap (shorter steps, so fixed per-token costs weigh more) is inferd's per-token
+path around `Session::run` (about 1 ms of host work, and the D-Bus thread waking on 2 cores),
+not the graph: a bare Python onnxruntime loop over the same file steps as fast as genai.
+
 ### Prompt-prefix cache ({names[0]})
 
 Two questions after the same {prompt_len:.0f}-token system prompt, {runs} runs each: the second

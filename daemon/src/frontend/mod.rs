@@ -1,3 +1,4 @@
 //! Frontends translate a transport's requests into engine calls and map errors at their edge.
 
 pub mod dbus;
+pub mod options;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use inferd_client::{Error, WireTensor};
 use zbus::message::Header;
@@ -14,12 +14,13 @@ use zbus::{interface, Connection};
 
 use super::auth::Auth;
 use super::callers::Callers;
-use super::options::{self, Dict};
+use super::options::{Dict, Options};
 use super::request;
 use crate::engine::job::{
-    Channel, EmbedOutput, EmbedRequest, Event, GenerateRequest, Prompt, Reasoning, Tensors,
+    Channel, EmbedOutput, Event, GenerateRequest, Prompt, Reasoning, Tensors,
 };
 use crate::engine::Engine;
+use crate::frontend::options;
 use crate::tensor::Tensor;
 
 pub struct Service {
@@ -33,8 +34,6 @@ pub struct Service {
 }
 
 type Info = HashMap<String, OwnedValue>;
-
-const EMBED_OPTIONS: [&str; 2] = ["timeout_ms", "truncate"];
 
 impl Service {
     /// Runs `work` unless the caller leaves the bus first; then the work is dropped.
@@ -60,10 +59,7 @@ impl Service {
         texts: Vec<String>,
         opts: Dict,
     ) -> Result<EmbedOutput, Error> {
-        options::only(&opts, &EMBED_OPTIONS)?;
-        let timeout = options::uint(&opts, "timeout_ms")?.map(Duration::from_millis);
-        let truncate = options::boolean(&opts, "truncate")?.unwrap_or(true);
-        let req = EmbedRequest { texts, truncate };
+        let (req, timeout) = options::embedding(&opts, texts)?;
         self.for_caller(hdr, self.engine.embed(&model, req, timeout))
             .await
     }
@@ -143,7 +139,7 @@ impl Service {
             .sender()
             .map(|s| s.as_str().to_owned())
             .ok_or_else(|| Error::InvalidInput("streaming calls need a sender".into()))?;
-        let token = match options::string(&opts, "handle_token")? {
+        let token = match opts.string("handle_token")? {
             Some(t) => t,
             None => format!("r{}", self.requests.fetch_add(1, Ordering::Relaxed)),
         };
@@ -246,11 +242,7 @@ impl Service {
         options: Dict,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<Vec<Vec<(String, f64)>>, Error> {
-        options::only(&options, &["top_k", "timeout_ms", "truncate"])?;
-        let top_k = options::uint(&options, "top_k")?.unwrap_or(0) as usize;
-        let timeout = options::uint(&options, "timeout_ms")?.map(Duration::from_millis);
-        let truncate = options::boolean(&options, "truncate")?.unwrap_or(true);
-        let req = EmbedRequest { texts, truncate };
+        let (req, top_k, timeout) = options::classification(&options, texts)?;
         let out = self
             .for_caller(&hdr, self.engine.classify(&model, req, top_k, timeout))
             .await?;
