@@ -75,6 +75,134 @@ pub fn element_count(shape: &[u64]) -> Option<usize> {
     })
 }
 
+/// Tensors in JSON (the MQTT payloads): `{"dtype", "shape", "data": [...]}`, or `"data_b64"`
+/// holding the little-endian element bytes in base64.
+pub mod json {
+    use base64::Engine as _;
+    use half::f16;
+    use serde_json::{json, Value};
+
+    use super::{element_count, DType, WireTensor};
+
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+    fn push(dtype: DType, v: &Value, out: &mut Vec<u8>) -> Result<(), String> {
+        let bad = || format!("{v} is not a valid {dtype}");
+        match dtype {
+            DType::Float32 => out.extend((v.as_f64().ok_or_else(bad)? as f32).to_le_bytes()),
+            DType::Float16 => out.extend(f16::from_f64(v.as_f64().ok_or_else(bad)?).to_le_bytes()),
+            DType::Int64 => out.extend(v.as_i64().ok_or_else(bad)?.to_le_bytes()),
+            DType::Int32 => {
+                let x = v
+                    .as_i64()
+                    .and_then(|x| i32::try_from(x).ok())
+                    .ok_or_else(bad)?;
+                out.extend(x.to_le_bytes())
+            }
+            DType::Uint8 => out.push(
+                v.as_u64()
+                    .and_then(|x| u8::try_from(x).ok())
+                    .ok_or_else(bad)?,
+            ),
+            DType::Bool => out.push(match v {
+                Value::Bool(b) => u8::from(*b),
+                Value::Number(n) if n.as_u64() == Some(0) || n.as_u64() == Some(1) => {
+                    n.as_u64().unwrap_or(0) as u8
+                }
+                _ => return Err(bad()),
+            }),
+        }
+        Ok(())
+    }
+
+    /// Reads one tensor; errors say which field is wrong.
+    pub fn from_json(v: &Value) -> Result<WireTensor, String> {
+        let dtype: DType = v["dtype"]
+            .as_str()
+            .ok_or("\"dtype\" must be a string such as \"float32\"")?
+            .parse()?;
+        let shape: Vec<u64> = v["shape"]
+            .as_array()
+            .ok_or("\"shape\" must be a list of dimensions")?
+            .iter()
+            .map(|d| d.as_u64().ok_or_else(|| format!("bad dimension {d}")))
+            .collect::<Result<_, _>>()?;
+        let count = element_count(&shape).ok_or("the shape is too large")?;
+        let data = match (&v["data"], &v["data_b64"]) {
+            (Value::Array(values), Value::Null) => {
+                if values.len() != count {
+                    return Err(format!(
+                        "shape {shape:?} holds {count} values, {} given",
+                        values.len()
+                    ));
+                }
+                let mut data = Vec::with_capacity(count * dtype.size());
+                for x in values {
+                    push(dtype, x, &mut data)?;
+                }
+                data
+            }
+            (Value::Null, Value::String(b)) => B64
+                .decode(b)
+                .map_err(|e| format!("\"data_b64\" is not base64: {e}"))?,
+            _ => return Err("give exactly one of \"data\" (a list) and \"data_b64\"".into()),
+        };
+        Ok((dtype.name().to_owned(), shape, data))
+    }
+
+    /// Writes one tensor with its values as a JSON list.
+    pub fn to_json((dtype, shape, data): &WireTensor) -> Value {
+        let Ok(d) = dtype.parse::<DType>() else {
+            return json!({"dtype": dtype, "shape": shape, "data_b64": B64.encode(data)});
+        };
+        let values: Vec<Value> = data
+            .chunks_exact(d.size())
+            .map(|b| match d {
+                DType::Float32 => json!(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                DType::Float16 => json!(f16::from_le_bytes([b[0], b[1]]).to_f32()),
+                DType::Int64 => json!(i64::from_le_bytes(b.try_into().unwrap_or([0; 8]))),
+                DType::Int32 => json!(i32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                DType::Uint8 => json!(b[0]),
+                DType::Bool => json!(b[0] != 0),
+            })
+            .collect();
+        json!({"dtype": dtype, "shape": shape, "data": values})
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn round_trips_and_errors() {
+            let t =
+                from_json(&json!({"dtype": "float32", "shape": [2], "data": [1.5, -2]})).unwrap();
+            assert_eq!(t.2, [1.5f32.to_le_bytes(), (-2f32).to_le_bytes()].concat());
+            assert_eq!(to_json(&t)["data"], json!([1.5, -2.0]));
+            let b = from_json(&json!({"dtype": "int64", "shape": [1], "data_b64": B64.encode(7i64.to_le_bytes())})).unwrap();
+            assert_eq!(b.2, 7i64.to_le_bytes());
+            for (v, needle) in [
+                (
+                    json!({"dtype": "float32", "shape": [3], "data": [1]}),
+                    "holds 3 values",
+                ),
+                (
+                    json!({"dtype": "int8", "shape": [1], "data": [1]}),
+                    "unknown dtype",
+                ),
+                (
+                    json!({"dtype": "uint8", "shape": [1], "data": [300]}),
+                    "not a valid uint8",
+                ),
+                (json!({"dtype": "float32", "shape": [1]}), "exactly one of"),
+            ] {
+                let e = from_json(&v).unwrap_err();
+                assert!(e.contains(needle), "{e}");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,8 @@ pub struct Config {
     pub models: ModelsConfig,
     pub dbus: DbusConfig,
     pub engine: EngineConfig,
+    /// Absent: MQTT is off.
+    pub mqtt: Option<crate::frontend::mqtt::config::MqttConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -171,6 +173,9 @@ impl Config {
     /// Checks what serde cannot: values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.bus()?;
+        if let Some(m) = self.mqtt.as_ref().filter(|m| m.enabled) {
+            m.validate()?;
+        }
         Ok(())
     }
 }

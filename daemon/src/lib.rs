@@ -1,4 +1,4 @@
-//! inferd: an on-device inference daemon serving ONNX models over D-Bus.
+//! inferd: an on-device inference daemon serving ONNX models over D-Bus and MQTT.
 //!
 //! `run` is the whole daemon; `main.rs` only parses flags and waits for a signal. Tests start the
 //! real binary, and embedders can call `run` with their own shutdown future.
@@ -20,6 +20,7 @@ use std::time::Duration;
 use crate::config::{Config, ConfigError};
 use crate::engine::Engine;
 use crate::frontend::dbus::{self, DbusError};
+use crate::frontend::mqtt;
 use crate::repository::Repository;
 use crate::runtime::RuntimeError;
 
@@ -63,12 +64,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         })?;
     let frontend = dbus::serve(engine.clone(), &bus, &config.dbus, &runtime).await?;
     tracing::info!(models = %models.display(), bus = ?bus, "serving org.inferd.Inferd1");
+    let mqtt = match config.mqtt.as_ref().filter(|m| m.enabled) {
+        Some(m) => Some(mqtt::serve(engine.clone(), m)?),
+        None => None,
+    };
 
     shutdown.await;
     tracing::info!("shutting down: finishing accepted requests");
     let timeout = Duration::from_millis(config.engine.shutdown_timeout_ms);
     if !engine.shutdown(timeout).await {
         tracing::warn!("some requests were still running after {timeout:?}; exiting anyway");
+    }
+    if let Some(m) = mqtt {
+        m.close().await;
     }
     frontend.close().await;
     tracing::info!("stopped");

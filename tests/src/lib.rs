@@ -4,6 +4,9 @@
 //! Tests need ONNX Runtime and the default models prepared by `make` (`models/fetch.py`); their
 //! paths come from `ORT_DYLIB_PATH` and `INFERD_MODELS`, or the default cache.
 
+pub mod broker;
+pub use broker::Broker;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -125,6 +125,41 @@ pub enum Event {
     Failed(Error),
 }
 
+/// A whole generation, gathered from its events (for callers that do not stream).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Completion {
+    pub content: String,
+    pub reasoning: String,
+    pub reason: Option<FinishReason>,
+    pub usage: Usage,
+}
+
+/// Waits for a generation to end and gathers its text by channel.
+pub async fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> Result<Completion> {
+    let mut c = Completion::default();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Delta {
+                text,
+                channel: Channel::Content,
+            } => c.content.push_str(&text),
+            Event::Delta {
+                text,
+                channel: Channel::Reasoning,
+            } => c.reasoning.push_str(&text),
+            Event::Finished { reason, usage } => {
+                c.reason = Some(reason);
+                c.usage = usage;
+                return Ok(c);
+            }
+            Event::Failed(e) => return Err(e),
+        }
+    }
+    Err(Error::Internal(
+        "the generation ended without an answer".into(),
+    ))
+}
+
 /// Per text: labels with their probabilities, best first.
 pub type Classes = Vec<Vec<(String, f32)>>;
 

@@ -1,4 +1,5 @@
 //! Frontends translate a transport's requests into engine calls and map errors at their edge.
 
 pub mod dbus;
+pub mod mqtt;
 pub mod options;

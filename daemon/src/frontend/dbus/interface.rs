@@ -16,9 +16,7 @@ use super::auth::Auth;
 use super::callers::Callers;
 use super::options::{Dict, Options};
 use super::request;
-use crate::engine::job::{
-    Channel, EmbedOutput, Event, GenerateRequest, Prompt, Reasoning, Tensors,
-};
+use crate::engine::job::{self, EmbedOutput, Event, GenerateRequest, Prompt, Reasoning, Tensors};
 use crate::engine::Engine;
 use crate::frontend::options;
 use crate::tensor::Tensor;
@@ -103,28 +101,10 @@ impl Service {
         prompt: Prompt,
         opts: Dict,
     ) -> Result<(String, Info), Error> {
-        let (mut rx, _cancel, mode) = self.start(hdr, model, prompt, &opts)?;
-        let (mut content, mut reasoning) = (String::new(), String::new());
-        while let Some(ev) = rx.recv().await {
-            match ev {
-                Event::Delta {
-                    text,
-                    channel: Channel::Content,
-                } => content.push_str(&text),
-                Event::Delta {
-                    text,
-                    channel: Channel::Reasoning,
-                } => reasoning.push_str(&text),
-                Event::Finished { reason, usage } => {
-                    let r = (mode == Reasoning::Separate).then_some(reasoning.as_str());
-                    return Ok((content, request::info_dict(Some(reason), &usage, r)));
-                }
-                Event::Failed(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::Internal(
-            "the generation ended without an answer".into(),
-        ))
+        let (rx, _cancel, mode) = self.start(hdr, model, prompt, &opts)?;
+        let c = job::collect(rx).await?;
+        let r = (mode == Reasoning::Separate).then_some(c.reasoning.as_str());
+        Ok((c.content, request::info_dict(c.reason, &c.usage, r)))
     }
 
     async fn stream_inner(

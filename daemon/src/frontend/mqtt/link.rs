@@ -1,0 +1,311 @@
+//! The broker connection, on MQTT 5 or 3.1.1. One task owns the rumqttc event loop and only
+//! polls it: messages go to the dispatcher through a channel, and replies are published through
+//! the client's bounded request channel, so inference never runs on the event loop.
+//!
+//! A broker that is down or goes away is retried with exponential backoff and jitter (rumqttc
+//! alone would spin at full CPU); subscriptions are restored when the broker kept no session.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{LastWill as LastWill5, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS as QoS5;
+use rumqttc::{v5, QoS};
+use tokio::sync::{mpsc, watch};
+
+use super::config::MqttConfig;
+
+/// A message the broker delivered, the same on both protocol versions.
+#[derive(Debug)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    /// MQTT 5: where the reply goes, and what to copy back.
+    pub response_topic: Option<String>,
+    pub correlation: Option<Bytes>,
+    /// MQTT 5 Message Expiry Interval, as the broker forwarded it (time left).
+    pub expiry: Option<Duration>,
+}
+
+/// A message to publish.
+#[derive(Debug, Clone)]
+pub struct Out {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub correlation: Option<Bytes>,
+    /// MQTT 5 user property `status` (`ok` or an error code).
+    pub status: Option<&'static str>,
+}
+
+#[derive(Clone)]
+pub enum Client {
+    V5(v5::AsyncClient),
+    V3(rumqttc::AsyncClient),
+}
+
+fn qos5(q: QoS) -> QoS5 {
+    match q {
+        QoS::AtMostOnce => QoS5::AtMostOnce,
+        QoS::AtLeastOnce => QoS5::AtLeastOnce,
+        QoS::ExactlyOnce => QoS5::ExactlyOnce,
+    }
+}
+
+fn qos3(q: QoS5) -> QoS {
+    match q {
+        QoS5::AtMostOnce => QoS::AtMostOnce,
+        QoS5::AtLeastOnce => QoS::AtLeastOnce,
+        QoS5::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+impl Client {
+    /// Queues a publish; waits only while the bounded request channel is full.
+    pub async fn publish(&self, o: Out) -> Result<(), String> {
+        match self {
+            Client::V5(c) => {
+                let props = PublishProperties {
+                    correlation_data: o.correlation,
+                    content_type: Some("application/json".into()),
+                    user_properties: o
+                        .status
+                        .map(|s| vec![("status".to_owned(), s.to_owned())])
+                        .unwrap_or_default(),
+                    ..Default::default()
+                };
+                c.publish_with_properties(o.topic, qos5(o.qos), o.retain, o.payload, props)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Client::V3(c) => c
+                .publish(o.topic, o.qos, o.retain, o.payload)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn try_subscribe(&self, filter: &str) -> Result<(), String> {
+        match self {
+            Client::V5(c) => c
+                .try_subscribe(filter, QoS5::AtLeastOnce)
+                .map_err(|e| e.to_string()),
+            Client::V3(c) => c
+                .try_subscribe(filter, QoS::AtLeastOnce)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    pub async fn disconnect(&self) {
+        let _ = match self {
+            Client::V5(c) => c.disconnect().await.map_err(|e| e.to_string()),
+            Client::V3(c) => c.disconnect().await.map_err(|e| e.to_string()),
+        };
+    }
+}
+
+enum EventLoop {
+    V5(Box<v5::EventLoop>),
+    V3(Box<rumqttc::EventLoop>),
+}
+
+enum Happening {
+    Connected { session_present: bool },
+    Message(Message),
+    Failed(String),
+    Other,
+}
+
+impl EventLoop {
+    async fn next(&mut self) -> Happening {
+        use rumqttc::v5::mqttbytes::v5::Packet as P5;
+        use rumqttc::Packet as P3;
+        match self {
+            EventLoop::V5(l) => match l.poll().await {
+                Ok(v5::Event::Incoming(P5::ConnAck(a))) => Happening::Connected {
+                    session_present: a.session_present,
+                },
+                Ok(v5::Event::Incoming(P5::Publish(p))) => {
+                    let props = p.properties.unwrap_or_default();
+                    Happening::Message(Message {
+                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                        payload: p.payload,
+                        qos: qos3(p.qos),
+                        response_topic: props.response_topic,
+                        correlation: props.correlation_data,
+                        expiry: props
+                            .message_expiry_interval
+                            .map(|s| Duration::from_secs(s.into())),
+                    })
+                }
+                Ok(_) => Happening::Other,
+                Err(e) => Happening::Failed(e.to_string()),
+            },
+            EventLoop::V3(l) => match l.poll().await {
+                Ok(rumqttc::Event::Incoming(P3::ConnAck(a))) => Happening::Connected {
+                    session_present: a.session_present,
+                },
+                Ok(rumqttc::Event::Incoming(P3::Publish(p))) => Happening::Message(Message {
+                    topic: p.topic,
+                    payload: p.payload,
+                    qos: p.qos,
+                    response_topic: None,
+                    correlation: None,
+                    expiry: None,
+                }),
+                Ok(_) => Happening::Other,
+                Err(e) => Happening::Failed(e.to_string()),
+            },
+        }
+    }
+}
+
+/// What the link needs to connect.
+pub struct Connect {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub keep_alive: Duration,
+    pub credentials: Option<(String, String)>,
+    /// Retained Last Will: (topic, payload).
+    pub will: (String, Vec<u8>),
+    pub subscriptions: Vec<String>,
+    pub max_payload: usize,
+}
+
+/// Requests published while the broker is away wait here (then `publish` waits).
+const REQUEST_CAPACITY: usize = 1024;
+
+pub fn client(cfg: &MqttConfig, c: &Connect) -> (Client, impl FnOnce() -> Link) {
+    // Headroom over the largest request we take, so a too-large one still arrives and gets
+    // its `too_large` answer instead of breaking the connection.
+    let packet = (c.max_payload * 2 + 64 * 1024) as u32;
+    let (client, lp) = if cfg.protocol == 3 {
+        let mut o = rumqttc::MqttOptions::new(&c.client_id, &c.host, c.port);
+        o.set_keep_alive(c.keep_alive)
+            .set_clean_session(false)
+            .set_max_packet_size(packet as usize, packet as usize)
+            .set_request_channel_capacity(REQUEST_CAPACITY)
+            .set_last_will(rumqttc::LastWill::new(
+                &c.will.0,
+                c.will.1.clone(),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        if let Some((u, p)) = &c.credentials {
+            o.set_credentials(u, p);
+        }
+        let (client, lp) = rumqttc::AsyncClient::new(o, REQUEST_CAPACITY);
+        (Client::V3(client), EventLoop::V3(Box::new(lp)))
+    } else {
+        let mut o = v5::MqttOptions::new(&c.client_id, &c.host, c.port);
+        o.set_keep_alive(c.keep_alive)
+            .set_clean_start(false)
+            .set_session_expiry_interval(Some(3600))
+            .set_max_packet_size(Some(packet))
+            .set_request_channel_capacity(REQUEST_CAPACITY)
+            .set_last_will(LastWill5::new(
+                &c.will.0,
+                c.will.1.clone(),
+                QoS5::AtLeastOnce,
+                true,
+                None,
+            ));
+        if let Some((u, p)) = &c.credentials {
+            o.set_credentials(u, p);
+        }
+        let (client, lp) = v5::AsyncClient::new(o, REQUEST_CAPACITY);
+        (Client::V5(client), EventLoop::V5(Box::new(lp)))
+    };
+    let subs = c.subscriptions.clone();
+    let handle = client.clone();
+    (client, move || Link {
+        lp,
+        client: handle,
+        subscriptions: subs,
+    })
+}
+
+pub struct Link {
+    lp: EventLoop,
+    client: Client,
+    subscriptions: Vec<String>,
+}
+
+/// Exponential backoff with jitter: 0.5 s doubling to 30 s, each wait ±25 %.
+pub fn backoff(failures: u32) -> Duration {
+    let base = 500u64.saturating_mul(1 << failures.min(6)).min(30_000);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let jitter = (nanos % 500) as f64 / 1000.0 - 0.25; // -0.25 .. +0.25
+    Duration::from_millis((base as f64 * (1.0 + jitter)) as u64)
+}
+
+impl Link {
+    /// Polls until `stop`; delivers messages to `tx` and tells `connected` about each
+    /// (re)connection so the status can be republished.
+    pub async fn run(
+        mut self,
+        tx: mpsc::Sender<Message>,
+        connected: watch::Sender<u64>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut failures = 0u32;
+        loop {
+            let h = tokio::select! {
+                h = self.lp.next() => h,
+                _ = stop.changed() => return,
+            };
+            match h {
+                Happening::Connected { session_present } => {
+                    tracing::info!(session_present, "connected to the MQTT broker");
+                    failures = 0;
+                    if !session_present {
+                        for f in &self.subscriptions {
+                            if let Err(e) = self.client.try_subscribe(f) {
+                                tracing::error!(filter = %f, "cannot subscribe: {e}");
+                            }
+                        }
+                    }
+                    connected.send_modify(|n| *n += 1);
+                }
+                Happening::Message(m) => {
+                    if tx.send(m).await.is_err() {
+                        return;
+                    }
+                }
+                Happening::Failed(e) => {
+                    let wait = backoff(failures);
+                    if failures == 0 {
+                        tracing::warn!("MQTT broker connection failed: {e}; retrying in {wait:?}");
+                    } else {
+                        tracing::debug!("MQTT broker still unreachable: {e}; retrying in {wait:?}");
+                    }
+                    failures = failures.saturating_add(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+                Happening::Other => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_a_cap_with_jitter() {
+        let ms = |n| backoff(n).as_millis() as u64;
+        assert!((375..=625).contains(&ms(0)));
+        assert!((750..=1250).contains(&ms(1)));
+        assert!((22_500..=37_500).contains(&ms(20)));
+    }
+}

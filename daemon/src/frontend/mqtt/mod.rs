@@ -1,0 +1,148 @@
+//! The MQTT frontend: requests on `{prefix}/{node}/req/{model}/{op}` (and the shared pool
+//! topic), replies to the MQTT 5 Response Topic or the payload's `reply_to`, a retained status
+//! with a Last Will, and the same engine calls and error set as D-Bus.
+//!
+//! link.rs owns the connection; handler.rs takes each message; ops.rs runs it on the engine.
+
+pub mod config;
+mod dedupe;
+mod handler;
+mod link;
+mod ops;
+mod status;
+mod topics;
+mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::QoS;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use self::config::MqttConfig;
+use self::handler::Handler;
+use self::link::{Client, Connect, Out};
+use self::topics::Topics;
+use crate::config::ConfigError;
+use crate::engine::Engine;
+
+/// A running MQTT frontend; `close` publishes the offline status and disconnects.
+pub struct Frontend {
+    client: Client,
+    topics: Topics,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn read_password(cfg: &MqttConfig) -> Result<Option<(String, String)>, ConfigError> {
+    let Some(user) = &cfg.username else {
+        return Ok(None);
+    };
+    let password = match &cfg.password_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| {
+                ConfigError::Invalid(format!("mqtt.password_file {}: {e}", path.display()))
+            })?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned(),
+        None => String::new(),
+    };
+    Ok(Some((user.clone(), password)))
+}
+
+pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> {
+    cfg.validate()?;
+    let endpoint = cfg.endpoint()?;
+    if endpoint.tls {
+        return Err(ConfigError::Invalid(
+            "mqtts:// (TLS) is not supported by this build yet; use mqtt://".into(),
+        ));
+    }
+    let topics = Topics {
+        prefix: cfg.prefix.clone(),
+        node: cfg.node_name(),
+    };
+    let connect = Connect {
+        host: endpoint.host,
+        port: endpoint.port,
+        client_id: cfg.client_id(),
+        keep_alive: cfg.keep_alive(),
+        credentials: read_password(cfg)?,
+        will: (topics.status(), status::offline()),
+        subscriptions: topics.subscriptions(),
+        max_payload: cfg.max_payload,
+    };
+    let (client, link) = link::client(cfg, &connect);
+    let (stop, stop_rx) = watch::channel(false);
+    let (connected, mut on_connect) = watch::channel(0u64);
+    let (tx, mut rx) = mpsc::channel(1024);
+    let mut tasks = vec![tokio::spawn(link().run(tx, connected, stop_rx))];
+
+    let handler = Arc::new(Handler::new(
+        engine.clone(),
+        client.clone(),
+        topics.clone(),
+        cfg.max_payload,
+    ));
+    tasks.push(tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            handler.handle(m);
+        }
+    }));
+
+    // The retained status: on every (re)connection and every model state change.
+    let (status_client, status_topic) = (client.clone(), topics.status());
+    let mut changes = engine.subscribe();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = on_connect.changed() => if r.is_err() { return },
+                r = changes.recv() => if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) { return },
+            }
+            let out = retained(&status_topic, status::online(&engine));
+            if let Err(e) = status_client.publish(out).await {
+                tracing::debug!("cannot queue the MQTT status: {e}");
+            }
+        }
+    }));
+    tracing::info!(
+        url = %cfg.url,
+        node = %topics.node,
+        prefix = %topics.prefix,
+        protocol = cfg.protocol,
+        "serving MQTT"
+    );
+    Ok(Frontend {
+        client,
+        topics,
+        stop,
+        tasks,
+    })
+}
+
+fn retained(topic: &str, payload: Vec<u8>) -> Out {
+    Out {
+        topic: topic.to_owned(),
+        payload,
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        correlation: None,
+        status: None,
+    }
+}
+
+impl Frontend {
+    /// Publishes the offline status, gives the connection a moment to send what is queued, then
+    /// disconnects.
+    pub async fn close(self) {
+        let offline = retained(&self.topics.status(), status::offline());
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.publish(offline)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.disconnect()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}

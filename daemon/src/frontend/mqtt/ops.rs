@@ -1,0 +1,206 @@
+//! One request per op, run against the engine: reads `input` and `options`, calls the engine,
+//! and hands back what to publish. The same option names and errors as on D-Bus.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::topics::Op;
+use super::wire::{self, WireError};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::engine::job::{self, Event, FinishReason, GenerateRequest, Prompt};
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::frontend::options::{self, Options};
+use crate::tensor::Tensor;
+
+/// A finished request: its result and usage, or an error.
+pub type Answer = Result<(Value, Option<Value>), WireError>;
+
+fn invalid(msg: impl Into<String>) -> WireError {
+    WireError::new("invalid_input", msg)
+}
+
+fn texts(input: &Map<String, Value>) -> Result<Vec<String>, WireError> {
+    let bad = || invalid("input must be {\"texts\": [\"...\", ...]}");
+    input
+        .get("texts")
+        .and_then(Value::as_array)
+        .ok_or_else(bad)?
+        .iter()
+        .map(|t| t.as_str().map(str::to_owned).ok_or_else(bad))
+        .collect()
+}
+
+/// The shorter of the option's timeout and what is left of the message's expiry.
+fn timeout(opt: Option<Duration>, deadline: Option<Instant>) -> Option<Duration> {
+    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    match (opt, left) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+pub struct Call<'a> {
+    pub engine: &'a Engine,
+    pub model: &'a str,
+    pub input: &'a Map<String, Value>,
+    pub options: &'a Map<String, Value>,
+    pub deadline: Option<Instant>,
+}
+
+impl Call<'_> {
+    pub async fn run(&self, op: Op, cancel: CancellationToken) -> Answer {
+        match op {
+            Op::Embed => self.embed().await,
+            Op::Classify => self.classify().await,
+            Op::Infer => self.infer().await,
+            Op::Generate | Op::Chat => collect(self.start_generation(op, cancel)?).await,
+        }
+    }
+
+    async fn embed(&self) -> Answer {
+        let (req, t) = options::embedding(self.options, texts(self.input)?)?;
+        let out = self
+            .engine
+            .embed(self.model, req, timeout(t, self.deadline))
+            .await?;
+        let tokens: u32 = out.tokens.iter().sum();
+        Ok((
+            json!({"embeddings": out.vectors, "truncated": out.truncated}),
+            Some(json!({"prompt_tokens": tokens})),
+        ))
+    }
+
+    async fn classify(&self) -> Answer {
+        let (req, top_k, t) = options::classification(self.options, texts(self.input)?)?;
+        let out = self
+            .engine
+            .classify(self.model, req, top_k, timeout(t, self.deadline))
+            .await?;
+        let labels: Vec<Vec<Value>> = out
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|(l, p)| json!({"label": l, "score": p}))
+                    .collect()
+            })
+            .collect();
+        Ok((json!({"labels": labels}), None))
+    }
+
+    async fn infer(&self) -> Answer {
+        options::only(self.options, &["timeout_ms"])?;
+        let t = timeout(
+            self.options.uint("timeout_ms")?.map(Duration::from_millis),
+            self.deadline,
+        );
+        let inputs = self
+            .input
+            .get("inputs")
+            .and_then(Value::as_object)
+            .ok_or_else(|| {
+                invalid("input must be {\"inputs\": {\"NAME\": {\"dtype\", \"shape\", \"data\"}}}")
+            })?;
+        let mut tensors = BTreeMap::new();
+        for (name, v) in inputs {
+            let wire = inferd_client::tensor::json::from_json(v)
+                .map_err(|e| invalid(format!("input {name:?}: {e}")))?;
+            tensors.insert(name.clone(), Tensor::from_wire(name, wire)?);
+        }
+        let run = self.engine.infer(self.model, tensors);
+        let out = match t {
+            Some(t) => tokio::time::timeout(t, run)
+                .await
+                .map_err(|_| Error::Timeout {
+                    model: self.model.to_owned(),
+                    waited_ms: t.as_millis(),
+                })??,
+            None => run.await?,
+        };
+        let outputs: Map<String, Value> = out
+            .into_iter()
+            .map(|(name, t)| (name, inferd_client::tensor::json::to_json(&t.into_wire())))
+            .collect();
+        Ok((json!({"outputs": outputs}), None))
+    }
+
+    fn prompt(&self, op: Op) -> Result<Prompt, WireError> {
+        if op == Op::Generate {
+            return self
+                .input
+                .get("prompt")
+                .and_then(Value::as_str)
+                .map(|p| Prompt::Text(p.to_owned()))
+                .ok_or_else(|| invalid("input must be {\"prompt\": \"...\"}"));
+        }
+        let bad = || {
+            invalid(
+                "input must be {\"messages\": [{\"role\": \"user\", \"content\": \"...\"}, ...]}",
+            )
+        };
+        let messages = self
+            .input
+            .get("messages")
+            .and_then(Value::as_array)
+            .ok_or_else(bad)?
+            .iter()
+            .map(|m| match (m["role"].as_str(), m["content"].as_str()) {
+                (Some(r), Some(c)) => Ok((r.to_owned(), c.to_owned())),
+                _ => Err(bad()),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Prompt::Chat(messages))
+    }
+
+    /// Queues a generation; its events arrive on the returned channel.
+    pub fn start_generation(
+        &self,
+        op: Op,
+        cancel: CancellationToken,
+    ) -> Result<UnboundedReceiver<Event>, WireError> {
+        let (opts, t) = options::generation(self.options)?;
+        let t = timeout(t, self.deadline);
+        let req = GenerateRequest {
+            prompt: self.prompt(op)?,
+            options: opts,
+            deadline: t.map(|t| Instant::now() + t),
+        };
+        Ok(self.engine.generate(self.model, req, t, cancel)?)
+    }
+}
+
+/// A whole generation as one answer: `{"text", "reasoning"?, "finish_reason"}` and usage.
+async fn collect(rx: UnboundedReceiver<Event>) -> Answer {
+    let c = job::collect(rx).await?;
+    let mut result =
+        json!({"text": c.content, "finish_reason": c.reason.map(FinishReason::as_str)});
+    if !c.reasoning.is_empty() {
+        result["reasoning"] = json!(c.reasoning);
+    }
+    Ok((result, Some(wire::usage_json(&c.usage))))
+}
+
+pub fn ended() -> WireError {
+    Error::Internal("the generation ended without an answer".into()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_earlier_deadline_wins() {
+        let soon = Some(Instant::now() + Duration::from_millis(50));
+        let t = timeout(Some(Duration::from_secs(5)), soon).unwrap();
+        assert!(t <= Duration::from_millis(50));
+        assert_eq!(
+            timeout(Some(Duration::from_secs(5)), None),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(timeout(None, None), None);
+    }
+}

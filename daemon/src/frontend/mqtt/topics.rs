@@ -1,0 +1,125 @@
+//! The topic tree: `{prefix}/{node}/req/{model}/{op}`, `{prefix}/{node}/cancel`, the shared pool
+//! `{prefix}/pool/req/{model}/{op}`, and the topics inferd publishes on.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Embed,
+    Infer,
+    Classify,
+    Generate,
+    Chat,
+}
+
+impl Op {
+    fn parse(s: &str) -> Option<Op> {
+        Some(match s {
+            "embed" => Op::Embed,
+            "infer" => Op::Infer,
+            "classify" => Op::Classify,
+            "generate" => Op::Generate,
+            "chat" => Op::Chat,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Target {
+    Request {
+        model: String,
+        op: Option<Op>,
+        op_name: String,
+    },
+    Cancel,
+}
+
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub prefix: String,
+    pub node: String,
+}
+
+impl Topics {
+    /// What the daemon subscribes to (the pool through a shared subscription, so each request
+    /// goes to one daemon of the pool).
+    pub fn subscriptions(&self) -> Vec<String> {
+        let (p, n) = (&self.prefix, &self.node);
+        vec![
+            format!("{p}/{n}/req/+/+"),
+            format!("{p}/{n}/cancel"),
+            format!("$share/{p}/{p}/pool/req/+/+"),
+        ]
+    }
+
+    pub fn status(&self) -> String {
+        format!("{}/{}/status", self.prefix, self.node)
+    }
+
+    pub fn error(&self) -> String {
+        format!("{}/{}/error", self.prefix, self.node)
+    }
+
+    pub fn parse(&self, topic: &str) -> Option<Target> {
+        let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('/')?;
+        let rest = match rest
+            .strip_prefix(&self.node)
+            .and_then(|r| r.strip_prefix('/'))
+        {
+            Some("cancel") => return Some(Target::Cancel),
+            Some(r) => r,
+            None => rest.strip_prefix("pool/")?,
+        };
+        let mut parts = rest.split('/');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("req"), Some(model), Some(op), None) if !model.is_empty() => {
+                Some(Target::Request {
+                    model: model.to_owned(),
+                    op: Op::parse(op),
+                    op_name: op.to_owned(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_parse() {
+        let t = Topics {
+            prefix: "inferd".into(),
+            node: "n1".into(),
+        };
+        let req = |model: &str, op: Option<Op>, name: &str| {
+            Some(Target::Request {
+                model: model.into(),
+                op,
+                op_name: name.into(),
+            })
+        };
+        assert_eq!(
+            t.parse("inferd/n1/req/minilm/embed"),
+            req("minilm", Some(Op::Embed), "embed")
+        );
+        assert_eq!(
+            t.parse("inferd/pool/req/llm/chat"),
+            req("llm", Some(Op::Chat), "chat")
+        );
+        assert_eq!(t.parse("inferd/n1/req/m/sing"), req("m", None, "sing"));
+        assert_eq!(t.parse("inferd/n1/cancel"), Some(Target::Cancel));
+        for other in [
+            "inferd/n2/req/m/embed",
+            "inferd/n1/req/m",
+            "x/n1/cancel",
+            "inferd/n1/req//embed",
+        ] {
+            assert_eq!(t.parse(other), None, "{other}");
+        }
+        assert!(t
+            .subscriptions()
+            .contains(&"$share/inferd/inferd/pool/req/+/+".to_owned()));
+    }
+}
