@@ -71,6 +71,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     shutdown.await;
     tracing::info!("shutting down: finishing accepted requests");
+    if let Some(m) = &mqtt {
+        m.leave_pool().await;
+    }
     let timeout = Duration::from_millis(config.engine.shutdown_timeout_ms);
     if !engine.shutdown(timeout).await {
         tracing::warn!("some requests were still running after {timeout:?}; exiting anyway");

@@ -31,6 +31,10 @@ impl Broker {
             dir.path().display()
         );
         std::fs::write(dir.path().join("mosquitto.conf"), conf).expect("config");
+        // Started as root, mosquitto drops to its own user, which must still write its database.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
         let mut b = Broker {
             child: None,
             dir,
@@ -57,9 +61,14 @@ impl Broker {
         }
     }
 
-    /// Kills the broker (SIGKILL, no goodbye) and starts it again on the same port.
+    /// Stops the broker with SIGTERM (it saves its sessions and queued messages, as a broker
+    /// restarted by systemd would) and starts it again on the same port.
     pub fn restart(&mut self) {
-        self.kill();
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
         self.spawn();
     }
 
@@ -77,6 +86,24 @@ impl Broker {
     /// The `[mqtt]` config section for a daemon on this broker.
     pub fn config(&self, node: &str) -> String {
         format!("[mqtt]\nurl = \"{}\"\nnode = \"{node}\"\n", self.url())
+    }
+
+    /// Waits until `node`'s retained status says online (it has subscribed by then); returns it.
+    pub fn wait_online(&self, node: &str) -> serde_json::Value {
+        self.wait_status(node, "online")
+    }
+
+    pub fn wait_status(&self, node: &str, state: &str) -> serde_json::Value {
+        for _ in 0..100 {
+            let s = self
+                .subscribe_for(&format!("inferd/{node}/status"), 1, 2)
+                .collect();
+            if s.first().is_some_and(|s| s["state"] == state) {
+                return s[0].clone();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{node} never reported {state}");
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -104,9 +131,13 @@ impl Broker {
     /// `mosquitto_sub` on `topic` until `count` messages arrived (or 20 s passed); start it,
     /// publish, then `collect` it.
     pub fn subscribe(&self, topic: &str, count: usize) -> Subscriber {
+        self.subscribe_for(topic, count, 20)
+    }
+
+    pub fn subscribe_for(&self, topic: &str, count: usize, secs: u32) -> Subscriber {
         let child = Command::new("mosquitto_sub")
             .args(["-p", &self.port.to_string(), "-q", "1", "-t", topic])
-            .args(["-C", &count.to_string(), "-W", "20"])
+            .args(["-C", &count.to_string(), "-W", &secs.to_string()])
             .stdout(Stdio::piped())
             .spawn()
             .expect("mosquitto_sub");
@@ -135,4 +166,68 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+pub type Publish5 = rumqttc::v5::mqttbytes::v5::Publish;
+
+/// An MQTT 5 client (rumqttc) subscribed to `reply`, its event loop polled on a task that
+/// keeps reconnecting. `persistent`: a session the broker keeps across disconnections (and
+/// restarts, with persistence on), as a client that must not lose answers would use.
+pub async fn v5_client(
+    broker: &Broker,
+    id: &str,
+    reply: &str,
+    persistent: bool,
+) -> (
+    rumqttc::v5::AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<Publish5>,
+) {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let mut o = MqttOptions::new(id, "127.0.0.1", broker.port);
+    o.set_max_packet_size(Some(4 << 20));
+    if persistent {
+        o.set_clean_start(false)
+            .set_session_expiry_interval(Some(3600));
+    }
+    let (client, mut lp) = AsyncClient::new(o, 1000);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match lp.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if tx.send(p).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) if tx.is_closed() => return,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    client
+        .subscribe(reply, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (client, rx)
+}
+
+/// MQTT 5 request properties: Response Topic, Correlation Data, optional Message Expiry.
+pub fn props(
+    reply: &str,
+    correlation: &str,
+    expiry: Option<u32>,
+) -> rumqttc::v5::mqttbytes::v5::PublishProperties {
+    rumqttc::v5::mqttbytes::v5::PublishProperties {
+        response_topic: Some(reply.into()),
+        correlation_data: Some(bytes::Bytes::from(correlation.to_owned())),
+        message_expiry_interval: expiry,
+        ..Default::default()
+    }
+}
+
+pub fn json_of(p: &Publish5) -> serde_json::Value {
+    serde_json::from_slice(&p.payload).expect("a JSON reply")
 }

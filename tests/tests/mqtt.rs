@@ -4,11 +4,9 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use inferd_e2e::broker::{json_of, props, v5_client};
 use inferd_e2e::*;
-use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::{json, Value};
 
 fn setup() -> (Broker, Bus, Repo, Daemon) {
@@ -25,20 +23,8 @@ fn setup() -> (Broker, Bus, Repo, Daemon) {
         "kind = \"tensor\"\n[batching]\nmax_batch = 1\n",
     );
     let d = Daemon::start_with(&bus, &repo, &broker.config("n1"));
-    wait_for_status(&broker);
+    broker.wait_online("n1");
     (broker, bus, repo, d)
-}
-
-/// Waits until the daemon's retained status says online (it is subscribed by then).
-fn wait_for_status(broker: &Broker) -> Value {
-    for _ in 0..50 {
-        let s = broker.subscribe("inferd/n1/status", 1).collect();
-        if s.first().is_some_and(|s| s["state"] == "online") {
-            return s[0].clone();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("no online status");
 }
 
 /// Answers by id, from `mosquitto_sub` output.
@@ -196,49 +182,12 @@ fn malformed_requests_get_typed_errors_and_the_listener_keeps_serving() {
     assert_eq!(sub.collect()[0]["ok"], true);
 }
 
-/// An MQTT 5 client (rumqttc) subscribed to `reply`, polled on its own task.
-async fn v5_client(
-    broker: &Broker,
-    reply: &str,
-) -> (
-    AsyncClient,
-    tokio::sync::mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Publish>,
-) {
-    let mut o = MqttOptions::new(format!("test-{reply}"), "127.0.0.1", broker.port);
-    o.set_max_packet_size(Some(4 << 20));
-    let (client, mut lp) = AsyncClient::new(o, 100);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok(ev) = lp.poll().await {
-            if let Event::Incoming(Packet::Publish(p)) = ev {
-                let _ = tx.send(p);
-            }
-        }
-    });
-    client.subscribe(reply, QoS::AtLeastOnce).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    (client, rx)
-}
-
-fn props(reply: &str, correlation: &str, expiry: Option<u32>) -> PublishProperties {
-    PublishProperties {
-        response_topic: Some(reply.into()),
-        correlation_data: Some(Bytes::from(correlation.to_owned())),
-        message_expiry_interval: expiry,
-        ..Default::default()
-    }
-}
-
-fn json_of(p: &rumqttc::v5::mqttbytes::v5::Publish) -> Value {
-    serde_json::from_slice(&p.payload).unwrap()
-}
-
 #[test]
 fn v5_response_topic_correlation_streaming_and_expiry() {
     let (broker, _bus, _repo, _d) = setup();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let (c, mut rx) = v5_client(&broker, "v5/replies").await;
+        let (c, mut rx) = v5_client(&broker, "test-v5", "v5/replies", false).await;
         let body =
             json!({"id": "s1", "input": {"prompt": "What is two plus two?"}, "stream": true});
         c.publish_with_properties(

@@ -1,6 +1,8 @@
-//! Exactly one run per request: a QoS 1 redelivery (the same reply address and `id` within the
-//! window) is not run again. A duplicate of a request still running waits for its answer; a
-//! duplicate of one already answered gets the same answer again.
+//! Exactly one run per request: a second delivery of a request (the same reply address and `id`
+//! within the window) is not run again. A client that sent it twice is answered twice: a
+//! duplicate of a request still running gets its answer when it ends, one already answered gets
+//! the same answer again. A broker's redelivery of the same packet (DUP set, after a lost
+//! acknowledgement) is the same request once more, and its answer is already on the way.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -20,8 +22,9 @@ enum State {
 pub enum Seen {
     /// First time: run it.
     New,
-    /// Running: its answer will be sent once more when it is done.
-    Running,
+    /// Nothing to do now: it is running (an answer owed to this copy goes out when it ends),
+    /// or this is a broker redelivery of a request already answered.
+    Skip,
     /// Answered already: send these again.
     Done(Vec<Out>),
 }
@@ -61,7 +64,8 @@ impl Dedupe {
         }
     }
 
-    pub fn check(&mut self, key: Key) -> Seen {
+    /// `redelivery`: the broker's DUP flag; such a copy is owed nothing more.
+    pub fn check(&mut self, key: Key, redelivery: bool) -> Seen {
         let now = Instant::now();
         self.expire(now);
         match self.entries.get_mut(&key) {
@@ -72,9 +76,12 @@ impl Dedupe {
                 Seen::New
             }
             Some(State::Running { waiting }) => {
-                *waiting += 1;
-                Seen::Running
+                if !redelivery {
+                    *waiting += 1;
+                }
+                Seen::Skip
             }
+            Some(State::Done(_)) if redelivery => Seen::Skip,
             Some(State::Done(outs)) => Seen::Done(outs.clone()),
         }
     }
@@ -107,14 +114,21 @@ mod tests {
     fn duplicates_run_once() {
         let mut d = Dedupe::new(Duration::from_secs(60), 100);
         let k = ("r".to_owned(), "1".to_owned());
-        assert!(matches!(d.check(k.clone()), Seen::New));
-        assert!(matches!(d.check(k.clone()), Seen::Running));
+        assert!(matches!(d.check(k.clone(), false), Seen::New));
+        assert!(matches!(d.check(k.clone(), false), Seen::Skip));
         assert_eq!(d.finish(&k, vec![out("a")]), 1, "one duplicate waits");
-        match d.check(k.clone()) {
+        match d.check(k.clone(), false) {
             Seen::Done(o) => assert_eq!(o[0].payload, b"a"),
             _ => panic!("answered requests are re-sent"),
         }
-        assert!(matches!(d.check(("r".into(), "2".into())), Seen::New));
+        assert!(matches!(
+            d.check(("r".into(), "2".into()), false),
+            Seen::New
+        ));
+        assert!(
+            matches!(d.check(k, true), Seen::Skip),
+            "a broker redelivery is owed nothing more"
+        );
     }
 
     #[test]
@@ -124,10 +138,10 @@ mod tests {
             ("r".to_owned(), "a".to_owned()),
             ("r".to_owned(), "b".to_owned()),
         );
-        d.check(a.clone());
+        d.check(a.clone(), false);
         d.finish(&a, vec![out("x")]);
-        d.check(b.clone());
-        assert!(matches!(d.check(a), Seen::New), "past the window");
-        assert!(matches!(d.check(b), Seen::Running), "still running");
+        d.check(b.clone(), false);
+        assert!(matches!(d.check(a, false), Seen::New), "past the window");
+        assert!(matches!(d.check(b, false), Seen::Skip), "still running");
     }
 }

@@ -149,11 +149,15 @@ impl Handler {
             return self.reject(&m.topic, Some(reply), Some(req.id), e);
         };
         let key: Key = (reply.topic.clone(), req.id.clone());
-        let seen = self.dedupe.lock().expect("not poisoned").check(key.clone());
+        let seen = self
+            .dedupe
+            .lock()
+            .expect("not poisoned")
+            .check(key.clone(), m.dup);
         match seen {
             Seen::New => {}
-            Seen::Running => {
-                tracing::debug!(id = %req.id, "redelivery of a running request; it runs once");
+            Seen::Skip => {
+                tracing::debug!(id = %req.id, dup = m.dup, "second delivery of a request; it runs once");
                 return;
             }
             Seen::Done(outs) => {

@@ -21,6 +21,8 @@ pub struct Message {
     pub topic: String,
     pub payload: Bytes,
     pub qos: QoS,
+    /// A redelivery of a packet the broker sent before (its DUP flag).
+    pub dup: bool,
     /// MQTT 5: where the reply goes, and what to copy back.
     pub response_topic: Option<String>,
     pub correlation: Option<Bytes>,
@@ -88,13 +90,25 @@ impl Client {
     }
 
     fn try_subscribe(&self, filter: &str) -> Result<(), String> {
+        // QoS 2 as the maximum: each request arrives at the QoS it was sent with, and its
+        // replies go out at that QoS (exactly once for QoS 2).
         match self {
             Client::V5(c) => c
-                .try_subscribe(filter, QoS5::AtLeastOnce)
+                .try_subscribe(filter, QoS5::ExactlyOnce)
                 .map_err(|e| e.to_string()),
             Client::V3(c) => c
-                .try_subscribe(filter, QoS::AtLeastOnce)
+                .try_subscribe(filter, QoS::ExactlyOnce)
                 .map_err(|e| e.to_string()),
+        }
+    }
+
+    pub async fn unsubscribe(&self, filter: &str) {
+        let r = match self {
+            Client::V5(c) => c.unsubscribe(filter).await.map_err(|e| e.to_string()),
+            Client::V3(c) => c.unsubscribe(filter).await.map_err(|e| e.to_string()),
+        };
+        if let Err(e) = r {
+            tracing::debug!(filter, "cannot unsubscribe: {e}");
         }
     }
 
@@ -133,6 +147,7 @@ impl EventLoop {
                         topic: String::from_utf8_lossy(&p.topic).into_owned(),
                         payload: p.payload,
                         qos: qos3(p.qos),
+                        dup: p.dup,
                         response_topic: props.response_topic,
                         correlation: props.correlation_data,
                         expiry: props
@@ -151,6 +166,7 @@ impl EventLoop {
                     topic: p.topic,
                     payload: p.payload,
                     qos: p.qos,
+                    dup: p.dup,
                     response_topic: None,
                     correlation: None,
                     expiry: None,

@@ -133,6 +133,14 @@ fn retained(topic: &str, payload: Vec<u8>) -> Out {
 }
 
 impl Frontend {
+    /// Stops taking pool requests, so the broker sends them to the rest of the pool while this
+    /// daemon finishes what it accepted.
+    pub async fn leave_pool(&self) {
+        self.client
+            .unsubscribe(&self.topics.pool_subscription())
+            .await;
+    }
+
     /// Publishes the offline status, gives the connection a moment to send what is queued, then
     /// disconnects.
     pub async fn close(self) {

@@ -47,8 +47,12 @@ impl Topics {
         vec![
             format!("{p}/{n}/req/+/+"),
             format!("{p}/{n}/cancel"),
-            format!("$share/{p}/{p}/pool/req/+/+"),
+            self.pool_subscription(),
         ]
+    }
+
+    pub fn pool_subscription(&self) -> String {
+        format!("$share/{p}/{p}/pool/req/+/+", p = self.prefix)
     }
 
     pub fn status(&self) -> String {

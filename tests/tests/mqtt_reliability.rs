@@ -1,0 +1,207 @@
+//! MQTT when things go wrong: duplicate deliveries, cancel, a daemon killed (Last Will), a
+//! broker restarted in the middle of 500 requests, and a pool of two daemons losing one.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use inferd_e2e::broker::{json_of, props, v5_client};
+use inferd_e2e::*;
+use rumqttc::v5::mqttbytes::QoS;
+use serde_json::json;
+
+fn repo() -> Repo {
+    let repo = Repo::new();
+    repo.add_minilm("minilm");
+    repo.add_llm(
+        "tiny-qwen2",
+        "tiny",
+        "[generation]\ncontext_length = 100000\n",
+    );
+    repo
+}
+
+fn embed(id: &str, reply: &str) -> String {
+    json!({"id": id, "input": {"texts": [format!("sentence {id}")]}, "reply_to": reply}).to_string()
+}
+
+#[test]
+fn a_duplicate_runs_once_and_is_answered_for_both() {
+    let broker = Broker::start();
+    let bus = Bus::start();
+    let repo = repo();
+    let d = Daemon::start_with(&bus, &repo, &broker.config("n1"));
+    broker.wait_online("n1");
+    let served = || d.models()["minilm"]["served"].as_u64().unwrap();
+    let before = served();
+    let sub = broker.subscribe("test/dup", 2);
+    broker.publish("inferd/n1/req/minilm/embed", &embed("same", "test/dup"));
+    broker.publish("inferd/n1/req/minilm/embed", &embed("same", "test/dup"));
+    let replies = sub.collect();
+    assert_eq!(replies.len(), 2, "answered for both deliveries");
+    assert_eq!(replies[0], replies[1], "the same answer");
+    assert_eq!(replies[0]["ok"], true);
+    assert_eq!(served() - before, 1, "run once");
+}
+
+#[test]
+fn cancel_ends_a_stream_and_status_follows_the_daemon() {
+    let broker = Broker::start();
+    let bus = Bus::start();
+    let repo = repo();
+    let d = Daemon::start_with(&bus, &repo, &broker.config("n1"));
+    let status = broker.wait_online("n1");
+    let names: Vec<&str> = status["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["minilm", "tiny"]);
+    assert!(status["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["state"] == "ready"));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (c, mut rx) = v5_client(&broker, "test-cancel", "test/stream", false).await;
+        let req = json!({"id": "long", "input": {"prompt": "Tell me a story."}, "options": {"max_tokens": 90000}, "stream": true});
+        c.publish_with_properties("inferd/n1/req/tiny/generate", QoS::AtLeastOnce, false, req.to_string(), props("test/stream", "x", None))
+            .await
+            .unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap().unwrap();
+        assert_eq!(json_of(&first)["seq"], 0);
+        c.publish("inferd/n1/cancel", QoS::AtLeastOnce, false, json!({"id": "long"}).to_string())
+            .await
+            .unwrap();
+        let done = loop {
+            let p = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap().unwrap();
+            let v = json_of(&p);
+            if v["done"] == true {
+                break v;
+            }
+        };
+        assert_eq!(done["finish_reason"], "cancelled");
+    });
+
+    // Dropping the daemon SIGKILLs it: no goodbye, so the broker publishes the Last Will.
+    drop(d);
+    broker.wait_status("n1", "offline");
+}
+
+/// QoS 1 allows the network to deliver a reply twice (a broker that restarts before an
+/// acknowledgement redelivers); what the daemon owes is one run and one answer per request.
+/// So: every request answered, every copy of an answer identical, and each request run once.
+#[test]
+fn a_broker_restart_loses_no_request() {
+    let mut broker = Broker::start();
+    let bus = Bus::start();
+    let repo = repo();
+    let d = Daemon::start_with(&bus, &repo, &broker.config("n1"));
+    broker.wait_online("n1");
+    let served_before = d.models()["minilm"]["served"].as_u64().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let n = 500;
+    let answers = rt.block_on(async {
+        let (c, mut rx) = v5_client(&broker, "test-restart", "test/restart", true).await;
+        let mut answers: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
+        for i in 0..n {
+            let body = embed(&i.to_string(), "test/restart");
+            c.publish_with_properties(
+                "inferd/n1/req/minilm/embed",
+                QoS::AtLeastOnce,
+                false,
+                body,
+                props("test/restart", "r", None),
+            )
+            .await
+            .unwrap();
+            if i == n / 2 {
+                // Let some requests and answers be in flight, then restart the broker.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::task::block_in_place(|| broker.restart());
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while answers.len() < n && Instant::now() < deadline {
+            if let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                let v = json_of(&p);
+                answers
+                    .entry(v["id"].as_str().unwrap().to_owned())
+                    .or_default()
+                    .push(v);
+            }
+        }
+        // Late copies, to check they are copies.
+        while let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+            let v = json_of(&p);
+            answers
+                .entry(v["id"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(v);
+        }
+        answers
+    });
+    let missing: Vec<usize> = (0..n)
+        .filter(|i| !answers.contains_key(&i.to_string()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "no answer for {} requests: {missing:?}",
+        missing.len()
+    );
+    for (id, copies) in &answers {
+        assert_eq!(copies[0]["ok"], true, "{id}: {}", copies[0]);
+        assert!(
+            copies.iter().all(|c| *c == copies[0]),
+            "{id}: different answers"
+        );
+    }
+    let runs = d.models()["minilm"]["served"].as_u64().unwrap() - served_before;
+    assert_eq!(runs, n as u64, "each request ran exactly once");
+    let copies: usize = answers.values().map(|c| c.len() - 1).sum();
+    eprintln!("{n} requests, {n} runs, {copies} redelivered copies of answers (QoS 1)");
+}
+
+#[test]
+fn a_pool_spreads_requests_and_survives_losing_a_member() {
+    let broker = Broker::start();
+    let bus = Bus::start();
+    let repo = repo();
+    let a = Daemon::start_with(&bus, &repo, &broker.config("a"));
+    let bus_b = Bus::start();
+    let mut b = Daemon::start_with(&bus_b, &repo, &broker.config("b"));
+    broker.wait_online("a");
+    broker.wait_online("b");
+    let served = |d: &Daemon| d.models()["minilm"]["served"].as_u64().unwrap();
+    let n = 40;
+    let sub = broker.subscribe("test/pool", n);
+    for i in 0..n {
+        broker.publish(
+            "inferd/pool/req/minilm/embed",
+            &embed(&format!("p{i}"), "test/pool"),
+        );
+    }
+    assert_eq!(sub.collect().len(), n);
+    let (sa, sb) = (served(&a), served(&b));
+    assert_eq!(sa + sb, n as u64, "each request ran once");
+    assert!(sa > 0 && sb > 0, "spread over both: {sa} and {sb}");
+
+    // Stop one member (SIGTERM: it leaves the pool, finishes what it took, goes offline); the
+    // other serves everything sent meanwhile.
+    let sub = broker.subscribe("test/pool2", n);
+    for i in 0..n {
+        broker.publish(
+            "inferd/pool/req/minilm/embed",
+            &embed(&format!("q{i}"), "test/pool2"),
+        );
+        if i == 5 {
+            assert!(b.stop().success());
+        }
+    }
+    let replies = sub.collect();
+    assert_eq!(replies.len(), n, "no request lost");
+    assert!(replies.iter().all(|r| r["ok"] == true), "{replies:?}");
+    broker.wait_status("b", "offline");
+}
