@@ -13,6 +13,8 @@ pub struct Broker {
     child: Option<Child>,
     dir: TempDir,
     pub port: u16,
+    /// With password authentication: the one user the test clients log in as.
+    credentials: Option<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -24,12 +26,42 @@ fn free_port() -> u16 {
 
 impl Broker {
     pub fn start() -> Broker {
+        Broker::start_with(None)
+    }
+
+    /// A broker that only lets `user` in with `password` (mosquitto_passwd), no anonymous.
+    pub fn with_password(user: &str, password: &str) -> Broker {
+        Broker::start_with(Some((user.to_owned(), password.to_owned())))
+    }
+
+    fn start_with(credentials: Option<(String, String)>) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\n",
+        let mut conf = format!(
+            "listener {port} 127.0.0.1\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\n",
             dir.path().display()
         );
+        match &credentials {
+            None => conf.push_str("allow_anonymous true\n"),
+            Some((user, password)) => {
+                let file = dir.path().join("passwords");
+                let ok = Command::new("mosquitto_passwd")
+                    .args(["-b", "-c"])
+                    .arg(&file)
+                    .args([user, password])
+                    .status()
+                    .expect("mosquitto_passwd")
+                    .success();
+                assert!(ok, "mosquitto_passwd failed");
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
+                    .expect("chmod");
+                conf.push_str(&format!(
+                    "allow_anonymous false\npassword_file {}\n",
+                    file.display()
+                ));
+            }
+        }
         std::fs::write(dir.path().join("mosquitto.conf"), conf).expect("config");
         // Started as root, mosquitto drops to its own user, which must still write its database.
         use std::os::unix::fs::PermissionsExt;
@@ -39,6 +71,7 @@ impl Broker {
             child: None,
             dir,
             port,
+            credentials,
         };
         b.spawn();
         b
@@ -110,12 +143,21 @@ impl Broker {
         self.dir.path().join("mosquitto.log")
     }
 
+    /// `-p PORT` and, with authentication, `-u USER -P PASSWORD` for mosquitto's clients.
+    fn client_args(&self) -> Vec<String> {
+        let mut a = vec!["-p".to_owned(), self.port.to_string()];
+        if let Some((u, p)) = &self.credentials {
+            a.extend(["-u".to_owned(), u.clone(), "-P".to_owned(), p.clone()]);
+        }
+        a
+    }
+
     /// `mosquitto_pub` as it is (MQTT 3.1.1), QoS 1, the payload on its stdin.
     pub fn publish(&self, topic: &str, payload: &str) {
         use std::io::Write;
-        let port = self.port.to_string();
         let mut child = Command::new("mosquitto_pub")
-            .args(["-p", &port, "-q", "1", "-t", topic, "-s"])
+            .args(self.client_args())
+            .args(["-q", "1", "-t", topic, "-s"])
             .stdin(Stdio::piped())
             .spawn()
             .expect("mosquitto_pub (apt install mosquitto-clients)");
@@ -136,7 +178,8 @@ impl Broker {
 
     pub fn subscribe_for(&self, topic: &str, count: usize, secs: u32) -> Subscriber {
         let child = Command::new("mosquitto_sub")
-            .args(["-p", &self.port.to_string(), "-q", "1", "-t", topic])
+            .args(self.client_args())
+            .args(["-q", "1", "-t", topic])
             .args(["-C", &count.to_string(), "-W", &secs.to_string()])
             .stdout(Stdio::piped())
             .spawn()

@@ -35,6 +35,38 @@ pub struct MqttConfig {
     /// Larger request payloads are answered `too_large` without being parsed.
     #[serde(default = "max_payload")]
     pub max_payload: usize,
+    /// `[[mqtt.route]]`: run a model on every message of a topic filter.
+    #[serde(default)]
+    pub route: Vec<RouteConfig>,
+}
+
+/// A route: messages on `from` run `op` on `model`; results go to `to`, where `{1}`, `{2}`, …
+/// are the topic levels matched by the filter's `+` wildcards.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub from: String,
+    pub model: String,
+    /// `embed`, `classify`, `generate`, `chat` (the text as one user message) or `infer`.
+    pub op: String,
+    pub to: String,
+    /// Text ops: the payload is JSON and the text is this string field (default: the raw
+    /// UTF-8 payload).
+    pub input_field: Option<String>,
+    /// `infer`: the model input's name and the shape the payload's values fill; the payload is
+    /// a JSON number array or raw little-endian f32.
+    pub input_name: Option<String>,
+    pub shape: Option<Vec<u64>>,
+    /// Options as on a request (`top_k`, `max_tokens`, …).
+    #[serde(default)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+    /// Messages waiting for this route; beyond it they go to route-errors.
+    #[serde(default = "route_queue")]
+    pub queue: usize,
+}
+
+fn route_queue() -> usize {
+    64
 }
 
 fn yes() -> bool {
@@ -101,6 +133,9 @@ impl MqttConfig {
                 )));
             }
         }
+        for r in &self.route {
+            r.validate()?;
+        }
         if self.password_file.is_some() && self.username.is_none() {
             return Err(ConfigError::Invalid(
                 "mqtt.password_file needs mqtt.username".into(),
@@ -126,6 +161,39 @@ impl MqttConfig {
 
     pub fn keep_alive(&self) -> Duration {
         Duration::from_secs(self.keep_alive.max(5))
+    }
+}
+
+impl RouteConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad =
+            |why: String| ConfigError::Invalid(format!("mqtt.route from {:?}: {why}", self.from));
+        if !matches!(
+            self.op.as_str(),
+            "embed" | "classify" | "generate" | "chat" | "infer"
+        ) {
+            return Err(bad(format!(
+                "op {:?}: expected embed, classify, generate, chat or infer",
+                self.op
+            )));
+        }
+        if self.from.is_empty() || self.to.is_empty() || self.to.contains(['+', '#']) {
+            return Err(bad(
+                "`from` must be a topic filter and `to` a topic name".into()
+            ));
+        }
+        let wildcards = self.from.split('/').filter(|l| *l == "+").count();
+        for n in 1..=9 {
+            if self.to.contains(&format!("{{{n}}}")) && n > wildcards {
+                return Err(bad(format!(
+                    "`to` uses {{{n}}} but `from` has {wildcards} '+'"
+                )));
+            }
+        }
+        if self.op == "infer" && (self.input_name.is_none() || self.shape.is_none()) {
+            return Err(bad("op infer needs input_name and shape".into()));
+        }
+        Ok(())
     }
 }
 

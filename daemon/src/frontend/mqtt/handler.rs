@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::dedupe::{Dedupe, Key, Seen};
 use super::link::{Client, Message, Out};
 use super::ops::{self, Call};
+use super::routes::Router;
 use super::topics::{Op, Target, Topics};
 use super::wire::{self, WireError};
 use crate::engine::job::Event;
@@ -51,18 +52,26 @@ pub struct Handler {
     pub client: Client,
     pub topics: Topics,
     pub max_payload: usize,
+    router: Arc<Router>,
     dedupe: Mutex<Dedupe>,
     /// Running requests by id, for `{prefix}/{node}/cancel`.
     running: Mutex<HashMap<String, CancellationToken>>,
 }
 
 impl Handler {
-    pub fn new(engine: Engine, client: Client, topics: Topics, max_payload: usize) -> Self {
+    pub fn new(
+        engine: Engine,
+        client: Client,
+        topics: Topics,
+        max_payload: usize,
+        router: Arc<Router>,
+    ) -> Self {
         Handler {
             engine,
             client,
             topics,
             max_payload,
+            router,
             dedupe: Mutex::new(Dedupe::new(DEDUPE_WINDOW, DEDUPE_ENTRIES)),
             running: Mutex::new(HashMap::new()),
         }
@@ -70,6 +79,7 @@ impl Handler {
 
     pub fn handle(self: &Arc<Self>, m: Message) {
         match self.topics.parse(&m.topic) {
+            None if self.router.dispatch(&m) => {}
             None => tracing::debug!(topic = %m.topic, "ignored a message on an unknown topic"),
             Some(Target::Cancel) => self.cancel(&m),
             Some(Target::Request { model, op, op_name }) => self.request(m, model, op, op_name),

@@ -9,6 +9,7 @@ mod dedupe;
 mod handler;
 mod link;
 mod ops;
+mod routes;
 mod status;
 mod topics;
 mod wire;
@@ -70,7 +71,11 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
         keep_alive: cfg.keep_alive(),
         credentials: read_password(cfg)?,
         will: (topics.status(), status::offline()),
-        subscriptions: topics.subscriptions(),
+        subscriptions: topics
+            .subscriptions()
+            .into_iter()
+            .chain(cfg.route.iter().map(|r| r.from.clone()))
+            .collect(),
         max_payload: cfg.max_payload,
     };
     let (client, link) = link::client(cfg, &connect);
@@ -79,11 +84,13 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
     let (tx, mut rx) = mpsc::channel(1024);
     let mut tasks = vec![tokio::spawn(link().run(tx, connected, stop_rx))];
 
+    let router = routes::Router::start(&cfg.route, &engine, &client, topics.route_errors());
     let handler = Arc::new(Handler::new(
         engine.clone(),
         client.clone(),
         topics.clone(),
         cfg.max_payload,
+        router,
     ));
     tasks.push(tokio::spawn(async move {
         while let Some(m) = rx.recv().await {

@@ -11,7 +11,7 @@ pub enum Op {
 }
 
 impl Op {
-    fn parse(s: &str) -> Option<Op> {
+    pub fn parse(s: &str) -> Option<Op> {
         Some(match s {
             "embed" => Op::Embed,
             "infer" => Op::Infer,
@@ -61,6 +61,10 @@ impl Topics {
 
     pub fn error(&self) -> String {
         format!("{}/{}/error", self.prefix, self.node)
+    }
+
+    pub fn route_errors(&self) -> String {
+        format!("{}/{}/route-errors", self.prefix, self.node)
     }
 
     pub fn parse(&self, topic: &str) -> Option<Target> {
