@@ -15,6 +15,78 @@ pub struct Broker {
     pub port: u16,
     /// With password authentication: the one user the test clients log in as.
     credentials: Option<(String, String)>,
+    /// With TLS: the CA certificate that signed the broker's.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, readable by mosquitto's user.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("san.ext");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=inferd test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["ca.crt", "server.crt", "server.key"] {
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+    }
 }
 
 fn free_port() -> u16 {
@@ -26,15 +98,20 @@ fn free_port() -> u16 {
 
 impl Broker {
     pub fn start() -> Broker {
-        Broker::start_with(None)
+        Broker::start_with(None, false)
     }
 
     /// A broker that only lets `user` in with `password` (mosquitto_passwd), no anonymous.
     pub fn with_password(user: &str, password: &str) -> Broker {
-        Broker::start_with(Some((user.to_owned(), password.to_owned())))
+        Broker::start_with(Some((user.to_owned(), password.to_owned())), false)
     }
 
-    fn start_with(credentials: Option<(String, String)>) -> Broker {
+    /// TLS only (a CA and a certificate for 127.0.0.1 made here with openssl), and a password.
+    pub fn with_tls(user: &str, password: &str) -> Broker {
+        Broker::start_with(Some((user.to_owned(), password.to_owned())), true)
+    }
+
+    fn start_with(credentials: Option<(String, String)>, tls: bool) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut conf = format!(
@@ -62,6 +139,15 @@ impl Broker {
                 ));
             }
         }
+        let ca_file = tls.then(|| {
+            let d = dir.path();
+            make_certificates(d);
+            conf.push_str(&format!(
+                "cafile {0}/ca.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\n",
+                d.display()
+            ));
+            d.join("ca.crt")
+        });
         std::fs::write(dir.path().join("mosquitto.conf"), conf).expect("config");
         // Started as root, mosquitto drops to its own user, which must still write its database.
         use std::os::unix::fs::PermissionsExt;
@@ -72,6 +158,7 @@ impl Broker {
             dir,
             port,
             credentials,
+            ca_file,
         };
         b.spawn();
         b
@@ -113,7 +200,12 @@ impl Broker {
     }
 
     pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+        let scheme = if self.ca_file.is_some() {
+            "mqtts"
+        } else {
+            "mqtt"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The `[mqtt]` config section for a daemon on this broker.
@@ -145,9 +237,17 @@ impl Broker {
 
     /// `-p PORT` and, with authentication, `-u USER -P PASSWORD` for mosquitto's clients.
     fn client_args(&self) -> Vec<String> {
-        let mut a = vec!["-p".to_owned(), self.port.to_string()];
+        let mut a = vec![
+            "-h".to_owned(),
+            "127.0.0.1".to_owned(),
+            "-p".to_owned(),
+            self.port.to_string(),
+        ];
         if let Some((u, p)) = &self.credentials {
             a.extend(["-u".to_owned(), u.clone(), "-P".to_owned(), p.clone()]);
+        }
+        if let Some(ca) = &self.ca_file {
+            a.extend(["--cafile".to_owned(), ca.display().to_string()]);
         }
         a
     }

@@ -134,3 +134,33 @@ fn passwords_come_from_a_file_and_wrong_ones_are_retried_not_fatal() {
     // Still serving on D-Bus.
     assert_eq!(wrong.models()["intent"]["state"], "ready");
 }
+
+#[test]
+fn tls_with_a_private_ca() {
+    let broker = Broker::with_tls("inferd", "tls-pass");
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "tls-pass\n").unwrap();
+    let ca = broker.ca_file.clone().unwrap();
+    let config = format!(
+        "{}username = \"inferd\"\npassword_file = \"{}\"\nca_file = \"{}\"\n",
+        broker.config("secure"),
+        pass.display(),
+        ca.display()
+    );
+    assert!(config.contains("mqtts://"));
+    let bus = Bus::start();
+    let repo = repo();
+    let _d = Daemon::start_with(&bus, &repo, &config);
+    broker.wait_online("secure");
+    let sub = broker.subscribe("test/tls", 1);
+    broker.publish(
+        "inferd/secure/req/intent/classify",
+        &json!({"id": "t", "input": {"texts": ["turn off the lights"]}, "reply_to": "test/tls"})
+            .to_string(),
+    );
+    assert_eq!(
+        sub.collect()[0]["result"]["labels"][0][0]["label"],
+        "lights_off"
+    );
+}

@@ -189,6 +189,8 @@ pub struct Connect {
     pub will: (String, Vec<u8>),
     pub subscriptions: Vec<String>,
     pub max_payload: usize,
+    /// `mqtts://`: TLS with these CA certificates and, optionally, a client certificate.
+    pub tls: Option<rumqttc::TlsConfiguration>,
 }
 
 /// Requests published while the broker is away wait here (then `publish` waits).
@@ -213,6 +215,9 @@ pub fn client(cfg: &MqttConfig, c: &Connect) -> (Client, impl FnOnce() -> Link) 
         if let Some((u, p)) = &c.credentials {
             o.set_credentials(u, p);
         }
+        if let Some(tls) = &c.tls {
+            o.set_transport(rumqttc::Transport::tls_with_config(tls.clone()));
+        }
         let (client, lp) = rumqttc::AsyncClient::new(o, REQUEST_CAPACITY);
         (Client::V3(client), EventLoop::V3(Box::new(lp)))
     } else {
@@ -231,6 +236,9 @@ pub fn client(cfg: &MqttConfig, c: &Connect) -> (Client, impl FnOnce() -> Link) 
             ));
         if let Some((u, p)) = &c.credentials {
             o.set_credentials(u, p);
+        }
+        if let Some(tls) = &c.tls {
+            o.set_transport(rumqttc::Transport::tls_with_config(tls.clone()));
         }
         let (client, lp) = v5::AsyncClient::new(o, REQUEST_CAPACITY);
         (Client::V5(client), EventLoop::V5(Box::new(lp)))

@@ -52,14 +52,41 @@ fn read_password(cfg: &MqttConfig) -> Result<Option<(String, String)>, ConfigErr
     Ok(Some((user.clone(), password)))
 }
 
+/// Debian's bundle of the system's trusted CAs, used when `ca_file` is not set.
+const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+fn tls_config(cfg: &MqttConfig) -> Result<rumqttc::TlsConfiguration, ConfigError> {
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| ConfigError::Invalid(format!("mqtt.{key} {}: {e}", path.display())))
+    };
+    let ca = match &cfg.ca_file {
+        Some(p) => read("ca_file", p)?,
+        None => read(
+            "ca_file (not set, so the system bundle)",
+            std::path::Path::new(SYSTEM_CAS),
+        )?,
+    };
+    let client_auth = match (&cfg.cert_file, &cfg.key_file) {
+        (Some(c), Some(k)) => Some((read("cert_file", c)?, read("key_file", k)?)),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::Invalid(
+                "mqtt.cert_file and mqtt.key_file go together".into(),
+            ))
+        }
+    };
+    Ok(rumqttc::TlsConfiguration::Simple {
+        ca,
+        alpn: None,
+        client_auth,
+    })
+}
+
 pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> {
     cfg.validate()?;
     let endpoint = cfg.endpoint()?;
-    if endpoint.tls {
-        return Err(ConfigError::Invalid(
-            "mqtts:// (TLS) is not supported by this build yet; use mqtt://".into(),
-        ));
-    }
+    let tls = endpoint.tls.then(|| tls_config(cfg)).transpose()?;
     let topics = Topics {
         prefix: cfg.prefix.clone(),
         node: cfg.node_name(),
@@ -77,6 +104,7 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
             .chain(cfg.route.iter().map(|r| r.from.clone()))
             .collect(),
         max_payload: cfg.max_payload,
+        tls,
     };
     let (client, link) = link::client(cfg, &connect);
     let (stop, stop_rx) = watch::channel(false);
