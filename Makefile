@@ -68,8 +68,8 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 check-tools:
-	@for t in dbus-daemon busctl gdbus setpriv cc; do \
-	  command -v $$t >/dev/null || { echo "missing $$t: run .ci/run, or apt-get install dbus libglib2.0-bin util-linux gcc"; exit 1; }; \
+	@for t in dbus-daemon busctl gdbus setpriv cc mosquitto mosquitto_pub mosquitto_sub mosquitto_passwd openssl; do \
+	  command -v $$t >/dev/null || { echo "missing $$t: run .ci/run, or apt-get install dbus libglib2.0-bin util-linux gcc mosquitto mosquitto-clients openssl"; exit 1; }; \
 	done
 
 ## Benchmarks; results go to docs/benchmarks.md.
