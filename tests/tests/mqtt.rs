@@ -9,6 +9,19 @@ use inferd_e2e::*;
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::{json, Value};
 
+/// One input per dtype for the `ops` test model (a*2+1, b+b, c+1, d*3, e+1, not f); `c` = 41 is
+/// sent as base64 of its little-endian bytes.
+static OPS_INPUTS: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
+    json!({
+        "a": {"dtype": "float32", "shape": [1, 3], "data": [1, 2, 3]},
+        "b": {"dtype": "float16", "shape": [1, 3], "data": [0.5, 1, -2]},
+        "c": {"dtype": "int64", "shape": [1], "data_b64": "KQAAAAAAAAA="},
+        "d": {"dtype": "int32", "shape": [1, 2], "data": [-4, 5]},
+        "e": {"dtype": "uint8", "shape": [1], "data": [255]},
+        "f": {"dtype": "bool", "shape": [1], "data": [true]}
+    })
+});
+
 fn setup() -> (Broker, Bus, Repo, Daemon) {
     let broker = Broker::start();
     let bus = Bus::start();
@@ -72,14 +85,7 @@ fn every_op_round_trips_with_mosquitto_clients_and_reply_to() {
     req(
         "inferd/n1/req/ops/infer",
         "i",
-        json!({"inputs": {
-            "a": {"dtype": "float32", "shape": [1, 3], "data": [1, 2, 3]},
-            "b": {"dtype": "float16", "shape": [1, 3], "data": [0.5, 1, -2]},
-            "c": {"dtype": "int64", "shape": [1], "data_b64": "KQAAAAAAAAA="},
-            "d": {"dtype": "int32", "shape": [1, 2], "data": [-4, 5]},
-            "e": {"dtype": "uint8", "shape": [1], "data": [255]},
-            "f": {"dtype": "bool", "shape": [1], "data": [true]}
-        }}),
+        json!({"inputs": OPS_INPUTS.clone()}),
         json!({}),
     );
     let replies = sub.collect();
@@ -188,6 +194,49 @@ fn v5_response_topic_correlation_streaming_and_expiry() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let (c, mut rx) = v5_client(&broker, "test-v5", "v5/replies", false).await;
+        // Every op, answered at the Response Topic with its Correlation Data; no reply_to.
+        let requests = [
+            ("minilm/embed", json!({"texts": ["hi"]})),
+            (
+                "intent/classify",
+                json!({"texts": ["what is the weather like"]}),
+            ),
+            ("think/generate", json!({"prompt": "2+2?"})),
+            (
+                "think/chat",
+                json!({"messages": [{"role": "user", "content": "2+2?"}]}),
+            ),
+            ("ops/infer", json!({"inputs": OPS_INPUTS.clone()})),
+        ];
+        for (i, (target, input)) in requests.iter().enumerate() {
+            let body = json!({"id": format!("v{i}"), "input": input});
+            let topic = format!("inferd/n1/req/{target}");
+            c.publish_with_properties(
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                body.to_string(),
+                props("v5/replies", &format!("c{i}"), None),
+            )
+            .await
+            .unwrap();
+        }
+        for _ in 0..requests.len() {
+            let p = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            let v = json_of(&p);
+            assert_eq!(v["ok"], true, "{v}");
+            let i = v["id"].as_str().unwrap().trim_start_matches('v').to_owned();
+            let corr = p.properties.unwrap().correlation_data.unwrap();
+            assert_eq!(
+                corr,
+                format!("c{i}").as_bytes(),
+                "each reply carries its own correlation"
+            );
+        }
+
         let body =
             json!({"id": "s1", "input": {"prompt": "What is two plus two?"}, "stream": true});
         c.publish_with_properties(

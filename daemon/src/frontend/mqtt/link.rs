@@ -129,6 +129,7 @@ enum Happening {
     Connected { session_present: bool },
     Message(Message),
     Failed(String),
+    Unsubscribed,
     Other,
 }
 
@@ -155,6 +156,7 @@ impl EventLoop {
                             .map(|s| Duration::from_secs(s.into())),
                     })
                 }
+                Ok(v5::Event::Incoming(P5::UnsubAck(_))) => Happening::Unsubscribed,
                 Ok(_) => Happening::Other,
                 Err(e) => Happening::Failed(e.to_string()),
             },
@@ -171,6 +173,7 @@ impl EventLoop {
                     correlation: None,
                     expiry: None,
                 }),
+                Ok(rumqttc::Event::Incoming(P3::UnsubAck(_))) => Happening::Unsubscribed,
                 Ok(_) => Happening::Other,
                 Err(e) => Happening::Failed(e.to_string()),
             },
@@ -252,6 +255,12 @@ pub fn client(cfg: &MqttConfig, c: &Connect) -> (Client, impl FnOnce() -> Link) 
     })
 }
 
+/// What the link tells the rest of the frontend, as counters that change.
+pub struct Events {
+    pub connected: watch::Sender<u64>,
+    pub unsubscribed: watch::Sender<u64>,
+}
+
 pub struct Link {
     lp: EventLoop,
     client: Client,
@@ -270,12 +279,12 @@ pub fn backoff(failures: u32) -> Duration {
 }
 
 impl Link {
-    /// Polls until `stop`; delivers messages to `tx` and tells `connected` about each
-    /// (re)connection so the status can be republished.
+    /// Polls until `stop`; delivers messages to `tx`, and counts (re)connections (so the
+    /// status can be republished) and acknowledged unsubscriptions in `events`.
     pub async fn run(
         mut self,
         tx: mpsc::Sender<Message>,
-        connected: watch::Sender<u64>,
+        events: Events,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut failures = 0u32;
@@ -295,7 +304,7 @@ impl Link {
                             }
                         }
                     }
-                    connected.send_modify(|n| *n += 1);
+                    events.connected.send_modify(|n| *n += 1);
                 }
                 Happening::Message(m) => {
                     if tx.send(m).await.is_err() {
@@ -315,6 +324,7 @@ impl Link {
                         _ = stop.changed() => return,
                     }
                 }
+                Happening::Unsubscribed => events.unsubscribed.send_modify(|n| *n += 1),
                 Happening::Other => {}
             }
         }

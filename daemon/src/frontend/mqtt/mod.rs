@@ -33,6 +33,9 @@ pub struct Frontend {
     client: Client,
     topics: Topics,
     stop: watch::Sender<bool>,
+    /// Republishes the status; stopped first on close, so `offline` is the last word.
+    status: JoinHandle<()>,
+    on_unsubscribe: watch::Receiver<u64>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -109,8 +112,13 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
     let (client, link) = link::client(cfg, &connect);
     let (stop, stop_rx) = watch::channel(false);
     let (connected, mut on_connect) = watch::channel(0u64);
+    let (unsubscribed, on_unsubscribe) = watch::channel(0u64);
     let (tx, mut rx) = mpsc::channel(1024);
-    let mut tasks = vec![tokio::spawn(link().run(tx, connected, stop_rx))];
+    let events = link::Events {
+        connected,
+        unsubscribed,
+    };
+    let mut tasks = vec![tokio::spawn(link().run(tx, events, stop_rx))];
 
     let router = routes::Router::start(&cfg.route, &engine, &client, topics.route_errors());
     let handler = Arc::new(Handler::new(
@@ -129,7 +137,7 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
     // The retained status: on every (re)connection and every model state change.
     let (status_client, status_topic) = (client.clone(), topics.status());
     let mut changes = engine.subscribe();
-    tasks.push(tokio::spawn(async move {
+    let status = tokio::spawn(async move {
         loop {
             tokio::select! {
                 r = on_connect.changed() => if r.is_err() { return },
@@ -140,7 +148,7 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
                 tracing::debug!("cannot queue the MQTT status: {e}");
             }
         }
-    }));
+    });
     tracing::info!(
         url = %cfg.url,
         node = %topics.node,
@@ -152,6 +160,8 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
         client,
         topics,
         stop,
+        status,
+        on_unsubscribe,
         tasks,
     })
 }
@@ -169,16 +179,28 @@ fn retained(topic: &str, payload: Vec<u8>) -> Out {
 
 impl Frontend {
     /// Stops taking pool requests, so the broker sends them to the rest of the pool while this
-    /// daemon finishes what it accepted.
+    /// daemon finishes what it accepted. Once the broker acknowledges, every pool request it
+    /// sent before is already here; a moment more lets them reach the engine's queues before
+    /// admission closes.
     pub async fn leave_pool(&self) {
+        let mut acked = self.on_unsubscribe.clone();
+        acked.mark_unchanged();
         self.client
             .unsubscribe(&self.topics.pool_subscription())
             .await;
+        if tokio::time::timeout(Duration::from_secs(2), acked.changed())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the broker did not acknowledge leaving the pool within 2 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     /// Publishes the offline status, gives the connection a moment to send what is queued, then
     /// disconnects.
     pub async fn close(self) {
+        self.status.abort();
         let offline = retained(&self.topics.status(), status::offline());
         let _ = tokio::time::timeout(Duration::from_secs(2), self.client.publish(offline)).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.client.disconnect()).await;
