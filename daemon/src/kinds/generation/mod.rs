@@ -308,24 +308,25 @@ impl TextGeneration {
             }
         }
         let before = self.batched.len();
-        if self.step_batch() && before > 1 {
+        let rows = self.step_batch();
+        if rows > 1 {
             queue
                 .stats
                 .batched_tokens
-                .fetch_add(before as u64, Ordering::Relaxed);
+                .fetch_add(rows as u64, Ordering::Relaxed);
         }
         served(before - self.batched.len());
     }
 
-    /// One decode step of the continuous batch; false if none ran.
-    fn step_batch(&mut self) -> bool {
+    /// One decode step of the continuous batch; returns the rows it ran.
+    fn step_batch(&mut self) -> usize {
         if self.batched.is_empty() {
-            return false;
+            return 0;
         }
         let keep: Vec<bool> = self.batched.iter_mut().map(|s| !s.interrupted()).collect();
         self.leave(&keep);
         if self.batched.is_empty() {
-            return false;
+            return 0;
         }
         let ids = self.batched.iter().map(Sequence::next_input).collect();
         let out = match self.kv.step(&mut self.session, &self.layout, ids) {
@@ -334,7 +335,7 @@ impl TextGeneration {
                 for mut seq in self.batched.drain(..) {
                     seq.fail_step(Error::Internal(format!("batched decode step: {e}")));
                 }
-                return false;
+                return 0;
             }
         };
         let (tok, facts) = (&self.tokenizer, &self.facts);
@@ -344,8 +345,9 @@ impl TextGeneration {
             .zip(out.logits.chunks(out.vocab))
             .map(|(seq, logits)| !seq.accept_batched(logits, tok, facts))
             .collect();
+        let rows = keep.len();
         self.leave(&keep);
-        true
+        rows
     }
 
     /// Drops the sequences not marked `keep` from the batch and its cache.
