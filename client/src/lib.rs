@@ -1,7 +1,8 @@
-//! The wire contract between `inferd` and its clients: D-Bus names, error names, wire types and a
-//! typed zbus proxy. The daemon depends on this crate so the two cannot drift apart.
+//! The wire contract between `inferd` and its clients: D-Bus names, error names, wire types, a
+//! typed zbus proxy, and an MQTT client. The daemon depends on this crate so the two cannot drift apart.
 
 pub mod error;
+pub mod mqtt;
 pub mod names;
 pub mod proxy;
 pub mod status;

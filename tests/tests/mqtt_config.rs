@@ -164,3 +164,58 @@ fn tls_with_a_private_ca() {
         "lights_off"
     );
 }
+
+#[test]
+fn inferctl_over_mqtt() {
+    let broker = Broker::start();
+    let bus = Bus::start();
+    let repo = repo();
+    repo.add_llm("think", "think", "");
+    let d = Daemon::start_with(&bus, &repo, &broker.config("n1"));
+    broker.wait_online("n1");
+    let url = broker.url();
+    let ctl = |args: &[&str]| {
+        let mut all = vec!["--mqtt", url.as_str(), "--node", "n1"];
+        all.extend(args);
+        inferctl(&d.bus, &all)
+    };
+    let out = ctl(&["--json", "models"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let models: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let names: Vec<&str> = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["intent", "minilm", "think"]);
+
+    let out = ctl(&["classify", "intent", "turn on the lights", "--top-k", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("lights_on"), "{}", stdout(&out));
+
+    let out = ctl(&["--json", "embed", "minilm", "hello"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["embeddings"][0].as_array().unwrap().len(), 384);
+
+    let script: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(test_models().join("think/script.json")).unwrap(),
+    )
+    .unwrap();
+    let out = ctl(&["generate", "think", "2+2?", "--hide-reasoning"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim_end_matches('\n'),
+        script["answer"].as_str().unwrap()
+    );
+
+    let out = ctl(&["embed", "nosuch", "hi"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("ModelNotFound"), "{}", stderr(&out));
+    let out = inferctl(&d.bus, &["--mqtt", &url, "models"]);
+    assert!(
+        stderr(&out).contains("--node NAME or --pool"),
+        "{}",
+        stderr(&out)
+    );
+}

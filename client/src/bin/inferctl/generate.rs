@@ -4,11 +4,18 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use clap::Args;
+use inferd_client::mqtt::{MqttClient, MqttStream};
 use inferd_client::stream::{Input, Stream, StreamEvent};
 use inferd_client::Error;
 use serde_json::json;
 use zbus::zvariant::{OwnedValue, Value};
 use zbus::Connection;
+
+/// How inferctl reaches the daemon.
+pub enum Transport<'a> {
+    Bus(&'a Connection),
+    Mqtt(&'a MqttClient),
+}
 
 /// Generation options shared by `generate` and `chat`.
 #[derive(Args, Clone)]
@@ -68,6 +75,88 @@ impl GenArgs {
         }
         o
     }
+
+    /// The same options as JSON, for MQTT.
+    fn json_options(&self) -> serde_json::Value {
+        let all = json!({
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "min_p": self.min_p,
+            "repetition_penalty": self.repetition_penalty,
+            "seed": self.seed,
+            "reasoning_budget": self.reasoning_budget,
+            "timeout_ms": self.timeout_ms,
+            "reasoning": self.hide_reasoning.then_some("hide"),
+            "stop": (!self.stop.is_empty()).then_some(&self.stop),
+        });
+        let set = all
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()));
+        serde_json::Value::Object(set.collect())
+    }
+}
+
+/// A started generation on either transport.
+enum Source {
+    Bus(Stream),
+    Mqtt(MqttStream),
+}
+
+impl Source {
+    async fn start(
+        t: &Transport<'_>,
+        model: &str,
+        input: Input<'_>,
+        args: &GenArgs,
+    ) -> Result<Source, Error> {
+        Ok(match t {
+            Transport::Bus(conn) => {
+                Source::Bus(Stream::start(conn, model, input, args.options()).await?)
+            }
+            Transport::Mqtt(c) => {
+                let (op, input) = match input {
+                    Input::Prompt(p) => ("generate", json!({"prompt": p})),
+                    Input::Messages(m) => (
+                        "chat",
+                        json!({"messages": m.iter().map(|(r, c)| json!({"role": r, "content": c})).collect::<Vec<_>>()}),
+                    ),
+                };
+                Source::Mqtt(c.stream(model, op, input, args.json_options()).await?)
+            }
+        })
+    }
+
+    async fn next(&mut self) -> Option<StreamEvent> {
+        match self {
+            Source::Bus(s) => s.next().await,
+            Source::Mqtt(s) => Some(match s.next().await? {
+                Ok(v) if v["done"] == true => StreamEvent::Finished {
+                    reason: v["finish_reason"].as_str().unwrap_or_default().to_owned(),
+                    info: HashMap::new(),
+                },
+                Ok(v) => StreamEvent::Delta {
+                    text: v["delta"].as_str().unwrap_or_default().to_owned(),
+                    channel: v["channel"].as_str().unwrap_or("content").to_owned(),
+                },
+                Err(e) => StreamEvent::Failed {
+                    name: e.short_name(),
+                    message: e.message(),
+                },
+            }),
+        }
+    }
+
+    async fn cancel(&self) -> Result<(), Error> {
+        match self {
+            Source::Bus(s) => Ok(s.request.cancel().await?),
+            Source::Mqtt(s) => s.cancel().await,
+        }
+    }
 }
 
 const DIM: &str = "\x1b[2m";
@@ -90,7 +179,7 @@ fn info_json(info: &HashMap<String, OwnedValue>) -> serde_json::Value {
 
 /// Streams one answer to stdout; returns the content text. Ctrl-C cancels the answer.
 async fn stream_answer(
-    conn: &Connection,
+    transport: &Transport<'_>,
     model: &str,
     input: Input<'_>,
     args: &GenArgs,
@@ -98,19 +187,19 @@ async fn stream_answer(
 ) -> Result<String, Error> {
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| Error::Internal(format!("cannot watch Ctrl-C: {e}")))?;
-    let mut stream = Stream::start(conn, model, input, args.options()).await?;
+    let mut stream = Source::start(transport, model, input, args).await?;
     let mut content = String::new();
     let mut out = std::io::stdout();
     loop {
         let ev = tokio::select! {
             ev = stream.next() => ev,
             _ = interrupt.recv() => {
-                stream.request.cancel().await?;
+                stream.cancel().await?;
                 continue;
             }
         };
         let Some(ev) = ev else {
-            return Err(Error::Internal("the bus connection closed".into()));
+            return Err(Error::Internal("the connection closed".into()));
         };
         match ev {
             StreamEvent::Delta { text, channel } => {
@@ -158,20 +247,20 @@ async fn stream_answer(
 }
 
 pub async fn generate(
-    conn: &Connection,
+    transport: &Transport<'_>,
     model: &str,
     prompt: &str,
     args: &GenArgs,
     json_out: bool,
 ) -> Result<(), Error> {
-    stream_answer(conn, model, Input::Prompt(prompt), args, json_out)
+    stream_answer(transport, model, Input::Prompt(prompt), args, json_out)
         .await
         .map(|_| ())
 }
 
 /// The REPL: multi-turn, streaming; `/reset` starts over; Ctrl-C cancels the current answer.
 pub async fn chat(
-    conn: &Connection,
+    transport: &Transport<'_>,
     model: &str,
     system: Option<String>,
     args: &GenArgs,
@@ -210,7 +299,7 @@ pub async fn chat(
             .iter()
             .map(|(r, c)| (r.as_str(), c.as_str()))
             .collect();
-        match stream_answer(conn, model, Input::Messages(&msgs), args, false).await {
+        match stream_answer(transport, model, Input::Messages(&msgs), args, false).await {
             Ok(answer) => history.push(("assistant".into(), answer)),
             Err(e) => {
                 eprintln!("({}: {})", e.short_name(), e.message());

@@ -2,6 +2,7 @@
 
 mod generate;
 mod import;
+mod mqtt_cmd;
 mod output;
 mod tensor_arg;
 
@@ -12,13 +13,15 @@ use clap::{Parser, Subcommand};
 use inferd_client::{Error, Inferd1Proxy, ModelStatus};
 use zbus::zvariant::Value;
 
-/// Talk to the inferd daemon over D-Bus.
+/// Talk to the inferd daemon over D-Bus, or over MQTT with --mqtt.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
     /// session, system, or a D-Bus address
     #[arg(long, global = true, default_value = "session", env = "INFERD_BUS")]
     bus: String,
+    #[command(flatten)]
+    mqtt: mqtt_cmd::MqttArgs,
     /// Print machine-readable JSON
     #[arg(long, global = true)]
     json: bool,
@@ -27,7 +30,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {
+pub enum Command {
     /// List models with their kind, state and provider
     Models,
     /// Load (or reload) a model; waits until it is ready
@@ -148,12 +151,15 @@ async fn run(bus: &str, json: bool, command: Command) -> Result<(), Error> {
             model,
             prompt,
             options,
-        } => generate::generate(&conn, &model, &prompt, &options, json).await?,
+        } => {
+            let t = generate::Transport::Bus(&conn);
+            generate::generate(&t, &model, &prompt, &options, json).await?
+        }
         Command::Chat {
             model,
             system,
             options,
-        } => generate::chat(&conn, &model, system, &options).await?,
+        } => generate::chat(&generate::Transport::Bus(&conn), &model, system, &options).await?,
         Command::Classify {
             model,
             texts,
@@ -201,7 +207,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(&cli.bus, cli.json, cli.command)) {
+    let work = async {
+        match &cli.mqtt.mqtt {
+            Some(url) => mqtt_cmd::run(url, &cli.mqtt, cli.json, cli.command).await,
+            None => run(&cli.bus, cli.json, cli.command).await,
+        }
+    };
+    match rt.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}: {}", e.short_name(), e.message());

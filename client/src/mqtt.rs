@@ -1,0 +1,319 @@
+//! An MQTT 5 client of inferd: requests with a Response Topic and Correlation Data, streamed
+//! generations, cancel, and the daemons' retained status. Errors come back as the same typed
+//! `Error` as on D-Bus.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::Error;
+
+/// Which daemon answers: one node, or any member of the pool.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Node(String),
+    Pool,
+}
+
+/// A finished request: its `result` and `usage`.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub result: Value,
+    pub usage: Option<Value>,
+}
+
+type Pending = Arc<Mutex<HashMap<Bytes, mpsc::UnboundedSender<Value>>>>;
+
+#[derive(Clone)]
+pub struct MqttClient {
+    client: AsyncClient,
+    prefix: String,
+    target: Target,
+    replies: String,
+    pending: Pending,
+    statuses: watch::Receiver<BTreeMap<String, Value>>,
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// `mqtt://host[:port]` → (host, port).
+fn endpoint(url: &str) -> Result<(String, u16), Error> {
+    let bad = || Error::InvalidInput(format!("{url:?}: expected mqtt://host[:port]"));
+    let rest = url
+        .strip_prefix("mqtt://")
+        .ok_or_else(bad)?
+        .trim_end_matches('/');
+    match rest.rsplit_once(':') {
+        Some((h, p)) => Ok((h.to_owned(), p.parse().map_err(|_| bad())?)),
+        None if !rest.is_empty() => Ok((rest.to_owned(), 1883)),
+        None => Err(bad()),
+    }
+}
+
+/// Maps an MQTT error reply's code to the typed error.
+pub fn error_from_code(code: &str, message: String) -> Error {
+    match code {
+        "model_not_found" => Error::ModelNotFound(message),
+        "model_not_ready" => Error::ModelNotReady(message),
+        "invalid_input" | "too_large" => Error::InvalidInput(message),
+        "overloaded" => Error::Overloaded(message),
+        "timeout" => Error::Timeout(message),
+        "shutting_down" => Error::ShuttingDown(message),
+        "cancelled" => Error::Cancelled(message),
+        _ => Error::Internal(message),
+    }
+}
+
+impl MqttClient {
+    /// Connects to the broker at `url` and subscribes to its own reply topic and the statuses.
+    pub async fn connect(url: &str, prefix: &str, target: Target) -> Result<MqttClient, Error> {
+        let (host, port) = endpoint(url)?;
+        let id = format!(
+            "inferctl-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut o = MqttOptions::new(&id, host, port);
+        o.set_max_packet_size(Some(64 << 20));
+        let (client, mut lp) = AsyncClient::new(o, 64);
+        let replies = format!("{prefix}/clients/{id}/replies");
+        let pending: Pending = Arc::default();
+        let (status_tx, statuses) = watch::channel(BTreeMap::new());
+        let (ready_tx, ready) = oneshot::channel();
+        let (routes, status_prefix) = (pending.clone(), format!("{prefix}/"));
+        tokio::spawn(async move {
+            let mut ready_tx = Some(ready_tx);
+            loop {
+                match lp.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(Ok(()));
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                        let Ok(v) = serde_json::from_slice::<Value>(&p.payload) else {
+                            continue;
+                        };
+                        if let Some(node) = topic
+                            .strip_prefix(&status_prefix)
+                            .and_then(|t| t.strip_suffix("/status"))
+                        {
+                            let node = node.to_owned();
+                            status_tx.send_modify(|m| {
+                                m.insert(node, v);
+                            });
+                        } else if let Some(c) = p.properties.and_then(|pr| pr.correlation_data) {
+                            if let Some(tx) = routes.lock().expect("not poisoned").get(&c) {
+                                let _ = tx.send(v);
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(Err(e.to_string()));
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        ready
+            .await
+            .map_err(|_| Error::Internal("the MQTT connection task ended".into()))?
+            .map_err(|e| Error::Internal(format!("cannot connect to {url}: {e}")))?;
+        let sub = |t: String| {
+            let c = client.clone();
+            async move { c.subscribe(t, QoS::AtLeastOnce).await }
+        };
+        sub(replies.clone())
+            .await
+            .and(sub(format!("{prefix}/+/status")).await)
+            .map_err(|e| Error::Internal(format!("cannot subscribe: {e}")))?;
+        Ok(MqttClient {
+            client,
+            prefix: prefix.to_owned(),
+            target,
+            replies,
+            pending,
+            statuses,
+        })
+    }
+
+    fn topic(&self, model: &str, op: &str) -> String {
+        match &self.target {
+            Target::Node(n) => format!("{}/{n}/req/{model}/{op}", self.prefix),
+            Target::Pool => format!("{}/pool/req/{model}/{op}", self.prefix),
+        }
+    }
+
+    /// Publishes a request; its replies arrive on the returned channel.
+    async fn send(
+        &self,
+        model: &str,
+        op: &str,
+        input: Value,
+        options: Value,
+        stream: bool,
+    ) -> Result<(String, mpsc::UnboundedReceiver<Value>), Error> {
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let correlation = Bytes::from(id.clone());
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.pending
+            .lock()
+            .expect("not poisoned")
+            .insert(correlation.clone(), tx);
+        let body = json!({"id": id, "input": input, "options": options, "stream": stream});
+        let props = PublishProperties {
+            response_topic: Some(self.replies.clone()),
+            correlation_data: Some(correlation),
+            ..Default::default()
+        };
+        self.client
+            .publish_with_properties(
+                self.topic(model, op),
+                QoS::AtLeastOnce,
+                false,
+                body.to_string(),
+                props,
+            )
+            .await
+            .map_err(|e| Error::Internal(format!("cannot publish: {e}")))?;
+        Ok((id, rx))
+    }
+
+    fn forget(&self, id: &str) {
+        self.pending
+            .lock()
+            .expect("not poisoned")
+            .remove(&Bytes::from(id.to_owned()));
+    }
+
+    /// One request, one answer.
+    pub async fn request(
+        &self,
+        model: &str,
+        op: &str,
+        input: Value,
+        options: Value,
+    ) -> Result<Answer, Error> {
+        let (id, mut rx) = self.send(model, op, input, options, false).await?;
+        let reply = rx.recv().await;
+        self.forget(&id);
+        answer(reply.ok_or_else(|| Error::Internal("the connection closed".into()))?)
+    }
+
+    /// A streamed `generate` or `chat`.
+    pub async fn stream(
+        &self,
+        model: &str,
+        op: &str,
+        input: Value,
+        options: Value,
+    ) -> Result<MqttStream, Error> {
+        let (id, rx) = self.send(model, op, input, options, true).await?;
+        Ok(MqttStream {
+            id,
+            rx,
+            client: self.clone(),
+        })
+    }
+
+    /// The retained statuses of the daemons under this prefix, by node, as they arrived within
+    /// `wait`.
+    pub async fn statuses(&self, wait: Duration) -> BTreeMap<String, Value> {
+        tokio::time::sleep(wait).await;
+        self.statuses.borrow().clone()
+    }
+}
+
+fn answer(v: Value) -> Result<Answer, Error> {
+    if v["ok"] == true {
+        return Ok(Answer {
+            result: v["result"].clone(),
+            usage: v.get("usage").cloned(),
+        });
+    }
+    let e = &v["error"];
+    Err(error_from_code(
+        e["code"].as_str().unwrap_or_default(),
+        e["message"].as_str().unwrap_or_default().to_owned(),
+    ))
+}
+
+/// The replies of a streamed generation: `{"seq", "delta", "channel"}` messages, then
+/// `{"done": true, "finish_reason", "usage"}` or an error.
+pub struct MqttStream {
+    pub id: String,
+    rx: mpsc::UnboundedReceiver<Value>,
+    client: MqttClient,
+}
+
+impl MqttStream {
+    /// The next reply; `None` after the last.
+    pub async fn next(&mut self) -> Option<Result<Value, Error>> {
+        let v = self.rx.recv().await?;
+        if v["ok"] == false {
+            self.client.forget(&self.id);
+            return Some(answer(v).map(|a| a.result));
+        }
+        if v["done"] == true {
+            self.client.forget(&self.id);
+        }
+        Some(Ok(v))
+    }
+
+    /// Asks the daemon to stop this generation (a node target only: the pool has no one
+    /// cancel topic).
+    pub async fn cancel(&self) -> Result<(), Error> {
+        let Target::Node(node) = &self.client.target else {
+            return Err(Error::InvalidInput(
+                "cancel needs --node, not --pool".into(),
+            ));
+        };
+        self.client
+            .client
+            .publish(
+                format!("{}/{node}/cancel", self.client.prefix),
+                QoS::AtLeastOnce,
+                false,
+                json!({"id": self.id}).to_string(),
+            )
+            .await
+            .map_err(|e| Error::Internal(format!("cannot publish: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_codes() {
+        assert_eq!(endpoint("mqtt://b:1884").unwrap(), ("b".into(), 1884));
+        assert_eq!(endpoint("mqtt://b").unwrap(), ("b".into(), 1883));
+        assert!(endpoint("http://b").is_err());
+        assert!(matches!(
+            error_from_code("overloaded", "x".into()),
+            Error::Overloaded(_)
+        ));
+        assert!(matches!(
+            error_from_code("weird", "x".into()),
+            Error::Internal(_)
+        ));
+    }
+}
