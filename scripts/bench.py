@@ -6,6 +6,8 @@ machine and command are printed next to them.
 - Embedding throughput: 64 concurrent D-Bus clients (one sentence per request) vs Python
   onnxruntime embedding one sentence at a time in a loop, same model, same threads.
 - D-Bus overhead: Embed round trip vs the same engine call in-process (p50/p99), alternated.
+- MQTT overhead: the same through a local mosquitto (MQTT 5, Response Topic), and 64
+  concurrent MQTT clients.
 - Footprint: idle RSS with no model loaded, stripped binary sizes.
 """
 import argparse
@@ -86,8 +88,30 @@ def start_bus(tmp):
     return bus, addr_file.read_text().strip()
 
 
-def start_inferd(inferd, models, addr):
-    p = subprocess.Popen([inferd, "--models", models, "--bus", addr, "--log-level", "warn"])
+def start_mosquitto(tmp):
+    """A private broker on a free port; returns (process, port)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = tmp / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nset_tcp_nodelay true\nallow_anonymous true\npersistence false\n")
+    p = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return p, port
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("mosquitto did not start")
+
+
+def start_inferd(inferd, models, addr, config=None):
+    cmd = [inferd, "--models", models, "--bus", addr, "--log-level", "warn"]
+    if config:
+        cmd += ["--config", str(config)]
+    p = subprocess.Popen(cmd)
     for _ in range(200):
         r = subprocess.run(["busctl", "--address", addr, "call", "org.inferd.Inferd1", "/org/inferd/Inferd1",
                             "org.inferd.Inferd1", "ListModels"], capture_output=True, text=True)
@@ -148,21 +172,31 @@ def main():
             idle.terminate()
             idle.wait()
 
-            d = start_inferd(args.inferd, models, addr)
+            broker, port = start_mosquitto(tmp)
+            mqtt_url = f"mqtt://127.0.0.1:{port}"
+            conf = tmp / "inferd.toml"
+            conf.write_text(f'[mqtt]\nurl = "{mqtt_url}"\nnode = "bench"\n')
+            d = start_inferd(args.inferd, models, addr, conf)
+            time.sleep(1)  # the MQTT connection and subscriptions
+            mqtt = ["--url", mqtt_url, "--node", "bench"]
             try:
                 py_rate = python_baseline(model_dir, args.seconds, threads)
                 py_ceiling = python_baseline(model_dir, args.seconds, threads, batch=32)
                 tp64 = run_json([bench, "throughput", "--bus", addr, "--clients", "64", "--seconds", str(args.seconds)])
                 tp1 = run_json([bench, "throughput", "--bus", addr, "--clients", "1", "--seconds", str(args.seconds)])
-                dbus_lat, inproc_lat, ping = [], [], []
-                for _ in range(5):  # alternate so drift hits both alike
+                dbus_lat, inproc_lat, ping, mqtt_lat = [], [], [], []
+                for _ in range(5):  # alternate so drift hits all alike
                     ping.append(run_json([bench, "ping", "--bus", addr, "--n", "2000"]))
                     dbus_lat.append(run_json([bench, "latency", "--bus", addr, "--n", "1000"]))
+                    mqtt_lat.append(run_json([bench, "mqtt-latency", *mqtt, "--n", "1000"]))
                     inproc_lat.append(run_json([bench, "inprocess", "--models", models, "--n", "1000"]))
+                mqtt64 = run_json([bench, "mqtt-throughput", *mqtt, "--clients", "64", "--seconds", str(args.seconds)])
                 loaded_rss = rss_kib(d.pid)
             finally:
                 d.terminate()
                 d.wait()
+                broker.terminate()
+                broker.wait()
             # Generation: a repository with the int4 default and the fp32 test import.
             gen_repo = tmp / "gen"
             gen_repo.mkdir()
@@ -194,6 +228,7 @@ def main():
     d50, d99 = med(dbus_lat, "p50_us"), med(dbus_lat, "p99_us")
     i50, i99 = med(inproc_lat, "p50_us"), med(inproc_lat, "p99_us")
     p50, p99 = med(ping, "p50_us"), med(ping, "p99_us")
+    m50, m99 = med(mqtt_lat, "p50_us"), med(mqtt_lat, "p99_us")
     sizes = {b: Path(args.inferd).with_name(b).stat().st_size for b in ["inferd", "inferctl"]}
     today = datetime.date.today().isoformat()
     md = f"""# Benchmarks
@@ -232,6 +267,22 @@ Sequential `Embed` calls of one sentence, 1000 per run, 5 alternating runs, medi
 The overhead is the difference of two noisy medians of about {i50 / 1000:.1f} ms; a value near zero
 or below it means the D-Bus path costs less than this machine's run-to-run noise. The bare
 `Ping` row bounds what the bus itself adds.
+
+## MQTT overhead (target p50 ≤ 500 µs)
+
+The same one-sentence `embed`, 1000 sequential requests per run, through a local mosquitto
+(MQTT 5, QoS 1, Response Topic and Correlation Data, `inferd_client::mqtt`), alternated with the
+runs above; medians of 5 runs.
+
+| path | p50 | p99 |
+|---|---:|---:|
+| in-process `Engine::embed` | {i50:.0f} µs | {i99:.0f} µs |
+| MQTT round trip (`inferd-bench mqtt-latency`) | {m50:.0f} µs | {m99:.0f} µs |
+| **overhead** | **{m50 - i50:.0f} µs** | {m99 - i99:.0f} µs |
+
+64 concurrent MQTT clients, each its own connection, for {args.seconds:.0f} s:
+**{mqtt64['per_second']:.0f} requests/s** ({mqtt64['per_second'] / tp64['per_second']:.2f}× the 64 D-Bus
+clients above), with the broker and the clients on the same 2 cores.
 
 ## Footprint
 

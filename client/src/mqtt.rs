@@ -83,6 +83,9 @@ impl MqttClient {
         );
         let mut o = MqttOptions::new(&id, host, port);
         o.set_max_packet_size(Some(64 << 20));
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true); // no Nagle delay on small requests
+        o.set_network_options(net);
         let (client, mut lp) = AsyncClient::new(o, 64);
         let replies = format!("{prefix}/clients/{id}/replies");
         let pending: Pending = Arc::default();

@@ -115,7 +115,7 @@ impl Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut conf = format!(
-            "listener {port} 127.0.0.1\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\n",
+            "listener {port} 127.0.0.1\nset_tcp_nodelay true\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\n",
             dir.path().display()
         );
         match &credentials {

@@ -4,6 +4,8 @@
 //! - `latency`: one D-Bus client, sequential requests; p50/p99 round-trip time.
 //! - `inprocess`: the same engine call without D-Bus, for the overhead comparison.
 //! - `ping`: `org.freedesktop.DBus.Peer.Ping` to the daemon: the bus's own round trip.
+//! - `mqtt-latency`, `mqtt-throughput`: the same over MQTT 5 through a broker, with
+//!   `inferd_client::mqtt` (each throughput client is its own MQTT connection).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use inferd::engine::job::EmbedRequest;
 use inferd::engine::Engine;
+use inferd_client::mqtt::{MqttClient, Target};
 use inferd_client::Inferd1Proxy;
 use serde_json::json;
 
@@ -47,6 +50,28 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         n: usize,
     },
+    MqttLatency {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        node: String,
+        #[arg(long, default_value = "minilm")]
+        model: String,
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+    },
+    MqttThroughput {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        node: String,
+        #[arg(long, default_value = "minilm")]
+        model: String,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
     Inprocess {
         #[arg(long)]
         models: PathBuf,
@@ -68,6 +93,36 @@ async fn proxy(bus: &str) -> Inferd1Proxy<'static> {
     Inferd1Proxy::new(&conn).await.expect("proxy")
 }
 
+async fn mqtt(url: &str, node: &str) -> MqttClient {
+    MqttClient::connect(url, "inferd", Target::Node(node.to_owned()))
+        .await
+        .expect("connect to the broker")
+}
+
+async fn mqtt_embed(c: &MqttClient, model: &str) {
+    c.request(model, "embed", json!({"texts": [TEXT]}), json!({}))
+        .await
+        .expect("embed over MQTT");
+}
+
+/// `clients` concurrent clients, each counting the requests it completes before the deadline it
+/// is given; the aggregate rate.
+async fn run_clients<F, Fut>(clients: usize, seconds: f64, client: F) -> serde_json::Value
+where
+    F: Fn(Instant) -> Fut,
+    Fut: std::future::Future<Output = u64> + Send + 'static,
+{
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients).map(|_| tokio::spawn(client(until))).collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("client task");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    json!({ "clients": clients, "requests": total, "seconds": secs, "per_second": total as f64 / secs })
+}
+
 fn percentiles(mut us: Vec<f64>) -> serde_json::Value {
     us.sort_by(f64::total_cmp);
     let at = |q: f64| us[((us.len() - 1) as f64 * q).round() as usize];
@@ -84,30 +139,60 @@ async fn main() {
             clients,
             seconds,
         } => {
-            let until = Instant::now() + Duration::from_secs_f64(seconds);
-            let started = Instant::now();
-            let tasks: Vec<_> = (0..clients)
-                .map(|_| {
-                    let (bus, model) = (bus.clone(), model.clone());
-                    tokio::spawn(async move {
-                        let p = proxy(&bus).await;
-                        let mut done = 0u64;
-                        while Instant::now() < until {
-                            p.embed(&model, &[TEXT], HashMap::new())
-                                .await
-                                .expect("embed");
-                            done += 1;
-                        }
-                        done
-                    })
-                })
-                .collect();
-            let mut total = 0;
-            for t in tasks {
-                total += t.await.expect("client task");
+            run_clients(clients, seconds, |until| {
+                let (bus, model) = (bus.clone(), model.clone());
+                async move {
+                    let p = proxy(&bus).await;
+                    let mut done = 0u64;
+                    while Instant::now() < until {
+                        p.embed(&model, &[TEXT], HashMap::new())
+                            .await
+                            .expect("embed");
+                        done += 1;
+                    }
+                    done
+                }
+            })
+            .await
+        }
+        Cmd::MqttLatency {
+            url,
+            node,
+            model,
+            n,
+        } => {
+            let c = mqtt(&url, &node).await;
+            for _ in 0..50 {
+                mqtt_embed(&c, &model).await;
             }
-            let secs = started.elapsed().as_secs_f64();
-            json!({ "clients": clients, "requests": total, "seconds": secs, "per_second": total as f64 / secs })
+            let mut us = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = Instant::now();
+                mqtt_embed(&c, &model).await;
+                us.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            percentiles(us)
+        }
+        Cmd::MqttThroughput {
+            url,
+            node,
+            model,
+            clients,
+            seconds,
+        } => {
+            run_clients(clients, seconds, |until| {
+                let (url, node, model) = (url.clone(), node.clone(), model.clone());
+                async move {
+                    let c = mqtt(&url, &node).await;
+                    let mut done = 0u64;
+                    while Instant::now() < until {
+                        mqtt_embed(&c, &model).await;
+                        done += 1;
+                    }
+                    done
+                }
+            })
+            .await
         }
         Cmd::Latency { bus, model, n } => {
             let p = proxy(&bus).await;

@@ -196,6 +196,14 @@ pub struct Connect {
     pub tls: Option<rumqttc::TlsConfiguration>,
 }
 
+/// Small request/reply messages must not wait for Nagle's algorithm and delayed ACKs (about
+/// 40 ms each way).
+fn nodelay() -> rumqttc::NetworkOptions {
+    let mut n = rumqttc::NetworkOptions::new();
+    n.set_tcp_nodelay(true);
+    n
+}
+
 /// Requests published while the broker is away wait here (then `publish` waits).
 const REQUEST_CAPACITY: usize = 1024;
 
@@ -221,7 +229,8 @@ pub fn client(cfg: &MqttConfig, c: &Connect) -> (Client, impl FnOnce() -> Link) 
         if let Some(tls) = &c.tls {
             o.set_transport(rumqttc::Transport::tls_with_config(tls.clone()));
         }
-        let (client, lp) = rumqttc::AsyncClient::new(o, REQUEST_CAPACITY);
+        let (client, mut lp) = rumqttc::AsyncClient::new(o, REQUEST_CAPACITY);
+        lp.network_options.set_tcp_nodelay(true);
         (Client::V3(client), EventLoop::V3(Box::new(lp)))
     } else {
         let mut o = v5::MqttOptions::new(&c.client_id, &c.host, c.port);
@@ -243,6 +252,7 @@ pub fn client(cfg: &MqttConfig, c: &Connect) -> (Client, impl FnOnce() -> Link) 
         if let Some(tls) = &c.tls {
             o.set_transport(rumqttc::Transport::tls_with_config(tls.clone()));
         }
+        o.set_network_options(nodelay());
         let (client, lp) = v5::AsyncClient::new(o, REQUEST_CAPACITY);
         (Client::V5(client), EventLoop::V5(Box::new(lp)))
     };
