@@ -5,8 +5,9 @@
         function per output, so results can be checked by hand.
 - slow: a Loop of MatMul+Tanh whose iteration count is an input; it lets tests hold a worker
         busy for a chosen time (queueing, overload, deadlines, callers that leave).
+- double: one float32 input x [N, 4] → y = 2x; the shape of a sensor model behind an MQTT route.
 
-Usage: make_test_models.py OUT_DIR   (writes OUT_DIR/ops/model.onnx, OUT_DIR/slow/model.onnx)
+Usage: make_test_models.py OUT_DIR   (writes OUT_DIR/{ops,slow,double}/model.onnx)
 """
 import sys
 from pathlib import Path
@@ -80,9 +81,19 @@ def slow_model():
     return h.make_model(g, opset_imports=OPSET, producer_name="inferd-tests", ir_version=8)
 
 
+def double_model():
+    g = h.make_graph(
+        [h.make_node("Add", ["x", "x"], ["y"])],
+        "double",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", 4])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["N", 4])],
+    )
+    return h.make_model(g, opset_imports=OPSET, producer_name="inferd-tests", ir_version=8)
+
+
 def main():
     out = Path(sys.argv[1])
-    for name, model in [("ops", ops_model()), ("slow", slow_model())]:
+    for name, model in [("ops", ops_model()), ("slow", slow_model()), ("double", double_model())]:
         onnx.checker.check_model(model)
         (out / name).mkdir(parents=True, exist_ok=True)
         onnx.save(model, out / name / "model.onnx")

@@ -254,6 +254,10 @@ impl Broker {
 
     /// `mosquitto_pub` as it is (MQTT 3.1.1), QoS 1, the payload on its stdin.
     pub fn publish(&self, topic: &str, payload: &str) {
+        self.publish_bytes(topic, payload.as_bytes());
+    }
+
+    pub fn publish_bytes(&self, topic: &str, payload: &[u8]) {
         use std::io::Write;
         let mut child = Command::new("mosquitto_pub")
             .args(self.client_args())
@@ -262,7 +266,7 @@ impl Broker {
             .spawn()
             .expect("mosquitto_pub (apt install mosquitto-clients)");
         let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(payload.as_bytes()).expect("payload");
+        stdin.write_all(payload).expect("payload");
         drop(stdin);
         assert!(
             child.wait().expect("mosquitto_pub").success(),

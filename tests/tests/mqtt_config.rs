@@ -20,12 +20,21 @@ model = "intent"
 op = "classify"
 input_field = "text"
 to = "sensors/{1}/intent"
+
+[[mqtt.route]]
+from = "vibration/+/raw"
+model = "double"
+op = "infer"
+input_name = "x"
+shape = [1, 4]
+to = "vibration/{1}/out"
 "#;
 
 fn repo() -> Repo {
     let repo = Repo::new();
     repo.add_minilm("minilm");
     repo.add_llm("intent", "intent", "");
+    repo.add_test_model("double", "double", "kind = \"tensor\"\n");
     repo
 }
 
@@ -72,6 +81,25 @@ fn routes_publish_results_and_report_bad_messages() {
     assert_eq!(e["topic"], "sensors/hall/json");
     assert_eq!(e["route"], "sensors/+/json");
     assert_eq!(e["error"]["code"], "invalid_input");
+
+    // infer: a JSON number array, or raw little-endian f32, fills the declared shape.
+    let outs = broker.subscribe("vibration/+/out", 2);
+    broker.publish("vibration/pump/raw", "[1, 2, 3, 4]");
+    let raw: Vec<u8> = [0.5f32, -1.0, 8.0, 0.0]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    broker.publish_bytes("vibration/fan/raw", &raw);
+    let outs = outs.collect();
+    let y = |src: &str| {
+        outs.iter().find(|o| o["topic"] == src).unwrap()["result"]["outputs"]["y"].clone()
+    };
+    assert_eq!(y("vibration/pump/raw")["data"], json!([2.0, 4.0, 6.0, 8.0]));
+    assert_eq!(
+        y("vibration/fan/raw")["data"],
+        json!([1.0, -2.0, 16.0, 0.0])
+    );
+    assert_eq!(y("vibration/fan/raw")["shape"], json!([1, 4]));
 }
 
 #[test]
@@ -188,7 +216,7 @@ fn inferctl_over_mqtt() {
         .iter()
         .map(|m| m["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["intent", "minilm", "think"]);
+    assert_eq!(names, ["double", "intent", "minilm", "think"]);
 
     let out = ctl(&["classify", "intent", "turn on the lights", "--top-k", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -208,6 +236,17 @@ fn inferctl_over_mqtt() {
         stdout(&out).trim_end_matches('\n'),
         script["answer"].as_str().unwrap()
     );
+
+    let out = ctl(&[
+        "--json",
+        "infer",
+        "double",
+        "--input",
+        "x=float32:1x4:1,2,3,4",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["y"]["data"], json!([2.0, 4.0, 6.0, 8.0]));
 
     let out = ctl(&["embed", "nosuch", "hi"]);
     assert!(!out.status.success());

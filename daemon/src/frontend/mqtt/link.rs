@@ -126,10 +126,14 @@ enum EventLoop {
 }
 
 enum Happening {
-    Connected { session_present: bool },
+    Connected {
+        session_present: bool,
+    },
     Message(Message),
     Failed(String),
     Unsubscribed,
+    /// Our own DISCONNECT went out: a clean goodbye, the link's work is done.
+    Disconnected,
     Other,
 }
 
@@ -157,6 +161,7 @@ impl EventLoop {
                     })
                 }
                 Ok(v5::Event::Incoming(P5::UnsubAck(_))) => Happening::Unsubscribed,
+                Ok(v5::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => Happening::Disconnected,
                 Ok(_) => Happening::Other,
                 Err(e) => Happening::Failed(e.to_string()),
             },
@@ -174,6 +179,9 @@ impl EventLoop {
                     expiry: None,
                 }),
                 Ok(rumqttc::Event::Incoming(P3::UnsubAck(_))) => Happening::Unsubscribed,
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                    Happening::Disconnected
+                }
                 Ok(_) => Happening::Other,
                 Err(e) => Happening::Failed(e.to_string()),
             },
@@ -335,6 +343,7 @@ impl Link {
                     }
                 }
                 Happening::Unsubscribed => events.unsubscribed.send_modify(|n| *n += 1),
+                Happening::Disconnected => return,
                 Happening::Other => {}
             }
         }

@@ -33,6 +33,8 @@ pub struct Frontend {
     client: Client,
     topics: Topics,
     stop: watch::Sender<bool>,
+    /// Owns the event loop; it ends after sending our DISCONNECT.
+    link: JoinHandle<()>,
     /// Republishes the status; stopped first on close, so `offline` is the last word.
     status: JoinHandle<()>,
     on_unsubscribe: watch::Receiver<u64>,
@@ -118,7 +120,8 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
         connected,
         unsubscribed,
     };
-    let mut tasks = vec![tokio::spawn(link().run(tx, events, stop_rx))];
+    let link = tokio::spawn(link().run(tx, events, stop_rx));
+    let mut tasks = Vec::new();
 
     let router = routes::Router::start(&cfg.route, &engine, &client, topics.route_errors());
     let handler = Arc::new(Handler::new(
@@ -160,6 +163,7 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
         client,
         topics,
         stop,
+        link,
         status,
         on_unsubscribe,
         tasks,
@@ -197,15 +201,25 @@ impl Frontend {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    /// Publishes the offline status, gives the connection a moment to send what is queued, then
-    /// disconnects.
+    /// Publishes the offline status and disconnects; the event loop sends both (in order) and
+    /// ends. A broker that is away gets 2 s; its Last Will says offline anyway.
     pub async fn close(self) {
         self.status.abort();
         let offline = retained(&self.topics.status(), status::offline());
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.publish(offline)).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.disconnect()).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let _ = self.stop.send(true);
+        let bye = async {
+            self.client.publish(offline).await?;
+            self.client.disconnect().await;
+            Ok::<_, String>(())
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), bye).await;
+        let mut link = self.link;
+        if tokio::time::timeout(Duration::from_secs(2), &mut link)
+            .await
+            .is_err()
+        {
+            let _ = self.stop.send(true);
+            link.abort();
+        }
         for t in self.tasks {
             t.abort();
         }
