@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures_util::stream::{select_all, BoxStream, StreamExt};
+use futures_util::stream::{BoxStream, StreamExt};
 use zbus::zvariant::{OwnedValue, Value};
 use zbus::Connection;
 
@@ -67,28 +67,32 @@ impl Stream {
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
             .await?;
-        let deltas = request.receive_delta().await?.filter_map(|s| async move {
-            s.args().ok().map(|a| StreamEvent::Delta {
-                text: a.text,
-                channel: a.channel,
-            })
-        });
-        let finished = request
-            .receive_finished()
+        // One stream of all the object's signals, so a Delta is never seen after its Finished
+        // (separate per-signal streams merged would lose that order).
+        let events = request
+            .inner()
+            .receive_all_signals()
             .await?
-            .filter_map(|s| async move {
-                s.args().ok().map(|a| StreamEvent::Finished {
-                    reason: a.finish_reason,
-                    info: a.info,
-                })
-            });
-        let failed = request.receive_failed().await?.filter_map(|s| async move {
-            s.args().ok().map(|a| StreamEvent::Failed {
-                name: a.error_name,
-                message: a.message,
+            .filter_map(|m| async move {
+                let member = m.header().member()?.to_string();
+                let body = m.body();
+                match member.as_str() {
+                    "Delta" => body
+                        .deserialize::<(String, String)>()
+                        .ok()
+                        .map(|(text, channel)| StreamEvent::Delta { text, channel }),
+                    "Finished" => body
+                        .deserialize::<(String, HashMap<String, OwnedValue>)>()
+                        .ok()
+                        .map(|(reason, info)| StreamEvent::Finished { reason, info }),
+                    "Failed" => body
+                        .deserialize::<(String, String)>()
+                        .ok()
+                        .map(|(name, message)| StreamEvent::Failed { name, message }),
+                    _ => None,
+                }
             })
-        });
-        let events = select_all([deltas.boxed(), finished.boxed(), failed.boxed()]).boxed();
+            .boxed();
         options.insert("handle_token", Value::from(token));
         let proxy = Inferd1Proxy::new(conn).await?;
         match input {

@@ -432,6 +432,24 @@ pub fn inferctl(bus: &str, args: &[&str]) -> Output {
         .expect("run inferctl")
 }
 
+/// Runs inferctl with `input` on its stdin (the chat REPL), waiting for it to exit.
+pub fn inferctl_with_input(bus: &str, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(bin("inferctl"))
+        .arg("--bus")
+        .arg(bus)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run inferctl");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("write stdin");
+    drop(stdin);
+    child.wait_with_output().expect("inferctl output")
+}
+
 /// Starts inferctl without waiting, for concurrent and abandoned calls.
 pub fn inferctl_spawn(bus: &str, args: &[&str]) -> Child {
     Command::new(bin("inferctl"))

@@ -248,6 +248,25 @@ fn inferctl_over_mqtt() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["y"]["data"], json!([2.0, 4.0, 6.0, 8.0]));
 
+    let chat = inferctl_with_input(
+        &d.bus,
+        &[
+            "--mqtt",
+            &url,
+            "--node",
+            "n1",
+            "chat",
+            "think",
+            "--hide-reasoning",
+        ],
+        "2+2?\n",
+    );
+    assert!(chat.status.success(), "{}", stderr(&chat));
+    assert_eq!(
+        stdout(&chat).trim_end_matches('\n'),
+        script["answer"].as_str().unwrap()
+    );
+
     let out = ctl(&["embed", "nosuch", "hi"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("ModelNotFound"), "{}", stderr(&out));

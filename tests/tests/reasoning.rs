@@ -104,3 +104,26 @@ fn reasoning_streams_on_its_own_channel_before_the_answer() {
         "reasoning is streamed, not sent at the end"
     );
 }
+
+#[test]
+fn the_chat_repl_streams_answers_and_resets() {
+    let (_bus, _repo, d, s) = setup();
+    let out = inferctl_with_input(
+        &d.bus,
+        &["chat", "think", "--hide-reasoning", "--system", "Be brief."],
+        "What is two plus two?\n/reset\nAnd again?\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let answers: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        answers,
+        [s.answer.as_str(), s.answer.as_str()],
+        "one answer per turn"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("chatting with think") && err.contains("(new conversation)"),
+        "{err}"
+    );
+}
