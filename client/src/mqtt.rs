@@ -44,17 +44,36 @@ pub struct MqttClient {
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
-/// `mqtt://host[:port]` → (host, port).
-fn endpoint(url: &str) -> Result<(String, u16), Error> {
-    let bad = || Error::InvalidInput(format!("{url:?}: expected mqtt://host[:port]"));
-    let rest = url
-        .strip_prefix("mqtt://")
-        .ok_or_else(bad)?
-        .trim_end_matches('/');
-    match rest.rsplit_once(':') {
-        Some((h, p)) => Ok((h.to_owned(), p.parse().map_err(|_| bad())?)),
-        None if !rest.is_empty() => Ok((rest.to_owned(), 1883)),
-        None => Err(bad()),
+/// Where a broker is: `mqtt://host[:1883]` or `mqtts://host[:8883]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl Endpoint {
+    pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("mqtts://") {
+            (true, r)
+        } else {
+            return Err("expected mqtt://host[:port] or mqtts://host[:port]".into());
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| "the port is not a number")?),
+            None => (rest, if tls { 8883 } else { 1883 }),
+        };
+        if host.is_empty() || host.contains('/') {
+            return Err("no host".into());
+        }
+        Ok(Endpoint {
+            host: host.trim_matches(['[', ']']).to_owned(),
+            port,
+            tls,
+        })
     }
 }
 
@@ -75,7 +94,14 @@ pub fn error_from_code(code: &str, message: String) -> Error {
 impl MqttClient {
     /// Connects to the broker at `url` and subscribes to its own reply topic and the statuses.
     pub async fn connect(url: &str, prefix: &str, target: Target) -> Result<MqttClient, Error> {
-        let (host, port) = endpoint(url)?;
+        let e =
+            Endpoint::parse(url).map_err(|why| Error::InvalidInput(format!("{url:?}: {why}")))?;
+        if e.tls {
+            return Err(Error::InvalidInput(format!(
+                "{url:?}: this client speaks mqtt:// only (no TLS yet)"
+            )));
+        }
+        let (host, port) = (e.host, e.port);
         let id = format!(
             "inferctl-{}-{}",
             std::process::id(),
@@ -307,9 +333,15 @@ mod tests {
 
     #[test]
     fn urls_and_codes() {
-        assert_eq!(endpoint("mqtt://b:1884").unwrap(), ("b".into(), 1884));
-        assert_eq!(endpoint("mqtt://b").unwrap(), ("b".into(), 1883));
-        assert!(endpoint("http://b").is_err());
+        let e = |url| Endpoint::parse(url).map(|e| (e.host, e.port, e.tls));
+        assert_eq!(e("mqtt://b:1884").unwrap(), ("b".into(), 1884, false));
+        assert_eq!(
+            e("mqtts://10.0.0.2").unwrap(),
+            ("10.0.0.2".into(), 8883, true)
+        );
+        for bad in ["http://b", "mqtt://", "mqtt://h:port"] {
+            assert!(e(bad).is_err(), "{bad}");
+        }
         assert!(matches!(
             error_from_code("overloaded", "x".into()),
             Error::Overloaded(_)

@@ -47,36 +47,7 @@ pub struct GenArgs {
 }
 
 impl GenArgs {
-    fn options(&self) -> HashMap<&'static str, Value<'static>> {
-        let mut o = HashMap::new();
-        let mut put = |k, v: Option<Value<'static>>| {
-            if let Some(v) = v {
-                o.insert(k, v);
-            }
-        };
-        put("max_tokens", self.max_tokens.map(Value::U32));
-        put("temperature", self.temperature.map(Value::F64));
-        put("top_k", self.top_k.map(Value::U32));
-        put("top_p", self.top_p.map(Value::F64));
-        put("min_p", self.min_p.map(Value::F64));
-        put(
-            "repetition_penalty",
-            self.repetition_penalty.map(Value::F64),
-        );
-        put("seed", self.seed.map(Value::U64));
-        put("reasoning_budget", self.reasoning_budget.map(Value::U32));
-        put("timeout_ms", self.timeout_ms.map(Value::U32));
-        put(
-            "reasoning",
-            self.hide_reasoning.then(|| Value::from("hide")),
-        );
-        if !self.stop.is_empty() {
-            o.insert("stop", Value::from(self.stop.clone()));
-        }
-        o
-    }
-
-    /// The same options as JSON, for MQTT.
+    /// The options that were given, as JSON (MQTT sends these as they are).
     fn json_options(&self) -> serde_json::Value {
         let all = json!({
             "max_tokens": self.max_tokens,
@@ -99,6 +70,30 @@ impl GenArgs {
             .map(|(k, v)| (k.clone(), v.clone()));
         serde_json::Value::Object(set.collect())
     }
+
+    /// The same as an `a{sv}` (the daemon takes any integer type where an integer is meant).
+    fn options(&self) -> HashMap<String, Value<'static>> {
+        let to_value = |v: &serde_json::Value| -> Value<'static> {
+            match v {
+                serde_json::Value::Number(n) => match n.as_u64() {
+                    Some(u) => Value::U64(u),
+                    None => Value::F64(n.as_f64().unwrap_or_default()),
+                },
+                serde_json::Value::Array(a) => Value::from(
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect::<Vec<_>>(),
+                ),
+                other => Value::from(other.as_str().unwrap_or_default().to_owned()),
+            }
+        };
+        self.json_options()
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), to_value(v)))
+            .collect()
+    }
 }
 
 /// A started generation on either transport.
@@ -116,7 +111,9 @@ impl Source {
     ) -> Result<Source, Error> {
         Ok(match t {
             Transport::Bus(conn) => {
-                Source::Bus(Stream::start(conn, model, input, args.options()).await?)
+                let (keys, values): (Vec<String>, Vec<Value>) = args.options().into_iter().unzip();
+                let options = keys.iter().map(String::as_str).zip(values).collect();
+                Source::Bus(Stream::start(conn, model, input, options).await?)
             }
             Transport::Mqtt(c) => {
                 let (op, input) = match input {

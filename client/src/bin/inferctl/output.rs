@@ -2,8 +2,7 @@
 
 use std::collections::HashMap;
 
-use half::f16;
-use inferd_client::{DType, ModelStatus, WireTensor};
+use inferd_client::{ModelStatus, WireTensor};
 use serde_json::{json, Value};
 
 pub fn models(models: &[ModelStatus], as_json: bool) {
@@ -124,46 +123,18 @@ pub fn classes(texts: &[String], out: &[Vec<(String, f64)>], as_json: bool) {
     }
 }
 
-/// Decodes little-endian bytes into JSON numbers (or booleans).
-pub fn values(dtype: DType, data: &[u8]) -> Vec<Value> {
-    fn chunks<const N: usize>(d: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
-        d.chunks_exact(N).map(|c| c.try_into().unwrap_or([0; N]))
-    }
-    match dtype {
-        DType::Float32 => chunks::<4>(data)
-            .map(|b| json!(f32::from_le_bytes(b)))
-            .collect(),
-        DType::Float16 => chunks::<2>(data)
-            .map(|b| json!(f16::from_le_bytes(b).to_f32()))
-            .collect(),
-        DType::Int64 => chunks::<8>(data)
-            .map(|b| json!(i64::from_le_bytes(b)))
-            .collect(),
-        DType::Int32 => chunks::<4>(data)
-            .map(|b| json!(i32::from_le_bytes(b)))
-            .collect(),
-        DType::Uint8 => data.iter().map(|b| json!(b)).collect(),
-        DType::Bool => data.iter().map(|b| json!(*b != 0)).collect(),
-    }
-}
-
 pub fn tensors(out: &HashMap<String, WireTensor>, as_json: bool) {
     let mut names: Vec<&String> = out.keys().collect();
     names.sort();
     let mut doc = serde_json::Map::new();
     for name in names {
-        let (dtype, shape, data) = &out[name];
-        let vals = dtype
-            .parse::<DType>()
-            .map(|d| values(d, data))
-            .unwrap_or_default();
+        let t = inferd_client::tensor::json::to_json(&out[name]);
         if as_json {
-            doc.insert(
-                name.clone(),
-                json!({ "dtype": dtype, "shape": shape, "data": vals }),
-            );
+            doc.insert(name.clone(), t);
         } else {
+            let vals = t["data"].as_array().cloned().unwrap_or_default();
             let shown: Vec<String> = vals.iter().map(Value::to_string).collect();
+            let (dtype, shape, _) = &out[name];
             println!("{name}: {dtype} {shape:?} [{}]", shown.join(", "));
         }
     }

@@ -85,37 +85,12 @@ fn max_payload() -> usize {
     1 << 20
 }
 
-/// Where the broker is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-}
+pub use inferd_client::mqtt::Endpoint;
 
 impl MqttConfig {
     pub fn endpoint(&self) -> Result<Endpoint, ConfigError> {
-        let bad = |why: &str| ConfigError::Invalid(format!("mqtt.url = {:?}: {why}", self.url));
-        let (tls, rest) = if let Some(r) = self.url.strip_prefix("mqtt://") {
-            (false, r)
-        } else if let Some(r) = self.url.strip_prefix("mqtts://") {
-            (true, r)
-        } else {
-            return Err(bad("expected mqtt://host[:port] or mqtts://host[:port]"));
-        };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().map_err(|_| bad("the port is not a number"))?),
-            None => (rest, if tls { 8883 } else { 1883 }),
-        };
-        if host.is_empty() || host.contains('/') {
-            return Err(bad("no host"));
-        }
-        Ok(Endpoint {
-            host: host.trim_matches(['[', ']']).to_owned(),
-            port,
-            tls,
-        })
+        Endpoint::parse(&self.url)
+            .map_err(|why| ConfigError::Invalid(format!("mqtt.url = {:?}: {why}", self.url)))
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use super::config::MqttConfig;
 
 /// A message the broker delivered, the same on both protocol versions.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Message {
     pub topic: String,
     pub payload: Bytes,

@@ -38,7 +38,6 @@ pub struct Frontend {
     /// Republishes the status; stopped first on close, so `offline` is the last word.
     status: JoinHandle<()>,
     on_unsubscribe: watch::Receiver<u64>,
-    tasks: Vec<JoinHandle<()>>,
 }
 
 fn read_password(cfg: &MqttConfig) -> Result<Option<(String, String)>, ConfigError> {
@@ -121,7 +120,6 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
         unsubscribed,
     };
     let link = tokio::spawn(link().run(tx, events, stop_rx));
-    let mut tasks = Vec::new();
 
     let router = routes::Router::start(&cfg.route, &engine, &client, topics.route_errors());
     let handler = Arc::new(Handler::new(
@@ -131,11 +129,12 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
         cfg.max_payload,
         router,
     ));
-    tasks.push(tokio::spawn(async move {
+    // Ends when the link does (it holds the sender), and with it the routes' workers.
+    tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
             handler.handle(m);
         }
-    }));
+    });
 
     // The retained status: on every (re)connection and every model state change.
     let (status_client, status_topic) = (client.clone(), topics.status());
@@ -166,7 +165,6 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
         link,
         status,
         on_unsubscribe,
-        tasks,
     })
 }
 
@@ -219,9 +217,6 @@ impl Frontend {
         {
             let _ = self.stop.send(true);
             link.abort();
-        }
-        for t in self.tasks {
-            t.abort();
         }
     }
 }

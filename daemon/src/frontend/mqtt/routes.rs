@@ -97,16 +97,7 @@ impl Router {
                 continue;
             };
             matched = true;
-            let copy = Message {
-                topic: m.topic.clone(),
-                payload: m.payload.clone(),
-                qos: m.qos,
-                dup: m.dup,
-                response_topic: None,
-                correlation: None,
-                expiry: m.expiry,
-            };
-            if r.tx.try_send((copy, captures)).is_err() {
+            if r.tx.try_send((m.clone(), captures)).is_err() {
                 let e = WireError::new(
                     "overloaded",
                     format!("route queue of {} is full; message dropped", r.cfg.queue),
