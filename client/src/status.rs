@@ -7,12 +7,13 @@ use serde::Serialize;
 use zbus::zvariant::{OwnedValue, Value};
 
 /// Lifecycle of a model in the daemon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelState {
     Loading,
     Ready,
     Failed,
+    #[default]
     Unloaded,
 }
 
@@ -40,7 +41,7 @@ impl fmt::Display for ModelState {
 }
 
 /// One row of `ListModels`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ModelStatus {
     pub name: String,
     /// Manifest kind: `embedding`, `tensor`, …
@@ -66,6 +67,18 @@ pub struct ModelStatus {
     pub active: u32,
     /// Tokens decoded in steps shared with other sequences (continuous batching).
     pub batched_tokens: u64,
+    /// Seconds a TensorRT engine has been building; the model serves on `provider` meanwhile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_build_s: Option<u64>,
+}
+
+/// `2m10s`, `45s`, `1h02m`: how `inferctl` and the service status show an elapsed time.
+pub fn elapsed(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
 }
 
 type Dict = HashMap<String, OwnedValue>;
@@ -104,6 +117,9 @@ impl ModelStatus {
         put(&mut d, "rejected", self.rejected);
         put(&mut d, "active", self.active);
         put(&mut d, "batched_tokens", self.batched_tokens);
+        if let Some(s) = self.engine_build_s {
+            put(&mut d, "engine_build_s", s);
+        }
         d
     }
 
@@ -125,6 +141,7 @@ impl ModelStatus {
             rejected: get(d, "rejected").unwrap_or_default(),
             active: get(d, "active").unwrap_or_default(),
             batched_tokens: get(d, "batched_tokens").unwrap_or_default(),
+            engine_build_s: get(d, "engine_build_s"),
             name,
         })
     }
@@ -150,8 +167,16 @@ mod tests {
             rejected: 4,
             active: 2,
             batched_tokens: 7,
+            engine_build_s: Some(130),
         };
         assert_eq!(ModelStatus::from_dict(&s.to_dict()).unwrap(), s);
+    }
+
+    #[test]
+    fn elapsed_times() {
+        assert_eq!(elapsed(45), "45s");
+        assert_eq!(elapsed(130), "2m10s");
+        assert_eq!(elapsed(3720), "1h02m");
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// Used when `--config` is not given and this file exists.
+/// Used when `--config` is not given and this file exists (or `inferd.toml` in systemd's
+/// `$CONFIGURATION_DIRECTORY`).
 pub const DEFAULT_CONFIG: &str = "/etc/inferd/inferd.toml";
 /// Used when neither the file nor `--models` names a repository.
 pub const DEFAULT_MODELS_DIR: &str = "/var/lib/inferd/models";
@@ -24,7 +25,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive.
@@ -35,23 +36,32 @@ pub struct Config {
     pub engine: EngineConfig,
     /// Absent: MQTT is off.
     pub mqtt: Option<crate::frontend::mqtt::config::MqttConfig>,
+    pub systemd: SystemdConfig,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemdConfig {
+    /// Send READY=1 only once the models found at start have loaded (or failed), instead of as
+    /// soon as the frontends answer.
+    pub ready_after_models: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
     /// Exact path of libonnxruntime; searched for when absent.
     pub library: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelsConfig {
     /// The model repository.
     pub dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DbusConfig {
     /// `session`, `system`, or a D-Bus address such as `unix:path=/run/bus`.
@@ -62,7 +72,7 @@ pub struct DbusConfig {
     pub admin_group: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
     /// Where TensorRT engine and timing caches live.
@@ -119,9 +129,12 @@ impl Config {
 
     /// Reads `path`, or the default file when it exists, or starts from defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let default = env_dir("CONFIGURATION_DIRECTORY")
+            .map(|d| d.join("inferd.toml"))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
         let path = match path {
             Some(p) => p.to_owned(),
-            None if Path::new(DEFAULT_CONFIG).exists() => PathBuf::from(DEFAULT_CONFIG),
+            None if default.exists() => default,
             None => return Ok(Config::default()),
         };
         let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
@@ -150,20 +163,53 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_MODELS_DIR))
     }
 
-    /// `engine.state_dir`, else systemd's `$STATE_DIRECTORY`, else the XDG state home.
+    /// `engine.state_dir`, else systemd's `$STATE_DIRECTORY`, else the XDG state home. TensorRT
+    /// engines live here: costly to rebuild, so not in the cache directory.
     pub fn state_dir(&self) -> PathBuf {
-        let env = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
         self.engine
             .state_dir
             .clone()
-            .or_else(|| env("STATE_DIRECTORY"))
-            .or_else(|| env("XDG_STATE_HOME").map(|p| p.join("inferd")))
-            .or_else(|| env("HOME").map(|p| p.join(".local/state/inferd")))
+            .or_else(|| env_dir("STATE_DIRECTORY"))
+            .or_else(|| env_dir("XDG_STATE_HOME").map(|p| p.join("inferd")))
+            .or_else(|| env_dir("HOME").map(|p| p.join(".local/state/inferd")))
             .unwrap_or_else(|| PathBuf::from("/var/lib/inferd"))
+    }
+
+    /// systemd's `$CACHE_DIRECTORY`, else the XDG cache home: what can be rebuilt cheaply
+    /// (TensorRT timing caches).
+    pub fn cache_dir(&self) -> PathBuf {
+        env_dir("CACHE_DIRECTORY")
+            .or_else(|| env_dir("XDG_CACHE_HOME").map(|p| p.join("inferd")))
+            .or_else(|| env_dir("HOME").map(|p| p.join(".cache/inferd")))
+            .unwrap_or_else(|| PathBuf::from("/var/cache/inferd"))
+    }
+
+    /// Takes what a running daemon can change from a reloaded config (log level, admins, drain
+    /// timeout) and keeps the rest; returns the merged config and the keys that changed but
+    /// need a restart.
+    pub fn reloaded(&self, mut next: Config) -> (Config, Vec<&'static str>) {
+        let mut kept = Vec::new();
+        let mut keep = |changed: bool, key| {
+            if changed {
+                kept.push(key);
+            }
+        };
+        keep(self.runtime != next.runtime, "runtime");
+        keep(self.models != next.models, "models.dir");
+        keep(self.dbus.bus != next.dbus.bus, "dbus.bus");
+        keep(
+            self.engine.state_dir != next.engine.state_dir,
+            "engine.state_dir",
+        );
+        keep(self.mqtt != next.mqtt, "mqtt");
+        keep(self.systemd != next.systemd, "systemd");
+        next.runtime = self.runtime.clone();
+        next.models = self.models.clone();
+        next.dbus.bus = self.dbus.bus.clone();
+        next.engine.state_dir = self.engine.state_dir.clone();
+        next.mqtt = self.mqtt.clone();
+        next.systemd = self.systemd.clone();
+        (next, kept)
     }
 
     pub fn bus(&self) -> Result<Bus, ConfigError> {
@@ -178,6 +224,17 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A directory named by an environment variable (systemd sets these for the unit's
+/// `StateDirectory=` and friends); unset or empty is `None`. systemd may pass several
+/// colon-separated paths; the first is ours.
+fn env_dir(key: &str) -> Option<PathBuf> {
+    let v = std::env::var(key).ok()?;
+    v.split(':')
+        .next()
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
 }
 
 #[cfg(test)]
@@ -205,6 +262,23 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(c.models_dir(), PathBuf::from("/b"));
+    }
+
+    #[test]
+    fn reload_takes_live_keys_and_names_the_rest() {
+        let old = Config::parse("[dbus]\nbus = \"system\"\n", Path::new("x")).unwrap();
+        let new = Config::parse(
+            "log_level = \"debug\"\n[dbus]\nbus = \"session\"\nadmin_uids = [5]\n[systemd]\nready_after_models = true\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        let (merged, kept) = old.reloaded(new);
+        assert_eq!(kept, ["dbus.bus", "systemd"]);
+        assert_eq!(merged.log_level.as_deref(), Some("debug"));
+        assert_eq!(merged.dbus.admin_uids, [5]);
+        assert_eq!(merged.dbus.bus.as_deref(), Some("system"));
+        assert!(!merged.systemd.ready_after_models);
+        assert!(old.reloaded(old.clone()).1.is_empty());
     }
 
     #[test]

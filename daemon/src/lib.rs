@@ -1,7 +1,7 @@
 //! inferd: an on-device inference daemon serving ONNX models over D-Bus and MQTT.
 //!
-//! `run` is the whole daemon; `main.rs` only parses flags and waits for a signal. Tests start the
-//! real binary, and embedders can call `run` with their own shutdown future.
+//! `run` is the whole daemon; `main.rs` only parses flags, sets up logging and turns signals into
+//! [`service::Control`] messages. Tests start the real binary.
 
 pub mod check;
 pub mod config;
@@ -9,20 +9,24 @@ pub mod engine;
 pub mod error;
 pub mod frontend;
 pub mod kinds;
+pub mod logging;
 pub mod manifest;
 pub mod repository;
 pub mod runtime;
+pub mod service;
 pub mod tensor;
 
-use std::future::Future;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError};
+use tokio::sync::mpsc;
+
+use crate::config::{Bus, Config, ConfigError};
 use crate::engine::Engine;
 use crate::frontend::dbus::{self, DbusError};
 use crate::frontend::mqtt;
 use crate::repository::Repository;
 use crate::runtime::RuntimeError;
+use crate::service::{Control, Notes, Notifier, StatusLine};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +45,13 @@ pub enum StartError {
     Dbus(#[from] DbusError),
 }
 
-/// Runs the daemon until `shutdown` resolves, then drains accepted requests and exits.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+/// Runs the daemon until `Control::Stop` (or the sender goes away), then drains accepted
+/// requests and returns. `Control::Reload` calls `reload_config` for a fresh config.
+pub async fn run(
+    config: Config,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    mut reload_config: impl FnMut() -> Result<Config, ConfigError>,
+) -> Result<(), StartError> {
     config.validate()?;
     let bus = config.bus()?;
     let runtime = runtime::load(config.runtime.library.as_deref())?;
@@ -53,23 +62,57 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "loaded ONNX Runtime"
     );
     let models = config.models_dir();
-    let ctx = kinds::LoadContext {
-        env: runtime.env.clone(),
-        state_dir: config.state_dir(),
-    };
+    let ctx = kinds::LoadContext::new(&runtime, &config);
     let engine =
         Engine::start(Repository::new(&models), ctx).map_err(|source| StartError::Repository {
             path: models.clone(),
             source,
         })?;
-    let frontend = dbus::serve(engine.clone(), &bus, &config.dbus, &runtime).await?;
+    let dbus = dbus::serve(engine.clone(), &bus, &config.dbus, &runtime).await?;
     tracing::info!(models = %models.display(), bus = ?bus, "serving org.inferd.Inferd1");
     let mqtt = match config.mqtt.as_ref().filter(|m| m.enabled) {
         Some(m) => Some(mqtt::serve(engine.clone(), m)?),
         None => None,
     };
 
-    shutdown.await;
+    let notifier = Notifier::from_env();
+    let notes = Notes::default();
+    let status = StatusLine {
+        engine: engine.clone(),
+        bus: match &bus {
+            Bus::Session => "session".into(),
+            Bus::System => "system".into(),
+            Bus::Address(a) => a.clone(),
+        },
+        mqtt: mqtt.as_ref().map(mqtt::Frontend::online),
+        notes: notes.clone(),
+    };
+    let mut stop = false;
+    if config.systemd.ready_after_models {
+        notifier.status("loading models");
+        tokio::select! {
+            _ = engine.settled() => {}
+            c = control.recv() => stop = !matches!(c, Some(Control::Reload)),
+        }
+    }
+    notifier.ready(&status.render());
+    let status_task = status.clone().spawn(notifier);
+    let watchdog = service::spawn_watchdog(engine.clone(), notifier, notes.clone());
+
+    let mut config = config;
+    while !stop {
+        match control.recv().await {
+            Some(Control::Reload) => {
+                notifier.reloading();
+                config = reload(config, &mut reload_config, &engine, &dbus, &notes).await;
+                notifier.ready(&status.render());
+            }
+            Some(Control::Stop) | None => stop = true,
+        }
+    }
+
+    notifier.stopping();
+    status_task.abort();
     tracing::info!("shutting down: finishing accepted requests");
     if let Some(m) = &mqtt {
         m.leave_pool().await;
@@ -78,10 +121,57 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if !engine.shutdown(timeout).await {
         tracing::warn!("some requests were still running after {timeout:?}; exiting anyway");
     }
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     if let Some(m) = mqtt {
         m.close().await;
     }
-    frontend.close().await;
+    dbus.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP: re-reads the config and rescans the model repository. A config that does not load
+/// keeps the old one whole, and says so in the service status; models are rescanned either way.
+async fn reload(
+    current: Config,
+    reload_config: &mut impl FnMut() -> Result<Config, ConfigError>,
+    engine: &Engine,
+    dbus: &dbus::Frontend,
+    notes: &Notes,
+) -> Config {
+    tracing::info!("reloading the config and the model repository");
+    let next = reload_config().and_then(|c| c.validate().map(|()| c));
+    let config = match next {
+        Err(e) => {
+            tracing::error!("reload: {e}; keeping the previous config");
+            notes.set_reload_error(Some(e.to_string()));
+            current
+        }
+        Ok(next) => {
+            let (merged, kept) = current.reloaded(next);
+            if !kept.is_empty() {
+                tracing::warn!(
+                    "reload: {} changed; restart inferd for that to take effect",
+                    kept.join(", ")
+                );
+            }
+            match dbus.update(&merged.dbus) {
+                Ok(()) => {
+                    notes.set_reload_error(None);
+                    merged
+                }
+                Err(e) => {
+                    tracing::error!("reload: {e}; keeping the previous config");
+                    notes.set_reload_error(Some(e.to_string()));
+                    current
+                }
+            }
+        }
+    };
+    if let Err(e) = engine.reload().await {
+        tracing::error!("reload: {e}");
+    }
+    config
 }

@@ -2,10 +2,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use inferd::config::{Config, Overrides};
-use tracing_subscriber::EnvFilter;
+use inferd::config::{Config, ConfigError, Overrides};
+use inferd::service::Control;
+use tokio::sync::mpsc;
 
-/// On-device inference daemon: serves ONNX models over D-Bus.
+/// On-device inference daemon: serves ONNX models over D-Bus and MQTT.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -31,27 +32,35 @@ enum Command {
     Check,
 }
 
+impl Cli {
+    /// The config file with the command line on top; run again on every reload.
+    fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = Config::load(self.config.as_deref())?;
+        config.apply(Overrides {
+            models: self.models.clone(),
+            bus: self.bus.clone(),
+            log_level: self.log_level.clone(),
+        });
+        Ok(config)
+    }
+}
+
+fn level(config: &Config) -> &str {
+    config.log_level.as_deref().unwrap_or("info")
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let mut config = match Config::load(cli.config.as_deref()) {
+    let mut cli = Cli::parse();
+    let config = match cli.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("inferd: {e}");
             return ExitCode::FAILURE;
         }
     };
-    config.apply(Overrides {
-        models: cli.models,
-        bus: cli.bus,
-        log_level: cli.log_level,
-    });
-    let filter = log_filter(config.log_level.as_deref().unwrap_or("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let logs = inferd::logging::init(level(&config));
 
-    if let Some(Command::Check) = cli.command {
+    if let Some(Command::Check) = cli.command.take() {
         let problems = inferd::check::check(&config);
         return if problems == 0 {
             ExitCode::SUCCESS
@@ -73,7 +82,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(inferd::run(config, stop_signal()));
+    let reload = move || {
+        let config = cli.load()?;
+        logs.set_level(level(&config));
+        Ok(config)
+    };
+    let result = rt.block_on(async {
+        let control = signals();
+        inferd::run(config, control, reload).await
+    });
     // Workers still busy after the drain timeout must not keep the process alive.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
@@ -86,25 +103,30 @@ fn main() -> ExitCode {
     }
 }
 
-/// The log filter for inferd's own logs. ONNX Runtime logs warnings and errors to stderr through
-/// its default logger: routing it through tracing would make it log at verbose level, which
-/// costs a quarter of decode speed.
-fn log_filter(level: &str) -> EnvFilter {
-    EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"))
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn stop_signal() {
+/// SIGTERM and SIGINT stop the daemon; SIGHUP reloads it.
+fn signals() -> mpsc::UnboundedReceiver<Control> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers; stop inferd with SIGKILL");
-        return std::future::pending().await;
+        std::mem::forget(tx);
+        return rx;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    tokio::spawn(async move {
+        loop {
+            let c = tokio::select! {
+                _ = term.recv() => Control::Stop,
+                _ = int.recv() => Control::Stop,
+                _ = hup.recv() => Control::Reload,
+            };
+            if tx.send(c).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }

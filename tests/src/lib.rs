@@ -5,7 +5,9 @@
 //! paths come from `ORT_DYLIB_PATH` and `INFERD_MODELS`, or the default cache.
 
 pub mod broker;
+pub mod notify;
 pub use broker::Broker;
+pub use notify::NotifySocket;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -265,12 +267,33 @@ impl Daemon {
 
     /// Starts with extra config file contents and waits until no model is loading.
     pub fn start_with(bus: &Bus, repo: &Repo, config: &str) -> Daemon {
+        let d = Daemon::launch(
+            bus,
+            repo,
+            Launch {
+                config,
+                ..Default::default()
+            },
+        );
+        d.wait_settled();
+        d
+    }
+
+    /// Starts without waiting for anything. The config file is `config_path()`.
+    pub fn launch(bus: &Bus, repo: &Repo, how: Launch) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("inferd.toml");
-        std::fs::write(&conf, config).expect("config");
+        std::fs::write(&conf, how.config).expect("config");
         let log = dir.path().join("inferd.log");
-        let child = Command::new(bin("inferd"))
-            .arg("--config")
+        let mut cmd = match how.wrapper {
+            [] => Command::new(bin("inferd")),
+            [program, args @ ..] => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin("inferd"));
+                c
+            }
+        };
+        cmd.arg("--config")
             .arg(&conf)
             .arg("--models")
             .arg(repo.path())
@@ -278,19 +301,32 @@ impl Daemon {
             .arg(&bus.address)
             .args(["--log-level", "debug"])
             .env("ORT_DYLIB_PATH", ort_library())
-            .env("STATE_DIRECTORY", dir.path())
+            .env("STATE_DIRECTORY", how.state_dir.unwrap_or(dir.path()))
+            .envs(how.env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start inferd");
-        let d = Daemon {
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        let child = cmd.spawn().expect("start inferd");
+        Daemon {
             child: Some(child),
             log,
             _dir: dir,
             bus: bus.address.clone(),
-        };
-        d.wait_settled();
-        d
+        }
+    }
+
+    /// The config file, for tests that rewrite it and reload.
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("inferd.toml")
+    }
+
+    /// The log file inferd's stderr goes to.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        nix::sys::signal::kill(pid, sig).expect("signal inferd");
     }
 
     pub fn log(&self) -> String {
@@ -369,6 +405,19 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// How [`Daemon::launch`] starts inferd, beyond the bus and the repository.
+#[derive(Default)]
+pub struct Launch<'a> {
+    /// Contents of the config file.
+    pub config: &'a str,
+    pub env: &'a [(&'a str, &'a str)],
+    /// A program (and its arguments) that execs inferd with the rest of the command line,
+    /// such as `sh -c '... exec "$0" "$@"'`.
+    pub wrapper: &'a [&'a str],
+    /// `STATE_DIRECTORY`; a fresh temporary one when absent.
+    pub state_dir: Option<&'a Path>,
 }
 
 /// `gdbus monitor` of every signal from inferd that an ordinary (non-eavesdropping) client

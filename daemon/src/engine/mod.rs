@@ -85,6 +85,29 @@ impl Engine {
         out
     }
 
+    /// Probes every serving worker (see `Queue::probe`); returns the models whose previous probe
+    /// is still unanswered, with how long it has waited.
+    pub fn probe_workers(&self) -> Vec<(String, Duration)> {
+        let slots = self.slots();
+        slots
+            .iter()
+            .filter_map(|(name, slot)| {
+                let serving = slot.serving(name).ok()?;
+                serving.queue.probe().map(|age| (name.clone(), age))
+            })
+            .collect()
+    }
+
+    /// Resolves once no model is loading.
+    pub async fn settled(&self) {
+        let mut changes = self.subscribe();
+        while self.list().iter().any(|m| m.state == ModelState::Loading) {
+            if let Err(broadcast::error::RecvError::Closed) = changes.recv().await {
+                return;
+            }
+        }
+    }
+
     /// Loads (or reloads) one model; resolves when it is ready or has failed.
     pub async fn load(&self, name: &str) -> Result<()> {
         let spec = match self.inner.repo.get(name) {

@@ -45,6 +45,8 @@ struct Entry<J> {
 struct State<J> {
     entries: VecDeque<Entry<J>>,
     closed: bool,
+    /// The health probe waiting for the worker, and when it was issued.
+    probe: Option<Instant>,
 }
 
 pub struct Queue<J> {
@@ -71,6 +73,7 @@ impl<J: Job> Queue<J> {
             state: Mutex::new(State {
                 entries: VecDeque::new(),
                 closed: false,
+                probe: None,
             }),
             ready: Condvar::new(),
             stats,
@@ -111,6 +114,26 @@ impl<J: Job> Queue<J> {
         Ok(())
     }
 
+    /// The watchdog's health probe: the worker answers it whenever it comes back to the queue
+    /// (between batches, between decode steps, or at once when idle). Returns how long the
+    /// previous probe has gone unanswered, or `None` if it was answered and a new one is out.
+    pub fn probe(&self) -> Option<Duration> {
+        let mut st = self.lock();
+        if let Some(issued) = st.probe {
+            return Some(issued.elapsed());
+        }
+        st.probe = Some(Instant::now());
+        drop(st);
+        self.ready.notify_all();
+        None
+    }
+
+    /// Answers the health probe; workers that do not take from the queue on every step (a
+    /// generation worker with every slot full) call this once per step.
+    pub fn heartbeat(&self) {
+        self.lock().probe = None;
+    }
+
     /// Requests waiting now.
     pub fn depth(&self) -> usize {
         self.lock().entries.len()
@@ -146,6 +169,7 @@ impl<J: Job> Queue<J> {
     /// calls (generation admits new sequences between decode steps).
     pub fn try_take(&self, max: usize) -> Vec<J> {
         let mut st = self.lock();
+        st.probe = None;
         self.prune(&mut st, Instant::now());
         let n = max.min(st.entries.len());
         st.entries.drain(..n).map(|e| e.job).collect()
@@ -160,6 +184,7 @@ impl<J: Job> Queue<J> {
     ) -> Option<Vec<J>> {
         let mut st = self.lock();
         loop {
+            st.probe = None;
             self.prune(&mut st, Instant::now());
             if !st.entries.is_empty() {
                 break;
@@ -237,6 +262,31 @@ mod tests {
         max_batch: 4,
         max_wait: Duration::ZERO,
     };
+
+    #[test]
+    fn an_idle_worker_answers_probes_and_a_busy_one_does_not() {
+        let q = Arc::new(Queue::<Fake>::new("m", 8, Default::default()));
+        let q2 = q.clone();
+        let worker = std::thread::spawn(move || q2.next_batch(NOW, |_, _| true).map(|b| b.len()));
+        assert_eq!(q.probe(), None, "the first probe is issued");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // The idle worker wakes for the probe and answers it.
+        while q.probe().is_some() {
+            assert!(Instant::now() < deadline, "the idle worker never answered");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (a, _ra) = job(1, 0);
+        q.push(a, None).unwrap();
+        assert_eq!(worker.join().unwrap(), Some(1));
+        // Nobody takes from the queue now: the probe stays unanswered and ages.
+        let _ = q.probe();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(q
+            .probe()
+            .is_some_and(|age| age >= Duration::from_millis(20)));
+        q.heartbeat();
+        assert_eq!(q.probe(), None);
+    }
 
     #[test]
     fn full_queue_refuses_at_once() {

@@ -174,6 +174,7 @@ impl Slot {
             rejected: self.stats.rejected.load(Ordering::Relaxed),
             active: self.stats.active.load(Ordering::Relaxed) as u32,
             batched_tokens: self.stats.batched_tokens.load(Ordering::Relaxed),
+            engine_build_s: None,
         }
     }
 }

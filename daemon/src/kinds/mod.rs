@@ -54,6 +54,21 @@ pub struct LoadContext {
     pub env: Environment,
     /// Root of provider caches (TensorRT engines).
     pub state_dir: PathBuf,
+    /// TensorRT timing caches: cheap to rebuild.
+    pub cache_dir: PathBuf,
+    /// ONNX Runtime's version, part of the TensorRT engine cache key.
+    pub runtime_version: String,
+}
+
+impl LoadContext {
+    pub fn new(runtime: &crate::runtime::Runtime, config: &crate::config::Config) -> LoadContext {
+        LoadContext {
+            env: runtime.env.clone(),
+            state_dir: config.state_dir(),
+            cache_dir: config.cache_dir(),
+            runtime_version: runtime.version.clone(),
+        }
+    }
 }
 
 /// Opens the session and builds the kind-specific model around it.

@@ -235,10 +235,14 @@ async fn main() {
         }
         Cmd::Inprocess { models, model, n } => {
             let runtime = inferd::runtime::load(None).expect("ONNX Runtime");
-            let ctx = inferd::kinds::LoadContext {
-                env: runtime.env.clone(),
-                state_dir: std::env::temp_dir(),
+            let config = inferd::config::Config {
+                engine: inferd::config::EngineConfig {
+                    state_dir: Some(std::env::temp_dir()),
+                    ..Default::default()
+                },
+                ..Default::default()
             };
+            let ctx = inferd::kinds::LoadContext::new(&runtime, &config);
             let engine =
                 Engine::start(inferd::repository::Repository::new(models), ctx).expect("engine");
             engine.load(&model).await.expect("load");

@@ -41,13 +41,8 @@ fn status_rows(node: &str, status: &Value) -> Vec<ModelStatus> {
             provider: m["provider"].as_str().unwrap_or_default().to_owned(),
             error: m["error"].as_str().map(str::to_owned),
             note: Some(format!("node {node}")),
-            queue_depth: 0,
-            served: 0,
-            skipped: 0,
-            timed_out: 0,
-            rejected: 0,
-            active: 0,
-            batched_tokens: 0,
+            engine_build_s: m["engine_build_s"].as_u64(),
+            ..Default::default()
         })
         .collect()
 }

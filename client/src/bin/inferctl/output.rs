@@ -16,11 +16,15 @@ pub fn models(models: &[ModelStatus], as_json: bool) {
     let rows: Vec<[String; 4]> = models
         .iter()
         .map(|m| {
-            let provider = if m.provider.is_empty() {
+            let mut provider = if m.provider.is_empty() {
                 "-".to_owned()
             } else {
                 m.provider.clone()
             };
+            if let Some(s) = m.engine_build_s {
+                let building = inferd_client::status::elapsed(s);
+                provider = format!("{provider} → tensorrt (building engine, {building})");
+            }
             [
                 m.name.clone(),
                 m.kind.clone(),

@@ -7,18 +7,26 @@ use zbus::message::Header;
 use zbus::names::BusName;
 use zbus::Connection;
 
+use std::sync::{Arc, RwLock};
+
 use crate::config::DbusConfig;
 
+/// Shared by the served object and the frontend, so a reload can change the admins.
 #[derive(Debug, Clone)]
 pub struct Auth {
     own_uid: u32,
-    admin_uids: Vec<u32>,
-    admin_gid: Option<u32>,
+    admins: Arc<RwLock<Admins>>,
 }
 
-impl Auth {
-    pub fn new(cfg: &DbusConfig) -> Result<Auth, String> {
-        let admin_gid = match &cfg.admin_group {
+#[derive(Debug, PartialEq)]
+struct Admins {
+    uids: Vec<u32>,
+    gid: Option<u32>,
+}
+
+impl Admins {
+    fn from_config(cfg: &DbusConfig) -> Result<Admins, String> {
+        let gid = match &cfg.admin_group {
             None => None,
             Some(g) => Some(
                 nix::unistd::Group::from_name(g)
@@ -28,18 +36,34 @@ impl Auth {
                     .as_raw(),
             ),
         };
+        Ok(Admins {
+            uids: cfg.admin_uids.clone(),
+            gid,
+        })
+    }
+}
+
+impl Auth {
+    pub fn new(cfg: &DbusConfig) -> Result<Auth, String> {
         Ok(Auth {
             own_uid: nix::unistd::getuid().as_raw(),
-            admin_uids: cfg.admin_uids.clone(),
-            admin_gid,
+            admins: Arc::new(RwLock::new(Admins::from_config(cfg)?)),
         })
     }
 
+    /// Takes the admins of a reloaded config; on error the old ones stay.
+    pub fn update(&self, cfg: &DbusConfig) -> Result<(), String> {
+        let new = Admins::from_config(cfg)?;
+        *self.admins.write().unwrap_or_else(|p| p.into_inner()) = new;
+        Ok(())
+    }
+
     fn allows(&self, uid: u32, groups: &[u32]) -> bool {
+        let admins = self.admins.read().unwrap_or_else(|p| p.into_inner());
         uid == 0
             || uid == self.own_uid
-            || self.admin_uids.contains(&uid)
-            || self.admin_gid.is_some_and(|g| groups.contains(&g))
+            || admins.uids.contains(&uid)
+            || admins.gid.is_some_and(|g| groups.contains(&g))
     }
 
     /// `Ok` when the message's sender may call the management method `method`.
@@ -63,7 +87,13 @@ impl Auth {
             .unix_user_id()
             .ok_or_else(|| denied("the bus did not report the caller's uid".into()))?;
         let groups = creds.unix_group_ids().cloned().unwrap_or_default();
-        if self.admin_gid.is_some() && groups.is_empty() {
+        let by_group = self
+            .admins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .gid
+            .is_some();
+        if by_group && groups.is_empty() {
             tracing::warn!(
                 uid,
                 "the bus reports no groups for the caller; dbus.admin_group cannot match"
@@ -88,8 +118,10 @@ mod tests {
     fn who_is_allowed() {
         let a = Auth {
             own_uid: 1000,
-            admin_uids: vec![1001],
-            admin_gid: Some(50),
+            admins: Arc::new(RwLock::new(Admins {
+                uids: vec![1001],
+                gid: Some(50),
+            })),
         };
         assert!(a.allows(0, &[]));
         assert!(a.allows(1000, &[]));
@@ -97,5 +129,12 @@ mod tests {
         assert!(a.allows(2000, &[7, 50]));
         assert!(!a.allows(2000, &[7]));
         assert!(!a.allows(65534, &[]));
+        a.update(&DbusConfig {
+            admin_uids: vec![65534],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(a.allows(65534, &[]));
+        assert!(!a.allows(1001, &[]));
     }
 }

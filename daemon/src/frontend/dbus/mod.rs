@@ -29,6 +29,7 @@ pub enum DbusError {
 /// A running D-Bus frontend.
 pub struct Frontend {
     conn: Connection,
+    auth: auth::Auth,
 }
 
 /// Serves the object, then requests the name, so a client that sees the name finds the object.
@@ -42,7 +43,7 @@ pub async fn serve(
     let callers = callers::Callers::default();
     let service = Service {
         engine: engine.clone(),
-        auth,
+        auth: auth.clone(),
         callers: callers.clone(),
         runtime_version: runtime.version.clone(),
         providers: runtime.providers.clone(),
@@ -84,10 +85,15 @@ pub async fn serve(
             }
         }
     });
-    Ok(Frontend { conn })
+    Ok(Frontend { conn, auth })
 }
 
 impl Frontend {
+    /// Applies a reloaded `[dbus]` section's admins; the bus itself needs a restart.
+    pub fn update(&self, cfg: &DbusConfig) -> Result<(), DbusError> {
+        self.auth.update(cfg).map_err(DbusError::Config)
+    }
+
     /// Gives up the bus name; in-flight replies already sent are unaffected.
     pub async fn close(self) {
         if let Err(e) = self.conn.release_name(BUS_NAME).await {

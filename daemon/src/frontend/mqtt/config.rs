@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::config::ConfigError;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// `mqtt://host[:1883]` or `mqtts://host[:8883]`.
@@ -42,7 +42,7 @@ pub struct MqttConfig {
 
 /// A route: messages on `from` run `op` on `model`; results go to `to`, where `{1}`, `{2}`, …
 /// are the topic levels matched by the filter's `+` wildcards.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub from: String,

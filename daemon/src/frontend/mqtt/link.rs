@@ -276,6 +276,8 @@ pub fn client(cfg: &MqttConfig, c: &Connect) -> (Client, impl FnOnce() -> Link) 
 /// What the link tells the rest of the frontend, as counters that change.
 pub struct Events {
     pub connected: watch::Sender<u64>,
+    /// Whether the broker connection is up now (for the service status).
+    pub online: watch::Sender<bool>,
     pub unsubscribed: watch::Sender<u64>,
 }
 
@@ -323,6 +325,7 @@ impl Link {
                         }
                     }
                     events.connected.send_modify(|n| *n += 1);
+                    events.online.send_replace(true);
                 }
                 Happening::Message(m) => {
                     if tx.send(m).await.is_err() {
@@ -330,6 +333,7 @@ impl Link {
                     }
                 }
                 Happening::Failed(e) => {
+                    events.online.send_replace(false);
                     let wait = backoff(failures);
                     if failures == 0 {
                         tracing::warn!("MQTT broker connection failed: {e}; retrying in {wait:?}");

@@ -38,6 +38,7 @@ pub struct Frontend {
     /// Republishes the status; stopped first on close, so `offline` is the last word.
     status: JoinHandle<()>,
     on_unsubscribe: watch::Receiver<u64>,
+    online: watch::Receiver<bool>,
 }
 
 fn read_password(cfg: &MqttConfig) -> Result<Option<(String, String)>, ConfigError> {
@@ -114,9 +115,11 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
     let (stop, stop_rx) = watch::channel(false);
     let (connected, mut on_connect) = watch::channel(0u64);
     let (unsubscribed, on_unsubscribe) = watch::channel(0u64);
+    let (online_tx, online) = watch::channel(false);
     let (tx, mut rx) = mpsc::channel(1024);
     let events = link::Events {
         connected,
+        online: online_tx,
         unsubscribed,
     };
     let link = tokio::spawn(link().run(tx, events, stop_rx));
@@ -165,6 +168,7 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
         link,
         status,
         on_unsubscribe,
+        online,
     })
 }
 
@@ -180,6 +184,11 @@ fn retained(topic: &str, payload: Vec<u8>) -> Out {
 }
 
 impl Frontend {
+    /// Follows whether the broker connection is up.
+    pub fn online(&self) -> watch::Receiver<bool> {
+        self.online.clone()
+    }
+
     /// Stops taking pool requests, so the broker sends them to the rest of the pool while this
     /// daemon finishes what it accepted. Once the broker acknowledges, every pool request it
     /// sent before is already here; a moment more lets them reach the engine's queues before

@@ -16,6 +16,7 @@ pub fn online(engine: &Engine) -> Vec<u8> {
                 "state": m.state.as_str(),
                 "provider": m.provider,
                 "error": m.error,
+                "engine_build_s": m.engine_build_s,
             })
         })
         .collect();

@@ -390,6 +390,7 @@ impl Model for TextGeneration {
     fn serve(&mut self, queue: &Queue<Job>, _policy: BatchPolicy) {
         let mut admitted: VecDeque<Job> = VecDeque::new();
         loop {
+            queue.heartbeat();
             let free = self.max_sequences.saturating_sub(self.active());
             if self.active() == 0 {
                 let policy = BatchPolicy {

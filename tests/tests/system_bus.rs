@@ -1,0 +1,424 @@
+//! The shipped system-bus policy (packaging/dbus/org.inferd.Inferd1.conf) and system user
+//! (systemd/inferd.sysusers) on a private dbus-daemon configured like a distribution's system
+//! bus: inferd runs as the `inferd` user, group members and root may call it, everyone else
+//! is refused by the bus itself, and no other uid may take its name.
+//!
+//! Needs root (CI runs the tests as root): it creates the `inferd` user and group on the host
+//! with systemd-sysusers and runs processes as other uids with setpriv.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use inferd_e2e::*;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// `nobody`: called once with group `inferd` as a supplementary group (a member) and once
+/// without any group, so only the group decides. (dbus-daemon takes the caller's groups from the
+/// socket, SO_PEERGROUPS, but refuses to authenticate a uid without a passwd entry: the uid must
+/// be a real user.)
+const NOBODY: u32 = 65534;
+const MEMBER: u32 = NOBODY;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+/// A temporary directory every uid can read and enter.
+fn open_dir(prefix: &str) -> TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("tempdir");
+    chmod(dir.path(), 0o755);
+    dir
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// `setpriv` running `program` as `uid`/`gid` with exactly the supplementary `groups`.
+fn as_user(uid: u32, gid: u32, groups: &[u32], program: &Path) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"));
+    if groups.is_empty() {
+        cmd.arg("--clear-groups");
+    } else {
+        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+        cmd.arg(format!("--groups={}", list.join(",")));
+    }
+    cmd.arg(program);
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run command")
+}
+
+/// A dbus-daemon with the system bus's default policy (as in /usr/share/dbus-1/system.conf)
+/// plus the shipped policy file, listening on a socket every uid can reach.
+struct SystemBus {
+    child: Child,
+    address: String,
+    _dir: TempDir,
+}
+
+impl SystemBus {
+    fn start(policy: &Path) -> SystemBus {
+        let dir = open_dir("inferd-sysbus");
+        let conf = dir.path().join("system.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={dir}/bus</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
+  </policy>
+  <include>{policy}</include>
+</busconfig>
+"#,
+                dir = dir.path().display(),
+                policy = policy.display()
+            ),
+        )
+        .expect("write bus config");
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--print-address"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dbus-daemon");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("read bus address");
+        assert!(
+            !line.trim().is_empty(),
+            "dbus-daemon did not start with {}",
+            conf.display()
+        );
+        SystemBus {
+            child,
+            address: line.trim().to_owned(),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for SystemBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An `inferd` started through setpriv as some uid; killed when dropped.
+struct Inferd {
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Inferd {
+    /// Starts inferd as `uid`/`gid` with a state directory that uid owns.
+    fn spawn(uid: u32, gid: u32, bus: &str, repo: &Path, ort: &Path) -> Inferd {
+        let dir = open_dir("inferd-sysd");
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).expect("state dir");
+        std::os::unix::fs::chown(&state, Some(uid), Some(gid)).expect("chown state dir");
+        let conf = dir.path().join("inferd.toml");
+        std::fs::write(&conf, "").expect("config");
+        chmod(&conf, 0o644);
+        let log = dir.path().join("inferd.log");
+        let child = as_user(uid, gid, &[], &bin("inferd"))
+            .arg("--config")
+            .arg(&conf)
+            .arg("--models")
+            .arg(repo)
+            .arg("--bus")
+            .arg(bus)
+            .args(["--log-level", "debug"])
+            .env("ORT_DYLIB_PATH", ort)
+            .env("STATE_DIRECTORY", &state)
+            .env("HOME", &state)
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("XDG_CACHE_HOME")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start inferd");
+        Inferd {
+            child: Some(child),
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit on its own.
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "inferd still runs after {within:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Inferd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if std::thread::panicking() {
+                eprintln!("---- inferd log ----\n{}", self.log());
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `busctl call` of the bus driver (org.freedesktop.DBus) as root.
+fn bus_driver(bus: &str, method: &str, signature: &str, args: &[&str]) -> Output {
+    run(Command::new("busctl")
+        .args(["--address", bus, "call"])
+        .args([
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            method,
+            signature,
+        ])
+        .args(args))
+}
+
+#[test]
+fn the_shipped_policy_admits_root_and_group_inferd_only() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "system_bus needs root: it creates the inferd system user (systemd-sysusers) and \
+         runs inferd and inferctl as other uids (setpriv). Run it as root, as CI does."
+    );
+    let root = repo_root();
+    let policy = root.join("packaging/dbus/org.inferd.Inferd1.conf");
+
+    // The shipped system user, exactly as a package installs it.
+    let out = run(Command::new("systemd-sysusers").arg(root.join("systemd/inferd.sysusers")));
+    assert!(out.status.success(), "systemd-sysusers: {}", stderr(&out));
+    let user = nix::unistd::User::from_name("inferd")
+        .expect("getpwnam")
+        .expect("systemd-sysusers did not create user inferd");
+    let group = nix::unistd::Group::from_name("inferd")
+        .expect("getgrnam")
+        .expect("systemd-sysusers did not create group inferd");
+    let (uid, gid) = (user.uid.as_raw(), group.gid.as_raw());
+    assert_eq!(user.gid.as_raw(), gid, "inferd's primary group is inferd");
+    assert_ne!(uid, 0);
+    assert_eq!(user.dir, Path::new("/var/lib/inferd"));
+
+    let bus = SystemBus::start(&policy);
+    let addr = bus.address.as_str();
+
+    // ONNX Runtime where every uid can read it (the cached copy lives under /root).
+    let ort_dir = open_dir("inferd-ort");
+    let ort = ort_dir.path().join("libonnxruntime.so.1.31.1");
+    std::fs::copy(ort_library(), &ort).expect("copy ONNX Runtime");
+    chmod(&ort, 0o644);
+
+    let repo = Repo::new();
+    repo.add_minilm("minilm");
+
+    let daemon = Inferd::spawn(uid, gid, addr, repo.path(), &ort);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = inferctl(addr, &["--json", "models"]);
+        if out.status.success() {
+            let models: Value = serde_json::from_slice(&out.stdout).expect("models json");
+            let state = models
+                .as_array()
+                .and_then(|a| a.iter().find(|m| m["name"] == "minilm"))
+                .map(|m| m["state"].clone());
+            if state == Some(Value::from("ready")) {
+                break;
+            }
+            assert_ne!(state, Some(Value::from("failed")), "{models}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "inferd as uid {uid} did not serve minilm; log:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The name belongs to the inferd user.
+    let out = bus_driver(addr, "GetConnectionUnixUser", "s", &["org.inferd.Inferd1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), format!("u {uid}"));
+
+    let inferctl_bin = bin("inferctl");
+    let inferctl_as = |uid: u32, groups: &[u32], args: &[&str]| {
+        run(as_user(uid, uid, groups, &inferctl_bin)
+            .args(["--bus", addr])
+            .args(args))
+    };
+
+    // Root and a member of group inferd may call.
+    let out = inferctl(addr, &["--json", "embed", "minilm", "hello"]);
+    assert!(out.status.success(), "root: {}", stderr(&out));
+    let out = inferctl_as(MEMBER, &[gid], &["--json", "embed", "minilm", "hello"]);
+    assert!(out.status.success(), "group member: {}", stderr(&out));
+    assert_eq!(
+        json(&out)["embeddings"][0].as_array().map(Vec::len),
+        Some(384),
+        "{}",
+        stdout(&out)
+    );
+    // ... including the standard interfaces (properties, introspection, ping).
+    for args in [
+        &[
+            "get-property",
+            "org.inferd.Inferd1",
+            "/org/inferd/Inferd1",
+            "org.inferd.Inferd1",
+            "Version",
+        ][..],
+        &["introspect", "org.inferd.Inferd1", "/org/inferd/Inferd1"],
+        &[
+            "call",
+            "org.inferd.Inferd1",
+            "/org/inferd/Inferd1",
+            "org.freedesktop.DBus.Peer",
+            "Ping",
+        ],
+    ] {
+        let out = run(as_user(MEMBER, MEMBER, &[gid], Path::new("busctl"))
+            .args(["--address", addr])
+            .args(args));
+        assert!(
+            out.status.success(),
+            "group member, busctl {args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // The bus lets a member's management call through; the daemon refuses it itself.
+    let out = inferctl_as(MEMBER, &[gid], &["unload", "minilm"]);
+    let err = assert_error(&out, "AccessDenied");
+    assert!(err.contains(&format!("uid {MEMBER}")), "{err}");
+
+    // Anyone else is refused by the bus, before the daemon sees the call.
+    let out = inferctl_as(NOBODY, &[], &["embed", "minilm", "hello"]);
+    let err = assert_error(&out, "AccessDenied");
+    assert!(
+        err.contains("Rejected send message"),
+        "not the bus's refusal: {err}"
+    );
+    let out = run(as_user(NOBODY, NOBODY, &[], Path::new("gdbus"))
+        .args(["call", "--address", addr, "--dest", "org.inferd.Inferd1"])
+        .args(["--object-path", "/org/inferd/Inferd1"])
+        .args(["--method", "org.inferd.Inferd1.ListModels"]));
+    assert!(
+        !out.status.success(),
+        "uid {NOBODY} listed models: {}",
+        stdout(&out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("org.freedesktop.DBus.Error.AccessDenied")
+            && err.contains("Rejected send message"),
+        "expected the bus's AccessDenied, got: {err}"
+    );
+    assert!(!err.contains("org.inferd.Inferd1.Error"), "{err}");
+
+    // Request objects (org.inferd.Inferd1.Request, Cancel): the bus passes a member's call on
+    // (the daemon answers that no such request exists) and refuses anyone else's.
+    let cancel = |groups: &[u32]| {
+        let out = run(as_user(NOBODY, NOBODY, groups, Path::new("gdbus"))
+            .args(["call", "--address", addr, "--dest", "org.inferd.Inferd1"])
+            .args(["--object-path", "/org/inferd/Inferd1/request/nosuch"])
+            .args(["--method", "org.inferd.Inferd1.Request.Cancel"]));
+        assert!(!out.status.success(), "cancelled nothing: {}", stdout(&out));
+        stderr(&out)
+    };
+    let err = cancel(&[gid]);
+    assert!(!err.contains("Rejected send message"), "{err}");
+    let err = cancel(&[]);
+    assert!(
+        err.contains("org.freedesktop.DBus.Error.AccessDenied")
+            && err.contains("Rejected send message"),
+        "{err}"
+    );
+
+    // No other uid may own the name: RequestName is refused by policy...
+    let out = run(as_user(NOBODY, NOBODY, &[gid], Path::new("gdbus"))
+        .args(["call", "--address", addr, "--dest", "org.freedesktop.DBus"])
+        .args(["--object-path", "/org/freedesktop/DBus"])
+        .args(["--method", "org.freedesktop.DBus.RequestName"])
+        .args(["org.inferd.Inferd1", "4"]));
+    assert!(
+        !out.status.success(),
+        "uid {NOBODY} got the name: {}",
+        stdout(&out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("org.freedesktop.DBus.Error.AccessDenied")
+            && err.contains("not allowed to own the service \"org.inferd.Inferd1\""),
+        "{err}"
+    );
+    // ... so a second inferd started as that uid fails with an error about the name.
+    let mut intruder = Inferd::spawn(NOBODY, NOBODY, addr, repo.path(), &ort);
+    let status = intruder.wait_exit(Duration::from_secs(60));
+    assert!(!status.success(), "inferd as uid {NOBODY} started");
+    let log = intruder.log();
+    assert!(
+        log.contains("org.inferd.Inferd1") && log.contains("not allowed to own"),
+        "{log}"
+    );
+
+    // The real daemon kept its name and still answers.
+    let out = bus_driver(addr, "GetConnectionUnixUser", "s", &["org.inferd.Inferd1"]);
+    assert_eq!(stdout(&out).trim(), format!("u {uid}"));
+    let out = inferctl(addr, &["embed", "minilm", "hello"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    drop(daemon);
+}
