@@ -18,6 +18,7 @@ pub trait Inferd1 {
     fn load_model(&self, name: &str) -> Result<(), Error>;
     fn unload_model(&self, name: &str) -> Result<(), Error>;
     fn reload(&self) -> Result<(), Error>;
+    fn warmup(&self, name: &str) -> Result<HashMap<String, OwnedValue>, Error>;
     fn embed(
         &self,
         model: &str,

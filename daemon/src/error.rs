@@ -54,6 +54,8 @@ pub enum LoadError {
     NoGpu(String),
     #[error("no execution provider registered: {0}")]
     NoProvider(String),
+    #[error("TensorRT engine build failed: {0}")]
+    EngineBuild(String),
     #[error("{0}")]
     Incompatible(String),
 }

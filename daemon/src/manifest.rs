@@ -195,6 +195,12 @@ pub struct TensorRtOptions {
     pub max_workspace: Option<usize>,
     /// 0–5; higher builds slower engines that run faster.
     pub builder_optimization_level: Option<u8>,
+    /// The shape profile, as ONNX Runtime takes it: `input_ids:1x1,attention_mask:1x1`. With
+    /// all three set the engine is built at load for the whole range, instead of at the first
+    /// request and again for every shape outside what it was built for.
+    pub profile_min_shapes: Option<String>,
+    pub profile_opt_shapes: Option<String>,
+    pub profile_max_shapes: Option<String>,
 }
 
 impl Default for TensorRtOptions {
@@ -204,6 +210,9 @@ impl Default for TensorRtOptions {
             fp16: true,
             max_workspace: None,
             builder_optimization_level: None,
+            profile_min_shapes: None,
+            profile_opt_shapes: None,
+            profile_max_shapes: None,
         }
     }
 }
@@ -261,6 +270,21 @@ impl Manifest {
         if self.execution.require_gpu && !self.execution.providers.iter().any(|p| p.is_gpu()) {
             return invalid(
                 "execution.require_gpu is set but execution.providers lists no GPU provider",
+            );
+        }
+        if self.execution.providers[1..].contains(&Provider::Tensorrt) {
+            return invalid("execution.providers: tensorrt, when listed, comes first");
+        }
+        let t = &self.execution.tensorrt;
+        let profile = [
+            &t.profile_min_shapes,
+            &t.profile_opt_shapes,
+            &t.profile_max_shapes,
+        ];
+        if profile.iter().any(|p| p.is_some()) && !profile.iter().all(|p| p.is_some()) {
+            return invalid(
+                "execution.tensorrt: set profile_min_shapes, profile_opt_shapes and \
+                 profile_max_shapes together",
             );
         }
         if self.batching.max_batch == 0 {

@@ -4,10 +4,12 @@
 //! stamps a deadline and pushes it onto the model's bounded queue. Loads run on the model's own
 //! worker thread, so a slow or failing model never holds up the others.
 
+pub mod gpu;
 pub mod job;
 pub mod providers;
 pub mod queue;
 mod slot;
+pub mod trt_cache;
 mod worker;
 
 use std::collections::HashMap;
@@ -21,6 +23,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use self::job::{Classes, EmbedOutput, EmbedRequest, Event, GenerateRequest, Job, Tensors};
+use self::providers::Mode;
 use self::queue::Queue;
 use self::slot::{Serving, Slot};
 use crate::error::{Error, LoadError, Result};
@@ -207,17 +210,46 @@ impl Engine {
 
     /// Starts a worker for `spec`; the slot switches to it once it has loaded.
     fn start_load(&self, spec: ModelSpec) -> LoadResult {
+        let fingerprint = slot::fingerprint(&spec);
+        let kind = spec.manifest.kind;
+        self.spawn_worker(spec, Mode::Serve, |slot| {
+            Some(slot.begin_load(kind, fingerprint))
+        })
+    }
+
+    /// Builds the TensorRT engine of the version serving now, on a worker of its own; the
+    /// built version replaces it, and a failed build leaves it serving.
+    fn start_build(&self, spec: ModelSpec) {
+        tracing::info!(model = %spec.name, "serving while the TensorRT engine builds");
+        let name = spec.name.clone();
+        // Its outcome shows in the model's status; nobody waits for it here.
+        drop(self.spawn_worker(spec, Mode::Build, |slot| {
+            slot.serving(&name).ok()?;
+            Some(slot.begin_build())
+        }));
+    }
+
+    /// Registers a load with `begin` (which may decline) and starts its worker thread.
+    fn spawn_worker(
+        &self,
+        spec: ModelSpec,
+        mode: Mode,
+        begin: impl FnOnce(&mut Slot) -> Option<u64>,
+    ) -> LoadResult {
         let (done_tx, done_rx) = oneshot::channel();
         if self.inner.stopping.load(Ordering::Acquire) {
             let _ = done_tx.send(Err("inferd is shutting down".into()));
             return done_rx;
         }
         let name = spec.name.clone();
-        let (generation, stats, state) = {
+        let started = {
             let mut slots = self.slots();
             let slot = slots.entry(name.clone()).or_default();
-            let generation = slot.begin_load(spec.manifest.kind, slot::fingerprint(&spec));
-            (generation, slot.stats.clone(), slot.state())
+            begin(slot).map(|generation| (generation, slot.stats.clone(), slot.state()))
+        };
+        let Some((generation, stats, state)) = started else {
+            let _ = done_tx.send(Err("nothing serves to build an engine for".into()));
+            return done_rx;
         };
         self.notify(&name, state);
         let queue = Arc::new(Queue::new(&name, spec.manifest.batching.queue, stats));
@@ -225,8 +257,12 @@ impl Engine {
         let serving_queue = queue.clone();
         let manifest = spec.manifest.clone();
         let loaded_name = name.clone();
+        let build_spec = spec.clone();
         let on_loaded = move |result: std::result::Result<kinds::Loaded, LoadError>| {
             let failure = result.as_ref().err().map(ToString::to_string);
+            let pending = result
+                .as_ref()
+                .is_ok_and(|info| info.placement.build_pending);
             let serve = engine.finish_load(
                 &loaded_name,
                 generation,
@@ -236,6 +272,9 @@ impl Engine {
                     info,
                 }),
             );
+            if serve && pending {
+                engine.start_build(build_spec);
+            }
             let outcome = match (serve, failure) {
                 (true, _) => Ok(()),
                 (false, Some(reason)) => Err(reason),
@@ -244,7 +283,7 @@ impl Engine {
             let _ = done_tx.send(outcome);
             serve
         };
-        match worker::spawn(spec, self.inner.ctx.clone(), queue, on_loaded) {
+        match worker::spawn(spec, self.inner.ctx.clone(), mode, queue, on_loaded) {
             Ok(handle) => {
                 let mut threads = self.inner.threads.lock().unwrap_or_else(|p| p.into_inner());
                 threads.retain(|t| !t.is_finished());
@@ -257,6 +296,50 @@ impl Engine {
             }
         }
         done_rx
+    }
+
+    /// Loads the model if needed and waits until it is on its final provider: a TensorRT
+    /// engine is built now (ahead of time, e.g. at install), not at the first request.
+    pub async fn warmup(&self, name: &str) -> Result<ModelStatus> {
+        let mut changes = self.subscribe();
+        loop {
+            let (status, build_failed) = {
+                let slots = self.slots();
+                match slots.get(name) {
+                    Some(slot) => (
+                        Some(slot.status(name)),
+                        slot.build_failed().map(str::to_owned),
+                    ),
+                    None => (None, None),
+                }
+            };
+            match status {
+                None => self.load(name).await?,
+                Some(s) if s.state == ModelState::Unloaded => self.load(name).await?,
+                Some(s) if s.state == ModelState::Failed => {
+                    return Err(Error::ModelNotReady {
+                        name: name.to_owned(),
+                        state: s.state,
+                        reason: s.error,
+                    })
+                }
+                Some(s) if s.state == ModelState::Ready && s.engine_build_s.is_none() => {
+                    return match build_failed {
+                        Some(reason) => Err(Error::ModelNotReady {
+                            name: name.to_owned(),
+                            state: s.state,
+                            reason: Some(format!("{reason}; it serves on {}", s.provider)),
+                        }),
+                        None => Ok(s),
+                    };
+                }
+                Some(_) => {
+                    if let Err(broadcast::error::RecvError::Closed) = changes.recv().await {
+                        return Err(Error::ShuttingDown);
+                    }
+                }
+            }
+        }
     }
 
     /// Records a finished load in its slot; returns whether the new worker should serve.

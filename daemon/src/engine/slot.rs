@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use inferd_client::{ModelState, ModelStatus};
 
@@ -36,6 +37,11 @@ pub struct Slot {
     unloaded: bool,
     /// Fingerprint of the files behind the serving version, or the last failed attempt.
     fingerprint: Option<String>,
+    /// Generation and start of a TensorRT engine build; the serving version stays until it
+    /// is done.
+    building: Option<(u64, Instant)>,
+    /// Why the last engine build failed (the version serving stays).
+    build_failed: Option<String>,
 }
 
 /// Changes whenever the manifest or a file it names changes.
@@ -84,7 +90,21 @@ impl Slot {
         self.loading_fingerprint = Some(fingerprint);
         self.kind = Some(kind);
         self.unloaded = false;
+        self.building = None;
+        self.build_failed = None;
         self.generations
+    }
+
+    /// Starts an engine build for the version serving now.
+    pub fn begin_build(&mut self) -> u64 {
+        self.generations += 1;
+        self.building = Some((self.generations, Instant::now()));
+        self.build_failed = None;
+        self.generations
+    }
+
+    pub fn build_failed(&self) -> Option<&str> {
+        self.build_failed.as_deref()
     }
 
     /// Records a finished load; returns whether its worker should serve.
@@ -93,6 +113,21 @@ impl Slot {
         generation: u64,
         result: std::result::Result<Serving, LoadError>,
     ) -> bool {
+        if self.building.is_some_and(|(g, _)| g == generation) {
+            self.building = None;
+            return match result {
+                Ok(built) => {
+                    if let Some(old) = self.serving.replace(Arc::new(built)) {
+                        old.queue.close();
+                    }
+                    true
+                }
+                Err(e) => {
+                    self.build_failed = Some(e.to_string());
+                    false
+                }
+            };
+        }
         if self.loading != Some(generation) {
             return false;
         }
@@ -134,6 +169,7 @@ impl Slot {
         self.loading = None;
         self.loading_fingerprint = None;
         self.failed = None;
+        self.building = None;
         self.unloaded = true;
     }
 
@@ -156,7 +192,10 @@ impl Slot {
         let placement = self.serving.as_ref().map(|s| &s.info.placement);
         let skipped = placement
             .map(|p| p.skipped.join("; "))
-            .filter(|s| !s.is_empty());
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("providers skipped: {s}"));
+        let build = self.build_failed.clone();
+        let note: Vec<String> = skipped.into_iter().chain(build).collect();
         ModelStatus {
             name: name.to_owned(),
             kind: self.kind.map(Kind::as_str).unwrap_or("unknown").to_owned(),
@@ -166,7 +205,7 @@ impl Slot {
                 .unwrap_or_default()
                 .to_owned(),
             error: self.failed.clone(),
-            note: skipped.map(|s| format!("providers skipped: {s}")),
+            note: (!note.is_empty()).then(|| note.join("; ")),
             queue_depth: self.serving.as_ref().map_or(0, |s| s.queue.depth() as u32),
             served: self.stats.served.load(Ordering::Relaxed),
             skipped: self.stats.skipped.load(Ordering::Relaxed),
@@ -174,7 +213,7 @@ impl Slot {
             rejected: self.stats.rejected.load(Ordering::Relaxed),
             active: self.stats.active.load(Ordering::Relaxed) as u32,
             batched_tokens: self.stats.batched_tokens.load(Ordering::Relaxed),
-            engine_build_s: None,
+            engine_build_s: self.building.map(|(_, t)| t.elapsed().as_secs()),
         }
     }
 }

@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::job::Job;
+use super::providers::Mode;
 use super::queue::{BatchPolicy, Queue};
 use crate::error::LoadError;
 use crate::kinds::{self, LoadContext, Loaded};
@@ -19,6 +20,7 @@ use crate::manifest::ModelSpec;
 pub fn spawn(
     spec: ModelSpec,
     ctx: LoadContext,
+    mode: Mode,
     queue: Arc<Queue<Job>>,
     on_loaded: impl FnOnce(Result<Loaded, LoadError>) -> bool + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -26,7 +28,7 @@ pub fn spawn(
         .name(format!("model-{}", spec.name))
         .spawn(move || {
             let started = std::time::Instant::now();
-            let loaded = catch_unwind(AssertUnwindSafe(|| kinds::load(&spec, &ctx)))
+            let loaded = catch_unwind(AssertUnwindSafe(|| kinds::load(&spec, &ctx, mode)))
                 .unwrap_or_else(|_| Err(LoadError::Incompatible("the loader panicked".into())));
             let (mut model, info) = match loaded {
                 Ok(ok) => ok,

@@ -72,8 +72,12 @@ impl LoadContext {
 }
 
 /// Opens the session and builds the kind-specific model around it.
-pub fn load(spec: &ModelSpec, ctx: &LoadContext) -> Result<(Box<dyn Model>, Loaded), LoadError> {
-    let (session, placement) = providers::open(spec, ctx)?;
+pub fn load(
+    spec: &ModelSpec,
+    ctx: &LoadContext,
+    mode: providers::Mode,
+) -> Result<(Box<dyn Model>, Loaded), LoadError> {
+    let (session, placement) = providers::open(spec, ctx, mode)?;
     let inputs: Vec<Spec> = session
         .inputs()
         .iter()

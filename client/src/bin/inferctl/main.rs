@@ -39,6 +39,8 @@ pub enum Command {
     Unload { name: String },
     /// Rescan the model repository
     Reload,
+    /// Load a model and wait until it is on its final provider (builds a TensorRT engine now)
+    Warmup { name: String },
     /// Embed texts
     Embed {
         model: String,
@@ -115,6 +117,11 @@ async fn run(bus: &str, json: bool, command: Command) -> Result<(), Error> {
         Command::Load { name } => proxy.load_model(&name).await?,
         Command::Unload { name } => proxy.unload_model(&name).await?,
         Command::Reload => proxy.reload().await?,
+        Command::Warmup { name } => {
+            let status = ModelStatus::from_dict(&proxy.warmup(&name).await?)
+                .map_err(|e| Error::Internal(format!("unexpected reply: {e}")))?;
+            output::models(&[status], json);
+        }
         Command::Embed {
             model,
             texts,

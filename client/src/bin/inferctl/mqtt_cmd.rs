@@ -164,7 +164,10 @@ pub async fn run(url: &str, a: &MqttArgs, json_out: bool, command: Command) -> R
             system,
             options,
         } => generate::chat(&Transport::Mqtt(&client), &model, system, &options).await?,
-        Command::Load { .. } | Command::Unload { .. } | Command::Reload => {
+        Command::Load { .. }
+        | Command::Unload { .. }
+        | Command::Reload
+        | Command::Warmup { .. } => {
             return Err(Error::AccessDenied(
                 "management (load, unload, reload) is only on D-Bus, where callers are authorized"
                     .into(),

@@ -176,6 +176,18 @@ impl Service {
         Ok(self.engine.unload(&name)?)
     }
 
+    /// Loads the model if needed and returns once it is on its final provider (a TensorRT
+    /// engine built), with its status. Administrators only.
+    async fn warmup(
+        &self,
+        name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<HashMap<String, OwnedValue>, Error> {
+        self.auth.check(conn, &hdr, "Warmup").await?;
+        Ok(self.engine.warmup(&name).await?.to_dict())
+    }
+
     /// Rescans the repository. Administrators only.
     async fn reload(
         &self,

@@ -1,0 +1,71 @@
+#!/bin/sh
+# Checks systemd/inferd.service offline (no running systemd needed, systemd >= 250):
+#  1. `systemd-analyze verify` of the unit and of the unit + GPU drop-in: any
+#     warning fails the check (verify alone exits 0 on unknown keys);
+#  2. `systemd-analyze security --offline=true`: the unit's overall exposure must be
+#     at most $MAX_EXPOSURE (2.0); the score with the GPU drop-in is printed only.
+# /usr/bin/inferd need not exist: the unit is checked from a temporary copy whose
+# ExecStart= binary is a stub. Leaves nothing behind.
+set -eu
+
+MAX_EXPOSURE=${MAX_EXPOSURE:-2.0}
+top=$(cd "$(dirname "$0")/.." && pwd)
+unit=$top/systemd/inferd.service
+dropin=$top/systemd/gpu.conf.example
+
+command -v systemd-analyze >/dev/null || { echo "check-unit: systemd-analyze not found" >&2; exit 1; }
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT INT TERM
+
+# Two copies: base/ (the unit alone) and gpu/ (the unit + drop-in). Only the binary
+# path of ExecStart= changes; its arguments and every other line are checked as shipped.
+stub=$tmp/inferd
+printf '#!/bin/sh\nexit 0\n' >"$stub"
+chmod 755 "$stub"
+grep -q '^ExecStart=/usr/bin/inferd ' "$unit" || { echo "check-unit: ExecStart=/usr/bin/inferd ... not found in $unit" >&2; exit 1; }
+for v in base gpu; do
+    mkdir -p "$tmp/$v"
+    sed "s|^ExecStart=/usr/bin/inferd |ExecStart=$stub |" "$unit" >"$tmp/$v/inferd.service"
+done
+mkdir -p "$tmp/gpu/inferd.service.d"
+cp "$dropin" "$tmp/gpu/inferd.service.d/gpu.conf"
+
+fail=0
+verify() { # $1: variant
+    # verify prints problems (unknown keys, bad values, missing binaries) on stderr;
+    # some of them only as warnings with exit status 0, so any output is a failure.
+    if ! (cd "$tmp/$1" && systemd-analyze verify --man=no ./inferd.service) >"$tmp/verify.out" 2>&1 \
+        || [ -s "$tmp/verify.out" ]; then
+        echo "check-unit: systemd-analyze verify failed ($1):" >&2
+        sed "s|$tmp/$1/||g" "$tmp/verify.out" >&2
+        fail=1
+    else
+        echo "check-unit: systemd-analyze verify ($1): ok"
+    fi
+}
+
+exposure() { # $1: variant; prints the overall exposure level
+    (cd "$tmp/$1" && systemd-analyze security --offline=true --no-pager ./inferd.service) >"$tmp/security.out" 2>&1 || true
+    score=$(sed -n 's/.*Overall exposure level for [^:]*: \([0-9][0-9.]*\).*/\1/p' "$tmp/security.out")
+    if [ -z "$score" ]; then
+        echo "check-unit: no exposure level in systemd-analyze security output ($1):" >&2
+        cat "$tmp/security.out" >&2
+        return 1
+    fi
+    echo "$score"
+}
+
+verify base
+verify gpu
+
+base=$(exposure base) || exit 1
+gpu=$(exposure gpu) || exit 1
+echo "check-unit: exposure of inferd.service: $base (limit $MAX_EXPOSURE)"
+echo "check-unit: exposure with the GPU drop-in: $gpu (reported only)"
+if awk -v s="$base" -v m="$MAX_EXPOSURE" 'BEGIN { exit !(s > m) }'; then
+    echo "check-unit: inferd.service exposure $base is above $MAX_EXPOSURE:" >&2
+    (cd "$tmp/base" && systemd-analyze security --offline=true --no-pager ./inferd.service) 2>&1 | grep -v '✓' >&2 || true
+    fail=1
+fi
+exit "$fail"
