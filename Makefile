@@ -15,7 +15,7 @@ PY := $(VENV)/bin/python
 IMPORTER_HASH := $(shell cat models/importer/inferd_import/*.py models/importer/inferd_import/sources/*.py models/intent/* models/testdata/make_think_model.py | sha256sum | cut -c1-12)
 export INFERD_TEST_MODELS := $(CACHE)/test-models/$(IMPORTER_HASH)
 
-.PHONY: run test test-models fetch models build check-tools lint pytest bench fixtures dbus-xml clean-cache
+.PHONY: run test test-models fetch models build check-tools lint pytest bench fixtures dbus-xml clean-cache deb package-check
 
 ## Fetch ONNX Runtime and the default models, build in release, serve in the foreground.
 run: models build
@@ -26,6 +26,7 @@ test: fetch check-tools lint test-models
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace
 	$(MAKE) --no-print-directory pytest
+	$(MAKE) --no-print-directory package-check
 
 ## The importer's tests alone (needs `make fetch`).
 pytest: $(VENV)/ok
@@ -63,13 +64,25 @@ models: fetch $(VENV)/ok
 build:
 	$(CARGO) build --release -p inferd -p inferd-client
 
+## The Debian package (target/debian/inferd_*.deb), with cargo-deb installed once into the cache.
+CARGO_DEB := $(CACHE)/tools/bin/cargo-deb
+deb: build
+	@test -x "$(CARGO_DEB)" || $(CARGO) install cargo-deb --locked --version 3.8.0 --root "$(CACHE)/tools"
+	rm -f target/debian/*.deb
+	"$(CARGO_DEB)" -p inferd --no-build -o target/debian/
+
+## The unit passes systemd-analyze (exposure <= 2.0); the .deb has every file where it belongs.
+package-check: deb
+	scripts/check-unit.sh
+	scripts/check-deb.sh target/debian/inferd_*.deb
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 check-tools:
-	@for t in dbus-daemon busctl gdbus setpriv cc mosquitto mosquitto_pub mosquitto_sub mosquitto_passwd openssl; do \
-	  command -v $$t >/dev/null || { echo "missing $$t: run .ci/run, or apt-get install dbus libglib2.0-bin util-linux gcc mosquitto mosquitto-clients openssl"; exit 1; }; \
+	@for t in dbus-daemon busctl gdbus setpriv cc mosquitto mosquitto_pub mosquitto_sub mosquitto_passwd openssl systemd-analyze systemd-sysusers dpkg-deb unshare; do \
+	  command -v $$t >/dev/null || { echo "missing $$t: run .ci/run, or apt-get install dbus systemd libglib2.0-bin util-linux gcc mosquitto mosquitto-clients openssl"; exit 1; }; \
 	done
 
 ## Benchmarks; results go to docs/benchmarks.md.

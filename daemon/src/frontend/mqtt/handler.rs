@@ -100,7 +100,7 @@ impl Handler {
         };
         match self.running.lock().expect("not poisoned").get(&id) {
             Some(token) => token.cancel(),
-            None => tracing::debug!(%id, "cancel for a request that is not running"),
+            None => tracing::debug!(request_id = %id, "cancel for a request that is not running"),
         }
     }
 
@@ -167,11 +167,11 @@ impl Handler {
         match seen {
             Seen::New => {}
             Seen::Skip => {
-                tracing::debug!(id = %req.id, dup = m.dup, "second delivery of a request; it runs once");
+                tracing::debug!(request_id = %req.id, dup = m.dup, "second delivery of a request; it runs once");
                 return;
             }
             Seen::Done(outs) => {
-                tracing::debug!(id = %req.id, "redelivery of an answered request; answering again");
+                tracing::debug!(request_id = %req.id, "redelivery of an answered request; answering again");
                 let this = Arc::clone(self);
                 tokio::spawn(async move { this.publish_all(&outs).await });
                 return;
@@ -227,7 +227,7 @@ impl Handler {
         };
         self.running.lock().expect("not poisoned").remove(&req.id);
         let last = last.unwrap_or_else(|e| {
-            tracing::info!(id = %req.id, model, code = e.code, "request failed: {}", e.message);
+            tracing::info!(request_id = %req.id, model, code = e.code, "request failed: {}", e.message);
             reply.out(wire::failed(Some(&req.id), &e), e.code)
         });
         self.publish(last.clone()).await;
@@ -281,7 +281,7 @@ impl Handler {
         id: Option<String>,
         e: WireError,
     ) {
-        tracing::warn!(topic, id = ?id, code = e.code, "rejected an MQTT request: {}", e.message);
+        tracing::warn!(topic, request_id = ?id, code = e.code, "rejected an MQTT request: {}", e.message);
         let out = match reply {
             Some(r) => r.out(wire::failed(id.as_deref(), &e), e.code),
             None => Out {

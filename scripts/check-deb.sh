@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Checks a built inferd .deb: unpacked into an empty root, every file is where the unit, the
+# D-Bus policy and the activation file expect it, and `inferd check` runs from there.
+# Usage: scripts/check-deb.sh target/debian/inferd_*.deb   (needs ORT_DYLIB_PATH for the check)
+set -euo pipefail
+deb=$1
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+dpkg-deb -x "$deb" "$root"
+dpkg-deb -e "$deb" "$root/DEBIAN"
+fail() { echo "check-deb: FAIL: $*" >&2; exit 1; }
+ok() { echo "check-deb: ok    $*"; }
+
+for f in usr/bin/inferd usr/bin/inferctl \
+         lib/systemd/system/inferd.service \
+         usr/lib/sysusers.d/inferd.conf usr/lib/tmpfiles.d/inferd.conf \
+         usr/share/dbus-1/system.d/org.inferd.Inferd1.conf \
+         usr/share/dbus-1/system-services/org.inferd.Inferd1.service \
+         usr/share/dbus-1/interfaces/org.inferd.Inferd1.xml \
+         etc/inferd/inferd.toml usr/share/doc/inferd/deploy.md usr/share/doc/inferd/gpu.conf.example; do
+  [ -f "$root/$f" ] || fail "missing /$f"
+done
+[ -d "$root/var/lib/inferd/models" ] || fail "missing /var/lib/inferd/models"
+ok "every file in place"
+if find "$root" -name 'libonnxruntime*' | grep -q .; then fail "ONNX Runtime must not be bundled"; fi
+
+unit=$root/lib/systemd/system/inferd.service
+exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
+bin=${exec_start%% *}
+[ -x "$root$bin" ] || fail "ExecStart binary $bin is not in the package"
+conf=$(sed -n 's/.*--config \([^ ]*\).*/\1/p' <<<"$exec_start")
+[ -f "$root$conf" ] || fail "ExecStart's config $conf is not in the package"
+grep -qx "$conf" "$root/DEBIAN/conffiles" || fail "$conf is not a conffile"
+grep -q '^bus = "system"' "$root$conf" || fail "the packaged config does not use the system bus"
+ok "unit runs $bin --config $conf (a conffile, system bus)"
+
+alias=$(sed -n 's/^Alias=//p' "$unit")
+activation=$root/usr/share/dbus-1/system-services/org.inferd.Inferd1.service
+grep -qx "SystemdService=$alias" "$activation" || fail "activation file does not name the unit's Alias ($alias)"
+user=$(sed -n 's/^User=//p' "$unit")
+awk '$1 == "u" { print $2 }' "$root/usr/lib/sysusers.d/inferd.conf" | grep -qx "$user" \
+  || fail "sysusers does not create the unit's User=$user"
+grep -q "<allow own=\"org.inferd.Inferd1\"/>" "$root/usr/share/dbus-1/system.d/org.inferd.Inferd1.conf" \
+  || fail "policy does not let the daemon own its name"
+grep -q "<policy user=\"$user\">" "$root/usr/share/dbus-1/system.d/org.inferd.Inferd1.conf" \
+  || fail "policy's owner is not the unit's User=$user"
+grep -q "/var/lib/inferd/models" "$root/usr/lib/tmpfiles.d/inferd.conf" || fail "tmpfiles does not create the repository"
+ok "activation → $alias, User=$user owns the name, tmpfiles makes the repository"
+
+[ -x "$root/DEBIAN/postinst" ] || fail "no postinst"
+grep -q "systemd-sysusers inferd.conf" "$root/DEBIAN/postinst" || fail "postinst does not create the user"
+grep -q "daemon-reload" "$root/DEBIAN/postinst" || fail "postinst does not reload systemd"
+grep -q "ReloadConfig" "$root/DEBIAN/postinst" || fail "postinst does not reload D-Bus"
+dpkg-deb -f "$deb" Depends | grep -q libc6 || fail "Depends has no libc6"
+ok "maintainer scripts and dependencies"
+
+"$root/usr/bin/inferctl" --version >/dev/null
+out=$("$root/usr/bin/inferd" --config "$root$conf" --models "$root/var/lib/inferd/models" check)
+echo "$out" | sed 's/^/check-deb:       /'
+grep -q "^ok    ONNX Runtime" <<<"$out" || fail "inferd check did not find ONNX Runtime"
+grep -q "^ok    model repository" <<<"$out" || fail "inferd check did not read the repository"
+ok "inferd check runs from the unpacked package"
