@@ -188,27 +188,30 @@ impl Config {
     /// timeout) and keeps the rest; returns the merged config and the keys that changed but
     /// need a restart.
     pub fn reloaded(&self, mut next: Config) -> (Config, Vec<&'static str>) {
-        let mut kept = Vec::new();
-        let mut keep = |changed: bool, key| {
-            if changed {
+        fn keep<T: PartialEq + Clone>(
+            kept: &mut Vec<&'static str>,
+            key: &'static str,
+            old: &T,
+            new: &mut T,
+        ) {
+            if old != new {
                 kept.push(key);
+                *new = old.clone();
             }
-        };
-        keep(self.runtime != next.runtime, "runtime");
-        keep(self.models != next.models, "models.dir");
-        keep(self.dbus.bus != next.dbus.bus, "dbus.bus");
+        }
+        let mut kept = Vec::new();
+        keep(&mut kept, "runtime", &self.runtime, &mut next.runtime);
+        keep(&mut kept, "models.dir", &self.models, &mut next.models);
+        keep(&mut kept, "dbus.bus", &self.dbus.bus, &mut next.dbus.bus);
+        let state_dir = &mut next.engine.state_dir;
         keep(
-            self.engine.state_dir != next.engine.state_dir,
+            &mut kept,
             "engine.state_dir",
+            &self.engine.state_dir,
+            state_dir,
         );
-        keep(self.mqtt != next.mqtt, "mqtt");
-        keep(self.systemd != next.systemd, "systemd");
-        next.runtime = self.runtime.clone();
-        next.models = self.models.clone();
-        next.dbus.bus = self.dbus.bus.clone();
-        next.engine.state_dir = self.engine.state_dir.clone();
-        next.mqtt = self.mqtt.clone();
-        next.systemd = self.systemd.clone();
+        keep(&mut kept, "mqtt", &self.mqtt, &mut next.mqtt);
+        keep(&mut kept, "systemd", &self.systemd, &mut next.systemd);
         (next, kept)
     }
 

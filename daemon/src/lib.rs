@@ -87,12 +87,17 @@ pub async fn run(
         mqtt: mqtt.as_ref().map(mqtt::Frontend::online),
         notes: notes.clone(),
     };
-    let mut stop = false;
+    // What arrives before READY waits for it: systemd expects RELOADING=1 from a ready service.
+    let mut next: Option<Control> = None;
     if config.systemd.ready_after_models {
         notifier.status("loading models");
-        tokio::select! {
-            _ = engine.settled() => {}
-            c = control.recv() => stop = !matches!(c, Some(Control::Reload)),
+        let settled = engine.settled();
+        tokio::pin!(settled);
+        while next != Some(Control::Stop) {
+            tokio::select! {
+                _ = &mut settled => break,
+                c = control.recv() => next = Some(c.unwrap_or(Control::Stop)),
+            }
         }
     }
     notifier.ready(&status.render());
@@ -100,14 +105,18 @@ pub async fn run(
     let watchdog = service::spawn_watchdog(engine.clone(), notifier, notes.clone());
 
     let mut config = config;
-    while !stop {
-        match control.recv().await {
+    loop {
+        let c = match next.take() {
+            Some(c) => Some(c),
+            None => control.recv().await,
+        };
+        match c {
             Some(Control::Reload) => {
                 notifier.reloading();
                 config = reload(config, &mut reload_config, &engine, &dbus, &notes).await;
                 notifier.ready(&status.render());
             }
-            Some(Control::Stop) | None => stop = true,
+            Some(Control::Stop) | None => break,
         }
     }
 

@@ -88,7 +88,7 @@ pub fn tests_dir() -> PathBuf {
 }
 
 /// A temporary directory other uids can read, for tests that call as another user.
-fn shared_tempdir(prefix: &str) -> TempDir {
+pub fn shared_tempdir(prefix: &str) -> TempDir {
     let dir = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
@@ -133,7 +133,22 @@ pub struct Bus {
 }
 
 impl Bus {
+    /// A session-type bus where everyone may own, call and eavesdrop.
     pub fn start() -> Bus {
+        Bus::with_policy(
+            "session",
+            r#"<policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+  </policy>"#,
+        )
+    }
+
+    /// A bus of `kind` (`session`, `system`) whose `<busconfig>` holds `policy` (policies and
+    /// includes), listening on a socket every uid can reach.
+    pub fn with_policy(kind: &str, policy: &str) -> Bus {
         let dir = shared_tempdir("inferd-bus");
         let conf = dir.path().join("bus.conf");
         std::fs::write(
@@ -142,15 +157,10 @@ impl Bus {
                 r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
-  <type>session</type>
+  <type>{kind}</type>
   <listen>unix:path={}/bus</listen>
   <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-  </policy>
+  {policy}
 </busconfig>
 "#,
                 dir.path().display()
@@ -168,6 +178,11 @@ impl Bus {
         BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
             .expect("read bus address");
+        assert!(
+            !line.trim().is_empty(),
+            "dbus-daemon did not start with {}",
+            conf.display()
+        );
         Bus {
             child,
             _dir: dir,
@@ -256,7 +271,8 @@ impl Repo {
 pub struct Daemon {
     child: Option<Child>,
     log: PathBuf,
-    _dir: TempDir,
+    /// Holds the config file, the log and (by default) the state directory.
+    dir: TempDir,
     pub bus: String,
 }
 
@@ -281,7 +297,8 @@ impl Daemon {
 
     /// Starts without waiting for anything. The config file is `config_path()`.
     pub fn launch(bus: &Bus, repo: &Repo, how: Launch) -> Daemon {
-        let dir = tempfile::tempdir().expect("tempdir");
+        // Readable by other uids: a wrapper may run inferd as one.
+        let dir = shared_tempdir("inferd-daemon");
         let conf = dir.path().join("inferd.toml");
         std::fs::write(&conf, how.config).expect("config");
         let log = dir.path().join("inferd.log");
@@ -309,14 +326,14 @@ impl Daemon {
         Daemon {
             child: Some(child),
             log,
-            _dir: dir,
+            dir,
             bus: bus.address.clone(),
         }
     }
 
     /// The config file, for tests that rewrite it and reload.
     pub fn config_path(&self) -> PathBuf {
-        self._dir.path().join("inferd.toml")
+        self.dir.path().join("inferd.toml")
     }
 
     /// The log file inferd's stderr goes to.
@@ -370,6 +387,24 @@ impl Daemon {
             map.insert(m["name"].as_str().expect("name").to_owned(), m.clone());
         }
         Value::Object(map)
+    }
+
+    /// Waits for inferd to exit on its own (a start that must fail).
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "inferd still runs after {within:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -469,6 +504,45 @@ pub fn info_str(info: &Value, key: &str) -> String {
 /// A numeric entry of an `a{sv}` info dict in busctl's JSON; -1 when absent.
 pub fn info_num(info: &Value, key: &str) -> f64 {
     info[key]["data"].as_f64().unwrap_or(-1.0)
+}
+
+/// `setpriv` arguments that run a program as `uid`/`gid` with exactly the supplementary
+/// `groups` (none: cleared).
+pub fn setpriv(uid: u32, gid: u32, groups: &[u32]) -> Vec<String> {
+    let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+    let groups = if groups.is_empty() {
+        "--clear-groups".to_owned()
+    } else {
+        format!("--groups={}", list.join(","))
+    };
+    vec![
+        "setpriv".into(),
+        format!("--reuid={uid}"),
+        format!("--regid={gid}"),
+        groups,
+    ]
+}
+
+/// `program` run through [`setpriv`].
+pub fn as_user(
+    uid: u32,
+    gid: u32,
+    groups: &[u32],
+    program: impl AsRef<std::ffi::OsStr>,
+) -> Command {
+    let args = setpriv(uid, gid, groups);
+    let mut cmd = Command::new(&args[0]);
+    cmd.args(&args[1..]).arg(program);
+    cmd
+}
+
+/// `inferctl` as `nobody` (uid and gid 65534, no groups): not root, not an admin.
+pub fn inferctl_as_nobody(bus: &str, args: &[&str]) -> Output {
+    as_user(65534, 65534, &[], bin("inferctl"))
+        .args(["--bus", bus])
+        .args(args)
+        .output()
+        .expect("run inferctl as nobody")
 }
 
 /// Runs `inferctl --bus ADDRESS ARGS...`.

@@ -39,18 +39,22 @@ impl NotifySocket {
         self.path.to_str().expect("utf-8 path")
     }
 
+    /// One message, if any arrives within the socket's read timeout; it is kept in `seen`.
+    fn recv(&mut self) -> Option<String> {
+        let mut buf = vec![0u8; 8192];
+        let n = self.sock.recv(&mut buf).ok()?;
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        self.seen.push((Instant::now(), msg.clone()));
+        Some(msg)
+    }
+
     /// Receives until a message satisfies `pred` and returns it; panics after `timeout` with
     /// everything seen.
     pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + timeout;
-        let mut buf = vec![0u8; 8192];
         loop {
-            if let Ok(n) = self.sock.recv(&mut buf) {
-                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                self.seen.push((Instant::now(), msg.clone()));
-                if pred(&msg) {
-                    return msg;
-                }
+            if let Some(msg) = self.recv().filter(|m| pred(m)) {
+                return msg;
             }
             assert!(
                 Instant::now() < deadline,
@@ -63,12 +67,8 @@ impl NotifySocket {
     /// Receives everything that arrives within `d`.
     pub fn collect_for(&mut self, d: Duration) {
         let deadline = Instant::now() + d;
-        let mut buf = vec![0u8; 8192];
         while Instant::now() < deadline {
-            if let Ok(n) = self.sock.recv(&mut buf) {
-                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                self.seen.push((Instant::now(), msg));
-            }
+            self.recv();
         }
     }
 }

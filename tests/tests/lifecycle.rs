@@ -165,15 +165,7 @@ fn management_needs_an_admin_and_inference_does_not() {
     let repo = Repo::new();
     repo.add_minilm("minilm");
     let d = Daemon::start(&bus, &repo);
-    let as_nobody = |args: &[&str]| {
-        std::process::Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(bin("inferctl"))
-            .args(["--bus", &d.bus])
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let as_nobody = |args: &[&str]| inferctl_as_nobody(&d.bus, args);
     for args in [&["load", "minilm"][..], &["unload", "minilm"], &["reload"]] {
         let e = assert_error(&as_nobody(args), "AccessDenied");
         assert!(e.contains("uid 65534"), "{e}");
@@ -187,11 +179,6 @@ fn management_needs_an_admin_and_inference_does_not() {
 
     drop(d);
     let d = Daemon::start_with(&bus, &repo, "[dbus]\nadmin_uids = [65534]\n");
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(bin("inferctl"))
-        .args(["--bus", &d.bus, "unload", "minilm"])
-        .output()
-        .unwrap();
+    let out = inferctl_as_nobody(&d.bus, &["unload", "minilm"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }

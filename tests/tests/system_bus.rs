@@ -7,12 +7,10 @@
 //! with systemd-sysusers and runs processes as other uids with setpriv.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use inferd_e2e::*;
-use serde_json::Value;
-use tempfile::TempDir;
 
 /// `nobody`: called once with group `inferd` as a supplementary group (a member) and once
 /// without any group, so only the group decides. (dbus-daemon takes the caller's groups from the
@@ -28,34 +26,9 @@ fn repo_root() -> PathBuf {
         .to_owned()
 }
 
-/// A temporary directory every uid can read and enter.
-fn open_dir(prefix: &str) -> TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .expect("tempdir");
-    chmod(dir.path(), 0o755);
-    dir
-}
-
 fn chmod(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-}
-
-/// `setpriv` running `program` as `uid`/`gid` with exactly the supplementary `groups`.
-fn as_user(uid: u32, gid: u32, groups: &[u32], program: &Path) -> Command {
-    let mut cmd = Command::new("setpriv");
-    cmd.arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={gid}"));
-    if groups.is_empty() {
-        cmd.arg("--clear-groups");
-    } else {
-        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
-        cmd.arg(format!("--groups={}", list.join(",")));
-    }
-    cmd.arg(program);
-    cmd
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -63,27 +36,12 @@ fn run(cmd: &mut Command) -> Output {
 }
 
 /// A dbus-daemon with the system bus's default policy (as in /usr/share/dbus-1/system.conf)
-/// plus the shipped policy file, listening on a socket every uid can reach.
-struct SystemBus {
-    child: Child,
-    address: String,
-    _dir: TempDir,
-}
-
-impl SystemBus {
-    fn start(policy: &Path) -> SystemBus {
-        let dir = open_dir("inferd-sysbus");
-        let conf = dir.path().join("system.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={dir}/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
+/// plus the shipped policy file.
+fn system_bus(policy: &Path) -> Bus {
+    Bus::with_policy(
+        "system",
+        &format!(
+            r#"<policy context="default">
     <allow user="*"/>
     <deny own="*"/>
     <deny send_type="method_call"/>
@@ -99,122 +57,40 @@ impl SystemBus {
     <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
     <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
   </policy>
-  <include>{policy}</include>
-</busconfig>
-"#,
-                dir = dir.path().display(),
-                policy = policy.display()
-            ),
-        )
-        .expect("write bus config");
-        let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", conf.display()))
-            .args(["--nofork", "--print-address"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dbus-daemon");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-            &mut line,
-        )
-        .expect("read bus address");
-        assert!(
-            !line.trim().is_empty(),
-            "dbus-daemon did not start with {}",
-            conf.display()
-        );
-        SystemBus {
-            child,
-            address: line.trim().to_owned(),
-            _dir: dir,
-        }
-    }
+  <include>{}</include>"#,
+            policy.display()
+        ),
+    )
 }
 
-impl Drop for SystemBus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// An `inferd` started through setpriv as some uid; killed when dropped.
-struct Inferd {
-    child: Option<Child>,
-    log: PathBuf,
-    _dir: TempDir,
-}
-
-impl Inferd {
-    /// Starts inferd as `uid`/`gid` with a state directory that uid owns.
-    fn spawn(uid: u32, gid: u32, bus: &str, repo: &Path, ort: &Path) -> Inferd {
-        let dir = open_dir("inferd-sysd");
-        let state = dir.path().join("state");
-        std::fs::create_dir(&state).expect("state dir");
-        std::os::unix::fs::chown(&state, Some(uid), Some(gid)).expect("chown state dir");
-        let conf = dir.path().join("inferd.toml");
-        std::fs::write(&conf, "").expect("config");
-        chmod(&conf, 0o644);
-        let log = dir.path().join("inferd.log");
-        let child = as_user(uid, gid, &[], &bin("inferd"))
-            .arg("--config")
-            .arg(&conf)
-            .arg("--models")
-            .arg(repo)
-            .arg("--bus")
-            .arg(bus)
-            .args(["--log-level", "debug"])
-            .env("ORT_DYLIB_PATH", ort)
-            .env("STATE_DIRECTORY", &state)
-            .env("HOME", &state)
-            .env_remove("XDG_STATE_HOME")
-            .env_remove("XDG_CACHE_HOME")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start inferd");
-        Inferd {
-            child: Some(child),
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the process to exit on its own.
-    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let child = self.child.as_mut().expect("running");
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "inferd still runs after {within:?}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Inferd {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if std::thread::panicking() {
-                eprintln!("---- inferd log ----\n{}", self.log());
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// Starts inferd as `uid`/`gid` (through setpriv) with a state directory that uid owns.
+fn inferd_as(
+    uid: u32,
+    gid: u32,
+    bus: &Bus,
+    repo: &Repo,
+    ort: &Path,
+) -> (Daemon, tempfile::TempDir) {
+    let state = shared_tempdir("inferd-state");
+    std::os::unix::fs::chown(state.path(), Some(uid), Some(gid)).expect("chown state dir");
+    let home = state.path().to_str().expect("utf-8 path");
+    let wrapper = setpriv(uid, gid, &[]);
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let d = Daemon::launch(
+        bus,
+        repo,
+        Launch {
+            wrapper: &wrapper,
+            env: &[
+                ("ORT_DYLIB_PATH", ort.to_str().expect("utf-8 path")),
+                ("HOME", home),
+                ("XDG_CACHE_HOME", home),
+            ],
+            state_dir: Some(state.path()),
+            ..Default::default()
+        },
+    );
+    (d, state)
 }
 
 /// `busctl call` of the bus driver (org.freedesktop.DBus) as root.
@@ -255,11 +131,11 @@ fn the_shipped_policy_admits_root_and_group_inferd_only() {
     assert_ne!(uid, 0);
     assert_eq!(user.dir, Path::new("/var/lib/inferd"));
 
-    let bus = SystemBus::start(&policy);
+    let bus = system_bus(&policy);
     let addr = bus.address.as_str();
 
     // ONNX Runtime where every uid can read it (the cached copy lives under /root).
-    let ort_dir = open_dir("inferd-ort");
+    let ort_dir = shared_tempdir("inferd-ort");
     let ort = ort_dir.path().join("libonnxruntime.so.1.31.1");
     std::fs::copy(ort_library(), &ort).expect("copy ONNX Runtime");
     chmod(&ort, 0o644);
@@ -267,28 +143,14 @@ fn the_shipped_policy_admits_root_and_group_inferd_only() {
     let repo = Repo::new();
     repo.add_minilm("minilm");
 
-    let daemon = Inferd::spawn(uid, gid, addr, repo.path(), &ort);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = inferctl(addr, &["--json", "models"]);
-        if out.status.success() {
-            let models: Value = serde_json::from_slice(&out.stdout).expect("models json");
-            let state = models
-                .as_array()
-                .and_then(|a| a.iter().find(|m| m["name"] == "minilm"))
-                .map(|m| m["state"].clone());
-            if state == Some(Value::from("ready")) {
-                break;
-            }
-            assert_ne!(state, Some(Value::from("failed")), "{models}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "inferd as uid {uid} did not serve minilm; log:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (daemon, _state) = inferd_as(uid, gid, &bus, &repo, &ort);
+    daemon.wait_settled();
+    assert_eq!(
+        daemon.models()["minilm"]["state"],
+        "ready",
+        "inferd as uid {uid} did not serve minilm; log:\n{}",
+        daemon.log()
+    );
 
     // The name belongs to the inferd user.
     let out = bus_driver(addr, "GetConnectionUnixUser", "s", &["org.inferd.Inferd1"]);
@@ -331,7 +193,7 @@ fn the_shipped_policy_admits_root_and_group_inferd_only() {
             "Ping",
         ],
     ] {
-        let out = run(as_user(MEMBER, MEMBER, &[gid], Path::new("busctl"))
+        let out = run(as_user(MEMBER, MEMBER, &[gid], "busctl")
             .args(["--address", addr])
             .args(args));
         assert!(
@@ -352,7 +214,7 @@ fn the_shipped_policy_admits_root_and_group_inferd_only() {
         err.contains("Rejected send message"),
         "not the bus's refusal: {err}"
     );
-    let out = run(as_user(NOBODY, NOBODY, &[], Path::new("gdbus"))
+    let out = run(as_user(NOBODY, NOBODY, &[], "gdbus")
         .args(["call", "--address", addr, "--dest", "org.inferd.Inferd1"])
         .args(["--object-path", "/org/inferd/Inferd1"])
         .args(["--method", "org.inferd.Inferd1.ListModels"]));
@@ -372,7 +234,7 @@ fn the_shipped_policy_admits_root_and_group_inferd_only() {
     // Request objects (org.inferd.Inferd1.Request, Cancel): the bus passes a member's call on
     // (the daemon answers that no such request exists) and refuses anyone else's.
     let cancel = |groups: &[u32]| {
-        let out = run(as_user(NOBODY, NOBODY, groups, Path::new("gdbus"))
+        let out = run(as_user(NOBODY, NOBODY, groups, "gdbus")
             .args(["call", "--address", addr, "--dest", "org.inferd.Inferd1"])
             .args(["--object-path", "/org/inferd/Inferd1/request/nosuch"])
             .args(["--method", "org.inferd.Inferd1.Request.Cancel"]));
@@ -389,7 +251,7 @@ fn the_shipped_policy_admits_root_and_group_inferd_only() {
     );
 
     // No other uid may own the name: RequestName is refused by policy...
-    let out = run(as_user(NOBODY, NOBODY, &[gid], Path::new("gdbus"))
+    let out = run(as_user(NOBODY, NOBODY, &[gid], "gdbus")
         .args(["call", "--address", addr, "--dest", "org.freedesktop.DBus"])
         .args(["--object-path", "/org/freedesktop/DBus"])
         .args(["--method", "org.freedesktop.DBus.RequestName"])
@@ -406,7 +268,7 @@ fn the_shipped_policy_admits_root_and_group_inferd_only() {
         "{err}"
     );
     // ... so a second inferd started as that uid fails with an error about the name.
-    let mut intruder = Inferd::spawn(NOBODY, NOBODY, addr, repo.path(), &ort);
+    let (mut intruder, _intruder_state) = inferd_as(NOBODY, NOBODY, &bus, &repo, &ort);
     let status = intruder.wait_exit(Duration::from_secs(60));
     assert!(!status.success(), "inferd as uid {NOBODY} started");
     let log = intruder.log();

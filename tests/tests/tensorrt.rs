@@ -228,12 +228,7 @@ fn warmup_returns_once_the_engine_is_built() {
     let rows = json(&out);
     assert_eq!(rows[0]["provider"], "tensorrt", "{rows}");
     assert_eq!(engine_dirs(state.path()).0.len(), 1);
-    let nobody = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(bin("inferctl"))
-        .args(["--bus", &d.bus, "warmup", "minilm"])
-        .output()
-        .unwrap();
+    let nobody = inferctl_as_nobody(&d.bus, &["warmup", "minilm"]);
     assert_error(&nobody, "AccessDenied");
 }
 
