@@ -2,6 +2,7 @@
 //! typed zbus proxy, and an MQTT client. The daemon depends on this crate so the two cannot drift apart.
 
 pub mod error;
+pub mod health;
 pub mod mqtt;
 pub mod names;
 pub mod proxy;
@@ -10,6 +11,7 @@ pub mod stream;
 pub mod tensor;
 
 pub use error::Error;
+pub use health::Health;
 pub use proxy::{Inferd1Proxy, RequestProxy};
 pub use status::{ModelState, ModelStatus};
 pub use tensor::{DType, WireTensor};

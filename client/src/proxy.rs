@@ -19,6 +19,7 @@ pub trait Inferd1 {
     fn unload_model(&self, name: &str) -> Result<(), Error>;
     fn reload(&self) -> Result<(), Error>;
     fn warmup(&self, name: &str) -> Result<HashMap<String, OwnedValue>, Error>;
+    fn health(&self) -> Result<HashMap<String, OwnedValue>, Error>;
     fn embed(
         &self,
         model: &str,

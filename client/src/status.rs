@@ -18,6 +18,8 @@ pub enum ModelState {
 }
 
 impl ModelState {
+    pub const ALL: [ModelState; 4] = [Self::Loading, Self::Ready, Self::Failed, Self::Unloaded];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ModelState::Loading => "loading",
@@ -28,9 +30,7 @@ impl ModelState {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Loading, Self::Ready, Self::Failed, Self::Unloaded]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 }
 
@@ -70,6 +70,15 @@ pub struct ModelStatus {
     /// Seconds a TensorRT engine has been building; the model serves on `provider` meanwhile.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine_build_s: Option<u64>,
+    /// Memory the model took when it loaded, measured (RSS growth, or GPU memory on a GPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Seconds since the model last took a request (or loaded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_s: Option<u64>,
+    /// The most recent failed request: its error and request id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// `2m10s`, `45s`, `1h02m`: how `inferctl` and the service status show an elapsed time.
@@ -120,6 +129,15 @@ impl ModelStatus {
         if let Some(s) = self.engine_build_s {
             put(&mut d, "engine_build_s", s);
         }
+        if let Some(b) = self.memory_bytes {
+            put(&mut d, "memory_bytes", b);
+        }
+        if let Some(s) = self.idle_s {
+            put(&mut d, "idle_s", s);
+        }
+        if let Some(e) = &self.last_error {
+            put(&mut d, "last_error", e.as_str());
+        }
         d
     }
 
@@ -142,6 +160,9 @@ impl ModelStatus {
             active: get(d, "active").unwrap_or_default(),
             batched_tokens: get(d, "batched_tokens").unwrap_or_default(),
             engine_build_s: get(d, "engine_build_s"),
+            memory_bytes: get(d, "memory_bytes"),
+            idle_s: get(d, "idle_s"),
+            last_error: get(d, "last_error"),
             name,
         })
     }
@@ -168,6 +189,9 @@ mod tests {
             active: 2,
             batched_tokens: 7,
             engine_build_s: Some(130),
+            memory_bytes: Some(90 << 20),
+            idle_s: Some(12),
+            last_error: Some("Timeout: … (request d-1)".into()),
         };
         assert_eq!(ModelStatus::from_dict(&s.to_dict()).unwrap(), s);
     }

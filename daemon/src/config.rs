@@ -37,6 +37,15 @@ pub struct Config {
     /// Absent: MQTT is off.
     pub mqtt: Option<crate::frontend::mqtt::config::MqttConfig>,
     pub systemd: SystemdConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where Prometheus scrapes `/metrics`: `127.0.0.1:9464` (loopback only) or
+    /// `unix:/run/inferd/metrics.sock`. Absent: no metrics endpoint.
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -79,6 +88,15 @@ pub struct EngineConfig {
     pub state_dir: Option<PathBuf>,
     /// How long shutdown waits for accepted requests before giving up on them.
     pub shutdown_timeout_ms: u64,
+    /// The least share (0..=1) of a model's work that background requests get while
+    /// interactive ones wait.
+    pub background_share: f64,
+    /// Bytes the loaded models may take together (measured after each load); loading past it
+    /// unloads the least recently used idle models first. Absent: no limit.
+    pub memory_budget: Option<u64>,
+    /// Unload a model after this many idle seconds (a manifest's `keep_alive_s` wins); the
+    /// next request reloads it. Absent: models stay loaded.
+    pub keep_alive_s: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -86,6 +104,9 @@ impl Default for EngineConfig {
         EngineConfig {
             state_dir: None,
             shutdown_timeout_ms: 10_000,
+            background_share: 0.1,
+            memory_budget: None,
+            keep_alive_s: None,
         }
     }
 }
@@ -210,6 +231,26 @@ impl Config {
             &self.engine.state_dir,
             state_dir,
         );
+        let e = &mut next.engine;
+        keep(
+            &mut kept,
+            "engine.background_share",
+            &self.engine.background_share,
+            &mut e.background_share,
+        );
+        keep(
+            &mut kept,
+            "engine.memory_budget",
+            &self.engine.memory_budget,
+            &mut e.memory_budget,
+        );
+        keep(
+            &mut kept,
+            "engine.keep_alive_s",
+            &self.engine.keep_alive_s,
+            &mut e.keep_alive_s,
+        );
+        keep(&mut kept, "metrics", &self.metrics, &mut next.metrics);
         keep(&mut kept, "mqtt", &self.mqtt, &mut next.mqtt);
         keep(&mut kept, "systemd", &self.systemd, &mut next.systemd);
         (next, kept)
@@ -224,6 +265,15 @@ impl Config {
         self.bus()?;
         if let Some(m) = self.mqtt.as_ref().filter(|m| m.enabled) {
             m.validate()?;
+        }
+        if !(0.0..=1.0).contains(&self.engine.background_share) {
+            return Err(ConfigError::Invalid(format!(
+                "engine.background_share must be between 0 and 1, got {}",
+                self.engine.background_share
+            )));
+        }
+        if let Some(listen) = &self.metrics.listen {
+            crate::metrics::Endpoint::parse(listen).map_err(ConfigError::Invalid)?;
         }
         Ok(())
     }

@@ -26,6 +26,22 @@ pub enum Error {
     Internal(String),
 }
 
+impl Error {
+    /// A short, stable name for metrics labels and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::ModelNotFound(_) => "model_not_found",
+            Error::ModelNotReady { .. } => "model_not_ready",
+            Error::InvalidInput(_) => "invalid_input",
+            Error::Overloaded { .. } => "overloaded",
+            Error::Timeout { .. } => "timeout",
+            Error::ShuttingDown => "shutting_down",
+            Error::Cancelled => "cancelled",
+            Error::Internal(_) => "internal",
+        }
+    }
+}
+
 impl From<ort::Error> for Error {
     fn from(e: ort::Error) -> Self {
         Error::Internal(format!("ONNX Runtime: {e}"))
@@ -56,6 +72,8 @@ pub enum LoadError {
     NoProvider(String),
     #[error("TensorRT engine build failed: {0}")]
     EngineBuild(String),
+    #[error("memory budget: {0}")]
+    MemoryBudget(String),
     #[error("{0}")]
     Incompatible(String),
 }

@@ -4,13 +4,17 @@
 //! [`service::Control`] messages. Tests start the real binary.
 
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod frontend;
+pub mod health;
 pub mod kinds;
 pub mod logging;
 pub mod manifest;
+pub mod memory;
+pub mod metrics;
 pub mod repository;
 pub mod runtime;
 pub mod service;
@@ -43,6 +47,12 @@ pub enum StartError {
     },
     #[error(transparent)]
     Dbus(#[from] DbusError),
+    #[error("metrics endpoint {endpoint}: {source}")]
+    Metrics {
+        endpoint: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs the daemon until `Control::Stop` (or the sender goes away), then drains accepted
@@ -68,6 +78,15 @@ pub async fn run(
             path: models.clone(),
             source,
         })?;
+    if let Some(listen) = &config.metrics.listen {
+        let endpoint = metrics::Endpoint::parse(listen).map_err(ConfigError::Invalid)?;
+        metrics::serve(&endpoint, engine.clone())
+            .await
+            .map_err(|source| StartError::Metrics {
+                endpoint: listen.clone(),
+                source,
+            })?;
+    }
     let dbus = dbus::serve(engine.clone(), &bus, &config.dbus, &runtime).await?;
     tracing::info!(models = %models.display(), bus = ?bus, "serving org.inferd.Inferd1");
     let mqtt = match config.mqtt.as_ref().filter(|m| m.enabled) {

@@ -55,6 +55,9 @@ pub struct Manifest {
     #[serde(default = "default_file")]
     pub file: String,
     pub tokenizer: Option<String>,
+    /// Unload after this many idle seconds; the next request reloads it (overrides
+    /// `engine.keep_alive_s`; 0 keeps it loaded).
+    pub keep_alive_s: Option<u64>,
     #[serde(default)]
     pub embedding: EmbeddingOptions,
     #[serde(default)]

@@ -1,6 +1,7 @@
 //! Requests as the engine carries them to a worker, each with the channel its answer goes back on.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -11,6 +12,68 @@ use crate::tensor::Tensor;
 
 pub type Reply<T> = oneshot::Sender<Result<T>>;
 pub type Tensors = BTreeMap<String, Tensor>;
+
+/// How urgently a request wants its answer. Interactive requests go ahead of queued background
+/// ones, and a background generation yields its batch slot to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    #[default]
+    Interactive = 0,
+    Background = 1,
+}
+
+impl Priority {
+    pub fn parse(s: &str) -> Option<Priority> {
+        match s {
+            "interactive" => Some(Priority::Interactive),
+            "background" => Some(Priority::Background),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Interactive => "interactive",
+            Priority::Background => "background",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Dbus,
+    Mqtt,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Dbus => "dbus",
+            Transport::Mqtt => "mqtt",
+        }
+    }
+}
+
+/// What travels with every request from its frontend to its worker: its id (for logs, errors
+/// and the answer), its priority, where it came from (for metrics), and its own timeout.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    pub id: String,
+    pub priority: Priority,
+    pub transport: Transport,
+    pub timeout: Option<Duration>,
+}
+
+impl Ticket {
+    pub fn new(id: impl Into<String>, transport: Transport, priority: Priority) -> Ticket {
+        Ticket {
+            id: id.into(),
+            priority,
+            transport,
+            timeout: None,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct EmbedRequest {
@@ -70,6 +133,19 @@ pub struct GenerateRequest {
     pub options: GenOptions,
     /// Stop at this instant with finish reason `timeout`.
     pub deadline: Option<std::time::Instant>,
+    pub priority: Priority,
+}
+
+impl GenerateRequest {
+    /// A request the engine stamps with its ticket's deadline and priority.
+    pub fn new(prompt: Prompt, options: GenOptions) -> GenerateRequest {
+        GenerateRequest {
+            prompt,
+            options,
+            deadline: None,
+            priority: Priority::Interactive,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +239,69 @@ pub async fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> Result<Completio
 /// Per text: labels with their probabilities, best first.
 pub type Classes = Vec<Vec<(String, f32)>>;
 
+/// The sending side of a generation's events. It records the request's outcome in the
+/// metrics when the generation ends, or as `abandoned` when it is dropped without an end
+/// (its caller left).
+pub struct Events {
+    tx: mpsc::UnboundedSender<Event>,
+    model: String,
+    ticket: Ticket,
+    ended: bool,
+}
+
+impl Events {
+    pub fn new(tx: mpsc::UnboundedSender<Event>, model: &str, ticket: &Ticket) -> Events {
+        Events {
+            tx,
+            model: model.to_owned(),
+            ticket: ticket.clone(),
+            ended: false,
+        }
+    }
+
+    pub fn send(&mut self, ev: Event) {
+        if self.ended {
+            return;
+        }
+        let outcome = match &ev {
+            Event::Delta { .. } => None,
+            Event::Finished { usage, .. } => {
+                let ttft = usage.time_to_first_token_ms / 1e3;
+                crate::metrics::get().generation(&self.model, ttft, usage.tokens_per_second);
+                Some("ok")
+            }
+            Event::Failed(e) => Some(e.kind()),
+        };
+        if let Some(outcome) = outcome {
+            self.ended = true;
+            self.record(outcome);
+        }
+        // A send error means the caller left; the worker notices through `is_closed`.
+        let _ = self.tx.send(ev);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    fn record(&self, outcome: &'static str) {
+        crate::metrics::get().request(crate::metrics::RequestLabels {
+            model: self.model.clone(),
+            op: "generate",
+            transport: self.ticket.transport.as_str(),
+            outcome,
+        });
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.record("abandoned");
+        }
+    }
+}
+
 pub enum Job {
     Classify {
         req: EmbedRequest,
@@ -170,8 +309,8 @@ pub enum Job {
         reply: Reply<Classes>,
     },
     Generate {
-        req: GenerateRequest,
-        events: mpsc::UnboundedSender<Event>,
+        req: Box<GenerateRequest>,
+        events: Events,
         cancel: CancellationToken,
     },
     Embed {
@@ -200,7 +339,7 @@ impl queue::Job for Job {
             Job::Embed { reply, .. } => drop(reply.send(Err(error))),
             Job::Infer { reply, .. } => drop(reply.send(Err(error))),
             Job::Classify { reply, .. } => drop(reply.send(Err(error))),
-            Job::Generate { events, .. } => drop(events.send(Event::Failed(error))),
+            Job::Generate { mut events, .. } => events.send(Event::Failed(error)),
         }
     }
 

@@ -4,6 +4,7 @@
 //! stamps a deadline and pushes it onto the model's bounded queue. Loads run on the model's own
 //! worker thread, so a slow or failing model never holds up the others.
 
+mod budget;
 pub mod gpu;
 pub mod job;
 pub mod providers;
@@ -22,7 +23,9 @@ use inferd_client::{ModelState, ModelStatus};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use self::job::{Classes, EmbedOutput, EmbedRequest, Event, GenerateRequest, Job, Tensors};
+use self::job::{
+    Classes, EmbedOutput, EmbedRequest, Event, Events, GenerateRequest, Job, Tensors, Ticket,
+};
 use self::providers::Mode;
 use self::queue::Queue;
 use self::slot::{Serving, Slot};
@@ -70,6 +73,9 @@ impl Engine {
             }),
         };
         engine.rescan()?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            engine.spawn_reaper();
+        }
         Ok(engine)
     }
 
@@ -212,6 +218,14 @@ impl Engine {
     fn start_load(&self, spec: ModelSpec) -> LoadResult {
         let fingerprint = slot::fingerprint(&spec);
         let kind = spec.manifest.kind;
+        if let Err(e) = self.make_room(&spec) {
+            let reason = e.to_string();
+            tracing::error!(model = %spec.name, "{reason}");
+            self.with_slot(&spec.name, |s| s.manifest_failed(reason.clone()));
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(Err(reason));
+            return rx;
+        }
         self.spawn_worker(spec, Mode::Serve, |slot| {
             Some(slot.begin_load(kind, fingerprint))
         })
@@ -252,7 +266,13 @@ impl Engine {
             return done_rx;
         };
         self.notify(&name, state);
-        let queue = Arc::new(Queue::new(&name, spec.manifest.batching.queue, stats));
+        let share = self.inner.ctx.background_share;
+        let queue = Arc::new(Queue::new(
+            &name,
+            spec.manifest.batching.queue,
+            share,
+            stats,
+        ));
         let engine = self.clone();
         let serving_queue = queue.clone();
         let manifest = spec.manifest.clone();
@@ -359,12 +379,19 @@ impl Engine {
         let (serve, state) = {
             let mut slots = self.slots();
             match slots.get_mut(name) {
-                Some(slot) => (slot.finish_load(generation, result), Some(slot.state())),
+                Some(slot) => {
+                    slot.stats.touch();
+                    (slot.finish_load(generation, result), Some(slot.state()))
+                }
                 None => (false, None),
             }
         };
         if let Some(state) = state {
             self.notify(name, state);
+        }
+        if serve {
+            // Measured now; the estimate it was admitted on may have been low.
+            self.enforce_budget(name);
         }
         serve
     }
@@ -379,6 +406,7 @@ impl Engine {
             .get(model)
             .ok_or_else(|| Error::ModelNotFound(model.to_owned()))?;
         let serving = slot.serving(model)?;
+        slot.stats.touch();
         let declared = serving.manifest.kind;
         if declared != kind {
             let method = match declared {
@@ -395,15 +423,44 @@ impl Engine {
         Ok(serving.clone())
     }
 
+    /// Like `admit`, but a model unloaded to save memory is loaded again first, and the
+    /// request waits for it.
+    async fn ready(&self, model: &str, kind: Kind) -> Result<Arc<Serving>> {
+        let mut changes = self.subscribe();
+        loop {
+            let state = {
+                let slots = self.slots();
+                match slots.get(model) {
+                    Some(slot) if slot.parked() => Some(slot.state()),
+                    _ => None,
+                }
+            };
+            match state {
+                None | Some(ModelState::Ready) => return self.admit(model, kind),
+                Some(ModelState::Loading) => {
+                    if let Err(broadcast::error::RecvError::Closed) = changes.recv().await {
+                        return Err(Error::ShuttingDown);
+                    }
+                }
+                Some(_) => {
+                    tracing::info!(model, "loading again for a request");
+                    self.load(model).await?;
+                }
+            }
+        }
+    }
+
     /// Queues a job on `serving`, with the earlier of the caller's and the model's deadline. A
     /// queue closed by a reload or unload racing this call is retried once on what serves now.
     fn submit(
         &self,
         model: &str,
         serving: Arc<Serving>,
-        timeout: Option<Duration>,
+        ticket: &Ticket,
         job: Job,
     ) -> Result<Option<Instant>> {
+        let timeout = ticket.timeout;
+        let priority = ticket.priority;
         let default = serving
             .manifest
             .batching
@@ -414,27 +471,31 @@ impl Engine {
             (a, b) => a.or(b),
         }
         .map(|t| Instant::now() + t);
-        match serving.queue.push(job, deadline) {
+        match serving.queue.push(job, priority, deadline) {
             Ok(()) => Ok(deadline),
             Err((job, Error::ShuttingDown)) if !self.inner.stopping.load(Ordering::Acquire) => {
                 let now = self.admit(model, serving.manifest.kind)?;
-                now.queue.push(job, deadline).map_err(|(_, e)| e)?;
+                now.queue
+                    .push(job, priority, deadline)
+                    .map_err(|(_, e)| e)?;
                 Ok(deadline)
             }
-            Err((_, e)) => Err(e),
+            Err((job, e)) => {
+                // Answered here so a generation's outcome is recorded like any other.
+                queue::Job::fail(job, e.clone());
+                Err(e)
+            }
         }
     }
 
-    pub async fn embed(
-        &self,
-        model: &str,
-        req: EmbedRequest,
-        timeout: Option<Duration>,
-    ) -> Result<EmbedOutput> {
-        let serving = self.admit(model, Kind::Embedding)?;
-        let (reply, rx) = oneshot::channel();
-        let deadline = self.submit(model, serving, timeout, Job::Embed { req, reply })?;
-        answer(model, rx, deadline).await
+    pub async fn embed(&self, model: &str, req: EmbedRequest, t: &Ticket) -> Result<EmbedOutput> {
+        let work = async {
+            let serving = self.ready(model, Kind::Embedding).await?;
+            let (reply, rx) = oneshot::channel();
+            let deadline = self.submit(model, serving, t, Job::Embed { req, reply })?;
+            answer(model, rx, deadline).await
+        };
+        self.observed(model, "embed", t, work.await)
     }
 
     pub async fn classify(
@@ -442,44 +503,81 @@ impl Engine {
         model: &str,
         req: EmbedRequest,
         top_k: usize,
-        timeout: Option<Duration>,
+        t: &Ticket,
     ) -> Result<Classes> {
-        let serving = self.admit(model, Kind::Classification)?;
-        let (reply, rx) = oneshot::channel();
-        let deadline = self.submit(model, serving, timeout, Job::Classify { req, top_k, reply })?;
-        answer(model, rx, deadline).await
+        let work = async {
+            let serving = self.ready(model, Kind::Classification).await?;
+            let (reply, rx) = oneshot::channel();
+            let deadline = self.submit(model, serving, t, Job::Classify { req, top_k, reply })?;
+            answer(model, rx, deadline).await
+        };
+        self.observed(model, "classify", t, work.await)
     }
 
-    pub async fn infer(&self, model: &str, inputs: Tensors) -> Result<Tensors> {
-        let serving = self.admit(model, Kind::Tensor)?;
-        serving.check_inputs(&inputs)?;
-        let (reply, rx) = oneshot::channel();
-        let deadline = self.submit(model, serving, None, Job::Infer { inputs, reply })?;
-        answer(model, rx, deadline).await
+    pub async fn infer(&self, model: &str, inputs: Tensors, t: &Ticket) -> Result<Tensors> {
+        let work = async {
+            let serving = self.ready(model, Kind::Tensor).await?;
+            serving.check_inputs(&inputs)?;
+            let (reply, rx) = oneshot::channel();
+            let deadline = self.submit(model, serving, t, Job::Infer { inputs, reply })?;
+            answer(model, rx, deadline).await
+        };
+        self.observed(model, "infer", t, work.await)
     }
 
     /// Queues a generation; its deltas and its end arrive on the returned channel. `cancel`
-    /// ends it with finish reason `cancelled` within one decode step.
-    pub fn generate(
+    /// ends it with finish reason `cancelled` within one decode step. The ticket's timeout
+    /// bounds the whole generation, queueing included.
+    pub async fn generate(
         &self,
         model: &str,
-        req: GenerateRequest,
-        timeout: Option<Duration>,
+        mut req: GenerateRequest,
+        t: &Ticket,
         cancel: CancellationToken,
     ) -> Result<mpsc::UnboundedReceiver<Event>> {
-        let serving = self.admit(model, Kind::TextGeneration)?;
-        let (events, rx) = mpsc::unbounded_channel();
-        self.submit(
-            model,
-            serving,
-            timeout,
-            Job::Generate {
-                req,
-                events,
-                cancel,
-            },
-        )?;
+        req.deadline = t.timeout.map(|d| Instant::now() + d);
+        req.priority = t.priority;
+        let serving = self.ready(model, Kind::TextGeneration).await;
+        let serving = self.observed(model, "generate", t, serving)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let job = Job::Generate {
+            req: Box::new(req),
+            events: Events::new(tx, model, t),
+            cancel,
+        };
+        // A refused job's `Events` records the outcome as it is answered.
+        self.submit(model, serving, t, job)?;
         Ok(rx)
+    }
+
+    /// Records a request's outcome: metrics, the model's last error, and a log line with the
+    /// request id for failures.
+    fn observed<T>(&self, model: &str, op: &'static str, t: &Ticket, r: Result<T>) -> Result<T> {
+        let outcome = match &r {
+            Ok(_) if op == "generate" => return r, // recorded when the generation ends
+            Ok(_) => "ok",
+            Err(e @ Error::Internal(_)) => {
+                tracing::warn!(model, request_id = %t.id, op, "request failed: {e}");
+                if let Some(slot) = self.slots().get(model) {
+                    slot.stats.failed(&t.id, e);
+                }
+                e.kind()
+            }
+            Err(e) => {
+                tracing::debug!(model, request_id = %t.id, op, "request failed: {e}");
+                if let Some(slot) = self.slots().get(model) {
+                    slot.stats.failed(&t.id, e);
+                }
+                e.kind()
+            }
+        };
+        crate::metrics::get().request(crate::metrics::RequestLabels {
+            model: model.to_owned(),
+            op,
+            transport: t.transport.as_str(),
+            outcome,
+        });
+        r
     }
 
     /// Stops admission, lets workers finish what they accepted, and joins them, waiting at most

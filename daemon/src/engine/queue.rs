@@ -3,12 +3,18 @@
 //! Admission never waits: a full queue fails the request with `Overloaded` at once. The worker
 //! forms batches from the front, skipping requests whose caller has gone and failing those past
 //! their deadline, so neither costs a model run.
+//!
+//! Two lanes, one per priority, each bounded by the capacity, so a flood of background work never
+//! shuts out interactive requests. Interactive jobs are taken first; while both lanes wait,
+//! background earns `share` of a take per interactive take and is served when it has earned a
+//! whole one, so it never starves.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::job::Priority;
 use crate::error::Error;
 
 /// A unit of work a queue can carry.
@@ -34,6 +40,35 @@ pub struct Stats {
     pub active: AtomicU64,
     /// Tokens decoded in steps shared with other sequences (continuous batching).
     pub batched_tokens: AtomicU64,
+    /// When the model last took a request, as milliseconds of `crate::clock`.
+    pub last_used_ms: AtomicU64,
+    /// The most recent failed request, with its id.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl Stats {
+    pub fn touch(&self) {
+        self.last_used_ms
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
+    }
+
+    /// Seconds since the model last took a request.
+    pub fn idle(&self) -> Duration {
+        let used = self.last_used_ms.load(Ordering::Relaxed);
+        Duration::from_millis(crate::clock::now_ms().saturating_sub(used))
+    }
+
+    pub fn failed(&self, request_id: &str, e: &crate::error::Error) {
+        let msg = format!("{}: {e} (request {request_id})", e.kind());
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 struct Entry<J> {
@@ -43,7 +78,10 @@ struct Entry<J> {
 }
 
 struct State<J> {
-    entries: VecDeque<Entry<J>>,
+    /// Indexed by `Priority as usize`: interactive, background.
+    lanes: [VecDeque<Entry<J>>; 2],
+    /// Takes background has earned while interactive went first.
+    credit: f64,
     closed: bool,
     /// The health probe waiting for the worker, and when it was issued.
     probe: Option<Instant>,
@@ -52,6 +90,8 @@ struct State<J> {
 pub struct Queue<J> {
     model: String,
     capacity: usize,
+    /// The least share of takes background gets while interactive work waits.
+    share: f64,
     state: Mutex<State<J>>,
     ready: Condvar,
     /// Shared with the model's slot so counts survive a reload.
@@ -66,12 +106,14 @@ pub struct BatchPolicy {
 }
 
 impl<J: Job> Queue<J> {
-    pub fn new(model: &str, capacity: usize, stats: Arc<Stats>) -> Self {
+    pub fn new(model: &str, capacity: usize, share: f64, stats: Arc<Stats>) -> Self {
         Queue {
             model: model.to_owned(),
             capacity,
+            share: share.clamp(0.0, 1.0),
             state: Mutex::new(State {
-                entries: VecDeque::new(),
+                lanes: Default::default(),
+                credit: 0.0,
                 closed: false,
                 probe: None,
             }),
@@ -86,16 +128,22 @@ impl<J: Job> Queue<J> {
     }
 
     /// Enqueues or refuses at once. The job is handed back with the error so it can be answered.
-    pub fn push(&self, job: J, deadline: Option<Instant>) -> Result<(), (J, Error)> {
+    pub fn push(
+        &self,
+        job: J,
+        priority: Priority,
+        deadline: Option<Instant>,
+    ) -> Result<(), (J, Error)> {
+        let lane = priority as usize;
         let mut st = self.lock();
         if st.closed {
             return Err((job, Error::ShuttingDown));
         }
-        if st.entries.len() >= self.capacity {
+        if st.lanes[lane].len() >= self.capacity {
             // Callers that left or timed out must not keep live ones out.
             self.prune(&mut st, Instant::now());
         }
-        if st.entries.len() >= self.capacity {
+        if st.lanes[lane].len() >= self.capacity {
             drop(st);
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             let e = Error::Overloaded {
@@ -104,7 +152,7 @@ impl<J: Job> Queue<J> {
             };
             return Err((job, e));
         }
-        st.entries.push_back(Entry {
+        st.lanes[lane].push_back(Entry {
             job,
             enqueued: Instant::now(),
             deadline,
@@ -134,9 +182,19 @@ impl<J: Job> Queue<J> {
         self.lock().probe = None;
     }
 
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
     /// Requests waiting now.
     pub fn depth(&self) -> usize {
-        self.lock().entries.len()
+        let st = self.lock();
+        st.lanes[0].len() + st.lanes[1].len()
+    }
+
+    /// Requests of one priority waiting now.
+    pub fn waiting(&self, priority: Priority) -> usize {
+        self.lock().lanes[priority as usize].len()
     }
 
     /// Stops admission; queued jobs are still handed out until none are left.
@@ -147,8 +205,14 @@ impl<J: Job> Queue<J> {
 
     /// Fails expired entries and drops abandoned ones anywhere in the queue.
     fn prune(&self, st: &mut State<J>, now: Instant) {
-        let mut kept = VecDeque::with_capacity(st.entries.len());
-        for e in st.entries.drain(..) {
+        for lane in &mut st.lanes {
+            self.prune_lane(lane, now);
+        }
+    }
+
+    fn prune_lane(&self, lane: &mut VecDeque<Entry<J>>, now: Instant) {
+        let mut kept = VecDeque::with_capacity(lane.len());
+        for e in lane.drain(..) {
             // Deadline first: a caller that gave up at its deadline counts as a timeout.
             if e.deadline.is_some_and(|d| d <= now) {
                 self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
@@ -162,7 +226,33 @@ impl<J: Job> Queue<J> {
                 kept.push_back(e);
             }
         }
-        st.entries = kept;
+        *lane = kept;
+    }
+
+    /// The lane the next take comes from: interactive first, background when it is alone or
+    /// has earned its share.
+    fn pick(&self, st: &mut State<J>) -> Option<usize> {
+        match (st.lanes[0].is_empty(), st.lanes[1].is_empty()) {
+            (true, true) => None,
+            (false, true) => Some(0),
+            (true, false) => {
+                st.credit = 0.0;
+                Some(1)
+            }
+            (false, false) if st.credit >= 1.0 => {
+                st.credit -= 1.0;
+                Some(1)
+            }
+            (false, false) => {
+                st.credit += self.share;
+                Some(0)
+            }
+        }
+    }
+
+    fn pop(&self, st: &mut State<J>) -> Option<J> {
+        let lane = self.pick(st)?;
+        st.lanes[lane].pop_front().map(|e| e.job)
     }
 
     /// Takes up to `max` live jobs without waiting; for workers that keep running jobs between
@@ -171,42 +261,54 @@ impl<J: Job> Queue<J> {
         let mut st = self.lock();
         st.probe = None;
         self.prune(&mut st, Instant::now());
-        let n = max.min(st.entries.len());
-        st.entries.drain(..n).map(|e| e.job).collect()
+        (0..max).map_while(|_| self.pop(&mut st)).collect()
+    }
+
+    /// Like `try_take`, from one lane only.
+    pub fn try_take_lane(&self, priority: Priority, max: usize) -> Vec<J> {
+        let mut st = self.lock();
+        st.probe = None;
+        self.prune(&mut st, Instant::now());
+        let lane = &mut st.lanes[priority as usize];
+        let n = max.min(lane.len());
+        lane.drain(..n).map(|e| e.job).collect()
     }
 
     /// Blocks until at least one live job exists, then gathers compatible jobs up to the batch
-    /// size, waiting at most `max_wait` for more. `None` once closed and drained.
+    /// size (interactive ones first), waiting at most `max_wait` for more. `None` once closed
+    /// and drained.
     pub fn next_batch(
         &self,
         policy: BatchPolicy,
         compatible: impl Fn(&J, &J) -> bool,
     ) -> Option<Vec<J>> {
         let mut st = self.lock();
-        loop {
+        let first = loop {
             st.probe = None;
             self.prune(&mut st, Instant::now());
-            if !st.entries.is_empty() {
-                break;
+            if let Some(first) = self.pop(&mut st) {
+                break first;
             }
             if st.closed {
                 return None;
             }
             st = self.ready.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-        let first = st.entries.pop_front().map(|e| e.job)?;
+        };
         let mut weight = first.weight();
         let mut batch = vec![first];
         let until = Instant::now() + policy.max_wait;
         loop {
-            let mut i = 0;
-            while i < st.entries.len() && weight < policy.max_batch {
-                let e = &st.entries[i];
-                if compatible(&batch[0], &e.job) && weight + e.job.weight() <= policy.max_batch {
-                    weight += e.job.weight();
-                    batch.extend(st.entries.remove(i).map(|e| e.job));
-                } else {
-                    i += 1;
+            for lane in 0..2 {
+                let mut i = 0;
+                while i < st.lanes[lane].len() && weight < policy.max_batch {
+                    let e = &st.lanes[lane][i];
+                    if compatible(&batch[0], &e.job) && weight + e.job.weight() <= policy.max_batch
+                    {
+                        weight += e.job.weight();
+                        batch.extend(st.lanes[lane].remove(i).map(|e| e.job));
+                    } else {
+                        i += 1;
+                    }
                 }
             }
             let now = Instant::now();
@@ -228,6 +330,8 @@ impl<J: Job> Queue<J> {
 mod tests {
     use super::*;
     use tokio::sync::oneshot;
+    const I: Priority = Priority::Interactive;
+    const B: Priority = Priority::Background;
 
     /// A fake job: the model is not needed to test admission and batching.
     #[derive(Debug)]
@@ -265,7 +369,7 @@ mod tests {
 
     #[test]
     fn an_idle_worker_answers_probes_and_a_busy_one_does_not() {
-        let q = Arc::new(Queue::<Fake>::new("m", 8, Default::default()));
+        let q = Arc::new(Queue::<Fake>::new("m", 8, 0.0, Default::default()));
         let q2 = q.clone();
         let worker = std::thread::spawn(move || q2.next_batch(NOW, |_, _| true).map(|b| b.len()));
         assert_eq!(q.probe(), None, "the first probe is issued");
@@ -276,7 +380,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         let (a, _ra) = job(1, 0);
-        q.push(a, None).unwrap();
+        q.push(a, I, None).unwrap();
         assert_eq!(worker.join().unwrap(), Some(1));
         // Nobody takes from the queue now: the probe stays unanswered and ages.
         let _ = q.probe();
@@ -290,22 +394,22 @@ mod tests {
 
     #[test]
     fn full_queue_refuses_at_once() {
-        let q = Queue::new("m", 1, Default::default());
+        let q = Queue::new("m", 1, 0.0, Default::default());
         let (a, _ra) = job(1, 0);
         let (b, _rb) = job(2, 0);
-        assert!(q.push(a, None).is_ok());
-        let (_, e) = q.push(b, None).unwrap_err();
+        assert!(q.push(a, I, None).is_ok());
+        let (_, e) = q.push(b, I, None).unwrap_err();
         assert!(matches!(e, Error::Overloaded { capacity: 1, .. }));
         assert_eq!(q.stats.rejected.load(Ordering::Relaxed), 1);
     }
 
     #[test]
     fn abandoned_jobs_are_skipped() {
-        let q = Queue::new("m", 8, Default::default());
+        let q = Queue::new("m", 8, 0.0, Default::default());
         let (a, ra) = job(1, 0);
         let (b, _rb) = job(2, 0);
-        q.push(a, None).unwrap();
-        q.push(b, None).unwrap();
+        q.push(a, I, None).unwrap();
+        q.push(b, I, None).unwrap();
         drop(ra);
         let batch = q.next_batch(NOW, |_, _| true).unwrap();
         assert_eq!(batch.iter().map(|j| j.id).collect::<Vec<_>>(), [2]);
@@ -314,11 +418,11 @@ mod tests {
 
     #[test]
     fn expired_jobs_fail_with_timeout() {
-        let q = Queue::new("m", 8, Default::default());
+        let q = Queue::new("m", 8, 0.0, Default::default());
         let (a, mut ra) = job(1, 0);
         let (b, _rb) = job(2, 0);
-        q.push(a, Some(Instant::now())).unwrap();
-        q.push(b, None).unwrap();
+        q.push(a, I, Some(Instant::now())).unwrap();
+        q.push(b, I, None).unwrap();
         let batch = q.next_batch(NOW, |_, _| true).unwrap();
         assert_eq!(batch.len(), 1);
         assert!(matches!(ra.try_recv().unwrap(), Err(Error::Timeout { .. })));
@@ -326,11 +430,11 @@ mod tests {
 
     #[test]
     fn batches_take_only_compatible_jobs_in_order() {
-        let q = Queue::new("m", 8, Default::default());
+        let q = Queue::new("m", 8, 0.0, Default::default());
         let mut rxs = Vec::new();
         for (id, group) in [(1, 0), (2, 1), (3, 0), (4, 0), (5, 0), (6, 0)] {
             let (j, rx) = job(id, group);
-            q.push(j, None).unwrap();
+            q.push(j, I, None).unwrap();
             rxs.push(rx);
         }
         let same = |a: &Fake, b: &Fake| a.group == b.group;
@@ -342,14 +446,14 @@ mod tests {
 
     #[test]
     fn waits_for_a_batch_to_fill_then_drains_after_close() {
-        let q = Arc::new(Queue::new("m", 8, Default::default()));
+        let q = Arc::new(Queue::new("m", 8, 0.0, Default::default()));
         let (a, _ra) = job(1, 0);
-        q.push(a, None).unwrap();
+        q.push(a, I, None).unwrap();
         let q2 = q.clone();
         let pusher = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
             let (b, rb) = job(2, 0);
-            q2.push(b, None).unwrap();
+            q2.push(b, I, None).unwrap();
             rb
         });
         let policy = BatchPolicy {
@@ -360,11 +464,65 @@ mod tests {
         assert_eq!(batch.len(), 2);
         let _rb = pusher.join().unwrap();
         let (c, _rc) = job(3, 0);
-        q.push(c, None).unwrap();
+        q.push(c, I, None).unwrap();
         q.close();
         let (d, _rd) = job(4, 0);
-        assert!(matches!(q.push(d, None), Err((_, Error::ShuttingDown))));
+        assert!(matches!(q.push(d, I, None), Err((_, Error::ShuttingDown))));
         assert_eq!(q.next_batch(policy, |_, _| true).unwrap().len(), 1);
         assert!(q.next_batch(policy, |_, _| true).is_none());
+    }
+
+    #[test]
+    fn interactive_goes_first_and_background_gets_its_share() {
+        let q = Queue::new("m", 64, 0.25, Default::default());
+        let mut rxs = Vec::new();
+        for id in 0..8 {
+            let (j, rx) = job(id, 0);
+            q.push(j, B, None).unwrap();
+            rxs.push(rx);
+        }
+        for id in 100..112 {
+            let (j, rx) = job(id, 0);
+            q.push(j, I, None).unwrap();
+            rxs.push(rx);
+        }
+        let order: Vec<u32> = q.try_take(20).into_iter().map(|j| j.id).collect();
+        // One background take per four interactive ones while both wait, then the rest.
+        assert_eq!(
+            order,
+            [100, 101, 102, 103, 0, 104, 105, 106, 107, 1, 108, 109, 110, 111, 2, 3, 4, 5, 6, 7]
+        );
+    }
+
+    #[test]
+    fn a_background_flood_does_not_shut_out_interactive() {
+        let q = Queue::new("m", 2, 0.1, Default::default());
+        let mut rxs = Vec::new();
+        for id in 0..2 {
+            let (j, rx) = job(id, 0);
+            q.push(j, B, None).unwrap();
+            rxs.push(rx);
+        }
+        let (j, _r) = job(9, 0);
+        assert!(matches!(
+            q.push(j, B, None),
+            Err((_, Error::Overloaded { .. }))
+        ));
+        let (j, _r) = job(10, 0);
+        assert!(q.push(j, I, None).is_ok(), "each lane has its own capacity");
+        assert_eq!((q.waiting(I), q.waiting(B), q.depth()), (1, 2, 3));
+        let batch = q.next_batch(NOW, |_, _| true).unwrap();
+        assert_eq!(batch.iter().map(|j| j.id).collect::<Vec<_>>(), [10, 0, 1]);
+    }
+
+    #[test]
+    fn with_no_share_background_waits_for_interactive() {
+        let q = Queue::new("m", 8, 0.0, Default::default());
+        let (b, _rb) = job(1, 0);
+        let (i, _ri) = job(2, 0);
+        q.push(b, B, None).unwrap();
+        q.push(i, I, None).unwrap();
+        assert_eq!(q.try_take_lane(B, 4).len(), 1);
+        assert_eq!(q.try_take(4).iter().map(|j| j.id).collect::<Vec<_>>(), [2]);
     }
 }

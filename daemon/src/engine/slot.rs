@@ -42,6 +42,13 @@ pub struct Slot {
     building: Option<(u64, Instant)>,
     /// Why the last engine build failed (the version serving stays).
     build_failed: Option<String>,
+    /// Unloaded to save memory (idle past `keep_alive`, or for the memory budget): the next
+    /// request loads it again and waits.
+    parked: Option<&'static str>,
+    /// What the last successful load measured, kept while parked.
+    measured: u64,
+    /// The manifest's `keep_alive_s`.
+    keep_alive: Option<u64>,
 }
 
 /// Changes whenever the manifest or a file it names changes.
@@ -132,9 +139,12 @@ impl Slot {
             return false;
         }
         self.loading = None;
+        self.parked = None;
         self.fingerprint = self.loading_fingerprint.take();
         match result {
             Ok(new) => {
+                self.measured = new.info.memory_bytes;
+                self.keep_alive = new.manifest.keep_alive_s;
                 if let Some(old) = self.serving.replace(Arc::new(new)) {
                     old.queue.close();
                 }
@@ -170,7 +180,41 @@ impl Slot {
         self.loading_fingerprint = None;
         self.failed = None;
         self.building = None;
+        self.parked = None;
         self.unloaded = true;
+    }
+
+    /// Unloads to free memory; `why` shows in the status until the next request reloads it.
+    pub fn park(&mut self, why: &'static str) {
+        self.close();
+        self.serving = None;
+        self.building = None;
+        self.parked = Some(why);
+    }
+
+    pub fn measured(&self) -> u64 {
+        self.measured
+    }
+
+    pub fn keep_alive(&self) -> Option<u64> {
+        self.keep_alive
+    }
+
+    pub fn parked(&self) -> bool {
+        self.parked.is_some()
+    }
+
+    /// Memory the serving version took when it loaded.
+    pub fn memory(&self) -> u64 {
+        self.serving.as_ref().map_or(0, |s| s.info.memory_bytes)
+    }
+
+    /// Ready, nothing queued or running: it can be unloaded without touching a request.
+    pub fn idle(&self) -> bool {
+        self.serving.as_ref().is_some_and(|s| s.queue.depth() == 0)
+            && self.stats.active.load(Ordering::Relaxed) == 0
+            && self.loading.is_none()
+            && self.building.is_none()
     }
 
     /// Stops admission to the serving version; its worker drains and exits.
@@ -195,7 +239,10 @@ impl Slot {
             .filter(|s| !s.is_empty())
             .map(|s| format!("providers skipped: {s}"));
         let build = self.build_failed.clone();
-        let note: Vec<String> = skipped.into_iter().chain(build).collect();
+        let parked = self
+            .parked
+            .map(|why| format!("unloaded {why}; the next request loads it"));
+        let note: Vec<String> = skipped.into_iter().chain(build).chain(parked).collect();
         ModelStatus {
             name: name.to_owned(),
             kind: self.kind.map(Kind::as_str).unwrap_or("unknown").to_owned(),
@@ -214,6 +261,9 @@ impl Slot {
             active: self.stats.active.load(Ordering::Relaxed) as u32,
             batched_tokens: self.stats.batched_tokens.load(Ordering::Relaxed),
             engine_build_s: self.building.map(|(_, t)| t.elapsed().as_secs()),
+            memory_bytes: self.serving.as_ref().map(|s| s.info.memory_bytes),
+            idle_s: self.serving.as_ref().map(|_| self.stats.idle().as_secs()),
+            last_error: self.stats.last_error(),
         }
     }
 }

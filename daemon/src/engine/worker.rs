@@ -4,7 +4,7 @@
 //! blocks the async runtime.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -28,9 +28,11 @@ pub fn spawn(
         .name(format!("model-{}", spec.name))
         .spawn(move || {
             let started = std::time::Instant::now();
-            let loaded = catch_unwind(AssertUnwindSafe(|| kinds::load(&spec, &ctx, mode)))
-                .unwrap_or_else(|_| Err(LoadError::Incompatible("the loader panicked".into())));
-            let (mut model, info) = match loaded {
+            let (loaded, grew) = measured(|| {
+                catch_unwind(AssertUnwindSafe(|| kinds::load(&spec, &ctx, mode)))
+                    .unwrap_or_else(|_| Err(LoadError::Incompatible("the loader panicked".into())))
+            });
+            let (mut model, mut info) = match loaded {
                 Ok(ok) => ok,
                 Err(e) => {
                     queue.close();
@@ -38,10 +40,13 @@ pub fn spawn(
                     return;
                 }
             };
+            info.memory_bytes = grew;
+            crate::metrics::get().loaded(&spec.name, started.elapsed().as_secs_f64());
             tracing::info!(
                 model = %spec.name,
                 provider = info.placement.provider.as_str(),
                 ms = started.elapsed().as_millis() as u64,
+                mb = grew >> 20,
                 "model loaded"
             );
             if !on_loaded(Ok(info)) {
@@ -56,4 +61,15 @@ pub fn spawn(
             model.serve(&queue, policy);
             tracing::debug!(model = %spec.name, "worker stopped");
         })
+}
+
+/// Runs a load and returns how much the process's resident memory grew meanwhile. Loads take
+/// turns here, so one model's growth is not counted against another.
+fn measured<T>(load: impl FnOnce() -> T) -> (T, u64) {
+    static LOADING: Mutex<()> = Mutex::new(());
+    let _turn = LOADING.lock().unwrap_or_else(|p| p.into_inner());
+    let before = crate::memory::rss_bytes().unwrap_or(0);
+    let out = load();
+    let after = crate::memory::rss_bytes().unwrap_or(0);
+    (out, after.saturating_sub(before))
 }

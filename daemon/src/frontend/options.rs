@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::engine::job::{EmbedRequest, GenOptions, Reasoning};
+use crate::engine::job::{EmbedRequest, GenOptions, Priority, Reasoning, Ticket};
 use crate::error::{Error, Result};
 
 /// Typed reads of one request's options. Implementations accept any integer where an integer
@@ -31,35 +31,50 @@ pub fn only(opts: &impl Options, known: &[&str]) -> Result<()> {
     }
 }
 
-fn timeout(opts: &impl Options) -> Result<Option<Duration>> {
-    Ok(opts.uint("timeout_ms")?.map(Duration::from_millis))
+/// The options every request takes: `timeout_ms` and `priority`, read into its ticket.
+pub fn ticket(opts: &impl Options, ticket: &mut Ticket) -> Result<()> {
+    if let Some(ms) = opts.uint("timeout_ms")? {
+        let ms = u32::try_from(ms).map_err(|_| {
+            Error::InvalidInput(format!("option \"timeout_ms\" is too large: {ms}"))
+        })?;
+        ticket.timeout = Some(Duration::from_millis(ms.into()));
+    }
+    if let Some(p) = opts.string("priority")? {
+        ticket.priority = Priority::parse(&p).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "option \"priority\" must be \"interactive\" or \"background\", got {p:?}"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
-pub const EMBED_OPTIONS: [&str; 2] = ["timeout_ms", "truncate"];
-pub const CLASSIFY_OPTIONS: [&str; 3] = ["top_k", "timeout_ms", "truncate"];
+pub const EMBED_OPTIONS: [&str; 3] = ["timeout_ms", "priority", "truncate"];
+pub const CLASSIFY_OPTIONS: [&str; 4] = ["top_k", "timeout_ms", "priority", "truncate"];
+pub const INFER_OPTIONS: [&str; 2] = ["timeout_ms", "priority"];
 
-/// `Embed` options: the request for `texts`, and its deadline.
-pub fn embedding(
-    opts: &impl Options,
-    texts: Vec<String>,
-) -> Result<(EmbedRequest, Option<Duration>)> {
+/// `Embed` options: the request for `texts`.
+pub fn embedding(opts: &impl Options, texts: Vec<String>, t: &mut Ticket) -> Result<EmbedRequest> {
     only(opts, &EMBED_OPTIONS)?;
+    ticket(opts, t)?;
     let truncate = opts.boolean("truncate")?.unwrap_or(true);
-    Ok((EmbedRequest { texts, truncate }, timeout(opts)?))
+    Ok(EmbedRequest { texts, truncate })
 }
 
-/// `Classify` options: the request for `texts`, `top_k` (0 = every label), and its deadline.
+/// `Classify` options: the request for `texts` and `top_k` (0 = every label).
 pub fn classification(
     opts: &impl Options,
     texts: Vec<String>,
-) -> Result<(EmbedRequest, usize, Option<Duration>)> {
+    t: &mut Ticket,
+) -> Result<(EmbedRequest, usize)> {
     only(opts, &CLASSIFY_OPTIONS)?;
+    ticket(opts, t)?;
     let truncate = opts.boolean("truncate")?.unwrap_or(true);
     let top_k = opts.uint("top_k")?.unwrap_or(0) as usize;
-    Ok((EmbedRequest { texts, truncate }, top_k, timeout(opts)?))
+    Ok((EmbedRequest { texts, truncate }, top_k))
 }
 
-pub const GENERATION_OPTIONS: [&str; 13] = [
+pub const GENERATION_OPTIONS: [&str; 14] = [
     "max_tokens",
     "temperature",
     "top_k",
@@ -71,14 +86,16 @@ pub const GENERATION_OPTIONS: [&str; 13] = [
     "reasoning",
     "reasoning_budget",
     "timeout_ms",
+    "priority",
     "truncate",
     "handle_token",
 ];
 
-/// Generation options, with the `timeout_ms` deadline, which the engine also applies while
-/// the request is queued.
-pub fn generation(opts: &impl Options) -> Result<(GenOptions, Option<Duration>)> {
+/// Generation options; `timeout_ms` (applied while queued and while generating) and
+/// `priority` go to the ticket.
+pub fn generation(opts: &impl Options, t: &mut Ticket) -> Result<GenOptions> {
     only(opts, &GENERATION_OPTIONS)?;
+    ticket(opts, t)?;
     let u32_opt = |k: &str| -> Result<Option<u32>> {
         opts.uint(k)?
             .map(|v| {
@@ -122,8 +139,7 @@ pub fn generation(opts: &impl Options) -> Result<(GenOptions, Option<Duration>)>
             )));
         }
     }
-    let timeout = u32_opt("timeout_ms")?.map(|ms| Duration::from_millis(ms.into()));
-    Ok((o, timeout))
+    Ok(o)
 }
 
 /// Options as a JSON object (MQTT payloads).
@@ -213,21 +229,40 @@ mod tests {
         v.as_object().unwrap().clone()
     }
 
+    fn base() -> Ticket {
+        Ticket::new(
+            "t1",
+            crate::engine::job::Transport::Mqtt,
+            Priority::Background,
+        )
+    }
+
     #[test]
     fn json_options_mean_what_dbus_options_mean() {
-        let (o, t) = generation(&map(json!({
-            "max_tokens": 8, "temperature": 1, "seed": 42, "stop": "\n",
-            "reasoning": "hide", "timeout_ms": 500
-        })))
+        let mut t = base();
+        let o = generation(
+            &map(json!({
+                "max_tokens": 8, "temperature": 1, "seed": 42, "stop": "\n",
+                "reasoning": "hide", "timeout_ms": 500, "priority": "interactive"
+            })),
+            &mut t,
+        )
         .unwrap();
         assert_eq!(
             (o.max_tokens, o.temperature, o.seed, o.reasoning),
             (Some(8), Some(1.0), Some(42), Reasoning::Hide)
         );
         assert_eq!(
-            (o.stop, t),
-            (vec!["\n".to_owned()], Some(Duration::from_millis(500)))
+            (o.stop, t.timeout, t.priority),
+            (
+                vec!["\n".to_owned()],
+                Some(Duration::from_millis(500)),
+                Priority::Interactive
+            )
         );
+        let mut t = base();
+        embedding(&map(json!({})), vec![], &mut t).unwrap();
+        assert_eq!(t.priority, Priority::Background, "the transport's default");
         for (opts, needle) in [
             (json!({"temprature": 1.0}), "unknown option \"temprature\""),
             (
@@ -238,12 +273,18 @@ mod tests {
             (json!({"max_tokens": 1.5}), "must be an unsigned integer"),
             (json!({"stop": [1]}), "a list of strings"),
             (json!({"top_p": 2}), "between 0 and 1"),
+            (
+                json!({"priority": "urgent"}),
+                "\"interactive\" or \"background\"",
+            ),
+            (json!({"timeout_ms": 1u64 << 40}), "too large"),
         ] {
-            let e = generation(&map(opts)).unwrap_err().to_string();
+            let e = generation(&map(opts), &mut base()).unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
         }
-        let (req, k, _) = classification(&map(json!({"top_k": 2})), vec!["x".into()]).unwrap();
+        let (req, k) =
+            classification(&map(json!({"top_k": 2})), vec!["x".into()], &mut base()).unwrap();
         assert_eq!((req.truncate, k), (true, 2));
-        assert!(embedding(&map(json!({"top_k": 2})), vec![]).is_err());
+        assert!(embedding(&map(json!({"top_k": 2})), vec![], &mut base()).is_err());
     }
 }

@@ -30,6 +30,8 @@ pub trait Model: Send {
     fn serve(&mut self, queue: &Queue<Job>, policy: BatchPolicy) {
         while let Some(batch) = queue.next_batch(policy, |a, b| self.compatible(a, b)) {
             let n = batch.len() as u64;
+            let rows = batch.iter().map(crate::engine::queue::Job::weight).sum();
+            crate::metrics::get().batch(queue.model(), rows);
             // A panic drops the batch's reply senders: its callers get an Internal error, and
             // the worker goes on serving.
             if catch_unwind(AssertUnwindSafe(|| self.run(batch))).is_err() {
@@ -46,6 +48,8 @@ pub struct Loaded {
     pub placement: Placement,
     pub inputs: Vec<Spec>,
     pub outputs: Vec<Spec>,
+    /// Resident memory the load took (measured by the worker).
+    pub memory_bytes: u64,
 }
 
 /// What every load needs besides the model's own spec.
@@ -58,6 +62,12 @@ pub struct LoadContext {
     pub cache_dir: PathBuf,
     /// ONNX Runtime's version, part of the TensorRT engine cache key.
     pub runtime_version: String,
+    /// The least share of a model's work background requests get (`engine.background_share`).
+    pub background_share: f64,
+    /// `engine.memory_budget`: bytes all loaded models may take together.
+    pub memory_budget: Option<u64>,
+    /// `engine.keep_alive_s`: idle seconds before a model is unloaded.
+    pub keep_alive: Option<std::time::Duration>,
 }
 
 impl LoadContext {
@@ -67,6 +77,12 @@ impl LoadContext {
             state_dir: config.state_dir(),
             cache_dir: config.cache_dir(),
             runtime_version: runtime.version.clone(),
+            background_share: config.engine.background_share,
+            memory_budget: config.engine.memory_budget,
+            keep_alive: config
+                .engine
+                .keep_alive_s
+                .map(std::time::Duration::from_secs),
         }
     }
 }
@@ -93,7 +109,12 @@ pub fn load(
             Box::new(embedding::Embedding::new(spec, session)?)
         }
         Kind::Tensor => Box::new(tensor::TensorModel::new(spec, session, &inputs, &outputs)?),
-        Kind::TextGeneration => Box::new(generation::TextGeneration::new(spec, session, &inputs)?),
+        Kind::TextGeneration => Box::new(generation::TextGeneration::new(
+            spec,
+            session,
+            &inputs,
+            ctx.background_share,
+        )?),
     };
     Ok((
         model,
@@ -101,6 +122,7 @@ pub fn load(
             placement,
             inputs,
             outputs,
+            memory_bytes: 0,
         },
     ))
 }

@@ -250,13 +250,18 @@ async fn main() {
                 texts: vec![TEXT.to_owned()],
                 truncate: true,
             };
+            let ticket = inferd::engine::job::Ticket::new(
+                "bench",
+                inferd::engine::job::Transport::Dbus,
+                Default::default(),
+            );
             for _ in 0..50 {
-                engine.embed(&model, req(), None).await.expect("warm-up");
+                engine.embed(&model, req(), &ticket).await.expect("warm-up");
             }
             let mut us = Vec::with_capacity(n);
             for _ in 0..n {
                 let t = Instant::now();
-                engine.embed(&model, req(), None).await.expect("embed");
+                engine.embed(&model, req(), &ticket).await.expect("embed");
                 us.push(t.elapsed().as_secs_f64() * 1e6);
             }
             percentiles(us)

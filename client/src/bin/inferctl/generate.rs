@@ -44,6 +44,10 @@ pub struct GenArgs {
     reasoning_budget: Option<u32>,
     #[arg(long)]
     timeout_ms: Option<u32>,
+    /// interactive (the D-Bus default) or background (the MQTT default): background work
+    /// yields to interactive work
+    #[arg(long)]
+    priority: Option<String>,
 }
 
 impl GenArgs {
@@ -59,6 +63,7 @@ impl GenArgs {
             "seed": self.seed,
             "reasoning_budget": self.reasoning_budget,
             "timeout_ms": self.timeout_ms,
+            "priority": self.priority,
             "reasoning": self.hide_reasoning.then_some("hide"),
             "stop": (!self.stop.is_empty()).then_some(&self.stop),
         });

@@ -33,6 +33,9 @@ struct Cli {
 pub enum Command {
     /// List models with their kind, state and provider
     Models,
+    /// Overall health, uptime, memory and per-model queue depth and last error; exits 2 when
+    /// degraded (a model failed)
+    Health,
     /// Load (or reload) a model; waits until it is ready
     Load { name: String },
     /// Stop serving a model
@@ -113,6 +116,14 @@ async fn run(bus: &str, json: bool, command: Command) -> Result<(), Error> {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| Error::Internal(format!("unexpected reply: {e}")))?;
             output::models(&models, json);
+        }
+        Command::Health => {
+            let h = inferd_client::Health::from_dict(&proxy.health().await?)
+                .map_err(|e| Error::Internal(format!("unexpected reply: {e}")))?;
+            output::health(&h, json);
+            if h.status == "degraded" {
+                std::process::exit(2);
+            }
         }
         Command::Load { name } => proxy.load_model(&name).await?,
         Command::Unload { name } => proxy.unload_model(&name).await?,

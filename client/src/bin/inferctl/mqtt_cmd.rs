@@ -164,6 +164,27 @@ pub async fn run(url: &str, a: &MqttArgs, json_out: bool, command: Command) -> R
             system,
             options,
         } => generate::chat(&Transport::Mqtt(&client), &model, system, &options).await?,
+        Command::Health => {
+            // The retained status carries the same health as D-Bus `Health()`.
+            let statuses = client.statuses(Duration::from_millis(500)).await;
+            let wanted: serde_json::Map<String, serde_json::Value> = statuses
+                .into_iter()
+                .filter(|(node, _)| match &target {
+                    Target::Node(n) => n == node,
+                    Target::Pool => true,
+                })
+                .collect();
+            if wanted.is_empty() {
+                return Err(Error::ModelNotFound(format!(
+                    "no inferd status under {}/ on {url}",
+                    a.prefix
+                )));
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&wanted).unwrap_or_default()
+            );
+        }
         Command::Load { .. }
         | Command::Unload { .. }
         | Command::Reload

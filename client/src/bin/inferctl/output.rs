@@ -5,6 +5,67 @@ use std::collections::HashMap;
 use inferd_client::{ModelStatus, WireTensor};
 use serde_json::{json, Value};
 
+pub fn health(h: &inferd_client::Health, as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(h).unwrap_or_default());
+        return;
+    }
+    println!(
+        "{}  inferd {}, up {}, {} MiB resident",
+        h.status,
+        h.version,
+        inferd_client::status::elapsed(h.uptime_s),
+        h.rss_bytes >> 20
+    );
+    let header = ["NAME", "STATE", "PROVIDER", "QUEUE", "MEMORY", "IDLE"].map(String::from);
+    let rows: Vec<[String; 6]> = h
+        .models
+        .iter()
+        .map(|m| {
+            [
+                m.name.clone(),
+                m.state.to_string(),
+                if m.provider.is_empty() {
+                    "-".into()
+                } else {
+                    m.provider.clone()
+                },
+                m.queue_depth.to_string(),
+                m.memory_bytes
+                    .map_or("-".into(), |b| format!("{} MiB", b >> 20)),
+                m.idle_s.map_or("-".into(), inferd_client::status::elapsed),
+            ]
+        })
+        .collect();
+    table(&header, &rows);
+    for m in &h.models {
+        for e in m.error.iter().chain(&m.last_error) {
+            println!("{}: {e}", m.name);
+        }
+    }
+}
+
+/// Prints rows under a header, each column as wide as its widest cell.
+fn table<const N: usize>(header: &[String; N], rows: &[[String; N]]) {
+    let widths: Vec<usize> = (0..N)
+        .map(|i| {
+            rows.iter()
+                .chain([header])
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in [header].into_iter().chain(rows) {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:w$}"))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}
+
 pub fn models(models: &[ModelStatus], as_json: bool) {
     if as_json {
         println!(
@@ -34,23 +95,7 @@ pub fn models(models: &[ModelStatus], as_json: bool) {
         })
         .collect();
     let header = ["NAME", "KIND", "STATE", "PROVIDER"].map(String::from);
-    let widths: Vec<usize> = (0..4)
-        .map(|i| {
-            rows.iter()
-                .chain([&header])
-                .map(|r| r[i].len())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for r in [&header].into_iter().chain(&rows) {
-        let cells: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:w$}"))
-            .collect();
-        println!("{}", cells.join("  ").trim_end());
-    }
+    table(&header, &rows);
     for m in models {
         if let Some(e) = &m.error {
             println!("{}: {e}", m.name);

@@ -7,6 +7,18 @@ use crate::error::Error;
 impl From<Error> for Wire {
     fn from(e: Error) -> Wire {
         let msg = e.to_string();
+        named(e, msg)
+    }
+}
+
+/// The error of one request, its message ending with the request id (as in the logs).
+pub fn for_request(e: Error, request_id: &str) -> Wire {
+    let msg = format!("{e} (request {request_id})");
+    named(e, msg)
+}
+
+fn named(e: Error, msg: String) -> Wire {
+    {
         match e {
             Error::ModelNotFound(_) => Wire::ModelNotFound(msg),
             Error::ModelNotReady { .. } => Wire::ModelNotReady(msg),

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use inferd_client::{Error, WireTensor};
 use zbus::message::Header;
@@ -14,9 +13,13 @@ use zbus::{interface, Connection};
 
 use super::auth::Auth;
 use super::callers::Callers;
+use super::errors::for_request;
 use super::options::{Dict, Options};
 use super::request;
-use crate::engine::job::{self, EmbedOutput, Event, GenerateRequest, Prompt, Reasoning, Tensors};
+use crate::engine::job::{
+    self, EmbedOutput, Event, GenerateRequest, Priority, Prompt, Reasoning, Tensors, Ticket,
+    Transport,
+};
 use crate::engine::Engine;
 use crate::frontend::options;
 use crate::tensor::Tensor;
@@ -27,27 +30,41 @@ pub struct Service {
     pub callers: Callers,
     pub runtime_version: String,
     pub providers: Vec<String>,
-    /// Numbers request objects whose caller gave no handle_token.
+    /// Numbers requests (their ids, and request objects whose caller gave no handle_token).
     pub requests: AtomicU64,
 }
+
+/// A typed D-Bus error whose message names the request.
+type Failure = Error;
 
 type Info = HashMap<String, OwnedValue>;
 
 impl Service {
+    /// A new request's ticket: D-Bus requests are interactive unless their options say not.
+    fn ticket(&self) -> Ticket {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed);
+        let id = format!("d{}-{n}", std::process::id());
+        Ticket::new(id, Transport::Dbus, Priority::Interactive)
+    }
+
     /// Runs `work` unless the caller leaves the bus first; then the work is dropped.
     async fn for_caller<T>(
         &self,
         hdr: &Header<'_>,
+        t: &Ticket,
         work: impl Future<Output = crate::error::Result<T>>,
-    ) -> Result<T, Error> {
-        let Some(sender) = hdr.sender() else {
-            return work.await.map_err(Error::from);
+    ) -> Result<T, Failure> {
+        let cancelled = async {
+            match hdr.sender() {
+                Some(sender) => self.callers.token(sender.as_str()).cancelled_owned().await,
+                None => std::future::pending().await,
+            }
         };
-        let token = self.callers.token(sender.as_str());
-        tokio::select! {
-            r = work => r.map_err(Error::from),
-            _ = token.cancelled() => Err(crate::error::Error::Cancelled.into()),
-        }
+        let r = tokio::select! {
+            r = work => r,
+            _ = cancelled => Err(crate::error::Error::Cancelled),
+        };
+        r.map_err(|e| for_request(e, &t.id))
     }
 
     async fn embed_output(
@@ -56,41 +73,38 @@ impl Service {
         model: String,
         texts: Vec<String>,
         opts: Dict,
-    ) -> Result<EmbedOutput, Error> {
-        let (req, timeout) = options::embedding(&opts, texts)?;
-        self.for_caller(hdr, self.engine.embed(&model, req, timeout))
-            .await
+    ) -> Result<(EmbedOutput, Ticket), Failure> {
+        let mut t = self.ticket();
+        let req = options::embedding(&opts, texts, &mut t).map_err(|e| for_request(e, &t.id))?;
+        let out = self
+            .for_caller(hdr, &t, self.engine.embed(&model, req, &t))
+            .await?;
+        Ok((out, t))
     }
 }
 
 impl Service {
     /// Starts a generation for the message's sender; cancelled if the sender leaves the bus.
-    fn start(
+    async fn start(
         &self,
         hdr: &Header<'_>,
+        t: &mut Ticket,
         model: &str,
         prompt: Prompt,
         opts: &Dict,
-    ) -> Result<
-        (
-            tokio::sync::mpsc::UnboundedReceiver<Event>,
-            tokio_util::sync::CancellationToken,
-            Reasoning,
-        ),
-        Error,
-    > {
-        let (options, timeout) = options::generation(opts)?;
+    ) -> crate::error::Result<(
+        tokio::sync::mpsc::UnboundedReceiver<Event>,
+        tokio_util::sync::CancellationToken,
+        Reasoning,
+    )> {
+        let options = options::generation(opts, t)?;
         let reasoning = options.reasoning;
-        let req = GenerateRequest {
-            prompt,
-            options,
-            deadline: timeout.map(|t| Instant::now() + t),
-        };
+        let req = GenerateRequest::new(prompt, options);
         let cancel = match hdr.sender() {
             Some(s) => self.callers.token(s.as_str()).child_token(),
             None => Default::default(),
         };
-        let rx = self.engine.generate(model, req, timeout, cancel.clone())?;
+        let rx = self.engine.generate(model, req, t, cancel.clone()).await?;
         Ok((rx, cancel, reasoning))
     }
 
@@ -100,11 +114,19 @@ impl Service {
         model: &str,
         prompt: Prompt,
         opts: Dict,
-    ) -> Result<(String, Info), Error> {
-        let (rx, _cancel, mode) = self.start(hdr, model, prompt, &opts)?;
-        let c = job::collect(rx).await?;
-        let r = (mode == Reasoning::Separate).then_some(c.reasoning.as_str());
-        Ok((c.content, request::info_dict(c.reason, &c.usage, r)))
+    ) -> Result<(String, Info), Failure> {
+        let mut t = self.ticket();
+        let work = async {
+            let (rx, _cancel, mode) = self.start(hdr, &mut t, model, prompt, &opts).await?;
+            let c = job::collect(rx).await?;
+            let r = (mode == Reasoning::Separate).then_some(c.reasoning.as_str());
+            Ok((
+                c.content.clone(),
+                request::info_dict(&t.id, c.reason, &c.usage, r),
+            ))
+        };
+        let r: crate::error::Result<_> = work.await;
+        r.map_err(|e| for_request(e, &t.id))
     }
 
     async fn stream_inner(
@@ -114,18 +136,23 @@ impl Service {
         model: &str,
         prompt: Prompt,
         opts: Dict,
-    ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, Error> {
+    ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, Failure> {
         let sender = hdr
             .sender()
             .map(|s| s.as_str().to_owned())
             .ok_or_else(|| Error::InvalidInput("streaming calls need a sender".into()))?;
+        let mut t = self.ticket();
         let token = match opts.string("handle_token")? {
-            Some(t) => t,
-            None => format!("r{}", self.requests.fetch_add(1, Ordering::Relaxed)),
+            Some(token) => token,
+            None => format!("r{}", t.id.rsplit('-').next().unwrap_or_default()),
         };
         let path = request::request_path(&sender, &token)?;
-        let (rx, cancel, _) = self.start(hdr, model, prompt, &opts)?;
-        let forward = request::publish(conn.clone(), path.clone(), sender, cancel, rx).await?;
+        let (rx, cancel, _) = self
+            .start(hdr, &mut t, model, prompt, &opts)
+            .await
+            .map_err(|e| for_request(e, &t.id))?;
+        let forward =
+            request::publish(conn.clone(), path.clone(), sender, cancel, t.id, rx).await?;
         let (reply, sent) = ResponseDispatchNotifier::new(path);
         tokio::spawn(async move {
             sent.await;
@@ -188,6 +215,12 @@ impl Service {
         Ok(self.engine.warmup(&name).await?.to_dict())
     }
 
+    /// Overall status, version, uptime, RSS, and per model: state, provider, queue depth,
+    /// last error, memory and idle time. Anyone may call it.
+    async fn health(&self) -> HashMap<String, OwnedValue> {
+        crate::health::check(&self.engine).to_dict()
+    }
+
     /// Rescans the repository. Administrators only.
     async fn reload(
         &self,
@@ -206,11 +239,11 @@ impl Service {
         options: Dict,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<Vec<Vec<f64>>, Error> {
-        let out = self.embed_output(&hdr, model, texts, options).await?;
+        let (out, _) = self.embed_output(&hdr, model, texts, options).await?;
         Ok(widen(out.vectors))
     }
 
-    /// Like `Embed`, plus per-text `truncated` (ab) and `tokens` (au).
+    /// Like `Embed`, plus per-text `truncated` (ab) and `tokens` (au), and `request_id`.
     async fn embed_with_info(
         &self,
         model: String,
@@ -218,10 +251,11 @@ impl Service {
         options: Dict,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<(Vec<Vec<f64>>, HashMap<String, OwnedValue>), Error> {
-        let out = self.embed_output(&hdr, model, texts, options).await?;
+        let (out, t) = self.embed_output(&hdr, model, texts, options).await?;
         let info = HashMap::from([
             ("truncated".to_owned(), owned(Value::from(out.truncated))),
             ("tokens".to_owned(), owned(Value::from(out.tokens))),
+            ("request_id".to_owned(), owned(Value::from(t.id))),
         ]);
         Ok((widen(out.vectors), info))
     }
@@ -234,9 +268,11 @@ impl Service {
         options: Dict,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<Vec<Vec<(String, f64)>>, Error> {
-        let (req, top_k, timeout) = options::classification(&options, texts)?;
+        let mut t = self.ticket();
+        let (req, top_k) =
+            options::classification(&options, texts, &mut t).map_err(|e| for_request(e, &t.id))?;
         let out = self
-            .for_caller(&hdr, self.engine.classify(&model, req, top_k, timeout))
+            .for_caller(&hdr, &t, self.engine.classify(&model, req, top_k, &t))
             .await?;
         Ok(out
             .into_iter()
@@ -251,12 +287,14 @@ impl Service {
         inputs: HashMap<String, WireTensor>,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<HashMap<String, WireTensor>, Error> {
+        let t = self.ticket();
         let inputs = inputs
             .into_iter()
-            .map(|(name, t)| Ok((name.clone(), Tensor::from_wire(&name, t)?)))
-            .collect::<crate::error::Result<Tensors>>()?;
+            .map(|(name, w)| Ok((name.clone(), Tensor::from_wire(&name, w)?)))
+            .collect::<crate::error::Result<Tensors>>()
+            .map_err(|e| for_request(e, &t.id))?;
         let out = self
-            .for_caller(&hdr, self.engine.infer(&model, inputs))
+            .for_caller(&hdr, &t, self.engine.infer(&model, inputs, &t))
             .await?;
         Ok(out.into_iter().map(|(k, t)| (k, t.into_wire())).collect())
     }

@@ -120,7 +120,7 @@ impl Options for Dict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::job::Reasoning;
+    use crate::engine::job::{Priority, Reasoning, Ticket, Transport};
     use crate::frontend::options::{generation, only};
 
     fn dict(pairs: Vec<(&str, Value<'static>)>) -> Dict {
@@ -174,15 +174,23 @@ mod tests {
             ("seed", Value::U64(42)),
             ("stop", Value::from(vec!["\n"])),
             ("reasoning", Value::from("hide")),
+            ("priority", Value::from("background")),
         ]);
-        let (o, t) = generation(&d).unwrap();
+        let ticket = || Ticket::new("t", Transport::Dbus, Priority::Interactive);
+        let mut t = ticket();
+        let o = generation(&d, &mut t).unwrap();
         assert_eq!(
             (o.max_tokens, o.temperature, o.seed),
             (Some(8), Some(1.0), Some(42))
         );
         assert_eq!(
-            (o.stop, o.reasoning, t),
-            (vec!["\n".to_owned()], Reasoning::Hide, None)
+            (o.stop, o.reasoning, t.timeout, t.priority),
+            (
+                vec!["\n".to_owned()],
+                Reasoning::Hide,
+                None,
+                Priority::Background
+            )
         );
         for (k, v, needle) in [
             (
@@ -203,7 +211,9 @@ mod tests {
             ),
             ("max_tokens", Value::U64(1 << 40), "too large"),
         ] {
-            let e = generation(&dict(vec![(k, v)])).unwrap_err().to_string();
+            let e = generation(&dict(vec![(k, v)]), &mut ticket())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(needle), "{k}: {e}");
         }
     }

@@ -84,6 +84,7 @@ pub fn request_path(sender: &str, token: &str) -> Result<OwnedObjectPath, Error>
 }
 
 pub fn info_dict(
+    request_id: &str,
     reason: Option<FinishReason>,
     usage: &Usage,
     reasoning: Option<&str>,
@@ -94,6 +95,7 @@ pub fn info_dict(
             d.insert(k.to_owned(), v);
         }
     };
+    put("request_id", Value::from(request_id));
     if let Some(r) = reason {
         put("finish_reason", Value::from(r.as_str()));
     }
@@ -122,6 +124,7 @@ pub async fn publish(
     path: OwnedObjectPath,
     owner: String,
     cancel: CancellationToken,
+    request_id: String,
     mut events: UnboundedReceiver<Event>,
 ) -> Result<impl std::future::Future<Output = ()>, Error> {
     let destination = BusName::try_from(owner.clone())
@@ -162,7 +165,7 @@ pub async fn publish(
                     let r = Request::finished(
                         &emitter,
                         reason.as_str(),
-                        info_dict(Some(reason), &usage, None),
+                        info_dict(&request_id, Some(reason), &usage, None),
                     )
                     .await;
                     log_send(&path, r);
@@ -170,7 +173,7 @@ pub async fn publish(
                 }
                 Event::Failed(e) => {
                     set("failed");
-                    let wire: Error = e.into();
+                    let wire = super::errors::for_request(e, &request_id);
                     let r = Request::failed(
                         &emitter,
                         &format!("org.inferd.Inferd1.Error.{}", wire.short_name()),

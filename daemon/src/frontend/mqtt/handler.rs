@@ -18,7 +18,7 @@ use super::ops::{self, Call};
 use super::routes::Router;
 use super::topics::{Op, Target, Topics};
 use super::wire::{self, WireError};
-use crate::engine::job::Event;
+use crate::engine::job::{Event, Priority, Ticket, Transport};
 use crate::engine::Engine;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -213,10 +213,12 @@ impl Handler {
             input: &req.input,
             options: &req.options,
             deadline,
+            // MQTT is the IoT transport: background unless the request says otherwise.
+            ticket: Ticket::new(req.id.clone(), Transport::Mqtt, Priority::Background),
         };
         let mut outs = Vec::new();
         let last = if req.stream && matches!(op, Op::Generate | Op::Chat) {
-            match call.start_generation(op, cancel) {
+            match call.start_generation(op, cancel).await {
                 Ok(rx) => self.stream(&req.id, reply, rx, &mut outs).await,
                 Err(e) => Err(e),
             }

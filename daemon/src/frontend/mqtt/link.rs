@@ -326,6 +326,7 @@ impl Link {
                     }
                     events.connected.send_modify(|n| *n += 1);
                     events.online.send_replace(true);
+                    crate::metrics::get().mqtt_connected(true);
                 }
                 Happening::Message(m) => {
                     if tx.send(m).await.is_err() {
@@ -334,6 +335,7 @@ impl Link {
                 }
                 Happening::Failed(e) => {
                     events.online.send_replace(false);
+                    crate::metrics::get().mqtt_connected(false);
                     let wait = backoff(failures);
                     if failures == 0 {
                         tracing::warn!("MQTT broker connection failed: {e}; retrying in {wait:?}");

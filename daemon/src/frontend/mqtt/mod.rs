@@ -29,6 +29,8 @@ use crate::config::ConfigError;
 use crate::engine::Engine;
 
 /// A running MQTT frontend; `close` publishes the offline status and disconnects.
+const STATUS_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct Frontend {
     client: Client,
     topics: Topics,
@@ -143,8 +145,13 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
     let (status_client, status_topic) = (client.clone(), topics.status());
     let mut changes = engine.subscribe();
     let status = tokio::spawn(async move {
+        // Also refreshed now and then, so queue depth and uptime in the retained message stay
+        // current.
+        let mut refresh = tokio::time::interval(STATUS_REFRESH);
+        refresh.tick().await;
         loop {
             tokio::select! {
+                _ = refresh.tick() => {}
                 r = on_connect.changed() => if r.is_err() { return },
                 r = changes.recv() => if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) { return },
             }

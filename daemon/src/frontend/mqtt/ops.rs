@@ -11,10 +11,10 @@ use super::topics::Op;
 use super::wire::{self, WireError};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::engine::job::{self, Event, FinishReason, GenerateRequest, Prompt};
+use crate::engine::job::{self, Event, FinishReason, GenerateRequest, Prompt, Ticket};
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::frontend::options::{self, Options};
+use crate::frontend::options;
 use crate::tensor::Tensor;
 
 /// A finished request: its result and usage, or an error.
@@ -50,6 +50,8 @@ pub struct Call<'a> {
     pub input: &'a Map<String, Value>,
     pub options: &'a Map<String, Value>,
     pub deadline: Option<Instant>,
+    /// Id and default priority; the request's options may change the priority.
+    pub ticket: Ticket,
 }
 
 impl Call<'_> {
@@ -58,16 +60,21 @@ impl Call<'_> {
             Op::Embed => self.embed().await,
             Op::Classify => self.classify().await,
             Op::Infer => self.infer().await,
-            Op::Generate | Op::Chat => collect(self.start_generation(op, cancel)?).await,
+            Op::Generate | Op::Chat => collect(self.start_generation(op, cancel).await?).await,
         }
     }
 
+    /// The ticket once the options have been read into it; the message's expiry caps its
+    /// timeout.
+    fn stamped(&self, mut t: Ticket) -> Ticket {
+        t.timeout = timeout(t.timeout, self.deadline);
+        t
+    }
+
     async fn embed(&self) -> Answer {
-        let (req, t) = options::embedding(self.options, texts(self.input)?)?;
-        let out = self
-            .engine
-            .embed(self.model, req, timeout(t, self.deadline))
-            .await?;
+        let mut t = self.ticket.clone();
+        let req = options::embedding(self.options, texts(self.input)?, &mut t)?;
+        let out = self.engine.embed(self.model, req, &self.stamped(t)).await?;
         let tokens: u32 = out.tokens.iter().sum();
         Ok((
             json!({"embeddings": out.vectors, "truncated": out.truncated}),
@@ -76,11 +83,10 @@ impl Call<'_> {
     }
 
     async fn classify(&self) -> Answer {
-        let (req, top_k, t) = options::classification(self.options, texts(self.input)?)?;
-        let out = self
-            .engine
-            .classify(self.model, req, top_k, timeout(t, self.deadline))
-            .await?;
+        let mut t = self.ticket.clone();
+        let (req, top_k) = options::classification(self.options, texts(self.input)?, &mut t)?;
+        let t = self.stamped(t);
+        let out = self.engine.classify(self.model, req, top_k, &t).await?;
         let labels: Vec<Vec<Value>> = out
             .into_iter()
             .map(|row| {
@@ -93,11 +99,10 @@ impl Call<'_> {
     }
 
     async fn infer(&self) -> Answer {
-        options::only(self.options, &["timeout_ms"])?;
-        let t = timeout(
-            self.options.uint("timeout_ms")?.map(Duration::from_millis),
-            self.deadline,
-        );
+        options::only(self.options, &options::INFER_OPTIONS)?;
+        let mut t = self.ticket.clone();
+        options::ticket(self.options, &mut t)?;
+        let t = self.stamped(t);
         let inputs = self
             .input
             .get("inputs")
@@ -111,14 +116,16 @@ impl Call<'_> {
                 .map_err(|e| invalid(format!("input {name:?}: {e}")))?;
             tensors.insert(name.clone(), Tensor::from_wire(name, wire)?);
         }
-        let run = self.engine.infer(self.model, tensors);
-        let out = match t {
-            Some(t) => tokio::time::timeout(t, run)
-                .await
-                .map_err(|_| Error::Timeout {
-                    model: self.model.to_owned(),
-                    waited_ms: t.as_millis(),
-                })??,
+        let run = self.engine.infer(self.model, tensors, &t);
+        let out = match t.timeout {
+            Some(limit) => {
+                tokio::time::timeout(limit, run)
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        model: self.model.to_owned(),
+                        waited_ms: limit.as_millis(),
+                    })??
+            }
             None => run.await?,
         };
         let outputs: Map<String, Value> = out
@@ -157,19 +164,16 @@ impl Call<'_> {
     }
 
     /// Queues a generation; its events arrive on the returned channel.
-    pub fn start_generation(
+    pub async fn start_generation(
         &self,
         op: Op,
         cancel: CancellationToken,
     ) -> Result<UnboundedReceiver<Event>, WireError> {
-        let (opts, t) = options::generation(self.options)?;
-        let t = timeout(t, self.deadline);
-        let req = GenerateRequest {
-            prompt: self.prompt(op)?,
-            options: opts,
-            deadline: t.map(|t| Instant::now() + t),
-        };
-        Ok(self.engine.generate(self.model, req, t, cancel)?)
+        let mut t = self.ticket.clone();
+        let opts = options::generation(self.options, &mut t)?;
+        let req = GenerateRequest::new(self.prompt(op)?, opts);
+        let t = self.stamped(t);
+        Ok(self.engine.generate(self.model, req, &t, cancel).await?)
     }
 }
 

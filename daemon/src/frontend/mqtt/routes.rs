@@ -4,6 +4,7 @@
 //! requests; a message that fails (or finds the queue full) goes to
 //! `{prefix}/{node}/route-errors` with its topic and the reason, and the route goes on.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rumqttc::QoS;
@@ -16,6 +17,7 @@ use super::link::{Client, Message, Out};
 use super::ops::Call;
 use super::topics::Op;
 use super::wire::WireError;
+use crate::engine::job::{Priority, Ticket, Transport};
 use crate::engine::Engine;
 
 /// The `+` levels of `topic` matched by `filter`, or `None` if it does not match.
@@ -73,6 +75,7 @@ impl Router {
                     engine: engine.clone(),
                     client: client.clone(),
                     errors_topic: errors_topic.clone(),
+                    handled: AtomicU64::new(0),
                 };
                 tokio::spawn(worker.run(rx));
                 Route {
@@ -132,6 +135,8 @@ struct Worker {
     engine: Engine,
     client: Client,
     errors_topic: String,
+    /// Messages taken so far; numbers their request ids.
+    handled: AtomicU64,
 }
 
 impl Worker {
@@ -164,6 +169,11 @@ impl Worker {
             input: &input,
             options: &self.cfg.options,
             deadline: None,
+            ticket: Ticket::new(
+                format!("route-{}", self.handled.fetch_add(1, Ordering::Relaxed)),
+                Transport::Mqtt,
+                Priority::Background,
+            ),
         };
         let (result, _) = call.run(self.op, CancellationToken::new()).await?;
         Ok(result)

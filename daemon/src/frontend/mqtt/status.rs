@@ -5,9 +5,11 @@ use serde_json::{json, Value};
 
 use crate::engine::Engine;
 
+/// Online, with the same health `Health()` reports on D-Bus.
 pub fn online(engine: &Engine) -> Vec<u8> {
-    let models: Vec<Value> = engine
-        .list()
+    let h = crate::health::check(engine);
+    let models: Vec<Value> = h
+        .models
         .into_iter()
         .map(|m| {
             json!({
@@ -17,12 +19,18 @@ pub fn online(engine: &Engine) -> Vec<u8> {
                 "provider": m.provider,
                 "error": m.error,
                 "engine_build_s": m.engine_build_s,
+                "queue_depth": m.queue_depth,
+                "active": m.active,
+                "last_error": m.last_error,
+                "memory_bytes": m.memory_bytes,
+                "idle_s": m.idle_s,
             })
         })
         .collect();
-    json!({"state": "online", "version": env!("CARGO_PKG_VERSION"), "models": models})
-        .to_string()
-        .into_bytes()
+    json!({"state": "online", "version": h.version, "health": h.status,
+           "uptime_s": h.uptime_s, "rss_bytes": h.rss_bytes, "models": models})
+    .to_string()
+    .into_bytes()
 }
 
 pub fn offline() -> Vec<u8> {

@@ -8,6 +8,12 @@
 //! stepped in turn, a token each, so no request waits for another to finish. A new request
 //! starts at the next step; a finished, cancelled or abandoned one leaves at the end of its
 //! step and its cache is freed.
+//!
+//! Priorities: free slots go to interactive requests first. When every slot is busy and an
+//! interactive request waits, background sequences beyond the guaranteed minimum
+//! (`engine.background_share` of the slots) are paused: they give up their cache and slot but
+//! keep their tokens, and resume (cache recomputed) when a slot frees, before new background
+//! requests. The text of a paused sequence is the same as if it had never paused.
 
 mod facts;
 mod forward;
@@ -32,7 +38,7 @@ use self::kv_batch::KvBatch;
 use self::sequence::Sequence;
 use self::template::ChatTemplate;
 use super::Model;
-use crate::engine::job::{Event, GenerateRequest, Job, Prompt};
+use crate::engine::job::{Event, GenerateRequest, Job, Priority, Prompt};
 use crate::engine::queue::{BatchPolicy, Queue};
 use crate::error::{Error, LoadError, Result};
 use crate::manifest::ModelSpec;
@@ -65,6 +71,10 @@ pub struct TextGeneration {
     alone: Vec<Sequence>,
     /// Sequences in the continuous batch, row for row with `kv`.
     batched: Vec<Sequence>,
+    /// Background sequences that gave their slot to interactive work, oldest first.
+    paused: VecDeque<Sequence>,
+    /// Slots background work keeps while interactive work waits (its minimum share).
+    min_background: usize,
     kv: KvBatch,
     prefixes: prefix::PrefixCache,
 }
@@ -76,7 +86,12 @@ fn genai_dim(dir: &std::path::Path, key: &str) -> Option<usize> {
 }
 
 impl TextGeneration {
-    pub fn new(spec: &ModelSpec, session: Session, inputs: &[Spec]) -> Result<Self, LoadError> {
+    pub fn new(
+        spec: &ModelSpec,
+        session: Session,
+        inputs: &[Spec],
+        background_share: f64,
+    ) -> Result<Self, LoadError> {
         let bad = |m: String| LoadError::Incompatible(m);
         let has = |n: &str| inputs.iter().any(|s| s.name == n);
         for n in ["input_ids", "attention_mask"] {
@@ -148,16 +163,20 @@ impl TextGeneration {
             .map(ChatTemplate::new)
             .transpose()
             .map_err(bad)?;
+        let max_sequences = spec.manifest.generation.max_sequences.unwrap_or(8).max(1);
         Ok(TextGeneration {
             name: spec.name.clone(),
             session,
             tokenizer,
             template,
             layout,
-            max_sequences: spec.manifest.generation.max_sequences.unwrap_or(8).max(1),
+            max_sequences,
+            min_background: (background_share.clamp(0.0, 1.0) * max_sequences as f64).ceil()
+                as usize,
             facts,
             alone: Vec::new(),
             batched: Vec::new(),
+            paused: VecDeque::new(),
             kv: KvBatch::default(),
             prefixes: Default::default(),
         })
@@ -207,7 +226,7 @@ impl TextGeneration {
     fn admit(&mut self, job: Job) {
         let Job::Generate {
             req,
-            events,
+            mut events,
             cancel,
         } = job
         else {
@@ -217,20 +236,15 @@ impl TextGeneration {
         };
         match self.prepare(&req) {
             Ok((tokens, max_new, thinking)) => {
-                let cached = match self.prefixes.lookup(&tokens, self.layout.dtype) {
-                    Ok(Some(hit)) => Ok(hit),
-                    Ok(None) => self.empty_past().map(|p| (0, p)),
-                    Err(e) => Err(e),
-                };
-                let cache = match cached {
+                let cache = match self.cache_for(&tokens) {
                     Ok(c) => c,
                     Err(e) => {
-                        drop(events.send(Event::Failed(e)));
+                        events.send(Event::Failed(e));
                         return;
                     }
                 };
                 let seq = Sequence::new(
-                    req,
+                    *req,
                     events,
                     cancel,
                     tokens,
@@ -241,7 +255,15 @@ impl TextGeneration {
                 );
                 self.alone.push(seq);
             }
-            Err(e) => drop(events.send(Event::Failed(e))),
+            Err(e) => events.send(Event::Failed(e)),
+        }
+    }
+
+    /// A cache for `tokens`: the longest cached prefix, or an empty one.
+    fn cache_for(&mut self, tokens: &[u32]) -> Result<(usize, Vec<DynValue>)> {
+        match self.prefixes.lookup(tokens, self.layout.dtype)? {
+            Some(hit) => Ok(hit),
+            None => self.empty_past().map(|p| (0, p)),
         }
     }
 
@@ -309,6 +331,9 @@ impl TextGeneration {
         }
         let before = self.batched.len();
         let rows = self.step_batch();
+        if rows > 0 {
+            crate::metrics::get().batch(&self.name, rows);
+        }
         if rows > 1 {
             queue
                 .stats
@@ -350,14 +375,16 @@ impl TextGeneration {
         rows
     }
 
-    /// Drops the sequences not marked `keep` from the batch and its cache.
-    fn leave(&mut self, keep: &[bool]) {
+    /// Takes the sequences not marked `keep` out of the batch and its cache.
+    fn leave(&mut self, keep: &[bool]) -> Vec<Sequence> {
         if keep.iter().all(|&k| k) {
-            return;
+            return Vec::new();
         }
         let mut flags = keep.iter();
-        self.batched
-            .retain(|_| *flags.next().expect("one flag per row"));
+        let (stay, gone) = std::mem::take(&mut self.batched)
+            .into_iter()
+            .partition(|_| *flags.next().expect("one flag per row"));
+        self.batched = stay;
         if let Err(e) = self.kv.retain(&self.layout, keep) {
             for mut seq in self.batched.drain(..) {
                 seq.fail_step(Error::Internal(format!(
@@ -366,10 +393,94 @@ impl TextGeneration {
             }
             self.kv.clear();
         }
+        gone
+    }
+
+    fn running_background(&self) -> usize {
+        self.alone
+            .iter()
+            .chain(&self.batched)
+            .filter(|s| s.priority == Priority::Background)
+            .count()
+    }
+
+    /// Pauses up to `want` background sequences, newest first, keeping `min_background`
+    /// running; returns how many slots it freed.
+    fn pause_background(&mut self, want: usize) -> usize {
+        let n = want.min(
+            self.running_background()
+                .saturating_sub(self.min_background),
+        );
+        let mut left = n;
+        let mut keep = vec![true; self.batched.len()];
+        for (i, seq) in self.batched.iter().enumerate().rev() {
+            if left > 0 && seq.priority == Priority::Background {
+                keep[i] = false;
+                left -= 1;
+            }
+        }
+        let mut paused = self.leave(&keep);
+        let mut i = self.alone.len();
+        while left > 0 && i > 0 {
+            i -= 1;
+            if self.alone[i].priority == Priority::Background {
+                paused.push(self.alone.remove(i));
+                left -= 1;
+            }
+        }
+        for mut seq in paused {
+            seq.pause();
+            self.paused.push_back(seq);
+        }
+        tracing::debug!(model = %self.name, n, "paused background sequences for interactive work");
+        n
+    }
+
+    /// Fills free slots: interactive requests first (pausing background sequences when none
+    /// is free), background's guaranteed slots next, then paused sequences before new
+    /// background requests.
+    fn schedule(&mut self, queue: &Queue<Job>) {
+        let mut free = self.max_sequences.saturating_sub(self.active());
+        let interactive = queue.waiting(Priority::Interactive);
+        if interactive > free {
+            free += self.pause_background(interactive - free);
+        }
+        let owed = self
+            .min_background
+            .saturating_sub(self.running_background());
+        let for_interactive = free.saturating_sub(owed.min(free));
+        let mut admitted = queue.try_take_lane(Priority::Interactive, for_interactive);
+        free -= admitted.len();
+        while free > 0 {
+            let Some(mut seq) = self.paused.pop_front() else {
+                break;
+            };
+            match self.cache_for(seq.tokens()) {
+                Ok(cache) => {
+                    seq.resume(cache);
+                    self.alone.push(seq);
+                }
+                Err(e) => seq.fail(e),
+            }
+            free -= 1;
+        }
+        admitted.extend(queue.try_take(free));
+        for job in admitted {
+            self.admit(job);
+        }
+    }
+
+    /// Answers paused sequences whose caller cancelled, left or ran out of time.
+    fn reap_paused(&mut self, queue: &Queue<Job>) {
+        let before = self.paused.len();
+        self.paused.retain_mut(|s| !s.interrupted());
+        let gone = before - self.paused.len();
+        queue.stats.served.fetch_add(gone as u64, Ordering::Relaxed);
     }
 
     fn fail_all(&mut self, e: &Error) {
-        for seq in self.alone.drain(..).chain(self.batched.drain(..)) {
+        let all = self.alone.drain(..).chain(self.batched.drain(..));
+        for seq in all.chain(self.paused.drain(..)) {
             seq.fail(e.clone());
         }
         self.kv.clear();
@@ -388,24 +499,20 @@ impl Model for TextGeneration {
     }
 
     fn serve(&mut self, queue: &Queue<Job>, _policy: BatchPolicy) {
-        let mut admitted: VecDeque<Job> = VecDeque::new();
         loop {
             queue.heartbeat();
-            let free = self.max_sequences.saturating_sub(self.active());
-            if self.active() == 0 {
+            self.reap_paused(queue);
+            if self.active() == 0 && self.paused.is_empty() {
                 let policy = BatchPolicy {
                     max_batch: self.max_sequences,
                     max_wait: std::time::Duration::ZERO,
                 };
                 match queue.next_batch(policy, |_, _| true) {
-                    Some(jobs) => admitted.extend(jobs),
+                    Some(jobs) => jobs.into_iter().for_each(|job| self.admit(job)),
                     None => return,
                 }
-            } else if free > 0 {
-                admitted.extend(queue.try_take(free));
-            }
-            while let Some(job) = admitted.pop_front() {
-                self.admit(job);
+            } else {
+                self.schedule(queue);
             }
             queue
                 .stats

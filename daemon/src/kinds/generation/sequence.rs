@@ -7,7 +7,6 @@ use std::time::Instant;
 use ort::session::Session;
 use ort::value::DynValue;
 use tokenizers::Tokenizer;
-use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::facts::Facts;
@@ -15,11 +14,12 @@ use super::forward::{self, Step};
 use super::sampler::{Sampler, SamplingParams};
 use super::text::{Detokenizer, ReasoningSplitter, StopMatcher, THINK_CLOSE};
 use super::CacheLayout;
-use crate::engine::job::{Event, FinishReason, GenerateRequest, Usage};
+use crate::engine::job::{Event, Events, FinishReason, GenerateRequest, Priority, Usage};
 use crate::error::{Error, Result};
 
 pub struct Sequence {
-    events: UnboundedSender<Event>,
+    events: Events,
+    pub priority: Priority,
     cancel: CancellationToken,
     deadline: Option<Instant>,
     tokens: Vec<u32>,
@@ -49,7 +49,7 @@ impl Sequence {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         req: GenerateRequest,
-        events: UnboundedSender<Event>,
+        events: Events,
         cancel: CancellationToken,
         tokens: Vec<u32>,
         max_new: usize,
@@ -85,13 +85,34 @@ impl Sequence {
             started: Instant::now(),
             first_token: None,
             deadline: req.deadline,
+            priority: req.priority,
             events,
             cancel,
         }
     }
 
-    pub fn fail(self, e: Error) {
-        drop(self.events.send(Event::Failed(e)));
+    pub fn fail(mut self, e: Error) {
+        self.events.send(Event::Failed(e));
+    }
+
+    /// Gives up the cache (and with it the batch slot); the tokens so far stay, so `resume`
+    /// recomputes the cache and the text goes on exactly where it stopped.
+    pub fn pause(&mut self) {
+        self.past.clear();
+        self.cached = 0;
+        self.prefilled = false;
+    }
+
+    /// A fresh cache for a paused sequence: `reused` tokens of `past` (a prefix-cache hit, or
+    /// empty) are already in it.
+    pub fn resume(&mut self, (reused, past): (usize, Vec<DynValue>)) {
+        self.cached = reused;
+        self.past = past;
+    }
+
+    /// Prompt and generated tokens, what a resumed cache must cover.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
     }
 
     /// Ends the sequence if its caller left, cancelled it or ran out of time; returns true if
@@ -129,7 +150,7 @@ impl Sequence {
 
     pub fn fail_step(&mut self, e: Error) -> bool {
         tracing::error!("decode step failed: {e}");
-        drop(self.events.send(Event::Failed(e)));
+        self.events.send(Event::Failed(e));
         true
     }
 
@@ -231,10 +252,10 @@ impl Sequence {
 
     fn send(&mut self, text: &str) {
         for (piece, channel) in self.splitter.push(text) {
-            drop(self.events.send(Event::Delta {
+            self.events.send(Event::Delta {
                 text: piece,
                 channel,
-            }));
+            });
         }
     }
 
@@ -246,10 +267,10 @@ impl Sequence {
 
     fn finish_flushed(&mut self, reason: FinishReason) -> bool {
         for (piece, channel) in self.splitter.flush() {
-            drop(self.events.send(Event::Delta {
+            self.events.send(Event::Delta {
                 text: piece,
                 channel,
-            }));
+            });
         }
         let now = Instant::now();
         let decode_secs = self
@@ -271,7 +292,7 @@ impl Sequence {
                 0.0
             },
         };
-        drop(self.events.send(Event::Finished { reason, usage }));
+        self.events.send(Event::Finished { reason, usage });
         true
     }
 }

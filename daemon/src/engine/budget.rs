@@ -1,0 +1,161 @@
+//! Memory: the budget checked before every load, and idle unloads (`keep_alive`). A model
+//! unloaded here is *parked*: the next request for it loads it again and waits.
+//!
+//! Sizes are what each load measured (RSS growth while its session opened); a model never
+//! loaded before is estimated from its files until it has been measured.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::{Engine, Slot};
+use crate::error::LoadError;
+use crate::manifest::ModelSpec;
+
+impl Engine {
+    /// Makes room for `spec` under `engine.memory_budget` by parking the least recently used
+    /// idle models; fails, unloading nothing, when even that would not be enough.
+    pub(super) fn make_room(&self, spec: &ModelSpec) -> Result<(), LoadError> {
+        let Some(budget) = self.inner.ctx.memory_budget else {
+            return Ok(());
+        };
+        let mut slots = self.slots();
+        let need = slots
+            .get(&spec.name)
+            .map(Slot::measured)
+            .filter(|&m| m > 0)
+            .unwrap_or_else(|| estimate(spec));
+        // The version being replaced goes away once the new one serves.
+        let used: u64 = slots
+            .iter()
+            .filter(|(n, _)| **n != spec.name)
+            .map(|(_, s)| s.memory())
+            .sum();
+        let idle = lru_idle(&slots, &spec.name);
+        let freeable: u64 = idle.iter().map(|m| m.1).sum();
+        if used - freeable + need > budget {
+            return Err(LoadError::MemoryBudget(format!(
+                "loading {:?} needs about {} MiB; engine.memory_budget is {} MiB and {} MiB are held by models that are busy or loading",
+                spec.name,
+                need >> 20,
+                budget >> 20,
+                (used - freeable) >> 20
+            )));
+        }
+        let (parked, _) = park_until(&mut slots, idle, used, budget.saturating_sub(need));
+        drop(slots);
+        self.parked(&parked, &spec.name);
+        Ok(())
+    }
+
+    /// After a load measured more than estimated: parks idle models until the total fits
+    /// again (best effort; busy models stay).
+    pub(super) fn enforce_budget(&self, loaded: &str) {
+        let Some(budget) = self.inner.ctx.memory_budget else {
+            return;
+        };
+        let mut slots = self.slots();
+        let used: u64 = slots.values().map(Slot::memory).sum();
+        let idle = lru_idle(&slots, loaded);
+        let (parked, used) = park_until(&mut slots, idle, used, budget);
+        drop(slots);
+        if used > budget {
+            tracing::warn!(
+                used_mib = used >> 20,
+                budget_mib = budget >> 20,
+                "loaded models exceed engine.memory_budget and none is idle"
+            );
+        }
+        self.parked(&parked, loaded);
+    }
+
+    fn parked(&self, names: &[String], for_model: &str) {
+        for name in names {
+            tracing::info!(model = %name, for_model, "unloaded (least recently used) for the memory budget");
+            self.notify(name, inferd_client::ModelState::Unloaded);
+        }
+    }
+
+    /// Parks every ready model idle for longer than its `keep_alive`.
+    fn reap_idle(&self) {
+        let default = self.inner.ctx.keep_alive;
+        let mut parked = Vec::new();
+        {
+            let mut slots = self.slots();
+            for (name, slot) in slots.iter_mut() {
+                let keep = slot
+                    .keep_alive()
+                    .map(|s| (s > 0).then(|| Duration::from_secs(s)))
+                    .unwrap_or(default);
+                if keep.is_some_and(|k| slot.idle() && slot.stats.idle() >= k) {
+                    slot.park("after its keep_alive");
+                    parked.push(name.clone());
+                }
+            }
+        }
+        for name in parked {
+            tracing::info!(model = %name, "unloaded after its keep_alive; the next request loads it again");
+            self.notify(&name, inferd_client::ModelState::Unloaded);
+        }
+    }
+
+    pub(super) fn spawn_reaper(&self) {
+        let weak = std::sync::Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                Engine { inner }.reap_idle();
+            }
+        });
+    }
+}
+
+/// Idle models other than `except`, least recently used first, with their sizes.
+fn lru_idle(slots: &HashMap<String, Slot>, except: &str) -> Vec<(String, u64)> {
+    let mut idle: Vec<(&String, &Slot)> = slots
+        .iter()
+        .filter(|(n, s)| *n != except && s.idle())
+        .collect();
+    idle.sort_by_key(|(_, s)| std::cmp::Reverse(s.stats.idle()));
+    idle.into_iter()
+        .map(|(n, s)| (n.clone(), s.memory()))
+        .collect()
+}
+
+/// Parks models from `candidates` in order until `used` is at most `limit`; returns the
+/// parked names and what is used after.
+fn park_until(
+    slots: &mut HashMap<String, Slot>,
+    candidates: Vec<(String, u64)>,
+    mut used: u64,
+    limit: u64,
+) -> (Vec<String>, u64) {
+    let mut parked = Vec::new();
+    for (name, bytes) in candidates {
+        if used <= limit {
+            break;
+        }
+        if let Some(slot) = slots.get_mut(&name) {
+            slot.park("for the memory budget");
+            used = used.saturating_sub(bytes);
+            parked.push(name);
+        }
+    }
+    (parked, used)
+}
+
+/// Before a model's first load: its files, which its weights dominate.
+fn estimate(spec: &ModelSpec) -> u64 {
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let dir = spec.model_path.parent();
+    let data: u64 = dir
+        .and_then(|d| std::fs::read_dir(d).ok())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".data"))
+        .map(|e| size(&e.path()))
+        .sum();
+    size(&spec.model_path) + data
+}
