@@ -52,6 +52,20 @@ fn by_id(replies: &[Value], id: &str) -> Value {
 #[test]
 fn every_op_round_trips_with_mosquitto_clients_and_reply_to() {
     let (broker, _bus, _repo, d) = setup();
+    // The retained status carries the health D-Bus `Health()` reports.
+    let status = broker.wait_online("n1");
+    assert_eq!(status["health"], "ok", "{status}");
+    assert!(status["uptime_s"].is_u64() && status["rss_bytes"].as_u64().unwrap() > 0);
+    let minilm = status["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "minilm")
+        .unwrap();
+    assert_eq!(
+        (&minilm["state"], &minilm["queue_depth"]),
+        (&json!("ready"), &json!(0))
+    );
     let sub = broker.subscribe("test/replies", 5);
     let req = |topic: &str, id: &str, input: Value, options: Value| {
         let payload =

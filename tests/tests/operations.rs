@@ -1,0 +1,295 @@
+//! Running it for months: health, request ids, metrics, idle unload and the memory budget,
+//! end to end with the real daemon, real models and real clients.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use inferd_e2e::*;
+use serde_json::Value;
+
+fn embed_info(d: &Daemon, model: &str, text: &str) -> Value {
+    busctl_json(
+        &d.bus,
+        "EmbedWithInfo",
+        "sasa{sv}",
+        &[model, "1", text, "0"],
+    )
+}
+
+fn health(d: &Daemon) -> Value {
+    let out = inferctl(&d.bus, &["--json", "health"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", stderr(&out)))
+}
+
+fn wait_state(d: &Daemon, model: &str, state: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while d.models()[model]["state"] != state {
+        assert!(
+            Instant::now() < deadline,
+            "{model} never became {state}: {}",
+            d.models()[model]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Puts a top-level key in a model's manifest (before its tables).
+fn manifest_key(repo: &Repo, model: &str, line: &str) {
+    let path = repo.path().join(model).join("model.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{line}\n{text}")).unwrap();
+}
+
+#[test]
+fn health_reports_models_and_every_request_has_an_id() {
+    let bus = Bus::start();
+    let repo = Repo::new();
+    repo.add_minilm("minilm");
+    repo.write("broken", "model.onnx", b"not an onnx file");
+    repo.write("broken", "model.toml", "kind = \"tensor\"\n");
+    let d = Daemon::start_with(&bus, &repo, "log_level = \"debug\"\n");
+
+    // A failed model makes the daemon degraded: inferctl says so and exits 2.
+    let h = health(&d);
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(h["uptime_s"].as_u64().is_some() && h["rss_bytes"].as_u64().unwrap() > 1 << 20);
+    let models = h["models"].as_array().unwrap();
+    let by = |n: &str| models.iter().find(|m| m["name"] == n).unwrap().clone();
+    assert_eq!(by("minilm")["state"], "ready");
+    assert_eq!(by("minilm")["provider"], "cpu");
+    assert_eq!(by("minilm")["queue_depth"], 0);
+    assert!(by("minilm")["memory_bytes"].as_u64().unwrap() > 1 << 20);
+    assert_eq!(by("broken")["state"], "failed");
+    let out = inferctl(&d.bus, &["health"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stdout(&out).starts_with("degraded"), "{}", stdout(&out));
+    // Health() over busctl is an a{sv} like the rest of the interface.
+    let raw = busctl_json(&d.bus, "Health", "", &[]);
+    assert_eq!(raw["data"][0]["status"]["data"], "degraded");
+
+    // D-Bus requests get ids: in info, and in the message of every error.
+    let info = &embed_info(&d, "minilm", "hello")["data"][1];
+    let id = info_str(info, "request_id");
+    assert!(id.starts_with('d'), "{info}");
+    let long = "word ".repeat(2000);
+    let out = busctl_call(
+        &d.bus,
+        "Embed",
+        "sasa{sv}",
+        &["minilm", "1", &long, "1", "truncate", "b", "false"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("(request d"), "{err}");
+    let failed_id = err
+        .split("(request ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap()
+        .to_owned();
+    assert_ne!(failed_id, id);
+    // The model's last error names it, and so does the log.
+    let last = health(&d)["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "minilm")
+        .unwrap()["last_error"]
+        .clone();
+    assert!(
+        last.as_str().unwrap().contains(&failed_id),
+        "last_error {last} should name {failed_id}"
+    );
+    assert!(d.log().contains(&failed_id), "{}", d.log());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scrape(mut stream: impl Read + Write) -> String {
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    out
+}
+
+/// The value of the sample whose line starts with `name_and_labels`.
+fn sample(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name_and_labels} in:\n{text}"))
+}
+
+#[test]
+fn metrics_on_a_loopback_port_and_a_unix_socket() {
+    let bus = Bus::start();
+    let repo = Repo::new();
+    repo.add_minilm("minilm");
+    repo.add_llm("tiny-qwen2", "tiny", "");
+    let port = free_port();
+    let d = Daemon::start_with(
+        &bus,
+        &repo,
+        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    for _ in 0..3 {
+        embed_info(&d, "minilm", "hello");
+    }
+    let _ = busctl_call(&d.bus, "Embed", "sasa{sv}", &["nosuch", "1", "x", "0"]);
+    complete(&d, "tiny", "Hello", &["max_tokens", "u", "8"]);
+    let text = scrape(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
+    let ok =
+        "inferd_requests_total{model=\"minilm\",op=\"embed\",transport=\"dbus\",outcome=\"ok\"}";
+    assert_eq!(sample(&text, ok), 3.0);
+    let nf = "inferd_requests_total{model=\"nosuch\",op=\"embed\",transport=\"dbus\",outcome=\"model_not_found\"}";
+    assert_eq!(sample(&text, nf), 1.0);
+    let gen =
+        "inferd_requests_total{model=\"tiny\",op=\"generate\",transport=\"dbus\",outcome=\"ok\"}";
+    assert_eq!(sample(&text, gen), 1.0);
+    assert_eq!(
+        sample(
+            &text,
+            "inferd_time_to_first_token_seconds_count{model=\"tiny\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "inferd_tokens_per_second_count{model=\"tiny\"}"),
+        1.0
+    );
+    assert!(sample(&text, "inferd_batch_size_count{model=\"minilm\"}") >= 3.0);
+    assert_eq!(
+        sample(
+            &text,
+            "inferd_model_state{model=\"minilm\",state=\"ready\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "inferd_model_state{model=\"minilm\",state=\"failed\"}"
+        ),
+        0.0
+    );
+    assert_eq!(sample(&text, "inferd_queue_depth{model=\"minilm\"}"), 0.0);
+    assert!(sample(&text, "inferd_model_load_seconds_count{model=\"minilm\"}") >= 1.0);
+    assert!(sample(&text, "inferd_process_resident_memory_bytes") > 1e6);
+    assert!(sample(&text, "inferd_model_memory_bytes{model=\"minilm\"}") > 1e6);
+    assert_eq!(sample(&text, "inferd_mqtt_connected"), 0.0);
+    // Anything but GET /metrics is refused.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /secrets HTTP/1.1\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    drop(d);
+
+    // A unix socket instead of a port.
+    let dir = shared_tempdir("inferd-metrics");
+    let sock = dir.path().join("metrics.sock");
+    let d = Daemon::start_with(
+        &bus,
+        &repo,
+        &format!("[metrics]\nlisten = \"unix:{}\"\n", sock.display()),
+    );
+    embed_info(&d, "minilm", "hello");
+    let text = scrape(std::os::unix::net::UnixStream::connect(&sock).unwrap());
+    assert_eq!(sample(&text, ok), 1.0);
+    drop(d);
+
+    // Metrics are not for the network: a non-loopback address is refused at start.
+    let mut d = Daemon::launch(
+        &bus,
+        &repo,
+        Launch {
+            config: "[metrics]\nlisten = \"0.0.0.0:9464\"\n",
+            ..Default::default()
+        },
+    );
+    assert!(!d.wait_exit(Duration::from_secs(20)).success());
+    assert!(d.log().contains("not a loopback address"), "{}", d.log());
+}
+
+#[test]
+fn keep_alive_unloads_an_idle_model_and_the_next_request_reloads_it() {
+    let bus = Bus::start();
+    let repo = Repo::new();
+    repo.add_minilm("minilm");
+    manifest_key(&repo, "minilm", "keep_alive_s = 1");
+    let d = Daemon::start(&bus, &repo);
+    let before = embed_info(&d, "minilm", "hello")["data"][0].clone();
+    wait_state(&d, "minilm", "unloaded", Duration::from_secs(10));
+    let m = &d.models()["minilm"];
+    assert!(m["note"].as_str().unwrap().contains("keep_alive"), "{m}");
+    // The request waits for the reload and gets the same answer.
+    let after = embed_info(&d, "minilm", "hello")["data"][0].clone();
+    assert_eq!(before, after);
+    assert_eq!(d.models()["minilm"]["state"], "ready");
+}
+
+#[test]
+fn the_memory_budget_unloads_the_least_recently_used_idle_model() {
+    let bus = Bus::start();
+    let repo = Repo::new();
+    repo.add_minilm("a");
+    // One model's measured size, to size the budget for one and a half.
+    let d = Daemon::start(&bus, &repo);
+    let one = d.models()["a"]["memory_bytes"].as_u64().unwrap();
+    assert!(one > 10 << 20, "minilm took {one} bytes?");
+    drop(d);
+
+    repo.add_minilm("b");
+    let budget = one * 3 / 2;
+    let config = format!("[engine]\nmemory_budget = {budget}\n");
+    let d = Daemon::start_with(&bus, &repo, &config);
+    let ready = |d: &Daemon| -> Vec<String> {
+        let m = d.models();
+        ["a", "b"]
+            .into_iter()
+            .filter(|n| m[*n]["state"] == "ready")
+            .map(str::to_owned)
+            .collect()
+    };
+    wait_until(|| ready(&d).len() == 1);
+    // Whichever is parked comes back on request, and the other one makes room.
+    let parked = if ready(&d) == ["a"] { "b" } else { "a" };
+    let other = if parked == "a" { "b" } else { "a" };
+    assert!(d.models()[parked]["note"]
+        .as_str()
+        .unwrap()
+        .contains("memory budget"));
+    embed_info(&d, parked, "hello");
+    assert_eq!(ready(&d), [parked]);
+    assert_eq!(d.models()[other]["state"], "unloaded");
+    drop(d);
+
+    // A budget no model fits: a clear load error, not a crash.
+    let d = Daemon::start_with(&bus, &repo, "[engine]\nmemory_budget = 1048576\n");
+    let m = d.models();
+    assert_eq!(m["a"]["state"], "failed");
+    let e = m["a"]["error"].as_str().unwrap();
+    assert!(
+        e.contains("memory budget") && e.contains("engine.memory_budget is 1 MiB"),
+        "{e}"
+    );
+    let out = busctl_call(&d.bus, "Embed", "sasa{sv}", &["a", "1", "x", "0"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("memory budget"));
+}
+
+fn wait_until(ok: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
