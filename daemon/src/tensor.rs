@@ -68,6 +68,14 @@ impl Spec {
         if self.dtype != Some(t.dtype) || self.shape.len() != t.shape.len() {
             return Err(mismatch());
         }
+        // An empty tensor has no rows to batch or answer; it is always a client bug.
+        if t.shape.contains(&0) {
+            return Err(Error::InvalidInput(format!(
+                "input {:?} is empty (shape {}); send at least one element",
+                self.name,
+                shape_str(&t.shape)
+            )));
+        }
         let dims_ok = self
             .shape
             .iter()

@@ -644,3 +644,21 @@ pub fn max_abs_diff(a: &Value, b: &Value) -> f64 {
         .map(|(x, y)| (x.as_f64().expect("num") - y.as_f64().expect("num")).abs())
         .fold(0.0, f64::max)
 }
+
+/// Records a reliability result as `$INFERD_RELIABILITY_OUT/<test>.json` when that is set
+/// (`make reliability` renders them into docs/reliability.md); the process's RSS is not in it:
+/// callers pass the daemon's.
+pub fn record(test: &str, result: Value) {
+    let Some(dir) = std::env::var_os("INFERD_RELIABILITY_OUT") else {
+        return;
+    };
+    let slug: String = test
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let mut result = result;
+    result["test"] = Value::from(test);
+    std::fs::create_dir_all(&dir).expect("results dir");
+    let path = std::path::Path::new(&dir).join(format!("{slug}.json"));
+    std::fs::write(path, serde_json::to_string_pretty(&result).expect("json")).expect("write");
+}

@@ -116,6 +116,20 @@ impl MqttConfig {
                 "mqtt.password_file needs mqtt.username".into(),
             ));
         }
+        // Found now, not at the first connection attempt.
+        let files = [
+            ("password_file", &self.password_file),
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ];
+        for (key, path) in files {
+            if let Some(p) = path {
+                std::fs::File::open(p).map_err(|e| {
+                    ConfigError::Invalid(format!("mqtt.{key} {}: {e}", p.display()))
+                })?;
+            }
+        }
         Ok(())
     }
 
