@@ -15,7 +15,7 @@ PY := $(VENV)/bin/python
 IMPORTER_HASH := $(shell cat models/importer/inferd_import/*.py models/importer/inferd_import/sources/*.py models/intent/* models/testdata/make_think_model.py | sha256sum | cut -c1-12)
 export INFERD_TEST_MODELS := $(CACHE)/test-models/$(IMPORTER_HASH)
 
-.PHONY: run test test-models fetch models build check-tools lint pytest bench fixtures dbus-xml clean-cache deb package-check
+.PHONY: run test test-models fetch models build check-tools lint pytest bench bench-check fixtures dbus-xml clean-cache deb package-check reliability soak fuzz
 
 ## Fetch ONNX Runtime and the default models, build in release, serve in the foreground.
 run: models build
@@ -27,6 +27,37 @@ test: fetch check-tools lint test-models
 	$(CARGO) test --workspace
 	$(MAKE) --no-print-directory pytest
 	$(MAKE) --no-print-directory package-check
+	$(MAKE) --no-print-directory fuzz
+
+## Each fuzz target for FUZZ_SECS seconds (CI: 30), seeded from fuzz/corpus/; cargo-fuzz is
+## installed once into the cache.
+FUZZ_SECS ?= 30
+FUZZ_OUT ?= $(CURDIR)/target/fuzz-out
+CARGO_FUZZ := $(CACHE)/tools/bin/cargo-fuzz
+fuzz:
+	@test -x "$(CARGO_FUZZ)" || $(CARGO) install cargo-fuzz --locked --version 0.13.2 --root "$(CACHE)/tools"
+	PATH="$(CACHE)/tools/bin:$$PATH" scripts/fuzz.sh $(FUZZ_SECS) $(FUZZ_OUT)
+
+## The reliability suite at the sizes in docs/reliability.md (R1-R6, fuzzing 10 min a target);
+## the results table there is rewritten from this run. `make test` runs short versions.
+RELIABILITY_OUT := $(CURDIR)/target/reliability
+reliability: fetch check-tools test-models
+	$(CARGO) build --workspace
+	rm -rf "$(RELIABILITY_OUT)" && mkdir -p "$(RELIABILITY_OUT)"
+	INFERD_RELIABILITY=full INFERD_RELIABILITY_OUT="$(RELIABILITY_OUT)" \
+	  $(CARGO) test -p inferd-e2e --test reliability --test bad_input -- --test-threads=1 --skip soak
+	$(MAKE) --no-print-directory fuzz FUZZ_SECS=600 FUZZ_OUT="$(RELIABILITY_OUT)"
+	python3 scripts/reliability_report.py "$(RELIABILITY_OUT)" docs/reliability.md
+
+## Mixed load for DURATION seconds (default 120), reporting RSS and latency drift into
+## docs/reliability.md.
+DURATION ?= 120
+soak: fetch check-tools test-models
+	$(CARGO) build --workspace
+	mkdir -p "$(RELIABILITY_OUT)"
+	INFERD_SOAK_SECS=$(DURATION) INFERD_RELIABILITY_OUT="$(RELIABILITY_OUT)" \
+	  $(CARGO) test -p inferd-e2e --test reliability soak
+	python3 scripts/reliability_report.py "$(RELIABILITY_OUT)" docs/reliability.md
 
 ## The importer's tests alone (needs `make fetch`).
 pytest: $(VENV)/ok

@@ -20,6 +20,14 @@ pub mod runtime;
 pub mod service;
 pub mod tensor;
 
+/// Entry points for the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzz {
+    pub use crate::engine::job::Reasoning;
+    pub use crate::frontend::mqtt::fuzz_parse as mqtt_request;
+    pub use crate::kinds::fuzz_text::{Detokenizer, ReasoningSplitter, StopMatcher};
+}
+
 use std::time::Duration;
 
 use tokio::sync::mpsc;

@@ -98,26 +98,35 @@ fn free_port() -> u16 {
 
 impl Broker {
     pub fn start() -> Broker {
-        Broker::start_with(None, false)
+        Broker::start_with(None, false, false)
+    }
+
+    /// A broker that writes its database after every change, so a SIGKILL loses nothing it
+    /// acknowledged: the faults it suffers are crashes of the process, not of its storage.
+    pub fn durable() -> Broker {
+        Broker::start_with(None, false, true)
     }
 
     /// A broker that only lets `user` in with `password` (mosquitto_passwd), no anonymous.
     pub fn with_password(user: &str, password: &str) -> Broker {
-        Broker::start_with(Some((user.to_owned(), password.to_owned())), false)
+        Broker::start_with(Some((user.to_owned(), password.to_owned())), false, false)
     }
 
     /// TLS only (a CA and a certificate for 127.0.0.1 made here with openssl), and a password.
     pub fn with_tls(user: &str, password: &str) -> Broker {
-        Broker::start_with(Some((user.to_owned(), password.to_owned())), true)
+        Broker::start_with(Some((user.to_owned(), password.to_owned())), true, false)
     }
 
-    fn start_with(credentials: Option<(String, String)>, tls: bool) -> Broker {
+    fn start_with(credentials: Option<(String, String)>, tls: bool, durable: bool) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut conf = format!(
             "listener {port} 127.0.0.1\nset_tcp_nodelay true\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\n",
             dir.path().display()
         );
+        if durable {
+            conf.push_str("autosave_on_changes true\nautosave_interval 1\n");
+        }
         match &credentials {
             None => conf.push_str("allow_anonymous true\n"),
             Some((user, password)) => {
@@ -189,6 +198,12 @@ impl Broker {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             let _ = c.wait();
         }
+        self.spawn();
+    }
+
+    /// Kills the broker with SIGKILL (a crash) and starts it again on the same port.
+    pub fn crash_and_restart(&mut self) {
+        self.kill();
         self.spawn();
     }
 

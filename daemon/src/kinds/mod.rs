@@ -5,6 +5,9 @@ mod embedding;
 mod generation;
 mod tensor;
 
+#[doc(hidden)]
+pub use generation::text as fuzz_text;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;

@@ -14,6 +14,9 @@ mod status;
 mod topics;
 mod wire;
 
+#[doc(hidden)]
+pub use wire::parse as fuzz_parse;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -22,7 +22,7 @@ mod prefix;
 mod sampler;
 mod sequence;
 mod template;
-mod text;
+pub mod text;
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -148,7 +148,10 @@ impl ReasoningSplitter {
     pub fn flush(&mut self) -> Vec<(String, Channel)> {
         let rest = std::mem::take(&mut self.pending);
         let mut out = Vec::new();
-        self.emit(&mut out, rest);
+        // Inline text has gone out already; `pending` only tracked tags in it.
+        if self.mode != Reasoning::Inline {
+            self.emit(&mut out, rest);
+        }
         out
     }
 
@@ -166,12 +169,15 @@ impl ReasoningSplitter {
     /// Inline mode passes everything through but still knows when reasoning ends (for budgets).
     fn track_inline(&mut self, text: &str) {
         self.pending.push_str(text);
-        let tag = if self.thinking {
-            THINK_CLOSE
-        } else {
-            THINK_OPEN
-        };
-        if let Some(at) = self.pending.find(tag) {
+        loop {
+            let tag = if self.thinking {
+                THINK_CLOSE
+            } else {
+                THINK_OPEN
+            };
+            let Some(at) = self.pending.find(tag) else {
+                break;
+            };
             self.pending.drain(..at + tag.len());
             self.thinking = !self.thinking;
         }
@@ -265,5 +271,15 @@ mod tests {
             out,
             vec![Some("caf".into()), None, Some("é".into()), Some("!".into())]
         );
+    }
+
+    #[test]
+    fn inline_text_ending_in_a_partial_tag_is_not_repeated() {
+        // Found by the `text` fuzz target: flush sent the held "<" a second time.
+        let (reasoning, content) = split(Reasoning::Inline, false, &["a <", "b <"]);
+        assert_eq!((content.as_str(), reasoning.as_str()), ("a <b <", ""));
+        let mut s = ReasoningSplitter::new(Reasoning::Inline, false);
+        s.push("<think>x</think>y<think>z");
+        assert!(s.thinking(), "three tags in one piece");
     }
 }
