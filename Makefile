@@ -15,7 +15,7 @@ PY := $(VENV)/bin/python
 IMPORTER_HASH := $(shell cat models/importer/inferd_import/*.py models/importer/inferd_import/sources/*.py models/intent/* models/testdata/make_think_model.py | sha256sum | cut -c1-12)
 export INFERD_TEST_MODELS := $(CACHE)/test-models/$(IMPORTER_HASH)
 
-.PHONY: run test test-models fetch models build check-tools lint pytest bench bench-check fixtures dbus-xml clean-cache deb package-check reliability soak fuzz
+.PHONY: bench-models run test test-models fetch models build check-tools lint pytest bench bench-check fixtures dbus-xml clean-cache deb package-check reliability soak fuzz
 
 ## Fetch ONNX Runtime and the default models, build in release, serve in the foreground.
 run: models build
@@ -62,6 +62,7 @@ soak: fetch check-tools test-models
 ## The importer's tests alone (needs `make fetch`).
 pytest: $(VENV)/ok
 	cd models/importer && $(PY) -m pytest -q tests
+	$(PY) -m pytest -q scripts/test_bench_check.py
 
 ## LLM imports for the end-to-end tests (fp32 SmolLM2 for golden text, random tiny-qwen2 in both
 ## layouts, the scripted reasoning model `think`).
@@ -117,12 +118,24 @@ check-tools:
 	done
 
 ## Benchmarks; results go to docs/benchmarks.md.
-bench: models test-models build $(VENV)/ok
+bench: bench-models
+	$(CARGO) build --release -p inferd-e2e --bin inferd-bench
+	$(VENV)/bin/python scripts/bench.py --inferd target/release/inferd --inferctl target/release/inferctl \
+	  --out docs/benchmarks.md --json docs/bench.json
+
+bench-models: models test-models build $(VENV)/ok
 	@test -f "$(CACHE)/bench-models/r1-distill-qwen-1.5b-shape/model.onnx" || \
 	  $(PY) -m inferd_import --random models/configs/r1-distill-qwen-1.5b-shape.json --tokenizer "$(GGUF)" \
 	    --name r1-distill-qwen-1.5b-shape --precision int4 --models "$(CACHE)/bench-models" --force
+
+## A bench run compared with the committed one (docs/bench.json): every figure is a ratio to a
+## reference measured in the same run; fails when one is more than 15% worse.
+bench-check: bench-models
 	$(CARGO) build --release -p inferd-e2e --bin inferd-bench
-	$(VENV)/bin/python scripts/bench.py --inferd target/release/inferd --inferctl target/release/inferctl --out docs/benchmarks.md
+	mkdir -p target/bench-check
+	$(VENV)/bin/python scripts/bench.py --inferd target/release/inferd --inferctl target/release/inferctl \
+	  --out target/bench-check/benchmarks.md --json target/bench-check/bench.json
+	python3 scripts/bench_check.py docs/bench.json target/bench-check/bench.json
 
 ## Regenerate committed test data (needs the dev venv; results are committed).
 fixtures: fetch $(VENV)/ok

@@ -153,7 +153,9 @@ def main():
     ap.add_argument("--inferctl", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--json", help="also write the figures, each a ratio to a reference measured in this run")
     args = ap.parse_args()
+    figures = {}
     bench = str(Path(args.inferd).with_name("inferd-bench"))
     models = os.environ["INFERD_MODELS"]
     model_dir = Path(models) / "minilm"
@@ -206,7 +208,7 @@ def main():
             g = start_inferd(args.inferd, str(gen_repo), addr)
             try:
                 from bench_generation import deepseek_shape, section
-                gen_md = section(addr, str(gen_repo), ["smollm2", "smollm2-fp32"])
+                gen_md = section(addr, str(gen_repo), ["smollm2", "smollm2-fp32"], figures=figures)
             finally:
                 g.terminate()
                 g.wait()
@@ -302,10 +304,23 @@ clients above), with the broker and the clients on the same 2 cores.
 
 > {genai_text.strip()}
 
-Reproduce: `make bench`.
+Reproduce: `make bench`. The figures, each a ratio to a reference measured in the same run,
+are also in `docs/bench.json`; `make bench-check` runs the benchmarks again and fails when a
+figure is more than 15% worse than there (the ratios make a slower or busier machine cancel
+out).
 """
     Path(args.out).write_text(md)
     print(md)
+    if args.json:
+        figure = lambda value, better, what: {"value": round(value, 4), "better": better, "what": what}
+        figures.update({
+            "embed_1_client_vs_python_loop": figure(tp1["per_second"] / py_rate, "higher", "embeddings/s, 1 D-Bus client vs a Python onnxruntime loop"),
+            "embed_64_clients_vs_python_loop": figure(tp64["per_second"] / py_rate, "higher", "embeddings/s, 64 D-Bus clients vs a Python onnxruntime loop"),
+            "mqtt_64_clients_vs_dbus_64_clients": figure(mqtt64["per_second"] / tp64["per_second"], "higher", "requests/s, 64 MQTT clients vs 64 D-Bus clients"),
+            "dbus_p50_vs_inprocess_p50": figure(d50 / i50, "lower", "Embed latency over D-Bus vs in-process"),
+            "mqtt_p50_vs_inprocess_p50": figure(m50 / i50, "lower", "embed latency over MQTT vs in-process"),
+        })
+        Path(args.json).write_text(json.dumps({"date": today, "machine": machine(), "figures": figures}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

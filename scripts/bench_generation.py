@@ -56,7 +56,8 @@ def memcpy_bandwidth():
     return best
 
 
-def section(addr, models_dir, names, runs=5):
+def section(addr, models_dir, names, runs=5, figures=None):
+    figures = {} if figures is None else figures
     import onnxruntime_genai as og
 
     rows = []
@@ -74,6 +75,11 @@ def section(addr, models_dir, names, runs=5):
             med = lambda xs, k: statistics.median(x[k] for x in xs)
             d_ours, d_theirs = med(ours, "tokens_per_second"), med(theirs, "tokens_per_second")
             t_ours, t_theirs = med(ours, "time_to_first_token_ms"), med(theirs, "time_to_first_token_ms")
+            key = f"{name}_{label.split('-')[0]}_prompt"
+            figures[f"decode_vs_genai_{key}"] = {"value": round(d_ours / d_theirs, 4), "better": "higher",
+                                                 "what": f"decode tok/s vs onnxruntime-genai, {name}, {label}"}
+            figures[f"ttft_vs_genai_{key}"] = {"value": round(t_ours / t_theirs, 4), "better": "lower",
+                                               "what": f"time to first token vs onnxruntime-genai, {name}, {label}"}
             rows.append(f"| {name} | {label} | {d_ours:.1f} | {d_theirs:.1f} | **{d_ours / d_theirs:.2f}×** "
                         f"| {t_ours:.0f} | {t_theirs:.0f} | **{t_ours / t_theirs:.2f}×** |")
         del m
@@ -93,12 +99,18 @@ def section(addr, models_dir, names, runs=5):
     ttft_hit = statistics.median(r["time_to_first_token_ms"] for r in hit)
     reused = statistics.median(r.get("cached_prompt_tokens", 0) for r in hit)
     prompt_len = statistics.median(r["prompt_tokens"] for r in hit)
+    figures["prefix_cache_ttft_hit_vs_miss"] = {"value": round(ttft_hit / ttft_miss, 4), "better": "lower",
+                                                "what": f"TTFT with a cached {prompt_len:.0f}-token prefix vs without, {names[0]}"}
 
     conc_rows = []
     for name in names:
         ceiling = ort_batch_gains(Path(models_dir) / name)
+        conc = concurrency(addr, name)
         conc_rows += [f"| {name} | {n} | {tps:.1f} | {ratio:.2f}× | {ceiling[n]:.2f}× |"
-                      for n, tps, ratio in concurrency(addr, name)]
+                      for n, tps, ratio in conc]
+        top_n, _, top_ratio = conc[-1]
+        figures[f"streams_{top_n}_vs_1_{name}"] = {"value": round(top_ratio, 4), "better": "higher",
+                                                   "what": f"aggregate tok/s, {top_n} streams vs 1, {name}"}
     conc_rows = "\n".join(conc_rows)
 
     bw = memcpy_bandwidth()
