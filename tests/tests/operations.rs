@@ -150,7 +150,8 @@ fn metrics_on_a_loopback_port_and_a_unix_socket() {
     let ok =
         "inferd_requests_total{model=\"minilm\",op=\"embed\",transport=\"dbus\",outcome=\"ok\"}";
     assert_eq!(sample(&text, ok), 3.0);
-    let nf = "inferd_requests_total{model=\"nosuch\",op=\"embed\",transport=\"dbus\",outcome=\"model_not_found\"}";
+    // Names that are not models share one label, so typos cannot grow the series.
+    let nf = "inferd_requests_total{model=\"unknown\",op=\"embed\",transport=\"dbus\",outcome=\"model_not_found\"}";
     assert_eq!(sample(&text, nf), 1.0);
     let gen =
         "inferd_requests_total{model=\"tiny\",op=\"generate\",transport=\"dbus\",outcome=\"ok\"}";
@@ -231,9 +232,27 @@ fn keep_alive_unloads_an_idle_model_and_the_next_request_reloads_it() {
     wait_state(&d, "minilm", "unloaded", Duration::from_secs(10));
     let m = &d.models()["minilm"];
     assert!(m["note"].as_str().unwrap().contains("keep_alive"), "{m}");
-    // The request waits for the reload and gets the same answer.
-    let after = embed_info(&d, "minilm", "hello")["data"][0].clone();
-    assert_eq!(before, after);
+    // A rescan leaves it parked: nothing asked for it.
+    let out = inferctl(&d.bus, &["reload"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(d.models()["minilm"]["state"], "unloaded");
+    // Requests arriving together wait for one reload and all get the same answer.
+    let waiting: Vec<_> = (0..3)
+        .map(|_| {
+            let bus = d.bus.clone();
+            std::thread::spawn(move || {
+                busctl_json(
+                    &bus,
+                    "EmbedWithInfo",
+                    "sasa{sv}",
+                    &["minilm", "1", "hello", "0"],
+                )
+            })
+        })
+        .collect();
+    for w in waiting {
+        assert_eq!(w.join().unwrap()["data"][0], before);
+    }
     assert_eq!(d.models()["minilm"]["state"], "ready");
 }
 

@@ -24,11 +24,12 @@ impl Engine {
             .map(Slot::measured)
             .filter(|&m| m > 0)
             .unwrap_or_else(|| estimate(spec));
-        // The version being replaced goes away once the new one serves.
+        // The version being replaced goes away once the new one serves; other loads in flight
+        // hold what they measured last time.
         let used: u64 = slots
             .iter()
             .filter(|(n, _)| **n != spec.name)
-            .map(|(_, s)| s.memory())
+            .map(|(_, s)| s.memory().max(s.loading_reserve()))
             .sum();
         let idle = lru_idle(&slots, &spec.name);
         let freeable: u64 = idle.iter().map(|m| m.1).sum();
@@ -73,6 +74,31 @@ impl Engine {
             tracing::info!(model = %name, for_model, "unloaded (least recently used) for the memory budget");
             self.notify(name, inferd_client::ModelState::Unloaded);
         }
+    }
+
+    /// Starts loading a parked model again for a request, unless a load already runs.
+    pub(super) fn wake(&self, name: &str) -> crate::error::Result<()> {
+        let _one_at_a_time = self.inner.waking.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = self
+            .slots()
+            .get(name)
+            .is_some_and(|s| s.parked() && s.state() != inferd_client::ModelState::Loading);
+        if !idle {
+            return Ok(());
+        }
+        let spec = match self.inner.repo.get(name) {
+            Some(Ok(spec)) => spec,
+            Some(Err(e)) => {
+                return Err(crate::error::Error::InvalidInput(format!(
+                    "model {name:?}: {e}"
+                )))
+            }
+            None => return Err(crate::error::Error::ModelNotFound(name.to_owned())),
+        };
+        tracing::info!(model = %name, "loading again for a request");
+        // The requests waiting for it follow its state; nobody needs this receiver.
+        drop(self.start_load(spec));
+        Ok(())
     }
 
     /// Parks every ready model idle for longer than its `keep_alive`.

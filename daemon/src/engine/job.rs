@@ -265,10 +265,16 @@ impl Events {
         }
         let outcome = match &ev {
             Event::Delta { .. } => None,
-            Event::Finished { usage, .. } => {
-                let ttft = usage.time_to_first_token_ms / 1e3;
-                crate::metrics::get().generation(&self.model, ttft, usage.tokens_per_second);
-                Some("ok")
+            Event::Finished { usage, reason } => {
+                if usage.completion_tokens > 0 {
+                    let ttft = usage.time_to_first_token_ms / 1e3;
+                    crate::metrics::get().generation(&self.model, ttft, usage.tokens_per_second);
+                }
+                Some(match reason {
+                    FinishReason::Cancelled => "cancelled",
+                    FinishReason::Timeout => "timeout",
+                    FinishReason::Stop | FinishReason::Length => "ok",
+                })
             }
             Event::Failed(e) => Some(e.kind()),
         };

@@ -7,8 +7,10 @@
 mod budget;
 pub mod gpu;
 pub mod job;
+mod observe;
 pub mod providers;
 pub mod queue;
+mod requests;
 mod slot;
 pub mod trt_cache;
 mod worker;
@@ -17,21 +19,17 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use inferd_client::{ModelState, ModelStatus};
-use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{broadcast, oneshot};
 
-use self::job::{
-    Classes, EmbedOutput, EmbedRequest, Event, Events, GenerateRequest, Job, Tensors, Ticket,
-};
 use self::providers::Mode;
 use self::queue::Queue;
 use self::slot::{Serving, Slot};
 use crate::error::{Error, LoadError, Result};
 use crate::kinds;
-use crate::manifest::{Kind, ModelSpec};
+use crate::manifest::ModelSpec;
 use crate::repository::Repository;
 
 /// A model changed state; frontends turn this into signals and status messages.
@@ -54,6 +52,8 @@ struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
     changes: broadcast::Sender<StateChange>,
     stopping: AtomicBool,
+    /// Held while deciding to reload a parked model, so concurrent requests start one load.
+    waking: Mutex<()>,
 }
 
 /// Resolves when a load finishes: `Err` carries the reason it failed.
@@ -70,6 +70,7 @@ impl Engine {
                 threads: Mutex::new(Vec::new()),
                 changes: broadcast::channel(256).0,
                 stopping: AtomicBool::new(false),
+                waking: Mutex::new(()),
             }),
         };
         engine.rescan()?;
@@ -396,190 +397,6 @@ impl Engine {
         serve
     }
 
-    /// The serving version of a ready model of the given kind.
-    fn admit(&self, model: &str, kind: Kind) -> Result<Arc<Serving>> {
-        if self.inner.stopping.load(Ordering::Acquire) {
-            return Err(Error::ShuttingDown);
-        }
-        let slots = self.slots();
-        let slot = slots
-            .get(model)
-            .ok_or_else(|| Error::ModelNotFound(model.to_owned()))?;
-        let serving = slot.serving(model)?;
-        slot.stats.touch();
-        let declared = serving.manifest.kind;
-        if declared != kind {
-            let method = match declared {
-                Kind::Embedding => "Embed",
-                Kind::Tensor => "Infer",
-                Kind::TextGeneration => "a generation method",
-                Kind::Classification => "Classify",
-            };
-            return Err(Error::InvalidInput(format!(
-                "model {model:?} is a {} model; use {method}",
-                declared.as_str()
-            )));
-        }
-        Ok(serving.clone())
-    }
-
-    /// Like `admit`, but a model unloaded to save memory is loaded again first, and the
-    /// request waits for it.
-    async fn ready(&self, model: &str, kind: Kind) -> Result<Arc<Serving>> {
-        let mut changes = self.subscribe();
-        loop {
-            let state = {
-                let slots = self.slots();
-                match slots.get(model) {
-                    Some(slot) if slot.parked() => Some(slot.state()),
-                    _ => None,
-                }
-            };
-            match state {
-                None | Some(ModelState::Ready) => return self.admit(model, kind),
-                Some(ModelState::Loading) => {
-                    if let Err(broadcast::error::RecvError::Closed) = changes.recv().await {
-                        return Err(Error::ShuttingDown);
-                    }
-                }
-                Some(_) => {
-                    tracing::info!(model, "loading again for a request");
-                    self.load(model).await?;
-                }
-            }
-        }
-    }
-
-    /// Queues a job on `serving`, with the earlier of the caller's and the model's deadline. A
-    /// queue closed by a reload or unload racing this call is retried once on what serves now.
-    fn submit(
-        &self,
-        model: &str,
-        serving: Arc<Serving>,
-        ticket: &Ticket,
-        job: Job,
-    ) -> Result<Option<Instant>> {
-        let timeout = ticket.timeout;
-        let priority = ticket.priority;
-        let default = serving
-            .manifest
-            .batching
-            .timeout_ms
-            .map(Duration::from_millis);
-        let deadline = match (timeout, default) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-        .map(|t| Instant::now() + t);
-        match serving.queue.push(job, priority, deadline) {
-            Ok(()) => Ok(deadline),
-            Err((job, Error::ShuttingDown)) if !self.inner.stopping.load(Ordering::Acquire) => {
-                let now = self.admit(model, serving.manifest.kind)?;
-                now.queue
-                    .push(job, priority, deadline)
-                    .map_err(|(_, e)| e)?;
-                Ok(deadline)
-            }
-            Err((job, e)) => {
-                // Answered here so a generation's outcome is recorded like any other.
-                queue::Job::fail(job, e.clone());
-                Err(e)
-            }
-        }
-    }
-
-    pub async fn embed(&self, model: &str, req: EmbedRequest, t: &Ticket) -> Result<EmbedOutput> {
-        let work = async {
-            let serving = self.ready(model, Kind::Embedding).await?;
-            let (reply, rx) = oneshot::channel();
-            let deadline = self.submit(model, serving, t, Job::Embed { req, reply })?;
-            answer(model, rx, deadline).await
-        };
-        self.observed(model, "embed", t, work.await)
-    }
-
-    pub async fn classify(
-        &self,
-        model: &str,
-        req: EmbedRequest,
-        top_k: usize,
-        t: &Ticket,
-    ) -> Result<Classes> {
-        let work = async {
-            let serving = self.ready(model, Kind::Classification).await?;
-            let (reply, rx) = oneshot::channel();
-            let deadline = self.submit(model, serving, t, Job::Classify { req, top_k, reply })?;
-            answer(model, rx, deadline).await
-        };
-        self.observed(model, "classify", t, work.await)
-    }
-
-    pub async fn infer(&self, model: &str, inputs: Tensors, t: &Ticket) -> Result<Tensors> {
-        let work = async {
-            let serving = self.ready(model, Kind::Tensor).await?;
-            serving.check_inputs(&inputs)?;
-            let (reply, rx) = oneshot::channel();
-            let deadline = self.submit(model, serving, t, Job::Infer { inputs, reply })?;
-            answer(model, rx, deadline).await
-        };
-        self.observed(model, "infer", t, work.await)
-    }
-
-    /// Queues a generation; its deltas and its end arrive on the returned channel. `cancel`
-    /// ends it with finish reason `cancelled` within one decode step. The ticket's timeout
-    /// bounds the whole generation, queueing included.
-    pub async fn generate(
-        &self,
-        model: &str,
-        mut req: GenerateRequest,
-        t: &Ticket,
-        cancel: CancellationToken,
-    ) -> Result<mpsc::UnboundedReceiver<Event>> {
-        req.deadline = t.timeout.map(|d| Instant::now() + d);
-        req.priority = t.priority;
-        let serving = self.ready(model, Kind::TextGeneration).await;
-        let serving = self.observed(model, "generate", t, serving)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let job = Job::Generate {
-            req: Box::new(req),
-            events: Events::new(tx, model, t),
-            cancel,
-        };
-        // A refused job's `Events` records the outcome as it is answered.
-        self.submit(model, serving, t, job)?;
-        Ok(rx)
-    }
-
-    /// Records a request's outcome: metrics, the model's last error, and a log line with the
-    /// request id for failures.
-    fn observed<T>(&self, model: &str, op: &'static str, t: &Ticket, r: Result<T>) -> Result<T> {
-        let outcome = match &r {
-            Ok(_) if op == "generate" => return r, // recorded when the generation ends
-            Ok(_) => "ok",
-            Err(e @ Error::Internal(_)) => {
-                tracing::warn!(model, request_id = %t.id, op, "request failed: {e}");
-                if let Some(slot) = self.slots().get(model) {
-                    slot.stats.failed(&t.id, e);
-                }
-                e.kind()
-            }
-            Err(e) => {
-                tracing::debug!(model, request_id = %t.id, op, "request failed: {e}");
-                if let Some(slot) = self.slots().get(model) {
-                    slot.stats.failed(&t.id, e);
-                }
-                e.kind()
-            }
-        };
-        crate::metrics::get().request(crate::metrics::RequestLabels {
-            model: model.to_owned(),
-            op,
-            transport: t.transport.as_str(),
-            outcome,
-        });
-        r
-    }
-
     /// Stops admission, lets workers finish what they accepted, and joins them, waiting at most
     /// `timeout`. Returns false if some worker was still busy when the time ran out.
     pub async fn shutdown(&self, timeout: Duration) -> bool {
@@ -595,31 +412,6 @@ impl Engine {
             }
         });
         tokio::time::timeout(timeout, join).await.is_ok()
-    }
-}
-
-/// Waits for the worker's answer, but not past the deadline: a job still queued then is
-/// abandoned (the worker skips it), and one already running has its result dropped.
-async fn answer<T>(
-    model: &str,
-    rx: oneshot::Receiver<Result<T>>,
-    deadline: Option<Instant>,
-) -> Result<T> {
-    let started = Instant::now();
-    let worker_gone = || {
-        Err(Error::Internal(
-            "the model's worker stopped without answering".into(),
-        ))
-    };
-    match deadline {
-        None => rx.await.unwrap_or_else(|_| worker_gone()),
-        Some(d) => match tokio::time::timeout_at(d.into(), rx).await {
-            Ok(r) => r.unwrap_or_else(|_| worker_gone()),
-            Err(_) => Err(Error::Timeout {
-                model: model.to_owned(),
-                waited_ms: started.elapsed().as_millis(),
-            }),
-        },
     }
 }
 

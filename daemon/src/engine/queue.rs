@@ -7,7 +7,7 @@
 //! Two lanes, one per priority, each bounded by the capacity, so a flood of background work never
 //! shuts out interactive requests. Interactive jobs are taken first; while both lanes wait,
 //! background earns `share` of a take per interactive take and is served when it has earned a
-//! whole one, so it never starves.
+//! whole one, so with any share above 0 it never starves.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,8 +58,10 @@ impl Stats {
         Duration::from_millis(crate::clock::now_ms().saturating_sub(used))
     }
 
+    /// Only the kind and the id: `Health()` is open to every client, and the message (which
+    /// may quote another client's input) is in the log under the same id.
     pub fn failed(&self, request_id: &str, e: &crate::error::Error) {
-        let msg = format!("{}: {e} (request {request_id})", e.kind());
+        let msg = format!("{} (request {request_id})", e.kind());
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
     }
 
@@ -192,9 +194,12 @@ impl<J: Job> Queue<J> {
         st.lanes[0].len() + st.lanes[1].len()
     }
 
-    /// Requests of one priority waiting now.
+    /// Live requests of one priority waiting now (those whose caller left or whose deadline
+    /// passed are dropped first, so they never make a worker pause anything).
     pub fn waiting(&self, priority: Priority) -> usize {
-        self.lock().lanes[priority as usize].len()
+        let mut st = self.lock();
+        self.prune(&mut st, Instant::now());
+        st.lanes[priority as usize].len()
     }
 
     /// Stops admission; queued jobs are still handed out until none are left.
@@ -239,8 +244,9 @@ impl<J: Job> Queue<J> {
                 st.credit = 0.0;
                 Some(1)
             }
-            (false, false) if st.credit >= 1.0 => {
-                st.credit -= 1.0;
+            // The epsilon: ten shares of 0.1 add up to 0.999….
+            (false, false) if st.credit >= 1.0 - 1e-9 => {
+                st.credit = (st.credit - 1.0).max(0.0);
                 Some(1)
             }
             (false, false) => {
@@ -524,5 +530,25 @@ mod tests {
         q.push(i, I, None).unwrap();
         assert_eq!(q.try_take_lane(B, 4).len(), 1);
         assert_eq!(q.try_take(4).iter().map(|j| j.id).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn a_share_of_a_tenth_is_one_take_in_eleven() {
+        let q = Queue::new("m", 64, 0.1, Default::default());
+        let mut rxs = Vec::new();
+        for id in 0..2 {
+            let (j, rx) = job(id, 0);
+            q.push(j, B, None).unwrap();
+            rxs.push(rx);
+        }
+        for id in 100..130 {
+            let (j, rx) = job(id, 0);
+            q.push(j, I, None).unwrap();
+            rxs.push(rx);
+        }
+        let order: Vec<u32> = q.try_take(32).into_iter().map(|j| j.id).collect();
+        let first_background = order.iter().position(|&id| id < 100).unwrap();
+        assert_eq!(first_background, 10, "{order:?}");
+        assert_eq!(order[21], 1, "{order:?}");
     }
 }

@@ -88,7 +88,10 @@ impl Slot {
             return self.loading_fingerprint.as_deref() == Some(fp);
         }
         let same = self.fingerprint.as_deref() == Some(fp);
-        same && (self.unloaded || (self.failed.is_none() && self.serving.is_some()))
+        // Parked models stay parked until a request wants them.
+        same && (self.unloaded
+            || self.parked.is_some()
+            || (self.failed.is_none() && self.serving.is_some()))
     }
 
     pub fn begin_load(&mut self, kind: Kind, fingerprint: String) -> u64 {
@@ -194,6 +197,15 @@ impl Slot {
 
     pub fn measured(&self) -> u64 {
         self.measured
+    }
+
+    /// While a load is in flight: the memory it took last time (0 if never measured).
+    pub fn loading_reserve(&self) -> u64 {
+        if self.loading.is_some() {
+            self.measured
+        } else {
+            0
+        }
     }
 
     pub fn keep_alive(&self) -> Option<u64> {

@@ -28,7 +28,10 @@ pub fn spawn(
         .name(format!("model-{}", spec.name))
         .spawn(move || {
             let started = std::time::Instant::now();
-            let (loaded, grew) = measured(|| {
+            // Under a memory budget, loads take turns so each one's growth is its own; without
+            // one, a slow load must not hold up the others.
+            let exclusive = ctx.memory_budget.is_some() && mode == Mode::Serve;
+            let (loaded, grew) = measured(exclusive, || {
                 catch_unwind(AssertUnwindSafe(|| kinds::load(&spec, &ctx, mode)))
                     .unwrap_or_else(|_| Err(LoadError::Incompatible("the loader panicked".into())))
             });
@@ -63,11 +66,11 @@ pub fn spawn(
         })
 }
 
-/// Runs a load and returns how much the process's resident memory grew meanwhile. Loads take
-/// turns here, so one model's growth is not counted against another.
-fn measured<T>(load: impl FnOnce() -> T) -> (T, u64) {
+/// Runs a load and returns how much the process's resident memory grew meanwhile;
+/// `exclusive` loads take turns, so one model's growth is not counted against another.
+fn measured<T>(exclusive: bool, load: impl FnOnce() -> T) -> (T, u64) {
     static LOADING: Mutex<()> = Mutex::new(());
-    let _turn = LOADING.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = exclusive.then(|| LOADING.lock().unwrap_or_else(|p| p.into_inner()));
     let before = crate::memory::rss_bytes().unwrap_or(0);
     let out = load();
     let after = crate::memory::rss_bytes().unwrap_or(0);

@@ -41,6 +41,7 @@ pub trait Model: Send {
                 tracing::error!("model run panicked; batch failed");
             }
             queue.stats.served.fetch_add(n, Ordering::Relaxed);
+            queue.stats.touch();
         }
     }
 }

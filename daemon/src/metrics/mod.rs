@@ -109,7 +109,7 @@ impl Metrics {
         );
         r.register(
             "model_memory_bytes",
-            "Memory a model took when it loaded (RSS, or GPU memory on a GPU)",
+            "Resident memory a model took when it loaded (RSS growth)",
             m.model_memory.clone(),
         );
         r.register(
@@ -177,6 +177,11 @@ impl Metrics {
 
     /// Mirrors the engine's view of its models into the gauges, then encodes everything.
     pub fn render(&self, models: &[ModelStatus]) -> String {
+        // One scrape at a time: each clears the per-model gauges and fills them again.
+        static RENDER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = RENDER.lock().unwrap_or_else(|p| p.into_inner());
+        self.queue_depth.clear();
+        self.active_sequences.clear();
         self.model_state.clear();
         self.model_memory.clear();
         for s in models {

@@ -3,9 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::engine::Engine;
 
@@ -38,47 +41,85 @@ impl Endpoint {
     }
 }
 
+/// Scrapers served at once; more wait to be accepted.
+const CONNECTIONS: usize = 8;
+/// A scrape that has not sent its request by then is dropped.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Request line and headers together.
+const MAX_HEAD: u64 = 8192;
+
 /// Binds the endpoint and serves scrapes until the runtime stops.
 pub async fn serve(endpoint: &Endpoint, engine: Engine) -> std::io::Result<()> {
     match endpoint {
         Endpoint::Tcp(addr) => {
-            let listener = TcpListener::bind(addr).await?;
+            let listener = Arc::new(TcpListener::bind(addr).await?);
             tracing::info!(%addr, "metrics on http://{addr}/metrics");
-            tokio::spawn(async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    tokio::spawn(answer(stream, engine.clone()));
-                }
+            spawn_accepting(engine, move || {
+                let l = listener.clone();
+                async move { l.accept().await.map(|(s, _)| s) }
             });
         }
         Endpoint::Unix(path) => {
             // A socket left by an earlier run would make bind fail.
             let _ = std::fs::remove_file(path);
-            let listener = UnixListener::bind(path)?;
+            let listener = Arc::new(UnixListener::bind(path)?);
             tracing::info!(path = %path.display(), "metrics on a unix socket");
-            tokio::spawn(async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    tokio::spawn(answer(stream, engine.clone()));
-                }
+            spawn_accepting(engine, move || {
+                let l = listener.clone();
+                async move { l.accept().await.map(|(s, _)| s) }
             });
         }
     }
     Ok(())
 }
 
-async fn answer(stream: impl AsyncRead + AsyncWrite + Unpin, engine: Engine) {
-    let mut stream = BufReader::new(stream);
-    let mut request = String::new();
-    // Headers up to the blank line; a client sending more than 8 KiB of them is cut off.
+/// Accepts connections while fewer than `CONNECTIONS` are being answered.
+fn spawn_accepting<S, F>(engine: Engine, mut accept: impl FnMut() -> F + Send + 'static)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: std::future::Future<Output = std::io::Result<S>> + Send,
+{
+    let slots = Arc::new(Semaphore::new(CONNECTIONS));
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            match accept().await {
+                Ok(stream) => drop(tokio::spawn(answer(stream, engine.clone(), permit))),
+                Err(e) => {
+                    // Out of file descriptors, say: wait, do not give up the endpoint.
+                    tracing::warn!("metrics endpoint: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+}
+
+/// Reads the request head (at most `MAX_HEAD` bytes, within `READ_TIMEOUT`).
+async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> Option<String> {
+    let mut reader = BufReader::new(stream.take(MAX_HEAD));
+    let mut head = String::new();
     let mut line = String::new();
     loop {
         line.clear();
-        match stream.read_line(&mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) if line == "\r\n" || line == "\n" => break,
-            Ok(_) if request.len() + line.len() > 8192 => return,
-            Ok(_) => request.push_str(&line),
+        match reader.read_line(&mut line).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) if line == "\r\n" || line == "\n" => return Some(head),
+            Ok(_) => head.push_str(&line),
         }
     }
+}
+
+async fn answer(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    engine: Engine,
+    _permit: OwnedSemaphorePermit,
+) {
+    let Ok(Some(request)) = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await else {
+        return;
+    };
     let first = request.lines().next().unwrap_or_default();
     let mut parts = first.split_whitespace();
     let (status, body) = match (parts.next(), parts.next()) {
@@ -90,7 +131,6 @@ async fn answer(stream: impl AsyncRead + AsyncWrite + Unpin, engine: Engine) {
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    let stream = stream.get_mut();
     let _ = stream.write_all(head.as_bytes()).await;
     let _ = stream.write_all(body.as_bytes()).await;
     let _ = stream.shutdown().await;

@@ -75,7 +75,6 @@ impl Router {
                     engine: engine.clone(),
                     client: client.clone(),
                     errors_topic: errors_topic.clone(),
-                    handled: AtomicU64::new(0),
                 };
                 tokio::spawn(worker.run(rx));
                 Route {
@@ -129,14 +128,15 @@ fn route_error(errors_topic: &str, cfg: &RouteConfig, op: Op, topic: &str, e: &W
     }
 }
 
+/// Numbers route messages (their request ids) across all routes.
+static ROUTE_MESSAGES: AtomicU64 = AtomicU64::new(0);
+
 struct Worker {
     cfg: RouteConfig,
     op: Op,
     engine: Engine,
     client: Client,
     errors_topic: String,
-    /// Messages taken so far; numbers their request ids.
-    handled: AtomicU64,
 }
 
 impl Worker {
@@ -170,7 +170,7 @@ impl Worker {
             options: &self.cfg.options,
             deadline: None,
             ticket: Ticket::new(
-                format!("route-{}", self.handled.fetch_add(1, Ordering::Relaxed)),
+                format!("route-{}", ROUTE_MESSAGES.fetch_add(1, Ordering::Relaxed)),
                 Transport::Mqtt,
                 Priority::Background,
             ),

@@ -171,8 +171,10 @@ impl TextGeneration {
             template,
             layout,
             max_sequences,
-            min_background: (background_share.clamp(0.0, 1.0) * max_sequences as f64).ceil()
-                as usize,
+            // At least one slot is always left for interactive work.
+            min_background:
+                ((background_share.clamp(0.0, 1.0) * max_sequences as f64 - 1e-9).ceil() as usize)
+                    .min(max_sequences - 1),
             facts,
             alone: Vec::new(),
             batched: Vec::new(),
@@ -447,10 +449,11 @@ impl TextGeneration {
         }
         let owed = self
             .min_background
-            .saturating_sub(self.running_background());
-        let for_interactive = free.saturating_sub(owed.min(free));
-        let mut admitted = queue.try_take_lane(Priority::Interactive, for_interactive);
+            .saturating_sub(self.running_background())
+            .min(free);
+        let mut admitted = queue.try_take_lane(Priority::Interactive, free - owed);
         free -= admitted.len();
+        let mut resumed = 0;
         while free > 0 {
             let Some(mut seq) = self.paused.pop_front() else {
                 break;
@@ -463,7 +466,13 @@ impl TextGeneration {
                 Err(e) => seq.fail(e),
             }
             free -= 1;
+            resumed += 1;
         }
+        // Background's guaranteed slots go to background requests before anyone else.
+        let owed_left = owed.saturating_sub(resumed).min(free);
+        let owed_jobs = queue.try_take_lane(Priority::Background, owed_left);
+        free -= owed_jobs.len();
+        admitted.extend(owed_jobs);
         admitted.extend(queue.try_take(free));
         for job in admitted {
             self.admit(job);
@@ -518,6 +527,9 @@ impl Model for TextGeneration {
                 .stats
                 .active
                 .store(self.active() as u64, Ordering::Relaxed);
+            if self.active() > 0 {
+                queue.stats.touch(); // busy is not idle (keep_alive, memory budget)
+            }
             if catch_unwind(AssertUnwindSafe(|| self.step_all(queue))).is_err() {
                 tracing::error!(model = %self.name, "decode step panicked; failing the active sequences");
                 self.fail_all(&Error::Internal("the decode step panicked".into()));

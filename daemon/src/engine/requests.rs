@@ -1,0 +1,235 @@
+//! The request path: from a frontend's call to a job on the model's queue, and its answer
+//! back. A parked model is loaded again first (`ready`); every outcome is recorded once
+//! (`observe.rs`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use inferd_client::ModelState;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::job::{
+    Classes, EmbedOutput, EmbedRequest, Event, Events, GenerateRequest, Job, Tensors, Ticket,
+};
+use super::queue;
+use super::slot::Serving;
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::manifest::Kind;
+
+impl Engine {
+    /// The serving version of a ready model of the given kind.
+    fn admit(&self, model: &str, kind: Kind) -> Result<Arc<Serving>> {
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let slots = self.slots();
+        let slot = slots
+            .get(model)
+            .ok_or_else(|| Error::ModelNotFound(model.to_owned()))?;
+        let serving = slot.serving(model)?;
+        slot.stats.touch();
+        let declared = serving.manifest.kind;
+        if declared != kind {
+            let method = match declared {
+                Kind::Embedding => "Embed",
+                Kind::Tensor => "Infer",
+                Kind::TextGeneration => "a generation method",
+                Kind::Classification => "Classify",
+            };
+            return Err(Error::InvalidInput(format!(
+                "model {model:?} is a {} model; use {method}",
+                declared.as_str()
+            )));
+        }
+        Ok(serving.clone())
+    }
+
+    /// Like `admit`, but a model unloaded to save memory is loaded again first, and the
+    /// request waits for it.
+    async fn ready(&self, model: &str, kind: Kind) -> Result<Arc<Serving>> {
+        let mut changes = self.subscribe();
+        let mut woke = false;
+        loop {
+            let state = {
+                let slots = self.slots();
+                match slots.get(model) {
+                    Some(slot) if slot.parked() => Some(slot.state()),
+                    _ => None,
+                }
+            };
+            match state {
+                None | Some(ModelState::Ready) => return self.admit(model, kind),
+                Some(ModelState::Loading) => {
+                    if let Err(broadcast::error::RecvError::Closed) = changes.recv().await {
+                        return Err(Error::ShuttingDown);
+                    }
+                }
+                // Its reload failed (the memory budget still does not fit it): say why.
+                Some(_) if woke => return self.admit(model, kind),
+                Some(_) => {
+                    self.wake(model)?;
+                    woke = true;
+                }
+            }
+        }
+    }
+
+    /// Queues a job on `serving`, with the earlier of the caller's and the model's deadline. A
+    /// queue closed by a reload or unload racing this call is retried once on what serves now.
+    fn submit(
+        &self,
+        model: &str,
+        serving: Arc<Serving>,
+        ticket: &Ticket,
+        job: Job,
+    ) -> Result<Option<Instant>> {
+        let timeout = ticket.timeout;
+        let priority = ticket.priority;
+        let default = serving
+            .manifest
+            .batching
+            .timeout_ms
+            .map(Duration::from_millis);
+        let deadline = match (timeout, default) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(|t| Instant::now() + t);
+        match serving.queue.push(job, priority, deadline) {
+            Ok(()) => Ok(deadline),
+            Err((job, Error::ShuttingDown)) if !self.inner.stopping.load(Ordering::Acquire) => {
+                let pushed = match self.admit(model, serving.manifest.kind) {
+                    Ok(now) => now.queue.push(job, priority, deadline),
+                    Err(e) => Err((job, e)),
+                };
+                pushed.map_err(|(job, e)| {
+                    queue::Job::fail(job, e.clone());
+                    e
+                })?;
+                Ok(deadline)
+            }
+            Err((job, e)) => {
+                // Answered here so a generation's outcome is recorded like any other.
+                queue::Job::fail(job, e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn embed(&self, model: &str, req: EmbedRequest, t: &Ticket) -> Result<EmbedOutput> {
+        let observed = self.observe(model, "embed", t);
+        let work = async {
+            let (serving, t) = self.ready_within(model, Kind::Embedding, t).await?;
+            let (reply, rx) = oneshot::channel();
+            let deadline = self.submit(model, serving, &t, Job::Embed { req, reply })?;
+            answer(model, rx, deadline).await
+        };
+        observed.finish(work.await)
+    }
+
+    pub async fn classify(
+        &self,
+        model: &str,
+        req: EmbedRequest,
+        top_k: usize,
+        t: &Ticket,
+    ) -> Result<Classes> {
+        let observed = self.observe(model, "classify", t);
+        let work = async {
+            let (serving, t) = self.ready_within(model, Kind::Classification, t).await?;
+            let (reply, rx) = oneshot::channel();
+            let deadline = self.submit(model, serving, &t, Job::Classify { req, top_k, reply })?;
+            answer(model, rx, deadline).await
+        };
+        observed.finish(work.await)
+    }
+
+    pub async fn infer(&self, model: &str, inputs: Tensors, t: &Ticket) -> Result<Tensors> {
+        let observed = self.observe(model, "infer", t);
+        let work = async {
+            let (serving, t) = self.ready_within(model, Kind::Tensor, t).await?;
+            serving.check_inputs(&inputs)?;
+            let (reply, rx) = oneshot::channel();
+            let deadline = self.submit(model, serving, &t, Job::Infer { inputs, reply })?;
+            answer(model, rx, deadline).await
+        };
+        observed.finish(work.await)
+    }
+
+    /// Queues a generation; its deltas and its end arrive on the returned channel. `cancel`
+    /// ends it with finish reason `cancelled` within one decode step. The ticket's timeout
+    /// bounds the whole generation, queueing included.
+    pub async fn generate(
+        &self,
+        model: &str,
+        mut req: GenerateRequest,
+        t: &Ticket,
+        cancel: CancellationToken,
+    ) -> Result<mpsc::UnboundedReceiver<Event>> {
+        req.deadline = t.timeout.map(|d| Instant::now() + d);
+        req.priority = t.priority;
+        // Until the job is queued; from then on its `Events` record how it ends.
+        let observed = self.observe(model, "generate", t);
+        let ready = self.ready_within(model, Kind::TextGeneration, t).await;
+        let (serving, t) = observed.until_queued(ready)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let job = Job::Generate {
+            req: Box::new(req),
+            events: Events::new(tx, model, &t),
+            cancel,
+        };
+        // A refused job's `Events` records the outcome as it is answered.
+        self.submit(model, serving, &t, job)?;
+        Ok(rx)
+    }
+
+    /// `ready`, within the ticket's timeout; returns the ticket with the time left.
+    async fn ready_within(
+        &self,
+        model: &str,
+        kind: Kind,
+        t: &Ticket,
+    ) -> Result<(Arc<Serving>, Ticket)> {
+        let Some(limit) = t.timeout else {
+            return Ok((self.ready(model, kind).await?, t.clone()));
+        };
+        let started = Instant::now();
+        let serving = tokio::time::timeout(limit, self.ready(model, kind))
+            .await
+            .map_err(|_| Error::Timeout {
+                model: model.to_owned(),
+                waited_ms: limit.as_millis(),
+            })??;
+        let mut left = t.clone();
+        left.timeout = Some(limit.saturating_sub(started.elapsed()));
+        Ok((serving, left))
+    }
+}
+
+/// Waits for the worker's answer, but not past the deadline: a job still queued then is
+/// abandoned (the worker skips it), and one already running has its result dropped.
+async fn answer<T>(
+    model: &str,
+    rx: oneshot::Receiver<Result<T>>,
+    deadline: Option<Instant>,
+) -> Result<T> {
+    let started = Instant::now();
+    let worker_gone = || {
+        Err(Error::Internal(
+            "the model's worker stopped without answering".into(),
+        ))
+    };
+    match deadline {
+        None => rx.await.unwrap_or_else(|_| worker_gone()),
+        Some(d) => match tokio::time::timeout_at(d.into(), rx).await {
+            Ok(r) => r.unwrap_or_else(|_| worker_gone()),
+            Err(_) => Err(Error::Timeout {
+                model: model.to_owned(),
+                waited_ms: started.elapsed().as_millis(),
+            }),
+        },
+    }
+}
