@@ -14,6 +14,12 @@ use rumqttc::v5::mqttbytes::QoS;
 use serde_json::{json, Value};
 use zbus::zvariant::Value as ZValue;
 
+/// These tests measure: one at a time, even when cargo runs a binary's tests in parallel.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn mib(b: u64) -> String {
     format!("{} MiB", b >> 20)
 }
@@ -27,6 +33,7 @@ fn mib(b: u64) -> String {
 /// answers it again, which is what makes the whole exactly-once.
 #[test]
 fn r1_broker_crashes_lose_no_request() {
+    let _serial = serial();
     let (n, rate) = if full_scale() {
         (10_000, 250.0)
     } else {
@@ -185,6 +192,7 @@ async fn mixed(proxy: &Inferd1Proxy<'_>, i: usize) -> (usize, Result<(), inferd_
 /// beyond it, and RSS flat after warm-up.
 #[test]
 fn r2_many_clients_mixed_load() {
+    let _serial = serial();
     let (clients, total) = if full_scale() {
         (200, 10_000)
     } else {
@@ -310,6 +318,7 @@ fn r2_many_clients_mixed_load() {
 /// and neither active sequences nor RSS grow.
 #[test]
 fn r5_vanishing_streaming_clients() {
+    let _serial = serial();
     let n = if full_scale() { 1_000 } else { 60 };
     let bus = Bus::start();
     let repo = Repo::new();
@@ -398,6 +407,7 @@ async fn slow_infer(proxy: &Inferd1Proxy<'_>) -> Result<(), inferd_client::Error
 /// arrive while it drains are told `ShuttingDown`. Nothing ends without an answer.
 #[test]
 fn r6_sigterm_under_load_answers_everything_it_accepted() {
+    let _serial = serial();
     let n = if full_scale() { 400 } else { 100 };
     let bus = Bus::start();
     let repo = Repo::new();
@@ -465,6 +475,7 @@ fn r6_sigterm_under_load_answers_everything_it_accepted() {
 /// last window; fails on any error and on RSS growth past 10% after the first window.
 #[test]
 fn soak_mixed_load_without_drift() {
+    let _serial = serial();
     let secs: u64 = std::env::var("INFERD_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
