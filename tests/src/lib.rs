@@ -258,6 +258,20 @@ impl Repo {
         std::fs::write(toml, text).expect("write model.toml");
     }
 
+    /// Sets `batching.queue` in a model's manifest.
+    pub fn set_queue(&self, name: &str, queue: usize) {
+        let p = self.dir.path().join(name).join("model.toml");
+        let text = std::fs::read_to_string(&p).expect("model.toml");
+        let text = match text.find("queue = ") {
+            Some(at) => {
+                let end = at + text[at..].find('\n').unwrap_or(text.len() - at);
+                format!("{}queue = {queue}{}", &text[..at], &text[end..])
+            }
+            None => format!("{text}\n[batching]\nqueue = {queue}\n"),
+        };
+        std::fs::write(p, text).expect("write model.toml");
+    }
+
     /// Copies a test model from `tests/data/<source>` under `name` with the given manifest.
     pub fn add_test_model(&self, source: &str, name: &str, manifest: &str) {
         let onnx = std::fs::read(tests_dir().join("data").join(source).join("model.onnx"))

@@ -12,6 +12,8 @@ use serde_json::json;
 fn repo() -> Repo {
     let repo = Repo::new();
     repo.add_minilm("minilm");
+    // The restart test sends 500 at once: room for all, however slow the machine.
+    repo.set_queue("minilm", 1024);
     repo.add_llm(
         "tiny-qwen2",
         "tiny",

@@ -149,17 +149,7 @@ fn load_repo(queue: usize) -> Repo {
     repo.add_llm("intent", "intent", "");
     repo.add_llm("tiny-qwen2", "tiny", "");
     for m in ["minilm", "intent", "tiny"] {
-        let p = repo.path().join(m).join("model.toml");
-        let text = std::fs::read_to_string(&p).unwrap();
-        let text = match text.find("queue = ") {
-            // minilm's manifest sets a queue already.
-            Some(at) => {
-                let end = at + text[at..].find('\n').unwrap_or(text.len() - at);
-                format!("{}queue = {queue}{}", &text[..at], &text[end..])
-            }
-            None => format!("{text}\n[batching]\nqueue = {queue}\n"),
-        };
-        std::fs::write(p, text).unwrap();
+        repo.set_queue(m, queue);
     }
     repo
 }
