@@ -9,7 +9,7 @@ pub mod notify;
 pub use broker::Broker;
 pub use notify::NotifySocket;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -599,18 +599,10 @@ pub fn inferctl_spawn(bus: &str, args: &[&str]) -> Child {
         .expect("spawn inferctl")
 }
 
-/// Collects a spawned child's output.
-pub fn finish(mut child: Child) -> Output {
-    let status = child.wait().expect("wait");
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    child.stdout.take().map(|mut s| s.read_to_end(&mut stdout));
-    child.stderr.take().map(|mut s| s.read_to_end(&mut stderr));
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
+/// Collects a spawned child's output, reading it while the child runs (waiting first would
+/// deadlock a child that writes more than a pipe holds).
+pub fn finish(child: Child) -> Output {
+    child.wait_with_output().expect("wait")
 }
 
 pub fn stdout(o: &Output) -> String {

@@ -27,6 +27,9 @@ fn probe(d: &Daemon) {
     assert!(out.status.success(), "probe failed: {}", stderr(&out));
 }
 
+/// A kind of bad input and the function that runs its cases.
+type Section<'a> = (&'a str, &'a dyn Fn(&mut Tally));
+
 struct Tally {
     cases: usize,
     failures: Vec<String>,
@@ -430,14 +433,27 @@ fn every_bad_input_gets_its_typed_error_and_the_daemon_keeps_serving() {
         cases: 0,
         failures: Vec::new(),
     };
-    dbus_cases(&d, &mut t);
-    mqtt_cases(&broker, &d, &mut t);
-    model_cases(&d, &mut t);
-    config_cases(&repo, &d, &mut t);
+    let rss_start = rss_of(d.pid());
+    let mut per_kind = Vec::new();
+    let sections: [Section; 4] = [
+        ("D-Bus", &|t| dbus_cases(&d, t)),
+        ("MQTT", &|t| mqtt_cases(&broker, &d, t)),
+        ("model-folder checks", &|t| model_cases(&d, t)),
+        ("config", &|t| config_cases(&repo, &d, t)),
+    ];
+    for (kind, run) in sections {
+        let before = t.cases;
+        run(&mut t);
+        per_kind.push(format!("{} {kind}", t.cases - before));
+    }
     assert!(t.failures.is_empty(), "{}", t.failures.join("\n"));
     assert!(t.cases >= 40, "only {} cases", t.cases);
     record(
         "R3 bad input",
-        json!({"cases": t.cases, "typed_errors": t.cases, "probes_ok": t.cases}),
+        json!({"load": format!("{} cases: {}", t.cases, per_kind.join(", ")),
+               "faults": "each followed by a probe request",
+               "sent": t.cases, "answered": format!("{} typed errors as expected, {} probes ok", t.cases, t.cases),
+               "lost": 0, "duplicates": 0, "errors": {},
+               "rss": format!("{} MiB → {} MiB", rss_start >> 20, rss_of(d.pid()) >> 20)}),
     );
 }
