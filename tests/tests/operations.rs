@@ -47,7 +47,12 @@ fn health_reports_models_and_every_request_has_an_id() {
     repo.add_minilm("minilm");
     repo.write("broken", "model.onnx", b"not an onnx file");
     repo.write("broken", "model.toml", "kind = \"tensor\"\n");
-    let d = Daemon::start_with(&bus, &repo, "log_level = \"debug\"\n");
+    // A budget (far above need) makes loads take turns, so each one's memory is measured.
+    let d = Daemon::start_with(
+        &bus,
+        &repo,
+        "log_level = \"debug\"\n[engine]\nmemory_budget = 100000000000\n",
+    );
 
     // A failed model makes the daemon degraded: inferctl says so and exits 2.
     let h = health(&d);
@@ -139,7 +144,9 @@ fn metrics_on_a_loopback_port_and_a_unix_socket() {
     let d = Daemon::start_with(
         &bus,
         &repo,
-        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+        &format!(
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n[engine]\nmemory_budget = 100000000000\n"
+        ),
     );
     for _ in 0..3 {
         embed_info(&d, "minilm", "hello");

@@ -146,7 +146,7 @@ impl Slot {
         self.fingerprint = self.loading_fingerprint.take();
         match result {
             Ok(new) => {
-                self.measured = new.info.memory_bytes;
+                self.measured = new.info.memory_bytes.unwrap_or(self.measured);
                 self.keep_alive = new.manifest.keep_alive_s;
                 if let Some(old) = self.serving.replace(Arc::new(new)) {
                     old.queue.close();
@@ -218,7 +218,9 @@ impl Slot {
 
     /// Memory the serving version took when it loaded.
     pub fn memory(&self) -> u64 {
-        self.serving.as_ref().map_or(0, |s| s.info.memory_bytes)
+        self.serving
+            .as_ref()
+            .map_or(0, |s| s.info.memory_bytes.unwrap_or(self.measured))
     }
 
     /// Ready, nothing queued or running: it can be unloaded without touching a request.
@@ -273,7 +275,7 @@ impl Slot {
             active: self.stats.active.load(Ordering::Relaxed) as u32,
             batched_tokens: self.stats.batched_tokens.load(Ordering::Relaxed),
             engine_build_s: self.building.map(|(_, t)| t.elapsed().as_secs()),
-            memory_bytes: self.serving.as_ref().map(|s| s.info.memory_bytes),
+            memory_bytes: self.serving.as_ref().and_then(|s| s.info.memory_bytes),
             idle_s: self.serving.as_ref().map(|_| self.stats.idle().as_secs()),
             last_error: self.stats.last_error(),
         }

@@ -4,6 +4,7 @@
 //! blocks the async runtime.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -49,7 +50,7 @@ pub fn spawn(
                 model = %spec.name,
                 provider = info.placement.provider.as_str(),
                 ms = started.elapsed().as_millis() as u64,
-                mb = grew >> 20,
+                mb = grew.map(|b| b >> 20),
                 "model loaded"
             );
             if !on_loaded(Ok(info)) {
@@ -66,13 +67,20 @@ pub fn spawn(
         })
 }
 
-/// Runs a load and returns how much the process's resident memory grew meanwhile;
-/// `exclusive` loads take turns, so one model's growth is not counted against another.
-fn measured<T>(exclusive: bool, load: impl FnOnce() -> T) -> (T, u64) {
+/// Runs a load and returns how much the process's resident memory grew meanwhile, or `None`
+/// when another load overlapped it (the growth was not its own). `exclusive` loads take turns,
+/// so theirs is always measured.
+fn measured<T>(exclusive: bool, load: impl FnOnce() -> T) -> (T, Option<u64>) {
     static LOADING: Mutex<()> = Mutex::new(());
+    static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+    static STARTED: AtomicUsize = AtomicUsize::new(0);
     let _turn = exclusive.then(|| LOADING.lock().unwrap_or_else(|p| p.into_inner()));
+    let others_running = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) > 0;
+    let mine = STARTED.fetch_add(1, Ordering::SeqCst) + 1;
     let before = crate::memory::rss_bytes().unwrap_or(0);
     let out = load();
     let after = crate::memory::rss_bytes().unwrap_or(0);
-    (out, after.saturating_sub(before))
+    let overlapped = others_running || STARTED.load(Ordering::SeqCst) != mine;
+    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    (out, (!overlapped).then(|| after.saturating_sub(before)))
 }

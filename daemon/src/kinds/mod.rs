@@ -52,8 +52,9 @@ pub struct Loaded {
     pub placement: Placement,
     pub inputs: Vec<Spec>,
     pub outputs: Vec<Spec>,
-    /// Resident memory the load took (measured by the worker).
-    pub memory_bytes: u64,
+    /// Resident memory the load took (measured by the worker); `None` when another load ran
+    /// at the same time, so the growth was not its own.
+    pub memory_bytes: Option<u64>,
 }
 
 /// What every load needs besides the model's own spec.
@@ -126,7 +127,7 @@ pub fn load(
             placement,
             inputs,
             outputs,
-            memory_bytes: 0,
+            memory_bytes: None,
         },
     ))
 }
