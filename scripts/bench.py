@@ -309,6 +309,8 @@ are also in `docs/bench.json`; `make bench-check` runs the benchmarks again and 
 figure is more than 15% worse than there (the ratios make a slower or busier machine cancel
 out).
 """
+    # Measured elsewhere (scripts/gpu-check.sh on a GPU machine); kept across reruns.
+    md += "\n" + (Path(__file__).parent / "bench_gpu.md").read_text()
     Path(args.out).write_text(md)
     print(md)
     if args.json:
