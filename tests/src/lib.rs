@@ -5,9 +5,13 @@
 //! paths come from `ORT_DYLIB_PATH` and `INFERD_MODELS`, or the default cache.
 
 pub mod broker;
+mod measure;
 pub mod notify;
+mod repo;
 pub use broker::Broker;
+pub use measure::{full_scale, percentile, record, rss_of};
 pub use notify::NotifySocket;
+pub use repo::Repo;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -120,6 +124,17 @@ pub fn busctl_call(bus: &str, method: &str, signature: &str, args: &[&str]) -> O
     busctl(bus, &[], method, signature, args)
 }
 
+/// `gdbus call` of a method of inferd's object; arguments in GVariant text form.
+pub fn gdbus_call(bus: &str, method: &str, args: &[&str]) -> Output {
+    Command::new("gdbus")
+        .args(["call", "--address", bus, "--dest", "org.inferd.Inferd1"])
+        .args(["--object-path", "/org/inferd/Inferd1", "--method"])
+        .arg(format!("org.inferd.Inferd1.{method}"))
+        .args(args)
+        .output()
+        .expect("run gdbus")
+}
+
 /// Like [`busctl_call`] with `--json=short`: the reply's JSON (`{"type": ..., "data": [...]}`).
 pub fn busctl_json(bus: &str, method: &str, signature: &str, args: &[&str]) -> Value {
     json(&busctl(bus, &["--json=short"], method, signature, args))
@@ -195,89 +210,6 @@ impl Drop for Bus {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A temporary model repository.
-pub struct Repo {
-    pub dir: TempDir,
-}
-
-impl Default for Repo {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Repo {
-    pub fn new() -> Repo {
-        let dir = shared_tempdir("inferd-repo");
-        Repo { dir }
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Writes `<name>/<file>`.
-    pub fn write(&self, name: &str, file: &str, contents: impl AsRef<[u8]>) -> PathBuf {
-        let d = self.dir.path().join(name);
-        std::fs::create_dir_all(&d).expect("model dir");
-        let p = d.join(file);
-        std::fs::write(&p, contents).expect("write file");
-        p
-    }
-
-    /// Copies the prepared minilm under `name`, with its own manifest.
-    pub fn add_minilm(&self, name: &str) {
-        let src = models_cache().join("minilm");
-        for f in ["model.onnx", "tokenizer.json", "model.toml"] {
-            let dest = self.dir.path().join(name).join(f);
-            std::fs::create_dir_all(dest.parent().expect("parent")).expect("dir");
-            std::fs::copy(src.join(f), dest).expect("copy minilm");
-        }
-    }
-
-    /// Copies an imported LLM folder from `make test-models` under `name`; `extra` is appended
-    /// to its model.toml.
-    pub fn add_llm(&self, source: &str, name: &str, extra: &str) {
-        let src = test_models().join(source);
-        for entry in std::fs::read_dir(&src).expect("test model folder") {
-            let entry = entry.expect("entry");
-            let dest = self.dir.path().join(name).join(entry.file_name());
-            std::fs::create_dir_all(dest.parent().expect("parent")).expect("dir");
-            // Weights are large: link them when the file system allows; the manifest is edited.
-            if entry.file_name() == "model.toml" || std::fs::hard_link(entry.path(), &dest).is_err()
-            {
-                std::fs::copy(entry.path(), &dest).expect("copy");
-            }
-        }
-        let toml = self.dir.path().join(name).join("model.toml");
-        let mut text = std::fs::read_to_string(&toml).expect("model.toml");
-        text.push_str(extra);
-        std::fs::write(toml, text).expect("write model.toml");
-    }
-
-    /// Sets `batching.queue` in a model's manifest.
-    pub fn set_queue(&self, name: &str, queue: usize) {
-        let p = self.dir.path().join(name).join("model.toml");
-        let text = std::fs::read_to_string(&p).expect("model.toml");
-        let text = match text.find("queue = ") {
-            Some(at) => {
-                let end = at + text[at..].find('\n').unwrap_or(text.len() - at);
-                format!("{}queue = {queue}{}", &text[..at], &text[end..])
-            }
-            None => format!("{text}\n[batching]\nqueue = {queue}\n"),
-        };
-        std::fs::write(p, text).expect("write model.toml");
-    }
-
-    /// Copies a test model from `tests/data/<source>` under `name` with the given manifest.
-    pub fn add_test_model(&self, source: &str, name: &str, manifest: &str) {
-        let onnx = std::fs::read(tests_dir().join("data").join(source).join("model.onnx"))
-            .expect("test model");
-        self.write(name, "model.onnx", onnx);
-        self.write(name, "model.toml", manifest);
     }
 }
 
@@ -649,51 +581,4 @@ pub fn max_abs_diff(a: &Value, b: &Value) -> f64 {
         .zip(b)
         .map(|(x, y)| (x.as_f64().expect("num") - y.as_f64().expect("num")).abs())
         .fold(0.0, f64::max)
-}
-
-/// Records a reliability result as `$INFERD_RELIABILITY_OUT/<test>.json` when that is set
-/// (`make reliability` renders them into docs/reliability.md); the process's RSS is not in it:
-/// callers pass the daemon's.
-pub fn record(test: &str, result: Value) {
-    let Some(dir) = std::env::var_os("INFERD_RELIABILITY_OUT") else {
-        return;
-    };
-    let slug: String = test
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let mut result = result;
-    result["test"] = Value::from(test);
-    std::fs::create_dir_all(&dir).expect("results dir");
-    let path = std::path::Path::new(&dir).join(format!("{slug}.json"));
-    std::fs::write(path, serde_json::to_string_pretty(&result).expect("json")).expect("write");
-}
-
-/// Resident memory of a process, from `/proc/<pid>/status`.
-pub fn rss_of(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// `make reliability` sets `INFERD_RELIABILITY=full` for the sizes the issue names; `make test`
-/// runs the same tests at `short` sizes.
-pub fn full_scale() -> bool {
-    std::env::var("INFERD_RELIABILITY").is_ok_and(|v| v == "full")
-}
-
-/// The p-th percentile (0–100) of `xs` (sorted here).
-pub fn percentile(xs: &mut [f64], p: f64) -> f64 {
-    if xs.is_empty() {
-        return 0.0;
-    }
-    xs.sort_by(|a, b| a.total_cmp(b));
-    let i = ((p / 100.0) * (xs.len() - 1) as f64).round() as usize;
-    xs[i.min(xs.len() - 1)]
 }

@@ -11,19 +11,9 @@ use inferd_e2e::*;
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::{json, Value};
 
-fn gdbus(d: &Daemon, method: &str, args: &[&str]) -> std::process::Output {
-    Command::new("gdbus")
-        .args(["call", "--address", &d.bus, "--dest", "org.inferd.Inferd1"])
-        .args(["--object-path", "/org/inferd/Inferd1", "--method"])
-        .arg(format!("org.inferd.Inferd1.{method}"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 /// The probe: the daemon still answers a plain request.
 fn probe(d: &Daemon) {
-    let out = gdbus(d, "Embed", &["minilm", "['probe']", "{}"]);
+    let out = gdbus_call(&d.bus, "Embed", &["minilm", "['probe']", "{}"]);
     assert!(out.status.success(), "probe failed: {}", stderr(&out));
 }
 
@@ -241,7 +231,7 @@ fn dbus_cases(d: &Daemon, t: &mut Tally) {
     ];
     for (case, method, args, want) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = gdbus(d, method, &args);
+        let out = gdbus_call(&d.bus, method, &args);
         let got = if out.status.success() {
             format!("success: {}", stdout(&out))
         } else {

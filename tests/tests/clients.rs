@@ -21,16 +21,6 @@ fn busctl(d: &Daemon, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn gdbus_call(d: &Daemon, method: &str, args: &[&str]) -> std::process::Output {
-    Command::new("gdbus")
-        .args(["call", "--address", &d.bus, "--dest", "org.inferd.Inferd1"])
-        .args(["--object-path", "/org/inferd/Inferd1", "--method"])
-        .arg(format!("org.inferd.Inferd1.{method}"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn reference_hello() -> Vec<f64> {
     let r = minilm_reference();
     let case = r["cases"]
@@ -72,7 +62,7 @@ fn busctl_embed_as_documented() {
 #[test]
 fn gdbus_embed_and_list_models() {
     let (_bus, _repo, d) = daemon();
-    let out = gdbus_call(&d, "Embed", &["minilm", "['hello']", "{}"]);
+    let out = gdbus_call(&d.bus, "Embed", &["minilm", "['hello']", "{}"]);
     let text = stdout(&out);
     assert!(out.status.success(), "{}", stderr(&out));
     let first: f64 = text
@@ -90,7 +80,7 @@ fn gdbus_embed_and_list_models() {
         "384 values and the tuple comma: {text}"
     );
 
-    let out = gdbus_call(&d, "ListModels", &[]);
+    let out = gdbus_call(&d.bus, "ListModels", &[]);
     let text = stdout(&out);
     assert!(
         text.contains("'name': <'minilm'>") && text.contains("'state': <'ready'>"),

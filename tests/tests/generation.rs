@@ -238,11 +238,7 @@ fn concurrent_streams_each_give_their_text_alone() {
 fn tiny_daemon() -> (Bus, Repo, Daemon) {
     let bus = Bus::start();
     let repo = Repo::new();
-    repo.add_llm(
-        "tiny-qwen2",
-        "tiny",
-        "[generation]\ncontext_length = 100000\n",
-    );
+    repo.add_endless_llm("tiny", "");
     let d = Daemon::start(&bus, &repo);
     (bus, repo, d)
 }

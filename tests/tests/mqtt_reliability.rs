@@ -14,11 +14,7 @@ fn repo() -> Repo {
     repo.add_minilm("minilm");
     // The restart test sends 500 at once: room for all, however slow the machine.
     repo.set_queue("minilm", 1024);
-    repo.add_llm(
-        "tiny-qwen2",
-        "tiny",
-        "[generation]\ncontext_length = 100000\n",
-    );
+    repo.add_endless_llm("tiny", "");
     repo
 }
 

@@ -39,11 +39,7 @@ fn background(d: &Daemon, max_tokens: &str) -> std::process::Child {
 fn interactive_work_pauses_background_generations_which_resume_unchanged() {
     let bus = Bus::start();
     let repo = Repo::new();
-    repo.add_llm(
-        "tiny-qwen2",
-        "tiny",
-        "[generation]\ncontext_length = 100000\nmax_sequences = 2\n",
-    );
+    repo.add_endless_llm("tiny", "max_sequences = 2\n");
     // No guaranteed background share: both slots may be taken.
     let d = Daemon::start_with(&bus, &repo, "[engine]\nbackground_share = 0.0\n");
 

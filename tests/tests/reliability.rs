@@ -20,6 +20,19 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A client connection of its own to the test bus.
+async fn connect(addr: &str) -> zbus::Connection {
+    zbus::connection::Builder::address(addr)
+        .unwrap()
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn proxy(addr: &str) -> Inferd1Proxy<'static> {
+    Inferd1Proxy::new(&connect(addr).await).await.unwrap()
+}
+
 fn mib(b: u64) -> String {
     format!("{} MiB", b >> 20)
 }
@@ -197,12 +210,7 @@ fn r2_many_clients_mixed_load() {
             for c in 0..clients {
                 let addr = d.bus.clone();
                 tasks.push(tokio::spawn(async move {
-                    let conn = zbus::connection::Builder::address(addr.as_str())
-                        .unwrap()
-                        .build()
-                        .await
-                        .unwrap();
-                    let proxy = Inferd1Proxy::new(&conn).await.unwrap();
+                    let proxy = proxy(&addr).await;
                     let mut out = Vec::new();
                     for i in (c..total).step_by(clients) {
                         let t = Instant::now();
@@ -256,12 +264,7 @@ fn r2_many_clients_mixed_load() {
             let addr = over.bus.clone();
             let gate = gate.clone();
             tasks.push(tokio::spawn(async move {
-                let conn = zbus::connection::Builder::address(addr.as_str())
-                    .unwrap()
-                    .build()
-                    .await
-                    .unwrap();
-                let proxy = Inferd1Proxy::new(&conn).await.unwrap();
+                let proxy = proxy(&addr).await;
                 gate.wait().await;
                 slow_infer(&proxy)
                     .await
@@ -312,11 +315,7 @@ fn r5_vanishing_streaming_clients() {
     let n = if full_scale() { 1_000 } else { 60 };
     let bus = Bus::start();
     let repo = Repo::new();
-    repo.add_llm(
-        "tiny-qwen2",
-        "tiny",
-        "[generation]\ncontext_length = 100000\n",
-    );
+    repo.add_endless_llm("tiny", "");
     let d = Daemon::start(&bus, &repo);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let wave = 10;
@@ -328,11 +327,7 @@ fn r5_vanishing_streaming_clients() {
             for _ in 0..wave {
                 let addr = d.bus.clone();
                 tasks.push(tokio::spawn(async move {
-                    let conn = zbus::connection::Builder::address(addr.as_str())
-                        .unwrap()
-                        .build()
-                        .await
-                        .unwrap();
+                    let conn = connect(&addr).await;
                     let opts = HashMap::from([("max_tokens", ZValue::U32(90_000))]);
                     let mut s =
                         Stream::start(&conn, "tiny", Input::Prompt("Tell me a story"), opts)
@@ -416,12 +411,7 @@ fn r6_sigterm_under_load_answers_everything_it_accepted() {
             tasks.push(tokio::spawn(async move {
                 // Spread over a second, so some arrive after SIGTERM.
                 tokio::time::sleep(Duration::from_millis((i * 1000 / n) as u64)).await;
-                let conn = zbus::connection::Builder::address(addr.as_str())
-                    .unwrap()
-                    .build()
-                    .await
-                    .unwrap();
-                let proxy = Inferd1Proxy::new(&conn).await.unwrap();
+                let proxy = proxy(&addr).await;
                 match slow_infer(&proxy).await {
                     Ok(_) => "ok".to_owned(),
                     Err(e) => e.short_name().to_owned(),
@@ -514,12 +504,7 @@ fn soak_mixed_load_without_drift() {
         for k in 0..8 {
             let addr = d.bus.clone();
             tasks.push(tokio::spawn(async move {
-                let conn = zbus::connection::Builder::address(addr.as_str())
-                    .unwrap()
-                    .build()
-                    .await
-                    .unwrap();
-                let proxy = Inferd1Proxy::new(&conn).await.unwrap();
+                let proxy = proxy(&addr).await;
                 let mut out = Vec::new();
                 let mut i = k;
                 while Instant::now() < stop {

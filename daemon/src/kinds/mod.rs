@@ -31,10 +31,11 @@ pub trait Model: Send {
     /// Serves the queue until it is closed and drained. The default forms batches and runs
     /// them; kinds that keep work across steps (generation) drive the queue themselves.
     fn serve(&mut self, queue: &Queue<Job>, policy: BatchPolicy) {
+        let batch_sizes = crate::metrics::get().batch_sizes(queue.model());
         while let Some(batch) = queue.next_batch(policy, |a, b| self.compatible(a, b)) {
             let n = batch.len() as u64;
-            let rows = batch.iter().map(crate::engine::queue::Job::weight).sum();
-            crate::metrics::get().batch(queue.model(), rows);
+            let rows: usize = batch.iter().map(crate::engine::queue::Job::weight).sum();
+            batch_sizes.observe(rows as f64);
             // A panic drops the batch's reply senders: its callers get an Internal error, and
             // the worker goes on serving.
             if catch_unwind(AssertUnwindSafe(|| self.run(batch))).is_err() {

@@ -159,10 +159,10 @@ impl Metrics {
         }
     }
 
-    pub fn batch(&self, model: &str, rows: usize) {
-        self.batch_size
-            .get_or_create(&label(model))
-            .observe(rows as f64);
+    /// A model's batch-size histogram, for its worker to keep: runs and decode steps are a
+    /// hot path, and a lookup per step would allocate its label each time.
+    pub fn batch_sizes(&self, model: &str) -> Histogram {
+        self.batch_size.get_or_create_owned(&label(model))
     }
 
     pub fn loaded(&self, model: &str, seconds: f64) {

@@ -42,17 +42,7 @@ impl WireError {
 
 impl From<Error> for WireError {
     fn from(e: Error) -> Self {
-        let code = match &e {
-            Error::ModelNotFound(_) => "model_not_found",
-            Error::ModelNotReady { .. } => "model_not_ready",
-            Error::InvalidInput(_) => "invalid_input",
-            Error::Overloaded { .. } => "overloaded",
-            Error::Timeout { .. } => "timeout",
-            Error::ShuttingDown => "shutting_down",
-            Error::Cancelled => "cancelled",
-            Error::Internal(_) => "internal",
-        };
-        WireError::new(code, e.to_string())
+        WireError::new(e.kind(), e.to_string())
     }
 }
 

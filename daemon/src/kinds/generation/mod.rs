@@ -77,6 +77,7 @@ pub struct TextGeneration {
     min_background: usize,
     kv: KvBatch,
     prefixes: prefix::PrefixCache,
+    batch_sizes: prometheus_client::metrics::histogram::Histogram,
 }
 
 fn genai_dim(dir: &std::path::Path, key: &str) -> Option<usize> {
@@ -181,6 +182,7 @@ impl TextGeneration {
             paused: VecDeque::new(),
             kv: KvBatch::default(),
             prefixes: Default::default(),
+            batch_sizes: crate::metrics::get().batch_sizes(&spec.name),
         })
     }
 
@@ -334,7 +336,7 @@ impl TextGeneration {
         let before = self.batched.len();
         let rows = self.step_batch();
         if rows > 0 {
-            crate::metrics::get().batch(&self.name, rows);
+            self.batch_sizes.observe(rows as f64);
         }
         if rows > 1 {
             queue
