@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check for inferd: on a machine with an NVIDIA GPU and onnxruntime-gpu, serves copies of the
 # models with `providers = ["cuda"]` and `require_gpu = true` on a private D-Bus, then reports
-#   1. whether the CUDA provider registered (`inferctl models`, PROVIDER `cuda`);
+#   1. whether the CUDA provider registered (`inferctl models`, PROVIDER `cuda`), and whether
+#      each model's memory was measured on its GPU (`memory_pool` gpu:N, `memory_bytes`);
 #   2. decode tokens/s on CUDA of the text-generation models (smollm2, r1-distill-qwen-1.5b-shape);
 #   3. embedding throughput on CUDA (minilm, requests of 32 texts);
 #   4. TensorRT, where libnvinfer.so.10 loads: a `providers = ["tensorrt", "cuda"]` copy, its
@@ -347,7 +348,8 @@ done
 [[ -n $bus ]] || die "dbus-daemon did not start: $(cat "$tmp/bus.log")"
 export INFERD_BUS=$bus
 
-printf 'log_level = "info"\n' >"$tmp/inferd.toml"
+# A budget far above need makes loads take turns, so each model's memory is measured (step 1).
+printf 'log_level = "info"\n[engine]\nmemory_budget = 1000000000000000\n' >"$tmp/inferd.toml"
 ORT_DYLIB_PATH=$ORT_GPU_LIB STATE_DIRECTORY=$state \
   "$INFERD_BIN" --config "$tmp/inferd.toml" --models "$repo" --bus "$bus" 2>"$log" >/dev/null &
 inferd_pid=$!
@@ -430,6 +432,16 @@ for name in "${cuda_models[@]}"; do
   if [[ $st == ready && $pv == "$want" ]]; then
     say "OK    $name: ready on $want"
     cuda_ok+=("$name")
+    pool=$(model_text "$name" memory_pool)
+    mem=$(model_text "$name" memory_bytes)
+    want_pool=host
+    [[ $want == cuda ]] && want_pool=gpu:
+    if [[ $pool == "$want_pool"* && ${mem:-0} -gt 0 ]]; then
+      say "OK    $name: takes $((mem >> 20)) MiB of $pool"
+    else
+      say "FAIL  $name: memory not measured on its device (memory_pool '$pool', memory_bytes '$mem')"
+      status=1
+    fi
   elif [[ $st == ready ]]; then
     say "FAIL  $name: meant for $want but serving on '$pv'!  note: $(model_text "$name" note)"
     status=1

@@ -17,6 +17,54 @@ pub struct Health {
     pub rss_bytes: u64,
     /// Each model: state, provider, queue depth, last error, memory, idle time.
     pub models: Vec<ModelStatus>,
+    /// Each memory pool in use or under a budget: host RAM and each GPU.
+    pub memory: Vec<MemoryPool>,
+}
+
+/// What the loaded models take in one pool, against its budget.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MemoryPool {
+    /// `host` or `gpu:N`.
+    pub pool: String,
+    /// The sum of the ready models' measured sizes in this pool.
+    pub models_bytes: u64,
+    /// `engine.memory_budget` (or `engine.gpu_memory_budget`) for this pool, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_bytes: Option<u64>,
+}
+
+type Dict = HashMap<String, OwnedValue>;
+
+fn get<T: TryFrom<OwnedValue>>(d: &Dict, k: &str) -> Option<T> {
+    d.get(k)
+        .and_then(|v| v.try_clone().ok())
+        .and_then(|v| T::try_from(v).ok())
+}
+
+fn put(d: &mut Dict, k: &str, v: Value<'_>) {
+    if let Ok(v) = v.try_to_owned() {
+        d.insert(k.to_owned(), v);
+    }
+}
+
+impl MemoryPool {
+    fn to_dict(&self) -> Dict {
+        let mut d = HashMap::new();
+        put(&mut d, "pool", Value::from(self.pool.as_str()));
+        put(&mut d, "models_bytes", Value::from(self.models_bytes));
+        if let Some(b) = self.budget_bytes {
+            put(&mut d, "budget_bytes", Value::from(b));
+        }
+        d
+    }
+
+    fn from_dict(d: &Dict) -> MemoryPool {
+        MemoryPool {
+            pool: get(d, "pool").unwrap_or_default(),
+            models_bytes: get(d, "models_bytes").unwrap_or_default(),
+            budget_bytes: get(d, "budget_bytes"),
+        }
+    }
 }
 
 impl Health {
@@ -31,30 +79,22 @@ impl Health {
         }
     }
 
-    pub fn to_dict(&self) -> HashMap<String, OwnedValue> {
-        let models: Vec<HashMap<String, OwnedValue>> =
-            self.models.iter().map(ModelStatus::to_dict).collect();
+    pub fn to_dict(&self) -> Dict {
+        let models: Vec<Dict> = self.models.iter().map(ModelStatus::to_dict).collect();
+        let memory: Vec<Dict> = self.memory.iter().map(MemoryPool::to_dict).collect();
         let mut d = HashMap::new();
-        let mut put = |k: &str, v: Value<'_>| {
-            if let Ok(v) = v.try_to_owned() {
-                d.insert(k.to_owned(), v);
-            }
-        };
-        put("status", Value::from(self.status.as_str()));
-        put("version", Value::from(self.version.as_str()));
-        put("uptime_s", Value::from(self.uptime_s));
-        put("rss_bytes", Value::from(self.rss_bytes));
-        put("models", Value::from(models));
+        put(&mut d, "status", Value::from(self.status.as_str()));
+        put(&mut d, "version", Value::from(self.version.as_str()));
+        put(&mut d, "uptime_s", Value::from(self.uptime_s));
+        put(&mut d, "rss_bytes", Value::from(self.rss_bytes));
+        put(&mut d, "models", Value::from(models));
+        put(&mut d, "memory", Value::from(memory));
         d
     }
 
-    pub fn from_dict(d: &HashMap<String, OwnedValue>) -> Result<Health, String> {
-        fn get<T: TryFrom<OwnedValue>>(d: &HashMap<String, OwnedValue>, k: &str) -> Option<T> {
-            d.get(k)
-                .and_then(|v| v.try_clone().ok())
-                .and_then(|v| T::try_from(v).ok())
-        }
-        let rows: Vec<HashMap<String, OwnedValue>> = get(d, "models").unwrap_or_default();
+    pub fn from_dict(d: &Dict) -> Result<Health, String> {
+        let rows: Vec<Dict> = get(d, "models").unwrap_or_default();
+        let pools: Vec<Dict> = get(d, "memory").unwrap_or_default();
         Ok(Health {
             status: get(d, "status").ok_or("health without a status")?,
             version: get(d, "version").unwrap_or_default(),
@@ -64,6 +104,7 @@ impl Health {
                 .iter()
                 .map(ModelStatus::from_dict)
                 .collect::<Result<_, _>>()?,
+            memory: pools.iter().map(MemoryPool::from_dict).collect(),
         })
     }
 }
@@ -87,6 +128,18 @@ mod tests {
             uptime_s: 61,
             rss_bytes: 1 << 30,
             models: vec![m("a", ModelState::Ready), m("b", ModelState::Failed)],
+            memory: vec![
+                MemoryPool {
+                    pool: "host".into(),
+                    models_bytes: 90 << 20,
+                    budget_bytes: Some(1 << 30),
+                },
+                MemoryPool {
+                    pool: "gpu:0".into(),
+                    models_bytes: 0,
+                    budget_bytes: None,
+                },
+            ],
         };
         assert_eq!(Health::from_dict(&h.to_dict()).unwrap(), h);
         assert_eq!(Health::summarize(&h.models), "degraded");

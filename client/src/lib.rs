@@ -11,7 +11,7 @@ pub mod stream;
 pub mod tensor;
 
 pub use error::Error;
-pub use health::Health;
+pub use health::{Health, MemoryPool};
 pub use proxy::{Inferd1Proxy, RequestProxy};
 pub use status::{ModelState, ModelStatus};
 pub use tensor::{DType, WireTensor};

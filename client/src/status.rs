@@ -73,6 +73,9 @@ pub struct ModelStatus {
     /// Memory the model took when it loaded, measured (RSS growth, or GPU memory on a GPU).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
+    /// Where that memory is: `host`, or `gpu:N` for a session on CUDA device N.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_pool: Option<String>,
     /// Seconds since the model last took a request (or loaded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_s: Option<u64>,
@@ -132,6 +135,9 @@ impl ModelStatus {
         if let Some(b) = self.memory_bytes {
             put(&mut d, "memory_bytes", b);
         }
+        if let Some(p) = &self.memory_pool {
+            put(&mut d, "memory_pool", p.as_str());
+        }
         if let Some(s) = self.idle_s {
             put(&mut d, "idle_s", s);
         }
@@ -161,6 +167,7 @@ impl ModelStatus {
             batched_tokens: get(d, "batched_tokens").unwrap_or_default(),
             engine_build_s: get(d, "engine_build_s"),
             memory_bytes: get(d, "memory_bytes"),
+            memory_pool: get(d, "memory_pool"),
             idle_s: get(d, "idle_s"),
             last_error: get(d, "last_error"),
             name,
@@ -190,6 +197,7 @@ mod tests {
             batched_tokens: 7,
             engine_build_s: Some(130),
             memory_bytes: Some(90 << 20),
+            memory_pool: Some("gpu:0".into()),
             idle_s: Some(12),
             last_error: Some("Timeout: … (request d-1)".into()),
         };

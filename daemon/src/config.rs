@@ -91,9 +91,13 @@ pub struct EngineConfig {
     /// The least share (0..=1) of a model's work that background requests get while
     /// interactive ones wait.
     pub background_share: f64,
-    /// Bytes the loaded models may take together (measured after each load); loading past it
-    /// unloads the least recently used idle models first. Absent: no limit.
+    /// Bytes the loaded models may take together in host RAM, and on each GPU unless
+    /// `gpu_memory_budget` is set (measured after each load); loading past it unloads the
+    /// least recently used idle models in the same pool first. Absent: no limit.
     pub memory_budget: Option<u64>,
+    /// Bytes the models on each GPU may take together, measured in that device's memory.
+    /// Absent: `memory_budget` applies to each GPU too.
+    pub gpu_memory_budget: Option<u64>,
     /// Unload a model after this many idle seconds (a manifest's `keep_alive_s` wins); the
     /// next request reloads it. Absent: models stay loaded.
     pub keep_alive_s: Option<u64>,
@@ -106,6 +110,7 @@ impl Default for EngineConfig {
             shutdown_timeout_ms: 10_000,
             background_share: 0.1,
             memory_budget: None,
+            gpu_memory_budget: None,
             keep_alive_s: None,
         }
     }
@@ -243,6 +248,12 @@ impl Config {
             "engine.memory_budget",
             &self.engine.memory_budget,
             &mut e.memory_budget,
+        );
+        keep(
+            &mut kept,
+            "engine.gpu_memory_budget",
+            &self.engine.gpu_memory_budget,
+            &mut e.gpu_memory_budget,
         );
         keep(
             &mut kept,

@@ -12,5 +12,6 @@ pub fn check(engine: &Engine) -> Health {
         uptime_s: crate::clock::uptime().as_secs(),
         rss_bytes: crate::memory::rss_bytes().unwrap_or(0),
         models,
+        memory: engine.memory_pools(),
     }
 }

@@ -151,6 +151,15 @@ impl Provider {
     pub fn is_gpu(self) -> bool {
         !matches!(self, Provider::Cpu)
     }
+
+    /// ONNX Runtime's name for it, as `GetAvailableProviders` lists it.
+    pub fn ort_name(self) -> &'static str {
+        match self {
+            Provider::Tensorrt => "TensorrtExecutionProvider",
+            Provider::Cuda => "CUDAExecutionProvider",
+            Provider::Cpu => "CPUExecutionProvider",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -192,7 +192,12 @@ fn metrics_on_a_loopback_port_and_a_unix_socket() {
     assert_eq!(sample(&text, "inferd_queue_depth{model=\"minilm\"}"), 0.0);
     assert!(sample(&text, "inferd_model_load_seconds_count{model=\"minilm\"}") >= 1.0);
     assert!(sample(&text, "inferd_process_resident_memory_bytes") > 1e6);
-    assert!(sample(&text, "inferd_model_memory_bytes{model=\"minilm\"}") > 1e6);
+    assert!(
+        sample(
+            &text,
+            "inferd_model_memory_bytes{model=\"minilm\",pool=\"host\"}"
+        ) > 1e6
+    );
     assert_eq!(sample(&text, "inferd_mqtt_connected"), 0.0);
     // Anything but GET /metrics is refused.
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -310,6 +315,85 @@ fn the_memory_budget_unloads_the_least_recently_used_idle_model() {
     );
     let out = busctl_call(&d.bus, "Embed", "sasa{sv}", &["a", "1", "x", "0"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("memory budget"));
+}
+
+/// GPU memory without a GPU: `INFERD_SIMULATE_TENSORRT` puts `g1` and `g2` on a simulated
+/// TensorRT device 0 (their sessions run on the CPU, and the simulated device's memory in use is
+/// the process's RSS); `c` is a CPU model. Each pool has its own budget.
+#[test]
+fn each_gpu_and_the_host_have_their_own_budget() {
+    let bus = Bus::start();
+    let repo = Repo::new();
+    for name in ["g1", "g2", "c"] {
+        repo.add_minilm(name);
+    }
+    for name in ["g1", "g2"] {
+        let path = repo.path().join(name).join("model.toml");
+        let toml = std::fs::read_to_string(&path).unwrap();
+        let toml = toml.replace(
+            r#"providers = ["cuda", "cpu"]"#,
+            r#"providers = ["tensorrt"]"#,
+        );
+        assert!(toml.contains(r#"["tensorrt"]"#), "{toml}");
+        std::fs::write(path, toml).unwrap();
+    }
+    let start = |config: &str| {
+        let d = Daemon::launch(
+            &bus,
+            &repo,
+            Launch {
+                config,
+                env: &[("INFERD_SIMULATE_TENSORRT", "slow:10")],
+                ..Default::default()
+            },
+        );
+        d.wait_settled();
+        d
+    };
+    // Sizes, measured with a budget far above need (loads take turns).
+    let d = start("[engine]\nmemory_budget = 100000000000\n");
+    let m = d.models();
+    assert_eq!(m["g1"]["memory_pool"], "gpu:0", "{}", m["g1"]);
+    assert_eq!(m["c"]["memory_pool"], "host", "{}", m["c"]);
+    let one = m["g1"]["memory_bytes"].as_u64().unwrap();
+    assert!(one > 10 << 20, "g1 took {one} bytes?");
+    drop(d);
+
+    // memory_budget applies to each pool on its own: room for one model per pool, so one of
+    // the two GPU models is parked and the CPU model stays.
+    let budget = one * 3 / 2;
+    let d = start(&format!("[engine]\nmemory_budget = {budget}\n"));
+    let m = d.models();
+    let ready: Vec<&str> = ["g1", "g2"]
+        .into_iter()
+        .filter(|n| m[*n]["state"] == "ready")
+        .collect();
+    assert_eq!(ready.len(), 1, "{m}");
+    assert_eq!(m["c"]["state"], "ready", "{m}");
+    let h = health(&d);
+    let pools = h["memory"].as_array().unwrap();
+    let pool = |name: &str| pools.iter().find(|p| p["pool"] == name).cloned();
+    assert_eq!(pool("gpu:0").unwrap()["budget_bytes"], budget, "{h}");
+    assert!(pool("gpu:0").unwrap()["models_bytes"].as_u64().unwrap() <= budget);
+    assert_eq!(pool("host").unwrap()["budget_bytes"], budget, "{h}");
+    // The parked one comes back on request and takes the other's place on the GPU.
+    let parked = if ready == ["g1"] { "g2" } else { "g1" };
+    embed_info(&d, parked, "hello");
+    let m = d.models();
+    assert_eq!(m[parked]["state"], "ready");
+    assert_eq!(m[ready[0]]["state"], "unloaded");
+    assert_eq!(m["c"]["state"], "ready");
+    drop(d);
+
+    // gpu_memory_budget overrides it for GPUs; a model that cannot fit fails plainly.
+    let d = start("[engine]\ngpu_memory_budget = 1048576\n");
+    let m = d.models();
+    assert_eq!(m["c"]["state"], "ready", "{m}");
+    let e = m["g1"]["error"].as_str().unwrap_or_default();
+    assert!(
+        e.contains("of GPU 0 memory; engine.gpu_memory_budget is 1 MiB"),
+        "{e}"
+    );
 }
 
 fn wait_until(ok: impl Fn() -> bool) {

@@ -1,43 +1,58 @@
 //! Memory: the budget checked before every load, and idle unloads (`keep_alive`). A model
 //! unloaded here is *parked*: the next request for it loads it again and waits.
 //!
-//! Sizes are what each load measured (RSS growth while its session opened); a model never
-//! loaded before is estimated from its files until it has been measured.
+//! Each memory pool (host RAM, each GPU) has its own budget, and a model counts only in the pool
+//! its session lives in. Sizes are what each load measured (RSS or device-memory growth while
+//! its session opened); a model never loaded before is estimated from its files.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use inferd_client::ModelState;
+
+use super::pool::Pool;
 use super::{Engine, Slot};
 use crate::error::LoadError;
 use crate::manifest::ModelSpec;
 
 impl Engine {
-    /// Makes room for `spec` under `engine.memory_budget` by parking the least recently used
-    /// idle models; fails, unloading nothing, when even that would not be enough.
+    /// Makes room for `spec` under its pool's budget by parking the least recently used idle
+    /// models in that pool; fails, unloading nothing, when even that would not be enough.
     pub(super) fn make_room(&self, spec: &ModelSpec) -> Result<(), LoadError> {
-        let Some(budget) = self.inner.ctx.memory_budget else {
+        let ctx = &self.inner.ctx;
+        if ctx.memory_budget.is_none() && ctx.gpu_memory_budget.is_none() {
+            return Ok(());
+        }
+        let known = self
+            .slots()
+            .get(&spec.name)
+            .and_then(|s| Some((s.pool()?, s.measured())));
+        // Outside the lock: the first question to a GPU initialises the CUDA driver.
+        let pool = known.map_or_else(|| Pool::planned(&spec.manifest.execution, ctx), |k| k.0);
+        let Some(budget) = pool.budget(ctx) else {
             return Ok(());
         };
-        let mut slots = self.slots();
-        let need = slots
-            .get(&spec.name)
-            .map(Slot::measured)
+        let need = known
+            .map(|k| k.1)
             .filter(|&m| m > 0)
             .unwrap_or_else(|| estimate(spec));
+        let mut slots = self.slots();
         // The version being replaced goes away once the new one serves; other loads in flight
         // hold what they measured last time.
         let used: u64 = slots
             .iter()
-            .filter(|(n, _)| **n != spec.name)
+            .filter(|(n, s)| **n != spec.name && s.pool() == Some(pool))
             .map(|(_, s)| s.memory().max(s.loading_reserve()))
             .sum();
-        let idle = lru_idle(&slots, &spec.name);
+        let idle = lru_idle(&slots, &spec.name, pool);
         let freeable: u64 = idle.iter().map(|m| m.1).sum();
         if used - freeable + need > budget {
             return Err(LoadError::MemoryBudget(format!(
-                "loading {:?} needs about {} MiB; engine.memory_budget is {} MiB and {} MiB are held by models that are busy or loading",
+                "loading {:?} needs about {} MiB of {}; {} is {} MiB and {} MiB are held by models that are busy or loading",
                 spec.name,
                 need >> 20,
+                pool.describe(),
+                pool.budget_key(ctx),
                 budget >> 20,
                 (used - freeable) >> 20
             )));
@@ -48,31 +63,59 @@ impl Engine {
         Ok(())
     }
 
-    /// After a load measured more than estimated: parks idle models until the total fits
-    /// again (best effort; busy models stay).
+    /// After a load measured more than estimated: parks idle models in its pool until the
+    /// total fits again (best effort; busy models stay).
     pub(super) fn enforce_budget(&self, loaded: &str) {
-        let Some(budget) = self.inner.ctx.memory_budget else {
+        let ctx = &self.inner.ctx;
+        let mut slots = self.slots();
+        let Some(pool) = slots.get(loaded).and_then(Slot::pool) else {
             return;
         };
-        let mut slots = self.slots();
-        let used: u64 = slots.values().map(Slot::memory).sum();
-        let idle = lru_idle(&slots, loaded);
+        let Some(budget) = pool.budget(ctx) else {
+            return;
+        };
+        let used: u64 = slots
+            .values()
+            .filter(|s| s.pool() == Some(pool))
+            .map(Slot::memory)
+            .sum();
+        let idle = lru_idle(&slots, loaded, pool);
         let (parked, used) = park_until(&mut slots, idle, used, budget);
         drop(slots);
         if used > budget {
             tracing::warn!(
+                pool = %pool,
                 used_mib = used >> 20,
                 budget_mib = budget >> 20,
-                "loaded models exceed engine.memory_budget and none is idle"
+                "loaded models exceed {} and none is idle",
+                pool.budget_key(ctx)
             );
         }
         self.parked(&parked, loaded);
     }
 
+    /// What the ready models take in each pool, against its budget. Host RAM is always listed;
+    /// a GPU once a model lives on it.
+    pub fn memory_pools(&self) -> Vec<inferd_client::MemoryPool> {
+        let mut used = BTreeMap::from([(Pool::Host, 0)]);
+        for slot in self.slots().values() {
+            if let (Some(pool), true) = (slot.pool(), slot.state() == ModelState::Ready) {
+                *used.entry(pool).or_default() += slot.memory();
+            }
+        }
+        used.into_iter()
+            .map(|(pool, bytes)| inferd_client::MemoryPool {
+                pool: pool.to_string(),
+                models_bytes: bytes,
+                budget_bytes: pool.budget(&self.inner.ctx),
+            })
+            .collect()
+    }
+
     fn parked(&self, names: &[String], for_model: &str) {
         for name in names {
             tracing::info!(model = %name, for_model, "unloaded (least recently used) for the memory budget");
-            self.notify(name, inferd_client::ModelState::Unloaded);
+            self.notify(name, ModelState::Unloaded);
         }
     }
 
@@ -82,7 +125,7 @@ impl Engine {
         let idle = self
             .slots()
             .get(name)
-            .is_some_and(|s| s.parked() && s.state() != inferd_client::ModelState::Loading);
+            .is_some_and(|s| s.parked() && s.state() != ModelState::Loading);
         if !idle {
             return Ok(());
         }
@@ -120,7 +163,7 @@ impl Engine {
         }
         for name in parked {
             tracing::info!(model = %name, "unloaded after its keep_alive; the next request loads it again");
-            self.notify(&name, inferd_client::ModelState::Unloaded);
+            self.notify(&name, ModelState::Unloaded);
         }
     }
 
@@ -137,11 +180,11 @@ impl Engine {
     }
 }
 
-/// Idle models other than `except`, least recently used first, with their sizes.
-fn lru_idle(slots: &HashMap<String, Slot>, except: &str) -> Vec<(String, u64)> {
+/// Idle models in `pool` other than `except`, least recently used first, with their sizes.
+fn lru_idle(slots: &HashMap<String, Slot>, except: &str, pool: Pool) -> Vec<(String, u64)> {
     let mut idle: Vec<(&String, &Slot)> = slots
         .iter()
-        .filter(|(n, s)| *n != except && s.idle())
+        .filter(|(n, s)| *n != except && s.idle() && s.pool() == Some(pool))
         .collect();
     idle.sort_by_key(|(_, s)| std::cmp::Reverse(s.stats.idle()));
     idle.into_iter()

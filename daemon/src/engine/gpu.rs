@@ -1,8 +1,10 @@
-//! What the TensorRT engine cache key needs to know about the GPU stack: the GPU's name and
-//! compute capability (from the CUDA driver) and TensorRT's version (from libnvinfer). Both are
-//! loaded at run time, like ONNX Runtime, so the binary has no GPU link-time dependency.
+//! What inferd asks the GPU stack directly: for the TensorRT engine cache key, the GPU's name
+//! and compute capability (CUDA driver) and TensorRT's version (libnvinfer); for the memory
+//! budget, how much of a device's memory is in use. The libraries are loaded at run time, like
+//! ONNX Runtime, so the binary has no GPU link-time dependency.
 
-use std::ffi::{c_char, c_int, CStr};
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::{Mutex, OnceLock};
 
 use libloading::{Library, Symbol};
@@ -17,7 +19,9 @@ pub struct GpuFacts {
 
 /// `INFERD_SIMULATE_TENSORRT`: `slow:MS` pretends TensorRT registered and an engine build takes
 /// MS milliseconds (the session runs on the CPU); `fail` makes registration fail. It exists so
-/// the engine-build lifecycle (fallback, status, cache) is testable on machines with no GPU.
+/// the engine-build lifecycle (fallback, status, cache) and the GPU memory budget are testable
+/// on machines with no GPU: a simulated device's memory in use is the process's RSS, where the
+/// simulated sessions really live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Simulation {
     Slow(u64),
@@ -92,10 +96,6 @@ fn probe(device: i32) -> Result<GpuFacts, String> {
         let version: Symbol<Version> = nvinfer
             .get(b"getInferLibVersion\0")
             .map_err(|e| sym("libnvinfer", e))?;
-        let check = |what: &str, rc: c_int| match rc {
-            0 => Ok(()),
-            rc => Err(format!("CUDA driver: {what} failed with error {rc}")),
-        };
         check("cuInit", init(0))?;
         let mut dev = 0;
         check("cuDeviceGet", device_get(&mut dev, device))?;
@@ -112,5 +112,112 @@ fn probe(device: i32) -> Result<GpuFacts, String> {
             gpu: format!("{name} (sm_{major}{minor})"),
             tensorrt: format!("{}.{}.{}", v / 10000, v / 100 % 100, v % 100),
         })
+    }
+}
+
+/// Bytes in use on CUDA device `device` (all processes: what the driver reports as total minus
+/// free). The device's primary context, which ONNX Runtime's CUDA and TensorRT providers share,
+/// is retained on first use and kept.
+pub fn memory_used(device: i32) -> Result<u64, String> {
+    if simulation().is_some() {
+        return crate::memory::rss_bytes().ok_or_else(|| "no /proc/self/status".into());
+    }
+    static DRIVER: OnceLock<Result<Driver, String>> = OnceLock::new();
+    DRIVER
+        .get_or_init(Driver::open)
+        .as_ref()
+        .map_err(Clone::clone)?
+        .memory_used(device)
+}
+
+type Context = *mut c_void;
+
+/// The CUDA driver entry points the memory query needs, resolved once.
+struct Driver {
+    retain: unsafe extern "C" fn(*mut Context, c_int) -> c_int,
+    push: unsafe extern "C" fn(Context) -> c_int,
+    pop: unsafe extern "C" fn(*mut Context) -> c_int,
+    mem_get_info: unsafe extern "C" fn(*mut usize, *mut usize) -> c_int,
+    device_get: unsafe extern "C" fn(*mut c_int, c_int) -> c_int,
+    /// Retained primary contexts by ordinal, as addresses (contexts are process-wide).
+    contexts: Mutex<HashMap<i32, usize>>,
+    _lib: Library,
+}
+
+impl Driver {
+    fn open() -> Result<Driver, String> {
+        let lib =
+            open(&["libcuda.so.1", "libcuda.so"]).map_err(|e| format!("no CUDA driver: {e}"))?;
+        /// SAFETY: `T` must be the symbol's C signature; the copy outlives `lib` only
+        /// inside `Driver`, which keeps `lib`.
+        unsafe fn get<T: Copy>(lib: &Library, name: &[u8]) -> Result<T, String> {
+            lib.get::<T>(name)
+                .map(|s| *s)
+                .map_err(|e| format!("libcuda: {e}"))
+        }
+        // SAFETY: the signatures are those of the CUDA driver API (cuda.h, API version 3020+).
+        unsafe {
+            let init: unsafe extern "C" fn(u32) -> c_int = get(&lib, b"cuInit\0")?;
+            check("cuInit", init(0))?;
+            Ok(Driver {
+                retain: get(&lib, b"cuDevicePrimaryCtxRetain\0")?,
+                push: get(&lib, b"cuCtxPushCurrent_v2\0")?,
+                pop: get(&lib, b"cuCtxPopCurrent_v2\0")?,
+                mem_get_info: get(&lib, b"cuMemGetInfo_v2\0")?,
+                device_get: get(&lib, b"cuDeviceGet\0")?,
+                contexts: Mutex::default(),
+                _lib: lib,
+            })
+        }
+    }
+
+    fn memory_used(&self, ordinal: i32) -> Result<u64, String> {
+        let ctx = {
+            let mut contexts = self.contexts.lock().unwrap_or_else(|p| p.into_inner());
+            match contexts.get(&ordinal) {
+                Some(&ctx) => ctx as Context,
+                None => {
+                    let (mut dev, mut ctx) = (0, std::ptr::null_mut());
+                    // SAFETY: out-pointers to locals; the driver was initialised in `open`.
+                    unsafe {
+                        check("cuDeviceGet", (self.device_get)(&mut dev, ordinal))?;
+                        check("cuDevicePrimaryCtxRetain", (self.retain)(&mut ctx, dev))?;
+                    }
+                    contexts.insert(ordinal, ctx as usize);
+                    ctx
+                }
+            }
+        };
+        let (mut free, mut total) = (0usize, 0usize);
+        // SAFETY: `ctx` is a retained primary context; it is pushed and popped on this thread
+        // only around the query, so the thread's own current context is left as it was.
+        unsafe {
+            check("cuCtxPushCurrent", (self.push)(ctx))?;
+            let rc = (self.mem_get_info)(&mut free, &mut total);
+            let mut popped = std::ptr::null_mut();
+            (self.pop)(&mut popped);
+            check("cuMemGetInfo", rc)?;
+        }
+        Ok(total.saturating_sub(free) as u64)
+    }
+}
+
+fn check(what: &str, rc: c_int) -> Result<(), String> {
+    match rc {
+        0 => Ok(()),
+        rc => Err(format!("CUDA driver: {what} failed with error {rc}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Without a GPU the answer is a reason, not a crash; with one, bytes in use (the context
+    /// alone takes some).
+    #[test]
+    fn device_memory_is_measured_or_explained() {
+        match super::memory_used(0) {
+            Ok(bytes) => assert!(bytes > 0),
+            Err(e) => assert!(e.contains("CUDA driver"), "{e}"),
+        }
     }
 }

@@ -8,6 +8,7 @@ mod budget;
 pub mod gpu;
 pub mod job;
 mod observe;
+pub mod pool;
 pub mod providers;
 pub mod queue;
 mod requests;

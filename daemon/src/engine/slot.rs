@@ -9,6 +9,7 @@ use std::time::Instant;
 use inferd_client::{ModelState, ModelStatus};
 
 use super::job::{Job, Tensors};
+use super::pool::Pool;
 use super::queue::{Queue, Stats};
 use crate::error::{Error, LoadError, Result};
 use crate::kinds::Loaded;
@@ -45,8 +46,9 @@ pub struct Slot {
     /// Unloaded to save memory (idle past `keep_alive`, or for the memory budget): the next
     /// request loads it again and waits.
     parked: Option<&'static str>,
-    /// What the last successful load measured, kept while parked.
+    /// What the last successful load measured, and where, kept while parked.
     measured: u64,
+    pool: Option<Pool>,
     /// The manifest's `keep_alive_s`.
     keep_alive: Option<u64>,
 }
@@ -127,6 +129,7 @@ impl Slot {
             self.building = None;
             return match result {
                 Ok(built) => {
+                    self.loaded(&built);
                     if let Some(old) = self.serving.replace(Arc::new(built)) {
                         old.queue.close();
                     }
@@ -146,7 +149,7 @@ impl Slot {
         self.fingerprint = self.loading_fingerprint.take();
         match result {
             Ok(new) => {
-                self.measured = new.info.memory_bytes.unwrap_or(self.measured);
+                self.loaded(&new);
                 self.keep_alive = new.manifest.keep_alive_s;
                 if let Some(old) = self.serving.replace(Arc::new(new)) {
                     old.queue.close();
@@ -159,6 +162,15 @@ impl Slot {
                 false
             }
         }
+    }
+
+    fn loaded(&mut self, new: &Serving) {
+        if self.pool != Some(new.info.pool) {
+            // A size from another pool says nothing about this one.
+            self.measured = 0;
+        }
+        self.measured = new.info.memory_bytes.unwrap_or(self.measured);
+        self.pool = Some(new.info.pool);
     }
 
     pub fn manifest_failed(&mut self, reason: String) {
@@ -197,6 +209,11 @@ impl Slot {
 
     pub fn measured(&self) -> u64 {
         self.measured
+    }
+
+    /// Where the last loaded version lives (kept while parked); `None` before any load.
+    pub fn pool(&self) -> Option<Pool> {
+        self.pool
     }
 
     /// While a load is in flight: the memory it took last time (0 if never measured).
@@ -276,6 +293,7 @@ impl Slot {
             batched_tokens: self.stats.batched_tokens.load(Ordering::Relaxed),
             engine_build_s: self.building.map(|(_, t)| t.elapsed().as_secs()),
             memory_bytes: self.serving.as_ref().and_then(|s| s.info.memory_bytes),
+            memory_pool: self.serving.as_ref().map(|s| s.info.pool.to_string()),
             idle_s: self.serving.as_ref().map(|_| self.stats.idle().as_secs()),
             last_error: self.stats.last_error(),
         }

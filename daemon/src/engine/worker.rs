@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::job::Job;
+use super::pool::Pool;
 use super::providers::Mode;
 use super::queue::{BatchPolicy, Queue};
 use crate::error::LoadError;
@@ -31,8 +32,10 @@ pub fn spawn(
             let started = std::time::Instant::now();
             // Under a memory budget, loads take turns so each one's growth is its own; without
             // one, a slow load must not hold up the others.
-            let exclusive = ctx.memory_budget.is_some() && mode == Mode::Serve;
-            let (loaded, grew) = measured(exclusive, || {
+            let budget = ctx.memory_budget.or(ctx.gpu_memory_budget);
+            let exclusive = budget.is_some() && mode == Mode::Serve;
+            let planned = Pool::planned(&spec.manifest.execution, &ctx);
+            let (loaded, grew) = measured(exclusive, planned, || {
                 catch_unwind(AssertUnwindSafe(|| kinds::load(&spec, &ctx, mode)))
                     .unwrap_or_else(|_| Err(LoadError::Incompatible("the loader panicked".into())))
             });
@@ -44,13 +47,14 @@ pub fn spawn(
                     return;
                 }
             };
-            info.memory_bytes = grew;
+            info.memory_bytes = grew.get(info.pool);
             crate::metrics::get().loaded(&spec.name, started.elapsed().as_secs_f64());
             tracing::info!(
                 model = %spec.name,
                 provider = info.placement.provider.as_str(),
                 ms = started.elapsed().as_millis() as u64,
-                mb = grew.map(|b| b >> 20),
+                mb = info.memory_bytes.map(|b| b >> 20),
+                pool = %info.pool,
                 "model loaded"
             );
             if !on_loaded(Ok(info)) {
@@ -67,20 +71,37 @@ pub fn spawn(
         })
 }
 
-/// Runs a load and returns how much the process's resident memory grew meanwhile, or `None`
-/// when another load overlapped it (the growth was not its own). `exclusive` loads take turns,
-/// so theirs is always measured.
-fn measured<T>(exclusive: bool, load: impl FnOnce() -> T) -> (T, Option<u64>) {
+/// How much each measured pool grew during a load; empty when another load overlapped it (the
+/// growth was not its own).
+struct Growth(Vec<(Pool, u64)>);
+
+impl Growth {
+    fn get(&self, pool: Pool) -> Option<u64> {
+        self.0.iter().find(|(p, _)| *p == pool).map(|(_, b)| *b)
+    }
+}
+
+/// Runs a load and measures host RAM and, when the load should land on a GPU, that device's
+/// memory around it. `exclusive` loads take turns, so theirs is always measured.
+fn measured<T>(exclusive: bool, planned: Pool, load: impl FnOnce() -> T) -> (T, Growth) {
     static LOADING: Mutex<()> = Mutex::new(());
     static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
     static STARTED: AtomicUsize = AtomicUsize::new(0);
     let _turn = exclusive.then(|| LOADING.lock().unwrap_or_else(|p| p.into_inner()));
     let others_running = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) > 0;
     let mine = STARTED.fetch_add(1, Ordering::SeqCst) + 1;
-    let before = crate::memory::rss_bytes().unwrap_or(0);
+    let mut pools = vec![Pool::Host];
+    if planned != Pool::Host {
+        pools.push(planned);
+    }
+    let before: Vec<Option<u64>> = pools.iter().map(|p| p.used()).collect();
     let out = load();
-    let after = crate::memory::rss_bytes().unwrap_or(0);
+    let grew: Vec<(Pool, u64)> = pools
+        .into_iter()
+        .zip(before)
+        .filter_map(|(p, before)| Some((p, p.used()?.saturating_sub(before?))))
+        .collect();
     let overlapped = others_running || STARTED.load(Ordering::SeqCst) != mine;
     IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
-    (out, (!overlapped).then(|| after.saturating_sub(before)))
+    (out, Growth(if overlapped { Vec::new() } else { grew }))
 }

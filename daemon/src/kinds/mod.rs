@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering;
 use ort::environment::Environment;
 
 use crate::engine::job::Job;
+use crate::engine::pool::Pool;
 use crate::engine::providers::{self, Placement};
 use crate::engine::queue::{BatchPolicy, Queue};
 use crate::error::LoadError;
@@ -53,7 +54,9 @@ pub struct Loaded {
     pub placement: Placement,
     pub inputs: Vec<Spec>,
     pub outputs: Vec<Spec>,
-    /// Resident memory the load took (measured by the worker); `None` when another load ran
+    /// Where the session's memory lives: host RAM or its GPU.
+    pub pool: Pool,
+    /// Memory the load took in `pool` (measured by the worker); `None` when another load ran
     /// at the same time, so the growth was not its own.
     pub memory_bytes: Option<u64>,
 }
@@ -70,13 +73,24 @@ pub struct LoadContext {
     pub runtime_version: String,
     /// The least share of a model's work background requests get (`engine.background_share`).
     pub background_share: f64,
-    /// `engine.memory_budget`: bytes all loaded models may take together.
+    /// `engine.memory_budget`: bytes all loaded models may take together, per pool.
     pub memory_budget: Option<u64>,
+    /// `engine.gpu_memory_budget`: the same per GPU, when it differs.
+    pub gpu_memory_budget: Option<u64>,
+    /// Execution providers compiled into the ONNX Runtime library.
+    pub compiled_providers: Vec<String>,
     /// `engine.keep_alive_s`: idle seconds before a model is unloaded.
     pub keep_alive: Option<std::time::Duration>,
 }
 
 impl LoadContext {
+    /// Whether ONNX Runtime was built with `provider` (it may still fail to register).
+    pub fn has(&self, provider: crate::manifest::Provider) -> bool {
+        self.compiled_providers
+            .iter()
+            .any(|n| n == provider.ort_name())
+    }
+
     pub fn new(runtime: &crate::runtime::Runtime, config: &crate::config::Config) -> LoadContext {
         LoadContext {
             env: runtime.env.clone(),
@@ -85,6 +99,8 @@ impl LoadContext {
             runtime_version: runtime.version.clone(),
             background_share: config.engine.background_share,
             memory_budget: config.engine.memory_budget,
+            gpu_memory_budget: config.engine.gpu_memory_budget,
+            compiled_providers: runtime.providers.clone(),
             keep_alive: config
                 .engine
                 .keep_alive_s
@@ -100,6 +116,7 @@ pub fn load(
     mode: providers::Mode,
 ) -> Result<(Box<dyn Model>, Loaded), LoadError> {
     let (session, placement) = providers::open(spec, ctx, mode)?;
+    let pool = Pool::of(placement.provider, &spec.manifest.execution);
     let inputs: Vec<Spec> = session
         .inputs()
         .iter()
@@ -128,6 +145,7 @@ pub fn load(
             placement,
             inputs,
             outputs,
+            pool,
             memory_bytes: None,
         },
     ))

@@ -30,6 +30,13 @@ struct ModelLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemoryLabels {
+    model: String,
+    /// `host` or `gpu:N`.
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     model: String,
     state: &'static str,
@@ -43,7 +50,7 @@ pub struct Metrics {
     queue_depth: Family<ModelLabel, Gauge>,
     active_sequences: Family<ModelLabel, Gauge>,
     model_state: Family<StateLabels, Gauge>,
-    model_memory: Family<ModelLabel, Gauge>,
+    model_memory: Family<MemoryLabels, Gauge>,
     ttft: Histograms,
     tokens_per_second: Histograms,
     batch_size: Histograms,
@@ -109,7 +116,7 @@ impl Metrics {
         );
         r.register(
             "model_memory_bytes",
-            "Resident memory a model took when it loaded (RSS growth)",
+            "Memory a model took when it loaded, in its pool (host RSS growth, or GPU memory)",
             m.model_memory.clone(),
         );
         r.register(
@@ -196,8 +203,12 @@ impl Metrics {
                 };
                 self.model_state.get_or_create(&key).set(on);
             }
-            if let Some(bytes) = s.memory_bytes {
-                self.model_memory.get_or_create(&l).set(bytes as i64);
+            if let (Some(bytes), Some(pool)) = (s.memory_bytes, &s.memory_pool) {
+                let key = MemoryLabels {
+                    model: s.name.clone(),
+                    pool: pool.clone(),
+                };
+                self.model_memory.get_or_create(&key).set(bytes as i64);
             }
         }
         self.rss.set(crate::memory::rss_bytes().unwrap_or(0) as i64);

@@ -31,13 +31,26 @@ pub fn health(h: &inferd_client::Health, as_json: bool) {
                     m.provider.clone()
                 },
                 m.queue_depth.to_string(),
-                m.memory_bytes
-                    .map_or("-".into(), |b| format!("{} MiB", b >> 20)),
+                match (m.memory_bytes, &m.memory_pool) {
+                    (Some(b), Some(pool)) => format!("{} MiB {pool}", b >> 20),
+                    (Some(b), None) => format!("{} MiB", b >> 20),
+                    _ => "-".into(),
+                },
                 m.idle_s.map_or("-".into(), inferd_client::status::elapsed),
             ]
         })
         .collect();
     table(&header, &rows);
+    for p in &h.memory {
+        let budget = p
+            .budget_bytes
+            .map_or("no budget".into(), |b| format!("budget {} MiB", b >> 20));
+        println!(
+            "memory {}: models {} MiB, {budget}",
+            p.pool,
+            p.models_bytes >> 20
+        );
+    }
     for m in &h.models {
         for e in m.error.iter().chain(&m.last_error) {
             println!("{}: {e}", m.name);

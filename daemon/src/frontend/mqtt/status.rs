@@ -23,12 +23,14 @@ pub fn online(engine: &Engine) -> Vec<u8> {
                 "active": m.active,
                 "last_error": m.last_error,
                 "memory_bytes": m.memory_bytes,
+                "memory_pool": m.memory_pool,
                 "idle_s": m.idle_s,
             })
         })
         .collect();
     json!({"state": "online", "version": h.version, "health": h.status,
-           "uptime_s": h.uptime_s, "rss_bytes": h.rss_bytes, "models": models})
+           "uptime_s": h.uptime_s, "rss_bytes": h.rss_bytes, "models": models,
+           "memory": h.memory})
     .to_string()
     .into_bytes()
 }
