@@ -3,9 +3,8 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use zbus::zvariant::{OwnedValue, Value};
 
-use crate::status::{ModelState, ModelStatus};
+use crate::status::{get, put, Dict, ModelState, ModelStatus};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Health {
@@ -33,27 +32,13 @@ pub struct MemoryPool {
     pub budget_bytes: Option<u64>,
 }
 
-type Dict = HashMap<String, OwnedValue>;
-
-fn get<T: TryFrom<OwnedValue>>(d: &Dict, k: &str) -> Option<T> {
-    d.get(k)
-        .and_then(|v| v.try_clone().ok())
-        .and_then(|v| T::try_from(v).ok())
-}
-
-fn put(d: &mut Dict, k: &str, v: Value<'_>) {
-    if let Ok(v) = v.try_to_owned() {
-        d.insert(k.to_owned(), v);
-    }
-}
-
 impl MemoryPool {
     fn to_dict(&self) -> Dict {
         let mut d = HashMap::new();
-        put(&mut d, "pool", Value::from(self.pool.as_str()));
-        put(&mut d, "models_bytes", Value::from(self.models_bytes));
+        put(&mut d, "pool", self.pool.as_str());
+        put(&mut d, "models_bytes", self.models_bytes);
         if let Some(b) = self.budget_bytes {
-            put(&mut d, "budget_bytes", Value::from(b));
+            put(&mut d, "budget_bytes", b);
         }
         d
     }
@@ -83,12 +68,12 @@ impl Health {
         let models: Vec<Dict> = self.models.iter().map(ModelStatus::to_dict).collect();
         let memory: Vec<Dict> = self.memory.iter().map(MemoryPool::to_dict).collect();
         let mut d = HashMap::new();
-        put(&mut d, "status", Value::from(self.status.as_str()));
-        put(&mut d, "version", Value::from(self.version.as_str()));
-        put(&mut d, "uptime_s", Value::from(self.uptime_s));
-        put(&mut d, "rss_bytes", Value::from(self.rss_bytes));
-        put(&mut d, "models", Value::from(models));
-        put(&mut d, "memory", Value::from(memory));
+        put(&mut d, "status", self.status.as_str());
+        put(&mut d, "version", self.version.as_str());
+        put(&mut d, "uptime_s", self.uptime_s);
+        put(&mut d, "rss_bytes", self.rss_bytes);
+        put(&mut d, "models", models);
+        put(&mut d, "memory", memory);
         d
     }
 

@@ -93,9 +93,10 @@ pub fn elapsed(secs: u64) -> String {
     }
 }
 
-type Dict = HashMap<String, OwnedValue>;
+/// An `a{sv}` as zbus gives and takes it.
+pub(crate) type Dict = HashMap<String, OwnedValue>;
 
-fn put<'a>(d: &mut Dict, key: &str, v: impl Into<Value<'a>>) {
+pub(crate) fn put<'a>(d: &mut Dict, key: &str, v: impl Into<Value<'a>>) {
     let v: Value<'a> = v.into();
     // Plain values (no file descriptors) always convert.
     if let Ok(ov) = v.try_to_owned() {
@@ -103,7 +104,7 @@ fn put<'a>(d: &mut Dict, key: &str, v: impl Into<Value<'a>>) {
     }
 }
 
-fn get<T: TryFrom<OwnedValue>>(d: &Dict, key: &str) -> Option<T> {
+pub(crate) fn get<T: TryFrom<OwnedValue>>(d: &Dict, key: &str) -> Option<T> {
     d.get(key)
         .and_then(|v| v.try_clone().ok())
         .and_then(|v| T::try_from(v).ok())
