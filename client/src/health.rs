@@ -27,6 +27,8 @@ pub struct MemoryPool {
     pub pool: String,
     /// The sum of the ready models' measured sizes in this pool.
     pub models_bytes: u64,
+    /// Ready models in this pool with no size: their loads overlapped (no budget is set).
+    pub unmeasured: u32,
     /// `engine.memory_budget` (or `engine.gpu_memory_budget`) for this pool, if set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget_bytes: Option<u64>,
@@ -37,6 +39,7 @@ impl MemoryPool {
         let mut d = HashMap::new();
         put(&mut d, "pool", self.pool.as_str());
         put(&mut d, "models_bytes", self.models_bytes);
+        put(&mut d, "unmeasured", self.unmeasured);
         if let Some(b) = self.budget_bytes {
             put(&mut d, "budget_bytes", b);
         }
@@ -47,6 +50,7 @@ impl MemoryPool {
         MemoryPool {
             pool: get(d, "pool").unwrap_or_default(),
             models_bytes: get(d, "models_bytes").unwrap_or_default(),
+            unmeasured: get(d, "unmeasured").unwrap_or_default(),
             budget_bytes: get(d, "budget_bytes"),
         }
     }
@@ -117,11 +121,13 @@ mod tests {
                 MemoryPool {
                     pool: "host".into(),
                     models_bytes: 90 << 20,
+                    unmeasured: 0,
                     budget_bytes: Some(1 << 30),
                 },
                 MemoryPool {
                     pool: "gpu:0".into(),
                     models_bytes: 0,
+                    unmeasured: 2,
                     budget_bytes: None,
                 },
             ],

@@ -375,6 +375,7 @@ fn each_gpu_and_the_host_have_their_own_budget() {
     let pool = |name: &str| pools.iter().find(|p| p["pool"] == name).cloned();
     assert_eq!(pool("gpu:0").unwrap()["budget_bytes"], budget, "{h}");
     assert!(pool("gpu:0").unwrap()["models_bytes"].as_u64().unwrap() <= budget);
+    assert_eq!(pool("gpu:0").unwrap()["unmeasured"], 0, "{h}");
     assert_eq!(pool("host").unwrap()["budget_bytes"], budget, "{h}");
     // The parked one comes back on request and takes the other's place on the GPU.
     let parked = if ready == ["g1"] { "g2" } else { "g1" };

@@ -97,16 +97,19 @@ impl Engine {
     /// What the ready models take in each pool, against its budget. Host RAM is always listed;
     /// a GPU once a model lives on it.
     pub fn memory_pools(&self) -> Vec<inferd_client::MemoryPool> {
-        let mut used = BTreeMap::from([(Pool::Host, 0)]);
+        let mut used = BTreeMap::from([(Pool::Host, (0, 0))]);
         for slot in self.slots().values() {
             if let (Some(pool), true) = (slot.pool(), slot.state() == ModelState::Ready) {
-                *used.entry(pool).or_default() += slot.memory();
+                let (bytes, unmeasured) = used.entry(pool).or_default();
+                *bytes += slot.memory();
+                *unmeasured += u32::from(slot.memory() == 0);
             }
         }
         used.into_iter()
-            .map(|(pool, bytes)| inferd_client::MemoryPool {
+            .map(|(pool, (bytes, unmeasured))| inferd_client::MemoryPool {
                 pool: pool.to_string(),
                 models_bytes: bytes,
+                unmeasured,
                 budget_bytes: pool.budget(&self.inner.ctx),
             })
             .collect()

@@ -191,6 +191,7 @@ async fn stream_answer(
         .map_err(|e| Error::Internal(format!("cannot watch Ctrl-C: {e}")))?;
     let mut stream = Source::start(transport, model, input, args).await?;
     let mut content = String::new();
+    let mut any_text = false;
     let mut out = std::io::stdout();
     loop {
         let ev = tokio::select! {
@@ -205,6 +206,7 @@ async fn stream_answer(
         };
         match ev {
             StreamEvent::Delta { text, channel } => {
+                any_text |= !text.is_empty();
                 if json_out {
                     println!(
                         "{}",
@@ -228,6 +230,10 @@ async fn stream_answer(
                     );
                 } else {
                     println!();
+                    if !any_text {
+                        // An empty line alone reads like a failure; say what happened.
+                        eprintln!("(the model ended without text: finish_reason {reason})");
+                    }
                 }
                 return match reason.as_str() {
                     "cancelled" => Err(Error::Cancelled("the answer was cancelled".into())),

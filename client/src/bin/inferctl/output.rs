@@ -45,8 +45,12 @@ pub fn health(h: &inferd_client::Health, as_json: bool) {
         let budget = p
             .budget_bytes
             .map_or("no budget".into(), |b| format!("budget {} MiB", b >> 20));
+        let unmeasured = match p.unmeasured {
+            0 => String::new(),
+            n => format!(" ({n} not measured: their loads overlapped; a memory budget makes loads take turns)"),
+        };
         println!(
-            "memory {}: models {} MiB, {budget}",
+            "memory {}: models {} MiB{unmeasured}, {budget}",
             p.pool,
             p.models_bytes >> 20
         );
