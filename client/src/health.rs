@@ -25,10 +25,11 @@ pub struct Health {
 pub struct MemoryPool {
     /// `host` or `gpu:N`.
     pub pool: String,
-    /// The sum of the ready models' measured sizes in this pool.
+    /// The ready models' sizes in this pool together.
     pub models_bytes: u64,
-    /// Ready models in this pool with no size: their loads overlapped (no budget is set).
-    pub unmeasured: u32,
+    /// How many of those sizes are estimated from the model's files: their load ran alongside
+    /// another, so its growth was not its own.
+    pub estimated: u32,
     /// `engine.memory_budget` (or `engine.gpu_memory_budget`) for this pool, if set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget_bytes: Option<u64>,
@@ -39,7 +40,7 @@ impl MemoryPool {
         let mut d = HashMap::new();
         put(&mut d, "pool", self.pool.as_str());
         put(&mut d, "models_bytes", self.models_bytes);
-        put(&mut d, "unmeasured", self.unmeasured);
+        put(&mut d, "estimated", self.estimated);
         if let Some(b) = self.budget_bytes {
             put(&mut d, "budget_bytes", b);
         }
@@ -50,7 +51,7 @@ impl MemoryPool {
         MemoryPool {
             pool: get(d, "pool").unwrap_or_default(),
             models_bytes: get(d, "models_bytes").unwrap_or_default(),
-            unmeasured: get(d, "unmeasured").unwrap_or_default(),
+            estimated: get(d, "estimated").unwrap_or_default(),
             budget_bytes: get(d, "budget_bytes"),
         }
     }
@@ -121,13 +122,13 @@ mod tests {
                 MemoryPool {
                     pool: "host".into(),
                     models_bytes: 90 << 20,
-                    unmeasured: 0,
+                    estimated: 0,
                     budget_bytes: Some(1 << 30),
                 },
                 MemoryPool {
                     pool: "gpu:0".into(),
                     models_bytes: 0,
-                    unmeasured: 2,
+                    estimated: 2,
                     budget_bytes: None,
                 },
             ],

@@ -80,6 +80,17 @@ impl Repo {
         std::fs::write(p, text).expect("write model.toml");
     }
 
+    /// Copies minilm under `name` with `providers` (a TOML array) instead of its own.
+    pub fn add_minilm_on(&self, name: &str, providers: &str) {
+        self.add_minilm(name);
+        let p = self.dir.path().join(name).join("model.toml");
+        let text = std::fs::read_to_string(&p).expect("model.toml");
+        let own = r#"providers = ["cuda", "cpu"]"#;
+        assert!(text.contains(own), "minilm's manifest changed: {text}");
+        let text = text.replace(own, &format!("providers = {providers}"));
+        std::fs::write(p, text).expect("write model.toml");
+    }
+
     /// Random-weight tiny-qwen2 as `name` with a huge context: it practically never emits EOS,
     /// so a long generation stays active until it is cancelled. `extra` goes after
     /// `[generation] context_length` (more `[generation]` keys, say).

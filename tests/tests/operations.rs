@@ -324,29 +324,11 @@ fn the_memory_budget_unloads_the_least_recently_used_idle_model() {
 fn each_gpu_and_the_host_have_their_own_budget() {
     let bus = Bus::start();
     let repo = Repo::new();
-    for name in ["g1", "g2", "c"] {
-        repo.add_minilm(name);
-    }
-    for name in ["g1", "g2"] {
-        let path = repo.path().join(name).join("model.toml");
-        let toml = std::fs::read_to_string(&path).unwrap();
-        let toml = toml.replace(
-            r#"providers = ["cuda", "cpu"]"#,
-            r#"providers = ["tensorrt"]"#,
-        );
-        assert!(toml.contains(r#"["tensorrt"]"#), "{toml}");
-        std::fs::write(path, toml).unwrap();
-    }
+    repo.add_minilm_on("g1", r#"["tensorrt"]"#);
+    repo.add_minilm_on("g2", r#"["tensorrt"]"#);
+    repo.add_minilm("c");
     let start = |config: &str| {
-        let d = Daemon::launch(
-            &bus,
-            &repo,
-            Launch {
-                config,
-                env: &[("INFERD_SIMULATE_TENSORRT", "slow:10")],
-                ..Default::default()
-            },
-        );
+        let d = simulated_gpu(&bus, &repo, config, "slow:10");
         d.wait_settled();
         d
     };
@@ -371,12 +353,11 @@ fn each_gpu_and_the_host_have_their_own_budget() {
     assert_eq!(ready.len(), 1, "{m}");
     assert_eq!(m["c"]["state"], "ready", "{m}");
     let h = health(&d);
-    let pools = h["memory"].as_array().unwrap();
-    let pool = |name: &str| pools.iter().find(|p| p["pool"] == name).cloned();
-    assert_eq!(pool("gpu:0").unwrap()["budget_bytes"], budget, "{h}");
-    assert!(pool("gpu:0").unwrap()["models_bytes"].as_u64().unwrap() <= budget);
-    assert_eq!(pool("gpu:0").unwrap()["unmeasured"], 0, "{h}");
-    assert_eq!(pool("host").unwrap()["budget_bytes"], budget, "{h}");
+    let gpu = memory_pool(&h, "gpu:0");
+    assert_eq!(gpu["budget_bytes"], budget, "{h}");
+    assert!(gpu["models_bytes"].as_u64().unwrap() <= budget);
+    assert_eq!(gpu["estimated"], 0, "{h}");
+    assert_eq!(memory_pool(&h, "host")["budget_bytes"], budget, "{h}");
     // The parked one comes back on request and takes the other's place on the GPU.
     let parked = if ready == ["g1"] { "g2" } else { "g1" };
     embed_info(&d, parked, "hello");
@@ -395,6 +376,65 @@ fn each_gpu_and_the_host_have_their_own_budget() {
         e.contains("of GPU 0 memory; engine.gpu_memory_budget is 1 MiB"),
         "{e}"
     );
+}
+
+/// A TensorRT engine build moves a model from the host to the GPU pool. The build overlaps
+/// another load here, so its size is estimated from its files instead of measured.
+#[test]
+fn an_engine_build_moves_the_model_to_its_gpu() {
+    let bus = Bus::start();
+    let repo = Repo::new();
+    repo.add_minilm_on("t", r#"["tensorrt", "cpu"]"#);
+    let d = simulated_gpu(
+        &bus,
+        &repo,
+        "[engine]\nmemory_budget = 100000000000\n",
+        "slow:4000",
+    );
+    d.wait_settled();
+    let m = &d.models()["t"];
+    assert_eq!(
+        (m["provider"].as_str(), m["memory_pool"].as_str()),
+        (Some("cpu"), Some("host")),
+        "{m}"
+    );
+    assert!(m["engine_build_s"].is_u64(), "{m}");
+    // Another model loads while the engine builds.
+    repo.add_minilm("other");
+    let out = inferctl(&d.bus, &["reload"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(|| d.models()["t"]["provider"] == "tensorrt");
+    let m = &d.models()["t"];
+    assert_eq!(m["memory_pool"], "gpu:0", "{m}");
+    let h = health(&d);
+    let gpu = memory_pool(&h, "gpu:0");
+    let files = std::fs::metadata(repo.path().join("t/model.onnx"))
+        .unwrap()
+        .len();
+    assert!(m["memory_bytes"].is_null(), "{m}");
+    assert_eq!(gpu["estimated"], 1, "{h}");
+    assert_eq!(gpu["models_bytes"], files, "{h}");
+}
+
+/// `Health()`'s entry for one memory pool.
+fn memory_pool(h: &Value, name: &str) -> Value {
+    h["memory"]
+        .as_array()
+        .and_then(|pools| pools.iter().find(|p| p["pool"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} pool: {h}"))
+}
+
+fn simulated_gpu(bus: &Bus, repo: &Repo, config: &str, simulate: &str) -> Daemon {
+    Daemon::launch(
+        bus,
+        repo,
+        Launch {
+            config,
+            env: &[("INFERD_SIMULATE_TENSORRT", simulate)],
+            ..Default::default()
+        },
+    )
 }
 
 fn wait_until(ok: impl Fn() -> bool) {

@@ -20,23 +20,22 @@ impl Engine {
     /// models in that pool; fails, unloading nothing, when even that would not be enough.
     pub(super) fn make_room(&self, spec: &ModelSpec) -> Result<(), LoadError> {
         let ctx = &self.inner.ctx;
-        if ctx.memory_budget.is_none() && ctx.gpu_memory_budget.is_none() {
+        if !ctx.budgeted() {
             return Ok(());
         }
-        let known = self
-            .slots()
-            .get(&spec.name)
-            .and_then(|s| Some((s.pool()?, s.measured())));
-        // Outside the lock: the first question to a GPU initialises the CUDA driver.
-        let pool = known.map_or_else(|| Pool::planned(&spec.manifest.execution, ctx), |k| k.0);
+        // From the manifest as it is now (it may have changed since the last load), outside
+        // the lock: the first question to a GPU initialises the CUDA driver.
+        let pool = Pool::planned(&spec.manifest.execution, ctx);
         let Some(budget) = pool.budget(ctx) else {
             return Ok(());
         };
-        let need = known
-            .map(|k| k.1)
+        let mut slots = self.slots();
+        let need = slots
+            .get(&spec.name)
+            .filter(|s| s.pool() == Some(pool))
+            .map(Slot::measured)
             .filter(|&m| m > 0)
             .unwrap_or_else(|| estimate(spec));
-        let mut slots = self.slots();
         // The version being replaced goes away once the new one serves; other loads in flight
         // hold what they measured last time.
         let used: u64 = slots
@@ -100,16 +99,16 @@ impl Engine {
         let mut used = BTreeMap::from([(Pool::Host, (0, 0))]);
         for slot in self.slots().values() {
             if let (Some(pool), true) = (slot.pool(), slot.state() == ModelState::Ready) {
-                let (bytes, unmeasured) = used.entry(pool).or_default();
+                let (bytes, estimated) = used.entry(pool).or_default();
                 *bytes += slot.memory();
-                *unmeasured += u32::from(slot.memory() == 0);
+                *estimated += u32::from(slot.memory_known().is_none());
             }
         }
         used.into_iter()
-            .map(|(pool, (bytes, unmeasured))| inferd_client::MemoryPool {
+            .map(|(pool, (bytes, estimated))| inferd_client::MemoryPool {
                 pool: pool.to_string(),
                 models_bytes: bytes,
-                unmeasured,
+                estimated,
                 budget_bytes: pool.budget(&self.inner.ctx),
             })
             .collect()
@@ -217,8 +216,8 @@ fn park_until(
     (parked, used)
 }
 
-/// Before a model's first load: its files, which its weights dominate.
-fn estimate(spec: &ModelSpec) -> u64 {
+/// Until a model is measured: its files, which its weights dominate.
+pub(super) fn estimate(spec: &ModelSpec) -> u64 {
     let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
     let dir = spec.model_path.parent();
     let data: u64 = dir

@@ -73,46 +73,22 @@ fn open(names: &[&str]) -> Result<Library, String> {
 }
 
 fn probe(device: i32) -> Result<GpuFacts, String> {
-    let cuda = open(&["libcuda.so.1", "libcuda.so"]).map_err(|e| format!("no CUDA driver: {e}"))?;
+    let gpu = driver()?.describe(device)?;
     let nvinfer = open(&["libnvinfer.so.10", "libnvinfer.so"])
         .map_err(|e| format!("TensorRT is not installed: {e}"))?;
-    type Init = unsafe extern "C" fn(u32) -> c_int;
-    type DeviceGet = unsafe extern "C" fn(*mut c_int, c_int) -> c_int;
-    type GetName = unsafe extern "C" fn(*mut c_char, c_int, c_int) -> c_int;
-    type GetAttribute = unsafe extern "C" fn(*mut c_int, c_int, c_int) -> c_int;
-    type Version = unsafe extern "C" fn() -> i32;
-    // SAFETY: the signatures are those of the CUDA driver API and TensorRT's C entry point.
-    unsafe {
-        let sym = |lib: &'static str, e: libloading::Error| format!("{lib}: {e}");
-        let init: Symbol<Init> = cuda.get(b"cuInit\0").map_err(|e| sym("libcuda", e))?;
-        let device_get: Symbol<DeviceGet> =
-            cuda.get(b"cuDeviceGet\0").map_err(|e| sym("libcuda", e))?;
-        let get_name: Symbol<GetName> = cuda
-            .get(b"cuDeviceGetName\0")
-            .map_err(|e| sym("libcuda", e))?;
-        let attr: Symbol<GetAttribute> = cuda
-            .get(b"cuDeviceGetAttribute\0")
-            .map_err(|e| sym("libcuda", e))?;
-        let version: Symbol<Version> = nvinfer
-            .get(b"getInferLibVersion\0")
-            .map_err(|e| sym("libnvinfer", e))?;
-        check("cuInit", init(0))?;
-        let mut dev = 0;
-        check("cuDeviceGet", device_get(&mut dev, device))?;
-        let mut name = [0 as c_char; 256];
-        check("cuDeviceGetName", get_name(name.as_mut_ptr(), 256, dev))?;
-        let (mut major, mut minor) = (0, 0);
-        // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR
-        check("cuDeviceGetAttribute", attr(&mut major, 75, dev))?;
-        check("cuDeviceGetAttribute", attr(&mut minor, 76, dev))?;
-        let name = CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned();
-        // NV_TENSORRT_VERSION: major * 10000 + minor * 100 + patch (TensorRT 10).
-        let v = version();
-        Ok(GpuFacts {
-            gpu: format!("{name} (sm_{major}{minor})"),
-            tensorrt: format!("{}.{}.{}", v / 10000, v / 100 % 100, v % 100),
-        })
-    }
+    // SAFETY: TensorRT's C entry point `int32_t getInferLibVersion()`.
+    let v = unsafe {
+        let version: Symbol<unsafe extern "C" fn() -> i32> =
+            nvinfer
+                .get(b"getInferLibVersion\0")
+                .map_err(|e| format!("libnvinfer: {e}"))?;
+        version()
+    };
+    // NV_TENSORRT_VERSION: major * 10000 + minor * 100 + patch (TensorRT 10).
+    Ok(GpuFacts {
+        gpu,
+        tensorrt: format!("{}.{}.{}", v / 10000, v / 100 % 100, v % 100),
+    })
 }
 
 /// Bytes in use on CUDA device `device` (all processes: what the driver reports as total minus
@@ -122,23 +98,29 @@ pub fn memory_used(device: i32) -> Result<u64, String> {
     if simulation().is_some() {
         return crate::memory::rss_bytes().ok_or_else(|| "no /proc/self/status".into());
     }
+    driver()?.memory_used(device)
+}
+
+/// The CUDA driver, opened and initialised once per process.
+fn driver() -> Result<&'static Driver, String> {
     static DRIVER: OnceLock<Result<Driver, String>> = OnceLock::new();
     DRIVER
         .get_or_init(Driver::open)
         .as_ref()
-        .map_err(Clone::clone)?
-        .memory_used(device)
+        .map_err(Clone::clone)
 }
 
 type Context = *mut c_void;
 
-/// The CUDA driver entry points the memory query needs, resolved once.
+/// The CUDA driver entry points inferd uses (cuda.h, API version 3020+).
 struct Driver {
+    device_get: unsafe extern "C" fn(*mut c_int, c_int) -> c_int,
+    get_name: unsafe extern "C" fn(*mut c_char, c_int, c_int) -> c_int,
+    get_attribute: unsafe extern "C" fn(*mut c_int, c_int, c_int) -> c_int,
     retain: unsafe extern "C" fn(*mut Context, c_int) -> c_int,
     push: unsafe extern "C" fn(Context) -> c_int,
     pop: unsafe extern "C" fn(*mut Context) -> c_int,
     mem_get_info: unsafe extern "C" fn(*mut usize, *mut usize) -> c_int,
-    device_get: unsafe extern "C" fn(*mut c_int, c_int) -> c_int,
     /// Retained primary contexts by ordinal, as addresses (contexts are process-wide).
     contexts: Mutex<HashMap<i32, usize>>,
     _lib: Library,
@@ -155,20 +137,57 @@ impl Driver {
                 .map(|s| *s)
                 .map_err(|e| format!("libcuda: {e}"))
         }
-        // SAFETY: the signatures are those of the CUDA driver API (cuda.h, API version 3020+).
+        // SAFETY: each type is the entry point's signature in cuda.h.
         unsafe {
             let init: unsafe extern "C" fn(u32) -> c_int = get(&lib, b"cuInit\0")?;
             check("cuInit", init(0))?;
             Ok(Driver {
+                device_get: get(&lib, b"cuDeviceGet\0")?,
+                get_name: get(&lib, b"cuDeviceGetName\0")?,
+                get_attribute: get(&lib, b"cuDeviceGetAttribute\0")?,
                 retain: get(&lib, b"cuDevicePrimaryCtxRetain\0")?,
                 push: get(&lib, b"cuCtxPushCurrent_v2\0")?,
                 pop: get(&lib, b"cuCtxPopCurrent_v2\0")?,
                 mem_get_info: get(&lib, b"cuMemGetInfo_v2\0")?,
-                device_get: get(&lib, b"cuDeviceGet\0")?,
                 contexts: Mutex::default(),
                 _lib: lib,
             })
         }
+    }
+
+    fn device(&self, ordinal: i32) -> Result<c_int, String> {
+        let mut dev = 0;
+        // SAFETY: an out-pointer to a local; the driver was initialised in `open`.
+        check("cuDeviceGet", unsafe {
+            (self.device_get)(&mut dev, ordinal)
+        })?;
+        Ok(dev)
+    }
+
+    /// e.g. `NVIDIA H200 (sm_90)`.
+    fn describe(&self, ordinal: i32) -> Result<String, String> {
+        let dev = self.device(ordinal)?;
+        let mut name = [0 as c_char; 256];
+        let (mut major, mut minor) = (0, 0);
+        // SAFETY: out-pointers to locals, the name buffer's true length.
+        unsafe {
+            check(
+                "cuDeviceGetName",
+                (self.get_name)(name.as_mut_ptr(), 256, dev),
+            )?;
+            // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR
+            check(
+                "cuDeviceGetAttribute",
+                (self.get_attribute)(&mut major, 75, dev),
+            )?;
+            check(
+                "cuDeviceGetAttribute",
+                (self.get_attribute)(&mut minor, 76, dev),
+            )?;
+        }
+        // SAFETY: the driver wrote a NUL-terminated name into the zeroed buffer.
+        let name = unsafe { CStr::from_ptr(name.as_ptr()) }.to_string_lossy();
+        Ok(format!("{name} (sm_{major}{minor})"))
     }
 
     fn memory_used(&self, ordinal: i32) -> Result<u64, String> {
@@ -177,12 +196,12 @@ impl Driver {
             match contexts.get(&ordinal) {
                 Some(&ctx) => ctx as Context,
                 None => {
-                    let (mut dev, mut ctx) = (0, std::ptr::null_mut());
-                    // SAFETY: out-pointers to locals; the driver was initialised in `open`.
-                    unsafe {
-                        check("cuDeviceGet", (self.device_get)(&mut dev, ordinal))?;
-                        check("cuDevicePrimaryCtxRetain", (self.retain)(&mut ctx, dev))?;
-                    }
+                    let dev = self.device(ordinal)?;
+                    let mut ctx = std::ptr::null_mut();
+                    // SAFETY: an out-pointer to a local.
+                    check("cuDevicePrimaryCtxRetain", unsafe {
+                        (self.retain)(&mut ctx, dev)
+                    })?;
                     contexts.insert(ordinal, ctx as usize);
                     ctx
                 }
@@ -191,13 +210,16 @@ impl Driver {
         let (mut free, mut total) = (0usize, 0usize);
         // SAFETY: `ctx` is a retained primary context; it is pushed and popped on this thread
         // only around the query, so the thread's own current context is left as it was.
-        unsafe {
+        let (rc, popped) = unsafe {
             check("cuCtxPushCurrent", (self.push)(ctx))?;
             let rc = (self.mem_get_info)(&mut free, &mut total);
             let mut popped = std::ptr::null_mut();
-            (self.pop)(&mut popped);
-            check("cuMemGetInfo", rc)?;
+            (rc, (self.pop)(&mut popped))
+        };
+        if popped != 0 {
+            tracing::warn!("CUDA driver: cuCtxPopCurrent failed with error {popped}");
         }
+        check("cuMemGetInfo", rc)?;
         Ok(total.saturating_sub(free) as u64)
     }
 }

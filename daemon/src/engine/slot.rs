@@ -233,11 +233,19 @@ impl Slot {
         self.parked.is_some()
     }
 
-    /// Memory the serving version took when it loaded.
+    /// Memory the serving version takes: measured, or else estimated from its files.
     pub fn memory(&self) -> u64 {
         self.serving
             .as_ref()
-            .map_or(0, |s| s.info.memory_bytes.unwrap_or(self.measured))
+            .map_or(0, |s| self.memory_known().unwrap_or(s.info.estimate_bytes))
+    }
+
+    /// What this or an earlier load in the same pool measured; `None` when no load was.
+    pub fn memory_known(&self) -> Option<u64> {
+        let s = self.serving.as_ref()?;
+        s.info
+            .memory_bytes
+            .or((self.measured > 0).then_some(self.measured))
     }
 
     /// Ready, nothing queued or running: it can be unloaded without touching a request.

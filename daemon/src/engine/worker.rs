@@ -31,9 +31,9 @@ pub fn spawn(
         .spawn(move || {
             let started = std::time::Instant::now();
             // Under a memory budget, loads take turns so each one's growth is its own; without
-            // one, a slow load must not hold up the others.
-            let budget = ctx.memory_budget.or(ctx.gpu_memory_budget);
-            let exclusive = budget.is_some() && mode == Mode::Serve;
+            // one, a slow load must not hold up the others. TensorRT engine builds take
+            // minutes and never wait; what overlaps one is estimated instead.
+            let exclusive = ctx.budgeted() && mode == Mode::Serve;
             let planned = Pool::planned(&spec.manifest.execution, &ctx);
             let (loaded, grew) = measured(exclusive, planned, || {
                 catch_unwind(AssertUnwindSafe(|| kinds::load(&spec, &ctx, mode)))
@@ -48,6 +48,7 @@ pub fn spawn(
                 }
             };
             info.memory_bytes = grew.get(info.pool);
+            info.estimate_bytes = super::budget::estimate(&spec);
             crate::metrics::get().loaded(&spec.name, started.elapsed().as_secs_f64());
             tracing::info!(
                 model = %spec.name,

@@ -59,6 +59,8 @@ pub struct Loaded {
     /// Memory the load took in `pool` (measured by the worker); `None` when another load ran
     /// at the same time, so the growth was not its own.
     pub memory_bytes: Option<u64>,
+    /// The model's files, which stand in for its size until one is measured.
+    pub estimate_bytes: u64,
 }
 
 /// What every load needs besides the model's own spec.
@@ -84,6 +86,11 @@ pub struct LoadContext {
 }
 
 impl LoadContext {
+    /// Whether any memory budget is set: then loads take turns, so each is measured.
+    pub fn budgeted(&self) -> bool {
+        self.memory_budget.is_some() || self.gpu_memory_budget.is_some()
+    }
+
     /// Whether ONNX Runtime was built with `provider` (it may still fail to register).
     pub fn has(&self, provider: crate::manifest::Provider) -> bool {
         self.compiled_providers
@@ -147,6 +154,7 @@ pub fn load(
             outputs,
             pool,
             memory_bytes: None,
+            estimate_bytes: 0,
         },
     ))
 }

@@ -45,12 +45,12 @@ pub fn health(h: &inferd_client::Health, as_json: bool) {
         let budget = p
             .budget_bytes
             .map_or("no budget".into(), |b| format!("budget {} MiB", b >> 20));
-        let unmeasured = match p.unmeasured {
+        let estimated = match p.estimated {
             0 => String::new(),
-            n => format!(" ({n} not measured: their loads overlapped; a memory budget makes loads take turns)"),
+            n => format!(" ({n} estimated from their files: each loaded alongside another)"),
         };
         println!(
-            "memory {}: models {} MiB{unmeasured}, {budget}",
+            "memory {}: models {} MiB{estimated}, {budget}",
             p.pool,
             p.models_bytes >> 20
         );
