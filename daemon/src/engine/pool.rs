@@ -34,7 +34,7 @@ impl Pool {
             .iter()
             .filter(|&&p| p == Provider::Cpu || simulated(p) || ctx.has(p))
             .map(|&p| Pool::of(p, exec))
-            .find(|pool| pool.used().is_some())
+            .find(|&pool| pool == Pool::Host || pool.used().is_some())
             .unwrap_or(Pool::Host)
     }
 

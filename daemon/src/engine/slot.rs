@@ -240,12 +240,11 @@ impl Slot {
             .map_or(0, |s| self.memory_known().unwrap_or(s.info.estimate_bytes))
     }
 
-    /// What this or an earlier load in the same pool measured; `None` when no load was.
+    /// What this or an earlier load in the same pool measured (`loaded` keeps it); `None`
+    /// when no load was.
     pub fn memory_known(&self) -> Option<u64> {
-        let s = self.serving.as_ref()?;
-        s.info
-            .memory_bytes
-            .or((self.measured > 0).then_some(self.measured))
+        self.serving.as_ref()?;
+        (self.measured > 0).then_some(self.measured)
     }
 
     /// Ready, nothing queued or running: it can be unloaded without touching a request.
