@@ -38,14 +38,14 @@ fuzz:
 	@test -x "$(CARGO_FUZZ)" || $(CARGO) install cargo-fuzz --locked --version 0.13.2 --root "$(CACHE)/tools"
 	PATH="$(CACHE)/tools/bin:$$PATH" scripts/fuzz.sh $(FUZZ_SECS) $(FUZZ_OUT)
 
-## The reliability suite at the sizes in docs/reliability.md (R1-R6, fuzzing 10 min a target);
+## The reliability suite at the sizes in docs/reliability.md (R1-R6, R8, fuzzing 10 min a target);
 ## the results table there is rewritten from this run. `make test` runs short versions.
 RELIABILITY_OUT := $(CURDIR)/target/reliability
 reliability: fetch check-tools test-models
 	$(CARGO) build --workspace
 	rm -rf "$(RELIABILITY_OUT)" && mkdir -p "$(RELIABILITY_OUT)"
 	INFERD_RELIABILITY=full INFERD_RELIABILITY_OUT="$(RELIABILITY_OUT)" \
-	  $(CARGO) test -p inferd-e2e --test reliability --test bad_input -- --test-threads=1 --skip soak
+	  $(CARGO) test -p inferd-e2e --test reliability --test bad_input --test hostile -- --test-threads=1 --skip soak
 	$(MAKE) --no-print-directory fuzz FUZZ_SECS=600 FUZZ_OUT="$(RELIABILITY_OUT)"
 	python3 scripts/reliability_report.py "$(RELIABILITY_OUT)" docs/reliability.md
 

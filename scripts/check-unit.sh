@@ -59,6 +59,16 @@ exposure() { # $1: variant; prints the overall exposure level
 verify base
 verify gpu
 
+# The resource and network bounds a shared device relies on (docs/deploy.md).
+for key in MemoryHigh MemoryMax TasksMax IPAddressDeny IPAddressAllow; do
+    if grep -q "^$key=" "$unit"; then
+        echo "check-unit: $key=$(sed -n "s/^$key=//p" "$unit")"
+    else
+        echo "check-unit: $key= is missing from the unit" >&2
+        fail=1
+    fi
+done
+
 base=$(exposure base) || exit 1
 gpu=$(exposure gpu) || exit 1
 echo "check-unit: exposure of inferd.service: $base (limit $MAX_EXPOSURE)"

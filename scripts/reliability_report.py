@@ -10,7 +10,7 @@ import re
 import sys
 
 ORDER = ["R1 broker faults", "R2 load", "R3 bad input", "R4 fuzzing", "R5 vanishing clients",
-         "R6 SIGTERM under load", "Soak"]
+         "R6 SIGTERM under load", "R8 hostile clients", "Soak"]
 HEADER = ("| test | load | faults | sent | answered | lost | duplicates | errors by type | RSS start→end |\n"
           "|---|---|---|---|---|---|---|---|---|")
 

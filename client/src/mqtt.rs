@@ -84,6 +84,7 @@ pub fn error_from_code(code: &str, message: String) -> Error {
         "model_not_ready" => Error::ModelNotReady(message),
         "invalid_input" | "too_large" => Error::InvalidInput(message),
         "overloaded" => Error::Overloaded(message),
+        "access_denied" => Error::AccessDenied(message),
         "timeout" => Error::Timeout(message),
         "shutting_down" => Error::ShuttingDown(message),
         "cancelled" => Error::Cancelled(message),
@@ -92,8 +93,14 @@ pub fn error_from_code(code: &str, message: String) -> Error {
 }
 
 impl MqttClient {
-    /// Connects to the broker at `url` and subscribes to its own reply topic and the statuses.
-    pub async fn connect(url: &str, prefix: &str, target: Target) -> Result<MqttClient, Error> {
+    /// Connects to the broker at `url` and subscribes to its own reply topic (under `replies`,
+    /// which must be outside `prefix`: inferd never publishes there) and the statuses.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        replies: &str,
+        target: Target,
+    ) -> Result<MqttClient, Error> {
         let e =
             Endpoint::parse(url).map_err(|why| Error::InvalidInput(format!("{url:?}: {why}")))?;
         if e.tls {
@@ -113,7 +120,7 @@ impl MqttClient {
         net.set_tcp_nodelay(true); // no Nagle delay on small requests
         o.set_network_options(net);
         let (client, mut lp) = AsyncClient::new(o, 64);
-        let replies = format!("{prefix}/clients/{id}/replies");
+        let replies = format!("{}/{id}", replies.trim_end_matches('/'));
         let pending: Pending = Arc::default();
         let (status_tx, statuses) = watch::channel(BTreeMap::new());
         let (ready_tx, ready) = oneshot::channel();
@@ -307,20 +314,26 @@ impl MqttStream {
     }
 
     /// Asks the daemon to stop this generation (a node target only: the pool has no one
-    /// cancel topic).
+    /// cancel topic). The Response Topic names this client as the requester: only it may
+    /// cancel its requests.
     pub async fn cancel(&self) -> Result<(), Error> {
         let Target::Node(node) = &self.client.target else {
             return Err(Error::InvalidInput(
                 "cancel needs --node, not --pool".into(),
             ));
         };
+        let props = PublishProperties {
+            response_topic: Some(self.client.replies.clone()),
+            ..Default::default()
+        };
         self.client
             .client
-            .publish(
+            .publish_with_properties(
                 format!("{}/{node}/cancel", self.client.prefix),
                 QoS::AtLeastOnce,
                 false,
                 json!({"id": self.id}).to_string(),
+                props,
             )
             .await
             .map_err(|e| Error::Internal(format!("cannot publish: {e}")))

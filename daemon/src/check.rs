@@ -33,7 +33,10 @@ pub fn check(config: &Config) -> usize {
                 entries.len()
             );
             for entry in entries {
-                match entry.spec {
+                match entry
+                    .spec
+                    .and_then(|spec| spec.check_external_data().map(|()| spec))
+                {
                     Ok(spec) => println!(
                         "ok    model {} ({}, providers {:?})",
                         entry.name,
@@ -45,5 +48,42 @@ pub fn check(config: &Config) -> usize {
             }
         }
     }
+    if let Some(m) = config.mqtt.as_ref().filter(|m| m.enabled) {
+        broker_network(m);
+    }
     problems
+}
+
+/// The shipped unit allows loopback only (`IPAddressDeny=any`, `IPAddressAllow=localhost`):
+/// says which drop-in line a broker elsewhere needs.
+fn broker_network(m: &crate::frontend::mqtt::config::MqttConfig) {
+    use std::net::ToSocketAddrs;
+    let Ok(e) = m.endpoint() else { return };
+    match (e.host.as_str(), e.port).to_socket_addrs() {
+        Err(err) => println!(
+            "note  MQTT broker {}: cannot resolve it here: {err}",
+            e.host
+        ),
+        Ok(addrs) => {
+            let mut far: Vec<String> = addrs
+                .filter(|a| !a.ip().is_loopback())
+                .map(|a| a.ip().to_string())
+                .collect();
+            far.sort();
+            far.dedup();
+            if far.is_empty() {
+                println!(
+                    "ok    MQTT broker {} is on this host (the unit allows loopback)",
+                    e.host
+                );
+            } else {
+                println!(
+                    "note  MQTT broker {} is at {}: under the shipped unit (IPAddressAllow=localhost) add a drop-in with\n      [Service]\n      IPAddressAllow={}",
+                    e.host,
+                    far.join(", "),
+                    far.join(" ")
+                );
+            }
+        }
+    }
 }

@@ -38,6 +38,8 @@ pub struct Config {
     pub mqtt: Option<crate::frontend::mqtt::config::MqttConfig>,
     pub systemd: SystemdConfig,
     pub metrics: MetricsConfig,
+    /// How big one request may be (every transport).
+    pub limits: crate::limits::Limits,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -101,6 +103,8 @@ pub struct EngineConfig {
     /// Unload a model after this many idle seconds (a manifest's `keep_alive_s` wins); the
     /// next request reloads it. Absent: models stay loaded.
     pub keep_alive_s: Option<u64>,
+    /// A request loads a parked model again at most this often per model; more wait.
+    pub min_wake_interval_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -112,6 +116,7 @@ impl Default for EngineConfig {
             memory_budget: None,
             gpu_memory_budget: None,
             keep_alive_s: None,
+            min_wake_interval_ms: 2000,
         }
     }
 }
@@ -261,6 +266,12 @@ impl Config {
             &self.engine.keep_alive_s,
             &mut e.keep_alive_s,
         );
+        keep(
+            &mut kept,
+            "engine.min_wake_interval_ms",
+            &self.engine.min_wake_interval_ms,
+            &mut e.min_wake_interval_ms,
+        );
         keep(&mut kept, "metrics", &self.metrics, &mut next.metrics);
         keep(&mut kept, "mqtt", &self.mqtt, &mut next.mqtt);
         keep(&mut kept, "systemd", &self.systemd, &mut next.systemd);
@@ -282,6 +293,20 @@ impl Config {
                 "engine.background_share must be between 0 and 1, got {}",
                 self.engine.background_share
             )));
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("max_texts", l.max_texts),
+            ("max_text_bytes", l.max_text_bytes),
+            ("max_prompt_bytes", l.max_prompt_bytes),
+            ("max_stop_bytes", l.max_stop_bytes),
+            ("max_tensor_bytes", l.max_tensor_bytes),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{key} must be at least 1"
+                )));
+            }
         }
         if let Some(listen) = &self.metrics.listen {
             crate::metrics::Endpoint::parse(listen).map_err(ConfigError::Invalid)?;

@@ -11,10 +11,12 @@ pub mod error;
 pub mod frontend;
 pub mod health;
 pub mod kinds;
+pub mod limits;
 pub mod logging;
 pub mod manifest;
 pub mod memory;
 pub mod metrics;
+pub mod onnx_files;
 pub mod repository;
 pub mod runtime;
 pub mod service;
@@ -24,6 +26,7 @@ pub mod tensor;
 #[doc(hidden)]
 pub mod fuzz {
     pub use crate::engine::job::Reasoning;
+    pub use crate::frontend::mqtt::fuzz::handler_path as mqtt_handler;
     pub use crate::frontend::mqtt::fuzz_parse as mqtt_request;
     pub use crate::kinds::fuzz_text::{Detokenizer, ReasoningSplitter, StopMatcher};
 }
@@ -86,6 +89,7 @@ pub async fn run(
             path: models.clone(),
             source,
         })?;
+    engine.set_limits(config.limits.clone());
     if let Some(listen) = &config.metrics.listen {
         let endpoint = metrics::Endpoint::parse(listen).map_err(ConfigError::Invalid)?;
         metrics::serve(&endpoint, engine.clone())
@@ -206,6 +210,7 @@ async fn reload(
             }
         }
     };
+    engine.set_limits(config.limits.clone());
     if let Err(e) = engine.reload().await {
         tracing::error!("reload: {e}");
     }

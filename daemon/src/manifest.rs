@@ -25,6 +25,8 @@ pub enum ManifestError {
     },
     #[error("invalid manifest: {0}")]
     Invalid(String),
+    #[error("model file {path}: {message}")]
+    ModelFile { path: PathBuf, message: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -94,6 +96,9 @@ pub struct GenerationManifest {
     pub repetition_penalty: Option<f64>,
     /// Sequences decoded together; more wait in the queue.
     pub max_sequences: Option<usize>,
+    /// Prompt tokens run in one step (default 512): a longer prompt runs in pieces, with the
+    /// other sequences' decode steps (and the watchdog's probe) in between.
+    pub prefill_chunk: Option<usize>,
 }
 
 fn default_file() -> String {
@@ -173,6 +178,10 @@ pub struct Execution {
     pub spin: bool,
     /// Fail the load instead of falling back from a GPU provider to the CPU.
     pub require_gpu: bool,
+    /// The longest one run that cannot be split (a tensor request) may take before the
+    /// watchdog counts the worker as wedged. Embedding batches and prompts run in pieces and
+    /// need no allowance.
+    pub max_run_ms: u64,
     pub cuda: CudaOptions,
     pub tensorrt: TensorRtOptions,
 }
@@ -184,6 +193,7 @@ impl Default for Execution {
             intra_threads: 0,
             spin: false,
             require_gpu: false,
+            max_run_ms: 300_000,
             cuda: CudaOptions::default(),
             tensorrt: TensorRtOptions::default(),
         }
@@ -339,6 +349,40 @@ impl ModelSpec {
             model_path,
             tokenizer_path,
         })
+    }
+}
+
+impl ModelSpec {
+    /// Checks every external-data file the ONNX model names like the manifest's own paths:
+    /// relative, no `..`, and inside the model folder after symlinks.
+    pub fn check_external_data(&self) -> Result<(), ManifestError> {
+        let locations = crate::onnx_files::external_data(&self.model_path)
+            .map_err(|e| ManifestError::Invalid(format!("{}: {e}", self.model_path.display())))?;
+        let root = self
+            .dir
+            .canonicalize()
+            .map_err(|source| ManifestError::Read {
+                path: self.dir.clone(),
+                source,
+            })?;
+        // Locations are relative to the model file, which may sit in a subfolder.
+        let base = self
+            .model_path
+            .parent()
+            .and_then(|p| p.strip_prefix(&root).ok())
+            .unwrap_or(Path::new(""));
+        for loc in locations {
+            if Path::new(&loc).is_absolute() {
+                return Err(ManifestError::UnsafePath {
+                    key: "external data",
+                    value: loc,
+                    reason: "paths must be relative to the model file".into(),
+                });
+            }
+            let rel = base.join(&loc);
+            resolve_inside(&self.dir, "external data", &rel.to_string_lossy())?;
+        }
+        Ok(())
     }
 }
 

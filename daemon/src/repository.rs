@@ -50,7 +50,7 @@ impl Repository {
                 continue;
             }
             let spec = if valid_name(&name) {
-                ModelSpec::load(&name, &dirent.path())
+                self.load(&name)
             } else {
                 Err(ManifestError::Invalid(format!(
                     "folder name {name:?} is not a valid model name ([a-z0-9][a-z0-9._-]*)"
@@ -68,9 +68,32 @@ impl Repository {
             return None;
         }
         let dir = self.root.join(name);
-        dir.join(MANIFEST_FILE)
-            .is_file()
-            .then(|| ModelSpec::load(name, &dir))
+        dir.join(MANIFEST_FILE).is_file().then(|| self.load(name))
+    }
+
+    /// Reads the manifest of the folder `name`, which must be inside the repository: a
+    /// folder that is a symlink to somewhere else is refused, like a file symlink is.
+    fn load(&self, name: &str) -> Result<ModelSpec, ManifestError> {
+        let dir = self.root.join(name);
+        let outside = |reason: String| ManifestError::UnsafePath {
+            key: "model folder",
+            value: name.to_owned(),
+            reason,
+        };
+        let root = self
+            .root
+            .canonicalize()
+            .map_err(|e| outside(format!("{}: {e}", self.root.display())))?;
+        let real = dir
+            .canonicalize()
+            .map_err(|e| outside(format!("{}: {e}", dir.display())))?;
+        if !real.starts_with(&root) {
+            return Err(outside(format!(
+                "it is a symlink to {}, outside the model repository",
+                real.display()
+            )));
+        }
+        ModelSpec::load(name, &dir)
     }
 }
 
@@ -115,5 +138,30 @@ mod tests {
         assert!(entries[1].spec.is_ok());
         assert!(repo.get("../good").is_none());
         assert!(repo.get("missing").is_none());
+    }
+
+    #[test]
+    fn a_folder_symlinked_out_of_the_repository_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        for d in [root.path().join("inside"), elsewhere.path().join("m")] {
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("model.onnx"), b"").unwrap();
+            std::fs::write(d.join(MANIFEST_FILE), "kind = \"tensor\"\n").unwrap();
+        }
+        let link =
+            |to: &Path, name: &str| std::os::unix::fs::symlink(to, root.path().join(name)).unwrap();
+        link(&elsewhere.path().join("m"), "out");
+        link(&root.path().join("inside"), "alias");
+        let repo = Repository::new(root.path());
+        let e = repo.get("out").unwrap().unwrap_err().to_string();
+        assert!(e.contains("outside the model repository"), "{e}");
+        assert!(
+            repo.get("alias").unwrap().is_ok(),
+            "a link inside the repository is fine"
+        );
+        let scanned = repo.scan().unwrap();
+        let out = scanned.iter().find(|e| e.name == "out").unwrap();
+        assert!(out.spec.is_err());
     }
 }

@@ -101,6 +101,18 @@ impl Broker {
         Broker::start_with(None, false, false)
     }
 
+    /// A broker with `extra` lines in its config (`max_packet_size 131072`, say).
+    pub fn with_options(extra: &str) -> Broker {
+        let mut b = Broker::start_with(None, false, false);
+        b.kill();
+        let conf = b.dir.path().join("mosquitto.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("config");
+        text.push_str(extra);
+        std::fs::write(&conf, text).expect("config");
+        b.respawn();
+        b
+    }
+
     /// A broker that writes its database after every change, so a SIGKILL loses nothing it
     /// acknowledged: the faults it suffers are crashes of the process, not of its storage.
     pub fn durable() -> Broker {
@@ -173,21 +185,61 @@ impl Broker {
         b
     }
 
+    /// Starts a new broker's mosquitto; another free port is tried when another test took this
+    /// one between `free_port` and mosquitto's bind.
     fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).expect("log");
-        let child = Command::new("mosquitto")
+        for _ in 0..5 {
+            if self.try_spawn() {
+                return;
+            }
+            let conf = self.dir.path().join("mosquitto.conf");
+            let text = std::fs::read_to_string(&conf).expect("config");
+            let port = free_port();
+            let text = text.replacen(
+                &format!("listener {} ", self.port),
+                &format!("listener {port} "),
+                1,
+            );
+            std::fs::write(&conf, text).expect("config");
+            self.port = port;
+        }
+        panic!("mosquitto did not start: {}", self.log());
+    }
+
+    /// Starts mosquitto; false when it exited instead of listening (its port was taken).
+    fn try_spawn(&mut self) -> bool {
+        let log = std::fs::File::create(self.log_path()).expect("log");
+        let mut child = Command::new("mosquitto")
             .arg("-c")
             .arg(self.dir.path().join("mosquitto.conf"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("mosquitto (apt install mosquitto)");
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start");
+        // Listening, and still ours: a port another test's broker holds answers too, while
+        // this mosquitto exits with "Address already in use".
+        let up = loop {
+            if child.try_wait().expect("wait").is_some() {
+                break false;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                std::thread::sleep(Duration::from_millis(100));
+                break child.try_wait().expect("wait").is_none();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not start: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
-        }
+        };
+        self.child = up.then_some(child);
+        up
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// Stops the broker with SIGTERM (it saves its sessions and queued messages, as a broker
@@ -198,13 +250,22 @@ impl Broker {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             let _ = c.wait();
         }
-        self.spawn();
+        self.respawn();
     }
 
     /// Kills the broker with SIGKILL (a crash) and starts it again on the same port.
     pub fn crash_and_restart(&mut self) {
         self.kill();
-        self.spawn();
+        self.respawn();
+    }
+
+    /// Starts mosquitto again on the same port, where its clients reconnect.
+    fn respawn(&mut self) {
+        assert!(
+            self.try_spawn(),
+            "mosquitto did not restart: {}",
+            self.log()
+        );
     }
 
     fn kill(&mut self) {
@@ -344,9 +405,22 @@ pub async fn v5_client(
     rumqttc::v5::AsyncClient,
     tokio::sync::mpsc::UnboundedReceiver<Publish5>,
 ) {
+    v5_client_at(broker.port, id, reply, persistent).await
+}
+
+/// [`v5_client`] for the broker on `port` (for a task that cannot borrow the `Broker`).
+pub async fn v5_client_at(
+    port: u16,
+    id: &str,
+    reply: &str,
+    persistent: bool,
+) -> (
+    rumqttc::v5::AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<Publish5>,
+) {
     use rumqttc::v5::mqttbytes::v5::Packet;
     use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-    let mut o = MqttOptions::new(id, "127.0.0.1", broker.port);
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
     o.set_max_packet_size(Some(4 << 20));
     if persistent {
         o.set_clean_start(false)

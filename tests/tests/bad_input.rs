@@ -367,13 +367,28 @@ fn config_cases(repo: &Repo, d: &Daemon, t: &mut Tally) {
     );
 }
 
+/// The smallest ModelProto with one initializer stored as external data at `location`.
+fn external_data_model(location: &str) -> Vec<u8> {
+    fn field(n: u8, body: &[u8]) -> Vec<u8> {
+        assert!(body.len() < 128);
+        [vec![n << 3 | 2, body.len() as u8], body.to_vec()].concat()
+    }
+    let entry = [field(1, b"location"), field(2, location.as_bytes())].concat();
+    // TensorProto: name (8), external_data (13), data_location = EXTERNAL (14 = 1).
+    let tensor = [field(8, b"w"), field(13, &entry), vec![14 << 3, 1]].concat();
+    let graph = field(5, &tensor);
+    [vec![1 << 3, 8], field(7, &graph)].concat()
+}
+
 fn model_cases(d: &Daemon, t: &mut Tally) {
     let models = d.models();
     for (name, want) in [
-        ("truncated", "ONNX Runtime could not load"),
-        ("garbage", "ONNX Runtime could not load"),
+        ("truncated", "not a readable ONNX model"),
+        ("garbage", "not a readable ONNX model"),
         ("escape", "not allowed"),
         ("symlink", "outside the model folder"),
+        ("folderlink", "outside the model repository"),
+        ("extdata", "external data"),
         ("unknownkey", "unknown field `colour`"),
         ("nokind", "missing field `kind`"),
         ("badtokenizer", "tokenizer"),
@@ -407,6 +422,18 @@ fn every_bad_input_gets_its_typed_error_and_the_daemon_keeps_serving() {
     );
     repo.write("symlink", "model.toml", "kind = \"tensor\"\n");
     std::os::unix::fs::symlink("/etc/passwd", repo.path().join("symlink/model.onnx")).unwrap();
+    // A model folder that is a symlink out of the repository.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("model.toml"), "kind = \"tensor\"\n").unwrap();
+    std::fs::write(outside.path().join("model.onnx"), &onnx).unwrap();
+    std::os::unix::fs::symlink(outside.path(), repo.path().join("folderlink")).unwrap();
+    // An ONNX model whose initializer's external data points out of its folder.
+    repo.write("extdata", "model.toml", "kind = \"tensor\"\n");
+    repo.write(
+        "extdata",
+        "model.onnx",
+        external_data_model("../../../etc/passwd"),
+    );
     repo.write(
         "unknownkey",
         "model.toml",

@@ -70,7 +70,22 @@ fn cancel_ends_a_stream_and_status_follows_the_daemon() {
             .unwrap();
         let first = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap().unwrap();
         assert_eq!(json_of(&first)["seq"], 0);
+        // Another requester (another reply topic) cannot cancel it, id or not...
+        let stranger = json!({"id": "long", "reply_to": "test/stranger"}).to_string();
+        c.publish("inferd/n1/cancel", QoS::AtLeastOnce, false, stranger).await.unwrap();
         c.publish("inferd/n1/cancel", QoS::AtLeastOnce, false, json!({"id": "long"}).to_string())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut later = Vec::new();
+        while let Ok(p) = rx.try_recv() {
+            later.push(json_of(&p));
+        }
+        assert!(later.len() > 2, "the generation stopped streaming: {later:?}");
+        assert!(later.iter().all(|v| v["done"] != true), "a stranger cancelled it: {later:?}");
+        // ... its requester can (the cancel's Response Topic is the request's).
+        let own = json!({"id": "long"}).to_string();
+        c.publish_with_properties("inferd/n1/cancel", QoS::AtLeastOnce, false, own, props("test/stream", "c", None))
             .await
             .unwrap();
         let done = loop {
@@ -96,7 +111,9 @@ fn a_broker_restart_loses_no_request() {
     let mut broker = Broker::start();
     let bus = Bus::start();
     let repo = repo();
-    let d = Daemon::start_with(&bus, &repo, &broker.config("n1"));
+    // The whole burst may arrive at once after the restart: let it all be in flight.
+    let config = format!("{}max_in_flight = 1000\n", broker.config("n1"));
+    let d = Daemon::start_with(&bus, &repo, &config);
     broker.wait_online("n1");
     let served_before = d.models()["minilm"]["served"].as_u64().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -268,6 +268,60 @@ fn keep_alive_unloads_an_idle_model_and_the_next_request_reloads_it() {
     assert_eq!(d.models()["minilm"]["state"], "ready");
 }
 
+/// A parked model wakes with the version it had: a manifest edited meanwhile waits for Reload,
+/// and changed files make it say so instead of loading them. Wakes are rate-limited.
+#[test]
+fn a_parked_model_wakes_as_it_was_and_not_too_often() {
+    let bus = Bus::start();
+    let repo = Repo::new();
+    repo.add_minilm("minilm");
+    manifest_key(&repo, "minilm", "keep_alive_s = 1");
+    let d = Daemon::start_with(&bus, &repo, "[engine]\nmin_wake_interval_ms = 3000\n");
+    let mean = embed_info(&d, "minilm", "hello")["data"][0].clone();
+    wait_state(&d, "minilm", "unloaded", Duration::from_secs(10));
+    let toml = repo.path().join("minilm/model.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace("pooling = \"mean\"", "pooling = \"cls\""),
+    )
+    .unwrap();
+    let first_wake = Instant::now();
+    assert_eq!(
+        embed_info(&d, "minilm", "hello")["data"][0],
+        mean,
+        "a wake loaded the edited manifest"
+    );
+    wait_state(&d, "minilm", "unloaded", Duration::from_secs(10));
+    // Woken again within min_wake_interval_ms: the request waits for it, then is answered.
+    assert_eq!(embed_info(&d, "minilm", "hello")["data"][0], mean);
+    assert!(
+        first_wake.elapsed() >= Duration::from_millis(3000),
+        "a second wake after {:?}",
+        first_wake.elapsed()
+    );
+    wait_state(&d, "minilm", "unloaded", Duration::from_secs(10));
+    // Files changed while parked are not loaded by a request...
+    let tokenizer = std::fs::File::options()
+        .write(true)
+        .open(repo.path().join("minilm/tokenizer.json"))
+        .unwrap();
+    tokenizer
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(60))
+        .unwrap();
+    let out = busctl_call(&d.bus, "Embed", "sasa{sv}", &["minilm", "1", "hello", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("files changed") && err.contains("Reload"),
+        "{err}"
+    );
+    // ... Reload loads them, with the edited manifest.
+    let out = inferctl(&d.bus, &["reload"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cls = embed_info(&d, "minilm", "hello")["data"][0].clone();
+    assert_ne!(cls, mean, "Reload did not load the new version");
+}
+
 #[test]
 fn the_memory_budget_unloads_the_least_recently_used_idle_model() {
     let bus = Bus::start();

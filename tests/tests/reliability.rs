@@ -56,7 +56,9 @@ fn r1_broker_crashes_lose_no_request() {
     let bus = Bus::start();
     let repo = Repo::new();
     repo.add_minilm("minilm");
-    let d = Daemon::start_with(&bus, &repo, &broker.config("n1"));
+    // What queued at the broker while it was down arrives at once: let it all be in flight.
+    let config = format!("{}max_in_flight = 4096\n", broker.config("n1"));
+    let d = Daemon::start_with(&bus, &repo, &config);
     broker.wait_online("n1");
     let served_before = d.models()["minilm"]["served"].as_u64().unwrap();
     let rss_start = rss_of(d.pid());

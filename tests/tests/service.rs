@@ -132,6 +132,8 @@ fn ready_after_models_waits_for_the_loads() {
 /// About 4.5 s of work for the `slow` test model.
 const WEDGE_ITERS: u64 = 3_000_000;
 
+/// A run past the model's `execution.max_run_ms` is a wedged worker (a legal long run within it
+/// is not: `reliability.rs` R8 checks that).
 #[test]
 fn watchdog_pings_stop_while_a_worker_is_wedged() {
     let bus = Bus::start();
@@ -139,7 +141,7 @@ fn watchdog_pings_stop_while_a_worker_is_wedged() {
     repo.add_test_model(
         "slow",
         "slow",
-        "kind = \"tensor\"\n[batching]\nmax_batch = 1\n",
+        "kind = \"tensor\"\n[batching]\nmax_batch = 1\n[execution]\nmax_run_ms = 500\n",
     );
     let mut notify = NotifySocket::new();
     // systemd sets WATCHDOG_PID to the service's main pid; `exec` keeps the shell's.

@@ -1,7 +1,8 @@
 //! The shipped system-bus policy (packaging/dbus/org.inferd.Inferd1.conf) and system user
 //! (systemd/inferd.sysusers) on a private dbus-daemon configured like a distribution's system
-//! bus: inferd runs as the `inferd` user, group members and root may call it, everyone else
-//! is refused by the bus itself, and no other uid may take its name.
+//! bus: inferd runs as the `inferd` user, members of `inferd-clients` and root may call it,
+//! everyone else (members of the daemon's own group `inferd` too) is refused by the bus itself,
+//! and no other uid may take its name.
 //!
 //! Needs root (CI runs the tests as root): it creates the `inferd` user and group on the host
 //! with systemd-sysusers and runs processes as other uids with setpriv.
@@ -12,8 +13,8 @@ use std::time::Duration;
 
 use inferd_e2e::*;
 
-/// `nobody`: called once with group `inferd` as a supplementary group (a member) and once
-/// without any group, so only the group decides. (dbus-daemon takes the caller's groups from the
+/// `nobody`: called once with group `inferd-clients` as a supplementary group (a member), once
+/// with the daemon's group `inferd`, and once without any group, so only the group decides. (dbus-daemon takes the caller's groups from the
 /// socket, SO_PEERGROUPS, but refuses to authenticate a uid without a passwd entry: the uid must
 /// be a real user.)
 const NOBODY: u32 = 65534;
@@ -108,7 +109,7 @@ fn bus_driver(bus: &str, method: &str, signature: &str, args: &[&str]) -> Output
 }
 
 #[test]
-fn the_shipped_policy_admits_root_and_group_inferd_only() {
+fn the_shipped_policy_admits_root_and_group_inferd_clients_only() {
     assert!(
         nix::unistd::Uid::effective().is_root(),
         "system_bus needs root: it creates the inferd system user (systemd-sysusers) and \
@@ -126,8 +127,18 @@ fn the_shipped_policy_admits_root_and_group_inferd_only() {
     let group = nix::unistd::Group::from_name("inferd")
         .expect("getgrnam")
         .expect("systemd-sysusers did not create group inferd");
-    let (uid, gid) = (user.uid.as_raw(), group.gid.as_raw());
-    assert_eq!(user.gid.as_raw(), gid, "inferd's primary group is inferd");
+    let (uid, daemon_gid) = (user.uid.as_raw(), group.gid.as_raw());
+    assert_eq!(
+        user.gid.as_raw(),
+        daemon_gid,
+        "inferd's primary group is inferd"
+    );
+    let gid = nix::unistd::Group::from_name("inferd-clients")
+        .expect("getgrnam")
+        .expect("systemd-sysusers did not create group inferd-clients")
+        .gid
+        .as_raw();
+    assert_ne!(gid, daemon_gid, "clients have a group of their own");
     assert_ne!(uid, 0);
     assert_eq!(user.dir, Path::new("/var/lib/inferd"));
 
@@ -143,7 +154,7 @@ fn the_shipped_policy_admits_root_and_group_inferd_only() {
     let repo = Repo::new();
     repo.add_minilm("minilm");
 
-    let (daemon, _state) = inferd_as(uid, gid, &bus, &repo, &ort);
+    let (daemon, _state) = inferd_as(uid, daemon_gid, &bus, &repo, &ort);
     daemon.wait_settled();
     assert_eq!(
         daemon.models()["minilm"]["state"],
@@ -164,7 +175,7 @@ fn the_shipped_policy_admits_root_and_group_inferd_only() {
             .args(args))
     };
 
-    // Root and a member of group inferd may call.
+    // Root and a member of group inferd-clients may call.
     let out = inferctl(addr, &["--json", "embed", "minilm", "hello"]);
     assert!(out.status.success(), "root: {}", stderr(&out));
     let out = inferctl_as(MEMBER, &[gid], &["--json", "embed", "minilm", "hello"]);
@@ -207,13 +218,16 @@ fn the_shipped_policy_admits_root_and_group_inferd_only() {
     let err = assert_error(&out, "AccessDenied");
     assert!(err.contains(&format!("uid {MEMBER}")), "{err}");
 
-    // Anyone else is refused by the bus, before the daemon sees the call.
-    let out = inferctl_as(NOBODY, &[], &["embed", "minilm", "hello"]);
-    let err = assert_error(&out, "AccessDenied");
-    assert!(
-        err.contains("Rejected send message"),
-        "not the bus's refusal: {err}"
-    );
+    // Anyone else is refused by the bus, before the daemon sees the call: a member of the
+    // daemon's own group too (it owns the model repository, it is not a client group).
+    for groups in [&[][..], &[daemon_gid]] {
+        let out = inferctl_as(NOBODY, groups, &["embed", "minilm", "hello"]);
+        let err = assert_error(&out, "AccessDenied");
+        assert!(
+            err.contains("Rejected send message"),
+            "groups {groups:?}: not the bus's refusal: {err}"
+        );
+    }
     let out = run(as_user(NOBODY, NOBODY, &[], "gdbus")
         .args(["call", "--address", addr, "--dest", "org.inferd.Inferd1"])
         .args(["--object-path", "/org/inferd/Inferd1"])

@@ -121,29 +121,45 @@ impl Engine {
         }
     }
 
-    /// Starts loading a parked model again for a request, unless a load already runs.
-    pub(super) fn wake(&self, name: &str) -> crate::error::Result<()> {
+    /// Starts loading a parked model again for a request, unless a load already runs. It loads
+    /// the version it had: changed files load only through Reload (or SIGHUP), and until then
+    /// the model answers why. Wakes are rate-limited per model (`engine.min_wake_interval_ms`,
+    /// so requests alternating between models that do not fit together cannot keep inferd
+    /// loading); `Ok(Some(wait))` says how long until this one may wake it.
+    pub(super) fn wake(&self, name: &str) -> crate::error::Result<Option<Duration>> {
         let _one_at_a_time = self.inner.waking.lock().unwrap_or_else(|p| p.into_inner());
-        let idle = self
-            .slots()
-            .get(name)
-            .is_some_and(|s| s.parked() && s.state() != ModelState::Loading);
-        if !idle {
-            return Ok(());
-        }
-        let spec = match self.inner.repo.get(name) {
-            Some(Ok(spec)) => spec,
-            Some(Err(e)) => {
-                return Err(crate::error::Error::InvalidInput(format!(
-                    "model {name:?}: {e}"
-                )))
+        let (spec, fingerprint) = {
+            let mut slots = self.slots();
+            let Some(slot) = slots
+                .get_mut(name)
+                .filter(|s| s.parked() && s.state() != ModelState::Loading)
+            else {
+                return Ok(None);
+            };
+            if let Some(wait) = slot.wake_wait(self.inner.ctx.min_wake_interval) {
+                return Ok(Some(wait));
             }
-            None => return Err(crate::error::Error::ModelNotFound(name.to_owned())),
+            let Some((spec, fingerprint)) = slot.parked_version() else {
+                return Ok(None);
+            };
+            let version = (spec.clone(), fingerprint.map(str::to_owned));
+            slot.woke();
+            version
         };
+        if fingerprint.as_deref() != Some(super::slot::fingerprint(&spec).as_str()) {
+            return Err(crate::error::Error::ModelNotReady {
+                name: name.to_owned(),
+                state: ModelState::Unloaded,
+                reason: Some(
+                    "its files changed while it was unloaded; Reload (or SIGHUP) loads the new version"
+                        .into(),
+                ),
+            });
+        }
         tracing::info!(model = %name, "loading again for a request");
         // The requests waiting for it follow its state; nobody needs this receiver.
         drop(self.start_load(spec));
-        Ok(())
+        Ok(None)
     }
 
     /// Parks every ready model idle for longer than its `keep_alive`.

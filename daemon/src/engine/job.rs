@@ -55,13 +55,17 @@ impl Transport {
 }
 
 /// What travels with every request from its frontend to its worker: its id (for logs, errors
-/// and the answer), its priority, where it came from (for metrics), and its own timeout.
+/// and the answer), its priority, where it came from (for metrics), who sent it (whose cached
+/// prompts it may reuse), and its own timeout.
 #[derive(Debug, Clone)]
 pub struct Ticket {
     pub id: String,
     pub priority: Priority,
     pub transport: Transport,
     pub timeout: Option<Duration>,
+    /// The caller as the transport knows it: `uid:1000` on D-Bus, `reply:<topic>` on MQTT,
+    /// `route:<filter>` for a route. Empty: unknown, shares with nobody.
+    pub caller: String,
 }
 
 impl Ticket {
@@ -71,7 +75,13 @@ impl Ticket {
             priority,
             transport,
             timeout: None,
+            caller: String::new(),
         }
+    }
+
+    pub fn with_caller(mut self, caller: impl Into<String>) -> Ticket {
+        self.caller = caller.into();
+        self
     }
 }
 
@@ -80,6 +90,15 @@ pub struct EmbedRequest {
     pub texts: Vec<String>,
     /// When false, a text longer than the model's `max_length` is an error instead of being cut.
     pub truncate: bool,
+}
+
+/// One text as the model takes it, tokenized before it is queued.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TextTokens {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+    /// Cut to the model's `max_length`.
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -127,25 +146,40 @@ pub struct GenOptions {
     pub truncate: bool,
 }
 
+/// A generation as a frontend asks for it.
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {
     pub prompt: Prompt,
     pub options: GenOptions,
-    /// Stop at this instant with finish reason `timeout`.
-    pub deadline: Option<std::time::Instant>,
-    pub priority: Priority,
 }
 
 impl GenerateRequest {
-    /// A request the engine stamps with its ticket's deadline and priority.
     pub fn new(prompt: Prompt, options: GenOptions) -> GenerateRequest {
-        GenerateRequest {
-            prompt,
-            options,
-            deadline: None,
-            priority: Priority::Interactive,
-        }
+        GenerateRequest { prompt, options }
     }
+}
+
+/// A generation as its worker takes it: the prompt already tokenized (off the worker), with
+/// the ticket's deadline, priority and caller.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub prompt: PromptTokens,
+    pub options: GenOptions,
+    /// Stop at this instant with finish reason `timeout`.
+    pub deadline: Option<std::time::Instant>,
+    pub priority: Priority,
+    /// Only this caller's cached prompts are reused (see `Ticket::caller`).
+    pub caller: String,
+}
+
+/// A prompt tokenized and checked against the context.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PromptTokens {
+    pub tokens: Vec<u32>,
+    /// New tokens it may generate: `max_tokens`, or what the context leaves.
+    pub max_new: usize,
+    /// The prompt opened a `<think>` block, so the answer starts inside reasoning.
+    pub thinking: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,17 +344,17 @@ impl Drop for Events {
 
 pub enum Job {
     Classify {
-        req: EmbedRequest,
+        texts: Vec<TextTokens>,
         top_k: usize,
         reply: Reply<Classes>,
     },
     Generate {
-        req: Box<GenerateRequest>,
+        req: Box<Generation>,
         events: Events,
         cancel: CancellationToken,
     },
     Embed {
-        req: EmbedRequest,
+        texts: Vec<TextTokens>,
         reply: Reply<EmbedOutput>,
     },
     Infer {
@@ -351,7 +385,7 @@ impl queue::Job for Job {
 
     fn weight(&self) -> usize {
         match self {
-            Job::Embed { req, .. } | Job::Classify { req, .. } => req.texts.len().max(1),
+            Job::Embed { texts, .. } | Job::Classify { texts, .. } => texts.len().max(1),
             Job::Infer { inputs, .. } => inputs
                 .values()
                 .next()

@@ -13,12 +13,13 @@ pub mod providers;
 pub mod queue;
 mod requests;
 mod slot;
+mod stats;
 pub mod trt_cache;
 mod worker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use self::queue::Queue;
 use self::slot::{Serving, Slot};
 use crate::error::{Error, LoadError, Result};
 use crate::kinds;
+use crate::limits::Limits;
 use crate::manifest::ModelSpec;
 use crate::repository::Repository;
 
@@ -55,6 +57,10 @@ struct Inner {
     stopping: AtomicBool,
     /// Held while deciding to reload a parked model, so concurrent requests start one load.
     waking: Mutex<()>,
+    /// `[limits]`, checked before each request does any work; replaced on reload.
+    limits: RwLock<Limits>,
+    /// Tokenizing runs on blocking threads, at most one per CPU at a time.
+    tokenizing: tokio::sync::Semaphore,
 }
 
 /// Resolves when a load finishes: `Err` carries the reason it failed.
@@ -72,6 +78,10 @@ impl Engine {
                 changes: broadcast::channel(256).0,
                 stopping: AtomicBool::new(false),
                 waking: Mutex::new(()),
+                limits: RwLock::new(Limits::default()),
+                tokenizing: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                ),
             }),
         };
         engine.rescan()?;
@@ -83,6 +93,20 @@ impl Engine {
 
     fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
         self.inner.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.inner
+            .limits
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Takes new `[limits]` (at start and on reload); requests already past the check keep
+    /// the old ones.
+    pub fn set_limits(&self, limits: Limits) {
+        *self.inner.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
@@ -277,9 +301,9 @@ impl Engine {
         ));
         let engine = self.clone();
         let serving_queue = queue.clone();
-        let manifest = spec.manifest.clone();
         let loaded_name = name.clone();
         let build_spec = spec.clone();
+        let serving_spec = spec.clone();
         let on_loaded = move |result: std::result::Result<kinds::Loaded, LoadError>| {
             let failure = result.as_ref().err().map(ToString::to_string);
             let pending = result
@@ -290,7 +314,7 @@ impl Engine {
                 generation,
                 result.map(|info| Serving {
                     queue: serving_queue,
-                    manifest,
+                    spec: serving_spec,
                     info,
                 }),
             );

@@ -10,11 +10,12 @@
 //! whole one, so with any share above 0 it never starves.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::job::Priority;
+pub use super::stats::Stats;
 use crate::error::Error;
 
 /// A unit of work a queue can carry.
@@ -26,50 +27,6 @@ pub trait Job: Send {
     /// How much of a batch this job fills (texts, rows).
     fn weight(&self) -> usize {
         1
-    }
-}
-
-/// Counters kept per queue, read by `ListModels`.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub served: AtomicU64,
-    pub skipped: AtomicU64,
-    pub timed_out: AtomicU64,
-    pub rejected: AtomicU64,
-    /// Sequences a generation worker is decoding now.
-    pub active: AtomicU64,
-    /// Tokens decoded in steps shared with other sequences (continuous batching).
-    pub batched_tokens: AtomicU64,
-    /// When the model last took a request, as milliseconds of `crate::clock`.
-    pub last_used_ms: AtomicU64,
-    /// The most recent failed request, with its id.
-    pub last_error: Mutex<Option<String>>,
-}
-
-impl Stats {
-    pub fn touch(&self) {
-        self.last_used_ms
-            .store(crate::clock::now_ms(), Ordering::Relaxed);
-    }
-
-    /// Seconds since the model last took a request.
-    pub fn idle(&self) -> Duration {
-        let used = self.last_used_ms.load(Ordering::Relaxed);
-        Duration::from_millis(crate::clock::now_ms().saturating_sub(used))
-    }
-
-    /// Only the kind and the id: `Health()` is open to every client, and the message (which
-    /// may quote another client's input) is in the log under the same id.
-    pub fn failed(&self, request_id: &str, e: &crate::error::Error) {
-        let msg = format!("{} (request {request_id})", e.kind());
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
-    }
-
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 }
 
@@ -87,6 +44,9 @@ struct State<J> {
     closed: bool,
     /// The health probe waiting for the worker, and when it was issued.
     probe: Option<Instant>,
+    /// The worker is inside one run that cannot be split, allowed to last until then: the
+    /// probe counts as answered meanwhile.
+    running_until: Option<Instant>,
 }
 
 pub struct Queue<J> {
@@ -98,6 +58,17 @@ pub struct Queue<J> {
     ready: Condvar,
     /// Shared with the model's slot so counts survive a reload.
     pub stats: Arc<Stats>,
+}
+
+/// A run in progress (see `Queue::running`).
+pub struct Running<'a, J: Job>(&'a Queue<J>);
+
+impl<J: Job> Drop for Running<'_, J> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.running_until = None;
+        st.probe = None;
+    }
 }
 
 /// How a worker wants its batches cut.
@@ -118,6 +89,7 @@ impl<J: Job> Queue<J> {
                 credit: 0.0,
                 closed: false,
                 probe: None,
+                running_until: None,
             }),
             ready: Condvar::new(),
             stats,
@@ -169,6 +141,10 @@ impl<J: Job> Queue<J> {
     /// previous probe has gone unanswered, or `None` if it was answered and a new one is out.
     pub fn probe(&self) -> Option<Duration> {
         let mut st = self.lock();
+        let now = Instant::now();
+        if st.running_until.is_some_and(|until| now < until) {
+            st.probe = None;
+        }
         if let Some(issued) = st.probe {
             return Some(issued.elapsed());
         }
@@ -179,9 +155,20 @@ impl<J: Job> Queue<J> {
     }
 
     /// Answers the health probe; workers that do not take from the queue on every step (a
-    /// generation worker with every slot full) call this once per step.
+    /// generation worker with every slot full) call this once per step, and long work between
+    /// its pieces.
     pub fn heartbeat(&self) {
         self.lock().probe = None;
+    }
+
+    /// Marks the start of one run that cannot be split into pieces: for up to `grace` the
+    /// probe counts as answered; past it the worker counts as wedged. Ends when the returned
+    /// guard drops.
+    pub fn running(&self, grace: Duration) -> Running<'_, J> {
+        let mut st = self.lock();
+        st.running_until = Some(Instant::now() + grace);
+        st.probe = None;
+        Running(self)
     }
 
     pub fn model(&self) -> &str {
@@ -396,6 +383,25 @@ mod tests {
             .is_some_and(|age| age >= Duration::from_millis(20)));
         q.heartbeat();
         assert_eq!(q.probe(), None);
+    }
+
+    #[test]
+    fn a_long_run_answers_probes_until_its_grace_ends() {
+        let q = Queue::<Fake>::new("m", 8, 0.0, Default::default());
+        let run = q.running(Duration::from_millis(50));
+        let _ = q.probe();
+        std::thread::sleep(Duration::from_millis(10));
+        assert_eq!(
+            q.probe(),
+            None,
+            "within its grace the run counts as an answer"
+        );
+        std::thread::sleep(Duration::from_millis(60));
+        let _ = q.probe();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(q.probe().is_some(), "past its grace the worker is wedged");
+        drop(run);
+        assert_eq!(q.probe(), None, "the run's end answers");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The request path: from a frontend's call to a job on the model's queue, and its answer
-//! back. A parked model is loaded again first (`ready`); every outcome is recorded once
-//! (`observe.rs`).
+//! back. The request is checked against `[limits]` first; a parked model is loaded again
+//! (`ready`); texts and prompts are tokenized on a blocking thread (`prepare`), never on the
+//! worker; every outcome is recorded once (`observe.rs`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,12 +12,14 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::job::{
-    Classes, EmbedOutput, EmbedRequest, Event, Events, GenerateRequest, Job, Tensors, Ticket,
+    Classes, EmbedOutput, EmbedRequest, Event, Events, GenerateRequest, Generation, Job,
+    PromptTokens, Tensors, TextTokens, Ticket,
 };
 use super::queue;
 use super::slot::Serving;
 use super::Engine;
 use crate::error::{Error, Result};
+use crate::kinds::Prepare;
 use crate::manifest::Kind;
 
 impl Engine {
@@ -31,7 +34,7 @@ impl Engine {
             .ok_or_else(|| Error::ModelNotFound(model.to_owned()))?;
         let serving = slot.serving(model)?;
         slot.stats.touch();
-        let declared = serving.manifest.kind;
+        let declared = serving.spec.manifest.kind;
         if declared != kind {
             let method = match declared {
                 Kind::Embedding => "Embed",
@@ -69,10 +72,10 @@ impl Engine {
                 }
                 // Its reload failed (the memory budget still does not fit it): say why.
                 Some(_) if woke => return self.admit(model, kind),
-                Some(_) => {
-                    self.wake(model)?;
-                    woke = true;
-                }
+                Some(_) => match self.wake(model)? {
+                    None => woke = true,
+                    Some(wait) => tokio::time::sleep(wait).await,
+                },
             }
         }
     }
@@ -89,6 +92,7 @@ impl Engine {
         let timeout = ticket.timeout;
         let priority = ticket.priority;
         let default = serving
+            .spec
             .manifest
             .batching
             .timeout_ms
@@ -101,7 +105,7 @@ impl Engine {
         match serving.queue.push(job, priority, deadline) {
             Ok(()) => Ok(deadline),
             Err((job, Error::ShuttingDown)) if !self.inner.stopping.load(Ordering::Acquire) => {
-                let pushed = match self.admit(model, serving.manifest.kind) {
+                let pushed = match self.admit(model, serving.spec.manifest.kind) {
                     Ok(now) => now.queue.push(job, priority, deadline),
                     Err(e) => Err((job, e)),
                 };
@@ -122,9 +126,11 @@ impl Engine {
     pub async fn embed(&self, model: &str, req: EmbedRequest, t: &Ticket) -> Result<EmbedOutput> {
         let observed = self.observe(model, "embed", t);
         let work = async {
+            self.limits().texts(&req.texts)?;
             let (serving, t) = self.ready_within(model, Kind::Embedding, t).await?;
+            let (texts, t) = self.prepare_texts(model, &serving, req, t).await?;
             let (reply, rx) = oneshot::channel();
-            let deadline = self.submit(model, serving, &t, Job::Embed { req, reply })?;
+            let deadline = self.submit(model, serving, &t, Job::Embed { texts, reply })?;
             answer(model, rx, deadline).await
         };
         observed.finish(work.await)
@@ -139,9 +145,16 @@ impl Engine {
     ) -> Result<Classes> {
         let observed = self.observe(model, "classify", t);
         let work = async {
+            self.limits().texts(&req.texts)?;
             let (serving, t) = self.ready_within(model, Kind::Classification, t).await?;
+            let (texts, t) = self.prepare_texts(model, &serving, req, t).await?;
             let (reply, rx) = oneshot::channel();
-            let deadline = self.submit(model, serving, &t, Job::Classify { req, top_k, reply })?;
+            let job = Job::Classify {
+                texts,
+                top_k,
+                reply,
+            };
+            let deadline = self.submit(model, serving, &t, job)?;
             answer(model, rx, deadline).await
         };
         observed.finish(work.await)
@@ -150,6 +163,7 @@ impl Engine {
     pub async fn infer(&self, model: &str, inputs: Tensors, t: &Ticket) -> Result<Tensors> {
         let observed = self.observe(model, "infer", t);
         let work = async {
+            self.limits().tensors(&inputs)?;
             let (serving, t) = self.ready_within(model, Kind::Tensor, t).await?;
             serving.check_inputs(&inputs)?;
             let (reply, rx) = oneshot::channel();
@@ -165,25 +179,100 @@ impl Engine {
     pub async fn generate(
         &self,
         model: &str,
-        mut req: GenerateRequest,
+        req: GenerateRequest,
         t: &Ticket,
         cancel: CancellationToken,
     ) -> Result<mpsc::UnboundedReceiver<Event>> {
-        req.deadline = t.timeout.map(|d| Instant::now() + d);
-        req.priority = t.priority;
+        let deadline = t.timeout.map(|d| Instant::now() + d);
         // Until the job is queued; from then on its `Events` record how it ends.
         let observed = self.observe(model, "generate", t);
-        let ready = self.ready_within(model, Kind::TextGeneration, t).await;
-        let (serving, t) = observed.until_queued(ready)?;
+        let ready = async {
+            self.limits().generation(&req)?;
+            let (serving, t) = self.ready_within(model, Kind::TextGeneration, t).await?;
+            let (prompt, t) = self.prepare_prompt(model, &serving, &req, t).await?;
+            Ok((serving, t, prompt))
+        };
+        let (serving, t, prompt) = observed.until_queued(ready.await)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let job = Job::Generate {
-            req: Box::new(req),
+            req: Box::new(Generation {
+                prompt,
+                options: req.options,
+                deadline,
+                priority: t.priority,
+                caller: t.caller.clone(),
+            }),
             events: Events::new(tx, model, &t),
             cancel,
         };
         // A refused job's `Events` records the outcome as it is answered.
         self.submit(model, serving, &t, job)?;
         Ok(rx)
+    }
+
+    async fn prepare_texts(
+        &self,
+        model: &str,
+        serving: &Serving,
+        req: EmbedRequest,
+        t: Ticket,
+    ) -> Result<(Vec<TextTokens>, Ticket)> {
+        let Prepare::Texts(encoder) = &serving.info.prepare else {
+            return Err(Error::Internal("this model takes no texts".into()));
+        };
+        let encoder = encoder.clone();
+        self.off_worker(model, t, move || encoder.encode(&req))
+            .await
+    }
+
+    async fn prepare_prompt(
+        &self,
+        model: &str,
+        serving: &Serving,
+        req: &GenerateRequest,
+        t: Ticket,
+    ) -> Result<(PromptTokens, Ticket)> {
+        let Prepare::Prompt(encoder) = &serving.info.prepare else {
+            return Err(Error::Internal("this model takes no prompt".into()));
+        };
+        let (encoder, req) = (encoder.clone(), req.clone());
+        self.off_worker(model, t, move || encoder.prepare(&req))
+            .await
+    }
+
+    /// Runs `work` (tokenizing) on a blocking thread, at most one per CPU at a time, within
+    /// the ticket's timeout; returns its result and the ticket with the time left.
+    async fn off_worker<T: Send + 'static>(
+        &self,
+        model: &str,
+        mut t: Ticket,
+        work: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<(T, Ticket)> {
+        let started = Instant::now();
+        let run = async {
+            let _turn = self
+                .inner
+                .tokenizing
+                .acquire()
+                .await
+                .map_err(|_| Error::ShuttingDown)?;
+            tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|_| Error::Internal("tokenizing panicked".into()))?
+        };
+        let out = match t.timeout {
+            None => run.await?,
+            Some(limit) => {
+                tokio::time::timeout(limit, run)
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        model: model.to_owned(),
+                        waited_ms: limit.as_millis(),
+                    })??
+            }
+        };
+        t.timeout = t.timeout.map(|l| l.saturating_sub(started.elapsed()));
+        Ok((out, t))
     }
 
     /// `ready`, within the ticket's timeout; returns the ticket with the time left.

@@ -13,12 +13,13 @@ use super::pool::Pool;
 use super::queue::{Queue, Stats};
 use crate::error::{Error, LoadError, Result};
 use crate::kinds::Loaded;
-use crate::manifest::{Kind, Manifest, ModelSpec};
+use crate::manifest::{Kind, ModelSpec};
 
 /// A loaded version and the queue in front of its worker.
 pub struct Serving {
     pub queue: Arc<Queue<Job>>,
-    pub manifest: Manifest,
+    /// What it was loaded from: a parked model wakes with this version.
+    pub spec: ModelSpec,
     pub info: Loaded,
 }
 
@@ -44,13 +45,21 @@ pub struct Slot {
     /// Why the last engine build failed (the version serving stays).
     build_failed: Option<String>,
     /// Unloaded to save memory (idle past `keep_alive`, or for the memory budget): the next
-    /// request loads it again and waits.
-    parked: Option<&'static str>,
+    /// request loads this version again and waits.
+    parked: Option<Parked>,
+    /// When a request last woke it from parked (wakes are rate-limited).
+    last_wake: Option<Instant>,
     /// What the last successful load measured, and where, kept while parked.
     measured: u64,
     pool: Option<Pool>,
     /// The manifest's `keep_alive_s`.
     keep_alive: Option<u64>,
+}
+
+/// A parked model: why, and the version it had.
+struct Parked {
+    why: &'static str,
+    spec: ModelSpec,
 }
 
 /// Changes whenever the manifest or a file it names changes.
@@ -150,7 +159,7 @@ impl Slot {
         match result {
             Ok(new) => {
                 self.loaded(&new);
-                self.keep_alive = new.manifest.keep_alive_s;
+                self.keep_alive = new.spec.manifest.keep_alive_s;
                 if let Some(old) = self.serving.replace(Arc::new(new)) {
                     old.queue.close();
                 }
@@ -200,11 +209,32 @@ impl Slot {
     }
 
     /// Unloads to free memory; `why` shows in the status until the next request reloads it.
+    /// Only a serving version can be parked.
     pub fn park(&mut self, why: &'static str) {
         self.close();
-        self.serving = None;
         self.building = None;
-        self.parked = Some(why);
+        if let Some(s) = self.serving.take() {
+            self.parked = Some(Parked {
+                why,
+                spec: s.spec.clone(),
+            });
+        }
+    }
+
+    /// The version a parked model had, and the fingerprint of its files then.
+    pub fn parked_version(&self) -> Option<(&ModelSpec, Option<&str>)> {
+        let p = self.parked.as_ref()?;
+        Some((&p.spec, self.fingerprint.as_deref()))
+    }
+
+    /// How long a wake must wait to keep wakes at most one per `interval`; `None`: now.
+    pub fn wake_wait(&self, interval: std::time::Duration) -> Option<std::time::Duration> {
+        let next = self.last_wake? + interval;
+        next.checked_duration_since(Instant::now())
+    }
+
+    pub fn woke(&mut self) {
+        self.last_wake = Some(Instant::now());
     }
 
     pub fn measured(&self) -> u64 {
@@ -279,7 +309,8 @@ impl Slot {
         let build = self.build_failed.clone();
         let parked = self
             .parked
-            .map(|why| format!("unloaded {why}; the next request loads it"));
+            .as_ref()
+            .map(|p| format!("unloaded {}; the next request loads it", p.why));
         let note: Vec<String> = skipped.into_iter().chain(build).chain(parked).collect();
         ModelStatus {
             name: name.to_owned(),

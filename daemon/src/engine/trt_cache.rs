@@ -5,8 +5,14 @@
 //!
 //! Builds write into a hidden `.build-*` folder that is renamed into place only after the
 //! session was created, so a crash mid-build never leaves a folder that looks complete.
+//!
+//! An engine is code the GPU runs, and ONNX Runtime trusts the file. So each published folder
+//! records every file's SHA-256 (`files.sha256`), and a folder is used only when its files are
+//! exactly those, unchanged, owned by the daemon's user and writable by nobody else; anything
+//! else is removed and rebuilt.
 
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -77,9 +83,23 @@ impl EngineDir {
         self.root.join(&self.key)
     }
 
-    /// A complete engine for this key exists.
+    /// A complete engine for this key exists and passes `verify`. One that does not is
+    /// removed (with a warning), so it is rebuilt.
     pub fn is_warm(&self) -> bool {
-        self.path().join("key.txt").is_file()
+        let dir = self.path();
+        if !dir.join("key.txt").is_file() {
+            return false;
+        }
+        match verify(&dir) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(dir = %dir.display(), "TensorRT engine cache not used: {why}; it is rebuilt");
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), "cannot remove it: {e}");
+                }
+                false
+            }
+        }
     }
 
     /// A fresh hidden folder to build into (`finish` moves it into place).
@@ -94,9 +114,15 @@ impl EngineDir {
         Ok(dir)
     }
 
-    /// Publishes a finished build and removes every other engine of this model.
+    /// Publishes a finished build, with its files' checksums, and removes every other engine
+    /// of this model.
     pub fn finish(&self, build: &Path) -> std::io::Result<()> {
         std::fs::write(build.join("key.txt"), self.parts.describe())?;
+        let mut list = String::new();
+        for name in files_in(build)? {
+            list.push_str(&format!("{}  {name}\n", sha256_of(&build.join(&name))?));
+        }
+        std::fs::write(build.join(CHECKSUMS), list)?;
         let dest = self.path();
         if dest.exists() {
             std::fs::remove_dir_all(&dest)?;
@@ -133,6 +159,92 @@ impl EngineDir {
     }
 }
 
+/// Each file of a published engine folder and its SHA-256, as `sha256sum` writes them.
+const CHECKSUMS: &str = "files.sha256";
+
+/// The names of the entries of `dir` other than the checksum list.
+fn files_in(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if name != CHECKSUMS {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Owned by this process's user, and writable by nobody else.
+fn owned_by_us(meta: &std::fs::Metadata) -> Result<(), String> {
+    let uid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != uid {
+        return Err(format!(
+            "owned by uid {}, not the daemon's {uid}",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "writable by others (mode {:o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// The folder and its files are ours alone, and its files are exactly those recorded at
+/// publication, with the same SHA-256.
+fn verify(dir: &Path) -> Result<(), String> {
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
+    owned_by_us(&meta).map_err(|e| format!("the folder is {e}"))?;
+    let recorded = std::fs::read_to_string(dir.join(CHECKSUMS))
+        .map_err(|e| format!("no {CHECKSUMS} ({e}): not an engine inferd published"))?;
+    let mut listed: Vec<(&str, &str)> = recorded
+        .lines()
+        .map(|l| {
+            l.split_once("  ")
+                .ok_or_else(|| format!("{CHECKSUMS} is malformed"))
+        })
+        .collect::<Result<_, _>>()?;
+    listed.sort_by_key(|(_, name)| *name);
+    let present = files_in(dir).map_err(|e| e.to_string())?;
+    let names: Vec<&str> = listed.iter().map(|(_, n)| *n).collect();
+    if names != present {
+        return Err(format!(
+            "its files are {present:?}, not the {names:?} it was published with"
+        ));
+    }
+    for (sha, name) in listed {
+        let path = dir.join(name);
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| e.to_string())?;
+        if !meta.is_file() {
+            return Err(format!("{name} is not a plain file"));
+        }
+        owned_by_us(&meta).map_err(|e| format!("{name} is {e}"))?;
+        if sha256_of(&path).map_err(|e| e.to_string())? != sha {
+            return Err(format!(
+                "{name} changed since it was built (SHA-256 differs)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn sha256_of(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
 /// Computes the model's engine folder. Hashing a large model takes seconds, so the hash is
 /// kept next to the engines and reused while the file's size and mtime stay the same.
 pub fn engine_dir(
@@ -167,17 +279,7 @@ fn model_hash(model: &Path, memo: &Path) -> std::io::Result<String> {
             }
         }
     }
-    let mut file = std::fs::File::open(model)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    let sha = hex(&hasher.finalize());
+    let sha = sha256_of(model)?;
     let tmp = memo.with_extension("tmp");
     std::fs::write(&tmp, format!("{stamp} {sha}\n"))?;
     std::fs::rename(tmp, memo)?;
@@ -260,6 +362,53 @@ mod tests {
         assert_eq!(left, std::slice::from_ref(&dir.key));
         let key_txt = std::fs::read_to_string(dir.path().join("key.txt")).unwrap();
         assert!(key_txt.contains("gpu = Orin (sm_87)"), "{key_txt}");
+    }
+
+    /// A published engine folder, `tamper`ed with, is used or not.
+    fn warm_after(tamper: impl FnOnce(&Path)) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        let state = tempfile::tempdir().unwrap();
+        let dir = EngineDir {
+            root: state.path().join("tensorrt/m"),
+            key: parts().key(),
+            parts: parts(),
+        };
+        std::fs::create_dir_all(&dir.root).unwrap();
+        let build = dir.start_build().unwrap();
+        std::fs::write(build.join("m.engine"), b"engine").unwrap();
+        std::fs::set_permissions(&build, std::fs::Permissions::from_mode(0o700)).unwrap();
+        dir.finish(&build).unwrap();
+        tamper(&dir.path());
+        dir.is_warm()
+    }
+
+    #[test]
+    fn only_engines_as_they_were_built_are_used() {
+        use std::os::unix::fs::PermissionsExt;
+        assert!(warm_after(|_| {}));
+        assert!(!warm_after(
+            |d| std::fs::write(d.join("m.engine"), b"evil").unwrap()
+        ));
+        assert!(!warm_after(|d| std::fs::write(
+            d.join("extra.engine"),
+            b"x"
+        )
+        .unwrap()));
+        assert!(!warm_after(|d| std::fs::remove_file(
+            d.join("files.sha256")
+        )
+        .unwrap()));
+        assert!(!warm_after(|d| {
+            std::fs::set_permissions(d.join("m.engine"), std::fs::Permissions::from_mode(0o666))
+                .unwrap()
+        }));
+        assert!(!warm_after(|d| {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap()
+        }));
+        assert!(!warm_after(|d| {
+            std::fs::remove_file(d.join("m.engine")).unwrap();
+            std::os::unix::fs::symlink("/etc/passwd", d.join("m.engine")).unwrap();
+        }));
     }
 
     #[test]

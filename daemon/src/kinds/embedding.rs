@@ -1,22 +1,25 @@
-//! `embedding`: texts → tokenizer → model → pooling → optional L2 normalisation.
+//! `embedding`: tokens (from `texts.rs`, before the queue) → model → pooling → optional L2
+//! normalisation.
 //!
 //! Texts from many requests share one run. Each is padded only to the longest text in the run and
-//! masked, so a text's embedding does not depend on what it was batched with.
+//! masked, so a text's embedding does not depend on what it was batched with. Runs take at most
+//! `max_batch` texts, and the worker answers the watchdog's probe between them, so a large
+//! request never looks like a wedged worker.
 
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
-use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 use super::classify;
+use super::texts::TextEncoder;
 use super::Model;
-use crate::engine::job::{Classes, EmbedOutput, EmbedRequest, Job, Reply};
+use crate::engine::job::{Classes, EmbedOutput, Job, Reply, TextTokens};
+use crate::engine::queue::Queue;
 use crate::error::{Error, LoadError, Result};
 use crate::manifest::{EmbeddingOptions, Kind, ModelSpec, Pooling};
 
 pub struct Embedding {
     name: String,
     session: Session,
-    tokenizer: Tokenizer,
     opts: EmbeddingOptions,
     max_batch: usize,
     output: String,
@@ -55,16 +58,12 @@ impl Responder {
 }
 
 impl Embedding {
-    pub fn new(spec: &ModelSpec, session: Session) -> Result<Self, LoadError> {
+    /// The worker's model, and the encoder the engine tokenizes texts with.
+    pub fn new(spec: &ModelSpec, session: Session) -> Result<(Self, TextEncoder), LoadError> {
         let path = spec
             .tokenizer_path
             .clone()
             .ok_or_else(|| LoadError::Incompatible("embedding model without a tokenizer".into()))?;
-        let tok_err = |message: String| LoadError::Tokenizer {
-            path: path.clone(),
-            message,
-        };
-        let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| tok_err(e.to_string()))?;
         let mut opts = spec.manifest.embedding.clone();
         let classifier = spec.manifest.kind == Kind::Classification;
         if classifier {
@@ -72,14 +71,7 @@ impl Embedding {
             opts.pooling = Pooling::None;
             opts.normalize = false;
         }
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: opts.max_length,
-                ..Default::default()
-            }))
-            .map_err(|e| tok_err(e.to_string()))?;
-        tokenizer.with_padding(None);
-
+        let encoder = TextEncoder::new(&path, opts.max_length)?;
         let has = |n: &str| session.inputs().iter().any(|i| i.name() == n);
         for required in ["input_ids", "attention_mask"] {
             if !has(required) {
@@ -116,65 +108,40 @@ impl Embedding {
         } else {
             Vec::new()
         };
-        Ok(Embedding {
+        let model = Embedding {
             labels,
             name: spec.name.clone(),
             has_token_types: has("token_type_ids"),
             max_batch: spec.manifest.batching.max_batch,
             session,
-            tokenizer,
             opts,
             output,
-        })
+        };
+        Ok((model, encoder))
     }
 
-    fn encode(&self, req: &EmbedRequest) -> Result<Vec<Encoding>> {
-        let encs = self
-            .tokenizer
-            .encode_batch(req.texts.clone(), true)
-            .map_err(|e| Error::InvalidInput(format!("cannot tokenize: {e}")))?;
-        if !req.truncate {
-            if let Some(i) = encs.iter().position(|e| !e.get_overflowing().is_empty()) {
-                return Err(Error::InvalidInput(format!(
-                    "text {i} is longer than the model's max_length of {} tokens and truncate is false",
-                    self.opts.max_length
-                )));
-            }
-        }
-        Ok(encs)
-    }
-
-    /// Embeds encodings in runs of at most `max_batch`.
-    fn embed(&mut self, encs: &[&Encoding]) -> Result<Vec<Vec<f32>>> {
-        let mut out = Vec::with_capacity(encs.len());
-        for chunk in encs.chunks(self.max_batch) {
+    /// Embeds texts in runs of at most `max_batch`, answering the watchdog's probe between
+    /// runs.
+    fn embed(&mut self, texts: &[&TextTokens], queue: &Queue<Job>) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(self.max_batch) {
             out.extend(self.run_chunk(chunk)?);
+            queue.heartbeat();
         }
         Ok(out)
     }
 
-    fn run_chunk(&mut self, encs: &[&Encoding]) -> Result<Vec<Vec<f32>>> {
-        let n = encs.len();
-        let len = encs
-            .iter()
-            .map(|e| e.get_ids().len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
+    fn run_chunk(&mut self, texts: &[&TextTokens]) -> Result<Vec<Vec<f32>>> {
+        let n = texts.len();
+        let len = texts.iter().map(|e| e.ids.len()).max().unwrap_or(0).max(1);
         let mut ids = vec![0i64; n * len];
         let mut mask = vec![0i64; n * len];
         let mut types = vec![0i64; n * len];
-        for (row, e) in encs.iter().enumerate() {
-            for (t, ((&id, &ty), &m)) in e
-                .get_ids()
-                .iter()
-                .zip(e.get_type_ids())
-                .zip(e.get_attention_mask())
-                .enumerate()
-            {
+        for (row, e) in texts.iter().enumerate() {
+            for (t, (&id, &ty)) in e.ids.iter().zip(&e.type_ids).enumerate() {
                 ids[row * len + t] = id as i64;
                 types[row * len + t] = ty as i64;
-                mask[row * len + t] = m as i64;
+                mask[row * len + t] = 1;
             }
         }
         let shape = vec![n as i64, len as i64];
@@ -206,33 +173,23 @@ impl Embedding {
         })
     }
 
-    fn answer(&mut self, jobs: Vec<(EmbedRequest, Responder)>) {
-        let mut ready = Vec::new();
-        for (req, reply) in jobs {
-            match self.encode(&req) {
-                Ok(encs) => ready.push((encs, reply)),
-                Err(e) => reply.fail(e),
-            }
-        }
-        let all: Vec<&Encoding> = ready.iter().flat_map(|(e, _)| e.iter()).collect();
-        match self.embed(&all) {
+    fn answer(&mut self, jobs: Vec<(Vec<TextTokens>, Responder)>, queue: &Queue<Job>) {
+        let all: Vec<&TextTokens> = jobs.iter().flat_map(|(t, _)| t.iter()).collect();
+        match self.embed(&all, queue) {
             Ok(vectors) => {
                 let mut vectors = vectors.into_iter();
-                for (encs, reply) in ready {
+                for (texts, reply) in jobs {
                     let out = EmbedOutput {
-                        vectors: vectors.by_ref().take(encs.len()).collect(),
-                        truncated: encs
-                            .iter()
-                            .map(|e| !e.get_overflowing().is_empty())
-                            .collect(),
-                        tokens: encs.iter().map(|e| e.get_ids().len() as u32).collect(),
+                        vectors: vectors.by_ref().take(texts.len()).collect(),
+                        truncated: texts.iter().map(|t| t.truncated).collect(),
+                        tokens: texts.iter().map(|t| t.ids.len() as u32).collect(),
                     };
                     reply.answer(out, &self.labels);
                 }
             }
             Err(e) => {
                 tracing::error!(model = %self.name, "embedding run failed: {e}");
-                for (_, reply) in ready {
+                for (_, reply) in jobs {
                     reply.fail(e.clone());
                 }
             }
@@ -299,15 +256,19 @@ impl Model for Embedding {
         true
     }
 
-    fn run(&mut self, batch: Vec<Job>) {
+    fn run(&mut self, batch: Vec<Job>, queue: &Queue<Job>) {
         let mut jobs = Vec::with_capacity(batch.len());
         for job in batch {
             match job {
-                Job::Embed { req, reply } if self.labels.is_empty() => {
-                    jobs.push((req, Responder::Embed(reply)))
+                Job::Embed { texts, reply } if self.labels.is_empty() => {
+                    jobs.push((texts, Responder::Embed(reply)))
                 }
-                Job::Classify { req, top_k, reply } if !self.labels.is_empty() => {
-                    jobs.push((req, Responder::Classify { top_k, reply }))
+                Job::Classify {
+                    texts,
+                    top_k,
+                    reply,
+                } if !self.labels.is_empty() => {
+                    jobs.push((texts, Responder::Classify { top_k, reply }))
                 }
                 other => {
                     let method = if self.labels.is_empty() {
@@ -323,7 +284,7 @@ impl Model for Embedding {
                 }
             }
         }
-        self.answer(jobs);
+        self.answer(jobs, queue);
     }
 }
 

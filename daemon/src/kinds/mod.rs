@@ -4,6 +4,7 @@ mod classify;
 mod embedding;
 mod generation;
 mod tensor;
+mod texts;
 
 #[doc(hidden)]
 pub use generation::text as fuzz_text;
@@ -11,9 +12,12 @@ pub use generation::text as fuzz_text;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use ort::environment::Environment;
 
+pub use self::generation::PromptEncoder;
+pub use self::texts::TextEncoder;
 use crate::engine::job::Job;
 use crate::engine::pool::Pool;
 use crate::engine::providers::{self, Placement};
@@ -26,8 +30,9 @@ use crate::tensor::Spec;
 pub trait Model: Send {
     /// Whether two queued jobs may share one run.
     fn compatible(&self, a: &Job, b: &Job) -> bool;
-    /// Runs a batch and answers every job in it.
-    fn run(&mut self, batch: Vec<Job>);
+    /// Runs a batch and answers every job in it. Work that takes long answers the queue's
+    /// watchdog probe (`Queue::heartbeat`) as it goes.
+    fn run(&mut self, batch: Vec<Job>, queue: &Queue<Job>);
 
     /// Serves the queue until it is closed and drained. The default forms batches and runs
     /// them; kinds that keep work across steps (generation) drive the queue themselves.
@@ -39,12 +44,32 @@ pub trait Model: Send {
             batch_sizes.observe(rows as f64);
             // A panic drops the batch's reply senders: its callers get an Internal error, and
             // the worker goes on serving.
-            if catch_unwind(AssertUnwindSafe(|| self.run(batch))).is_err() {
+            if catch_unwind(AssertUnwindSafe(|| self.run(batch, queue))).is_err() {
                 tracing::error!("model run panicked; batch failed");
             }
             queue.stats.served.fetch_add(n, Ordering::Relaxed);
             queue.stats.touch();
         }
+    }
+}
+
+/// What turns a request's text into the model's input. The engine runs it on a blocking
+/// thread before the request is queued, so tokenizing never happens on the worker.
+#[derive(Clone)]
+pub enum Prepare {
+    /// Tensor models take their inputs as they come.
+    Nothing,
+    Texts(Arc<TextEncoder>),
+    Prompt(Arc<PromptEncoder>),
+}
+
+impl std::fmt::Debug for Prepare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Prepare::Nothing => "Nothing",
+            Prepare::Texts(_) => "Texts",
+            Prepare::Prompt(_) => "Prompt",
+        })
     }
 }
 
@@ -61,6 +86,7 @@ pub struct Loaded {
     pub memory_bytes: Option<u64>,
     /// The model's files, which stand in for its size until one is measured.
     pub estimate_bytes: u64,
+    pub prepare: Prepare,
 }
 
 /// What every load needs besides the model's own spec.
@@ -83,6 +109,9 @@ pub struct LoadContext {
     pub compiled_providers: Vec<String>,
     /// `engine.keep_alive_s`: idle seconds before a model is unloaded.
     pub keep_alive: Option<std::time::Duration>,
+    /// `engine.min_wake_interval_ms`: a parked model is loaded again for a request at most
+    /// this often.
+    pub min_wake_interval: std::time::Duration,
 }
 
 impl LoadContext {
@@ -112,6 +141,7 @@ impl LoadContext {
                 .engine
                 .keep_alive_s
                 .map(std::time::Duration::from_secs),
+            min_wake_interval: std::time::Duration::from_millis(config.engine.min_wake_interval_ms),
         }
     }
 }
@@ -122,6 +152,7 @@ pub fn load(
     ctx: &LoadContext,
     mode: providers::Mode,
 ) -> Result<(Box<dyn Model>, Loaded), LoadError> {
+    spec.check_external_data()?;
     let (session, placement) = providers::open(spec, ctx, mode)?;
     let pool = Pool::of(placement.provider, &spec.manifest.execution);
     let inputs: Vec<Spec> = session
@@ -134,17 +165,20 @@ pub fn load(
         .iter()
         .map(|o| Spec::from_outlet(o.name(), o.dtype()))
         .collect();
-    let model: Box<dyn Model> = match spec.manifest.kind {
+    let (model, prepare): (Box<dyn Model>, Prepare) = match spec.manifest.kind {
         Kind::Embedding | Kind::Classification => {
-            Box::new(embedding::Embedding::new(spec, session)?)
+            let (m, encoder) = embedding::Embedding::new(spec, session)?;
+            (Box::new(m), Prepare::Texts(Arc::new(encoder)))
         }
-        Kind::Tensor => Box::new(tensor::TensorModel::new(spec, session, &inputs, &outputs)?),
-        Kind::TextGeneration => Box::new(generation::TextGeneration::new(
-            spec,
-            session,
-            &inputs,
-            ctx.background_share,
-        )?),
+        Kind::Tensor => (
+            Box::new(tensor::TensorModel::new(spec, session, &inputs, &outputs)?),
+            Prepare::Nothing,
+        ),
+        Kind::TextGeneration => {
+            let (m, encoder) =
+                generation::TextGeneration::new(spec, session, &inputs, ctx.background_share)?;
+            (Box::new(m), Prepare::Prompt(Arc::new(encoder)))
+        }
     };
     Ok((
         model,
@@ -155,6 +189,7 @@ pub fn load(
             pool,
             memory_bytes: None,
             estimate_bytes: 0,
+            prepare,
         },
     ))
 }

@@ -8,6 +8,7 @@ use ort::session::Session;
 
 use super::Model;
 use crate::engine::job::{Job, Reply, Tensors};
+use crate::engine::queue::Queue;
 use crate::error::{Error, LoadError, Result};
 use crate::manifest::ModelSpec;
 use crate::tensor::{Spec, Tensor};
@@ -16,6 +17,8 @@ pub struct TensorModel {
     name: String,
     session: Session,
     batchable: bool,
+    /// `execution.max_run_ms`: how long one run may take before the worker counts as wedged.
+    max_run: std::time::Duration,
 }
 
 /// True when every input and output has the same named symbolic first dimension: only then do
@@ -49,6 +52,7 @@ impl TensorModel {
         Ok(TensorModel {
             name: spec.name.clone(),
             batchable: batchable(inputs, outputs),
+            max_run: std::time::Duration::from_millis(spec.manifest.execution.max_run_ms),
             session,
         })
     }
@@ -123,7 +127,7 @@ impl Model for TensorModel {
         }
     }
 
-    fn run(&mut self, batch: Vec<Job>) {
+    fn run(&mut self, batch: Vec<Job>, queue: &Queue<Job>) {
         let mut jobs = Vec::with_capacity(batch.len());
         for job in batch {
             match job {
@@ -137,6 +141,9 @@ impl Model for TensorModel {
                 ),
             }
         }
+        // One run cannot be split: while it lasts (up to `max_run`), it answers the watchdog's
+        // probe itself; a run longer than that counts as wedged and stops the pings.
+        let _run = queue.running(self.max_run);
         if jobs.len() > 1 {
             match self.run_joined(&jobs) {
                 Ok(Some(outs)) => {
@@ -153,6 +160,7 @@ impl Model for TensorModel {
         }
         for (inputs, reply) in jobs {
             drop(reply.send(self.run_one(&inputs)));
+            queue.heartbeat();
         }
     }
 }

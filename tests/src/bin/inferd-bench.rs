@@ -94,7 +94,7 @@ async fn proxy(bus: &str) -> Inferd1Proxy<'static> {
 }
 
 async fn mqtt(url: &str, node: &str) -> MqttClient {
-    MqttClient::connect(url, "inferd", Target::Node(node.to_owned()))
+    MqttClient::connect(url, "inferd", "replies", Target::Node(node.to_owned()))
         .await
         .expect("connect to the broker")
 }

@@ -26,6 +26,10 @@ pub struct MqttArgs {
     /// With --mqtt: the daemons' topic prefix
     #[arg(long, global = true, default_value = "inferd")]
     pub prefix: String,
+    /// With --mqtt: where answers come back (this client's id is added); outside the
+    /// daemons' prefix, and under their mqtt.reply_prefix when they set one
+    #[arg(long, global = true, default_value = "replies")]
+    pub replies: String,
 }
 
 fn status_rows(node: &str, status: &Value) -> Vec<ModelStatus> {
@@ -61,7 +65,7 @@ pub async fn run(url: &str, a: &MqttArgs, json_out: bool, command: Command) -> R
             ))
         }
     };
-    let client = MqttClient::connect(url, &a.prefix, target.clone()).await?;
+    let client = MqttClient::connect(url, &a.prefix, &a.replies, target.clone()).await?;
     match command {
         Command::Models => {
             let statuses = client.statuses(Duration::from_millis(500)).await;

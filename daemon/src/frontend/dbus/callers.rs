@@ -15,6 +15,8 @@ use zbus::Connection;
 #[derive(Clone, Default)]
 pub struct Callers {
     tokens: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    /// Each connection's uid, asked of the bus once.
+    uids: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 impl Callers {
@@ -24,7 +26,45 @@ impl Callers {
         map.entry(unique_name.to_owned()).or_default().clone()
     }
 
+    /// Who `unique_name` is, for the prompt cache: `uid:N` as the bus reports it (never
+    /// what the caller says), or empty when the bus cannot tell.
+    pub async fn identity(&self, conn: &Connection, unique_name: &str) -> String {
+        let known = self
+            .uids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(unique_name)
+            .copied();
+        let uid = match known {
+            Some(uid) => Some(uid),
+            None => {
+                let asked = async {
+                    let name = zbus::names::BusName::try_from(unique_name.to_owned()).ok()?;
+                    DBusProxy::new(conn)
+                        .await
+                        .ok()?
+                        .get_connection_unix_user(name)
+                        .await
+                        .ok()
+                };
+                let uid = asked.await;
+                if let Some(uid) = uid {
+                    self.uids
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(unique_name.to_owned(), uid);
+                }
+                uid
+            }
+        };
+        uid.map(|u| format!("uid:{u}")).unwrap_or_default()
+    }
+
     fn gone(&self, unique_name: &str) {
+        self.uids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(unique_name);
         let token = self
             .tokens
             .lock()

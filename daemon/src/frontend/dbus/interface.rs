@@ -88,6 +88,7 @@ impl Service {
     async fn start(
         &self,
         hdr: &Header<'_>,
+        conn: &Connection,
         t: &mut Ticket,
         model: &str,
         prompt: Prompt,
@@ -98,6 +99,9 @@ impl Service {
         Reasoning,
     )> {
         let options = options::generation(opts, t)?;
+        if let Some(sender) = hdr.sender() {
+            t.caller = self.callers.identity(conn, sender.as_str()).await;
+        }
         let reasoning = options.reasoning;
         let req = GenerateRequest::new(prompt, options);
         let cancel = match hdr.sender() {
@@ -111,13 +115,14 @@ impl Service {
     async fn complete_inner(
         &self,
         hdr: &Header<'_>,
+        conn: &Connection,
         model: &str,
         prompt: Prompt,
         opts: Dict,
     ) -> Result<(String, Info), Failure> {
         let mut t = self.ticket();
         let work = async {
-            let (rx, _cancel, mode) = self.start(hdr, &mut t, model, prompt, &opts).await?;
+            let (rx, _cancel, mode) = self.start(hdr, conn, &mut t, model, prompt, &opts).await?;
             let c = job::collect(rx).await?;
             let r = (mode == Reasoning::Separate).then_some(c.reasoning.as_str());
             Ok((
@@ -148,7 +153,7 @@ impl Service {
         };
         let path = request::request_path(&sender, &token)?;
         let (rx, cancel, _) = self
-            .start(hdr, &mut t, model, prompt, &opts)
+            .start(hdr, conn, &mut t, model, prompt, &opts)
             .await
             .map_err(|e| for_request(e, &t.id))?;
         let forward =
@@ -307,8 +312,9 @@ impl Service {
         prompt: String,
         options: Dict,
         #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
     ) -> Result<(String, Info), Error> {
-        self.complete_inner(&hdr, &model, Prompt::Text(prompt), options)
+        self.complete_inner(&hdr, conn, &model, Prompt::Text(prompt), options)
             .await
     }
 
@@ -319,8 +325,9 @@ impl Service {
         messages: Vec<(String, String)>,
         options: Dict,
         #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
     ) -> Result<(String, Info), Error> {
-        self.complete_inner(&hdr, &model, Prompt::Chat(messages), options)
+        self.complete_inner(&hdr, conn, &model, Prompt::Chat(messages), options)
             .await
     }
 

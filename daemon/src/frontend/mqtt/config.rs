@@ -35,6 +35,24 @@ pub struct MqttConfig {
     /// Larger request payloads are answered `too_large` without being parsed.
     #[serde(default = "max_payload")]
     pub max_payload: usize,
+    /// Longer reply topics are refused (bytes).
+    #[serde(default = "max_reply_topic")]
+    pub max_reply_topic: usize,
+    /// When set, replies go only to topics under this one.
+    pub reply_prefix: Option<String>,
+    /// Requests running at once; past it they are answered `overloaded`.
+    #[serde(default = "max_in_flight")]
+    pub max_in_flight: usize,
+    /// How long an answered request is remembered, so a duplicate is answered, not run again.
+    #[serde(default = "dedupe_window_s")]
+    pub dedupe_window_s: u64,
+    /// The remembered answers take at most this many bytes; the oldest go first.
+    #[serde(default = "dedupe_bytes")]
+    pub dedupe_bytes: usize,
+    /// `[[mqtt.grant]]`: the priorities requests on a topic filter may claim (default:
+    /// `background` only).
+    #[serde(default)]
+    pub grant: Vec<GrantConfig>,
     /// `[[mqtt.route]]`: run a model on every message of a topic filter.
     #[serde(default)]
     pub route: Vec<RouteConfig>,
@@ -65,6 +83,38 @@ pub struct RouteConfig {
     pub queue: usize,
 }
 
+/// Priorities requests on some request topics may claim.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantConfig {
+    /// A topic filter over request topics, e.g. `inferd/kitchen/req/smollm2/+`.
+    pub topics: String,
+    /// `interactive`, `background`.
+    pub priorities: Vec<String>,
+}
+
+impl GrantConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |why: String| {
+            ConfigError::Invalid(format!("mqtt.grant topics {:?}: {why}", self.topics))
+        };
+        if self.topics.is_empty() {
+            return Err(bad("must be a topic filter".into()));
+        }
+        if self.priorities.is_empty() {
+            return Err(bad("priorities is empty".into()));
+        }
+        for p in &self.priorities {
+            if crate::engine::job::Priority::parse(p).is_none() {
+                return Err(bad(format!(
+                    "priority {p:?}: expected \"interactive\" or \"background\""
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn route_queue() -> usize {
     64
 }
@@ -83,6 +133,18 @@ fn keep_alive() -> u64 {
 }
 fn max_payload() -> usize {
     1 << 20
+}
+fn max_reply_topic() -> usize {
+    256
+}
+fn max_in_flight() -> usize {
+    256
+}
+fn dedupe_window_s() -> u64 {
+    600
+}
+fn dedupe_bytes() -> usize {
+    16 << 20
 }
 
 pub use inferd_client::mqtt::Endpoint;
@@ -110,6 +172,28 @@ impl MqttConfig {
         }
         for r in &self.route {
             r.validate()?;
+        }
+        for g in &self.grant {
+            g.validate()?;
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::Invalid(
+                "mqtt.max_in_flight must be at least 1".into(),
+            ));
+        }
+        if let Some(p) = &self.reply_prefix {
+            if p.is_empty() || p.starts_with('$') || p.contains(['+', '#']) {
+                return Err(ConfigError::Invalid(format!(
+                    "mqtt.reply_prefix = {p:?}: must be a topic name, not starting with '$'"
+                )));
+            }
+            let mine = format!("{}/", self.prefix);
+            if p == &self.prefix || p.starts_with(&mine) {
+                return Err(ConfigError::Invalid(format!(
+                    "mqtt.reply_prefix = {p:?} is under mqtt.prefix {:?}, where inferd never replies",
+                    self.prefix
+                )));
+            }
         }
         if self.password_file.is_some() && self.username.is_none() {
             return Err(ConfigError::Invalid(

@@ -5,6 +5,8 @@
 //! A broker that is down or goes away is retried with exponential backoff and jitter (rumqttc
 //! alone would spin at full CPU); subscriptions are restored when the broker kept no session.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,8 +44,32 @@ pub struct Out {
     pub status: Option<&'static str>,
 }
 
+/// The protocol's largest packet: a 4-byte remaining length of 268,435,455 and its header.
+pub const PROTOCOL_MAX_PACKET: usize = 268_435_455 + 5;
+
+/// Why a message was not handed to the event loop. None of these reaches the broker, so none
+/// can cost the session: a publish the broker would refuse is never stored for resend.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("topic {topic:?} cannot be published to: {why}")]
+    Topic { topic: String, why: String },
+    #[error("the message is {size} bytes, over the broker's maximum packet size of {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("the MQTT link is closed: {0}")]
+    Closed(String),
+}
+
+/// Publishes through rumqttc after checking what the broker would refuse.
 #[derive(Clone)]
-pub enum Client {
+pub struct Client {
+    inner: Inner,
+    /// The largest packet the broker takes: its CONNACK Maximum Packet Size on MQTT 5, else
+    /// the protocol's.
+    broker_max: Arc<AtomicUsize>,
+}
+
+#[derive(Clone)]
+enum Inner {
     V5(v5::AsyncClient),
     V3(rumqttc::AsyncClient),
 }
@@ -64,48 +90,134 @@ fn qos3(q: QoS5) -> QoS {
     }
 }
 
-impl Client {
-    /// Queues a publish; waits only while the bounded request channel is full.
-    pub async fn publish(&self, o: Out) -> Result<(), String> {
+/// A message as rumqttc will encode it, with its size on the wire.
+pub enum Encoded {
+    /// The topic as a string, for the client call, and the packet.
+    V5(String, v5::mqttbytes::v5::Publish),
+    V3(rumqttc::Publish),
+}
+
+impl Encoded {
+    /// The packet for `o`: `Err` when its topic cannot be encoded or it is larger than `max`.
+    pub fn new(o: Out, v5: bool, max: usize) -> Result<Encoded, PublishError> {
+        if let Err(why) = super::reply::encodable(&o.topic) {
+            return Err(PublishError::Topic {
+                topic: o.topic,
+                why,
+            });
+        }
+        // Packet ids are assigned later; one takes 2 bytes at QoS 1 and 2.
+        let pkid = u16::from(o.qos != QoS::AtMostOnce);
+        let e = if v5 {
+            let props = PublishProperties {
+                correlation_data: o.correlation,
+                content_type: Some("application/json".into()),
+                user_properties: o
+                    .status
+                    .map(|s| vec![("status".to_owned(), s.to_owned())])
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+            let mut p = v5::mqttbytes::v5::Publish::new(
+                o.topic.clone(),
+                qos5(o.qos),
+                o.payload,
+                Some(props),
+            );
+            p.retain = o.retain;
+            p.pkid = pkid;
+            Encoded::V5(o.topic, p)
+        } else {
+            Encoded::V3(rumqttc::Publish {
+                dup: false,
+                qos: o.qos,
+                retain: o.retain,
+                topic: o.topic,
+                pkid,
+                payload: o.payload.into(),
+            })
+        };
+        let size = e.size();
+        if size > max {
+            return Err(PublishError::TooLarge { size, max });
+        }
+        Ok(e)
+    }
+
+    pub fn size(&self) -> usize {
         match self {
-            Client::V5(c) => {
-                let props = PublishProperties {
-                    correlation_data: o.correlation,
-                    content_type: Some("application/json".into()),
-                    user_properties: o
-                        .status
-                        .map(|s| vec![("status".to_owned(), s.to_owned())])
-                        .unwrap_or_default(),
-                    ..Default::default()
-                };
-                c.publish_with_properties(o.topic, qos5(o.qos), o.retain, o.payload, props)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            Client::V3(c) => c
-                .publish(o.topic, o.qos, o.retain, o.payload)
+            Encoded::V5(_, p) => p.size(),
+            Encoded::V3(p) => p.size(),
+        }
+    }
+}
+
+impl Client {
+    fn encode(&self, o: Out) -> Result<Encoded, PublishError> {
+        let max = self.broker_max.load(Ordering::Relaxed);
+        Encoded::new(o, matches!(self.inner, Inner::V5(_)), max)
+    }
+
+    /// Queues a publish; waits only while the bounded request channel is full.
+    pub async fn publish(&self, o: Out) -> Result<(), PublishError> {
+        let closed = |e: String| PublishError::Closed(e);
+        match (&self.inner, self.encode(o)?) {
+            (Inner::V5(c), Encoded::V5(topic, p)) => c
+                .publish_with_properties(
+                    topic,
+                    p.qos,
+                    p.retain,
+                    p.payload,
+                    p.properties.unwrap_or_default(),
+                )
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| closed(e.to_string())),
+            (Inner::V3(c), Encoded::V3(p)) => c
+                .publish(p.topic, p.qos, p.retain, p.payload)
+                .await
+                .map_err(|e| closed(e.to_string())),
+            _ => unreachable!("encoded for this client's protocol"),
+        }
+    }
+
+    /// Queues a publish unless the request channel is full (then it is dropped): for
+    /// best-effort messages such as rejections, which must never pile up.
+    pub fn try_publish(&self, o: Out) -> Result<(), PublishError> {
+        let closed = |e: String| PublishError::Closed(e);
+        match (&self.inner, self.encode(o)?) {
+            (Inner::V5(c), Encoded::V5(topic, p)) => c
+                .try_publish_with_properties(
+                    topic,
+                    p.qos,
+                    p.retain,
+                    p.payload,
+                    p.properties.unwrap_or_default(),
+                )
+                .map_err(|e| closed(e.to_string())),
+            (Inner::V3(c), Encoded::V3(p)) => c
+                .try_publish(p.topic, p.qos, p.retain, p.payload)
+                .map_err(|e| closed(e.to_string())),
+            _ => unreachable!("encoded for this client's protocol"),
         }
     }
 
     fn try_subscribe(&self, filter: &str) -> Result<(), String> {
         // QoS 2 as the maximum: each request arrives at the QoS it was sent with, and its
         // replies go out at that QoS (exactly once for QoS 2).
-        match self {
-            Client::V5(c) => c
+        match &self.inner {
+            Inner::V5(c) => c
                 .try_subscribe(filter, QoS5::ExactlyOnce)
                 .map_err(|e| e.to_string()),
-            Client::V3(c) => c
+            Inner::V3(c) => c
                 .try_subscribe(filter, QoS::ExactlyOnce)
                 .map_err(|e| e.to_string()),
         }
     }
 
     pub async fn unsubscribe(&self, filter: &str) {
-        let r = match self {
-            Client::V5(c) => c.unsubscribe(filter).await.map_err(|e| e.to_string()),
-            Client::V3(c) => c.unsubscribe(filter).await.map_err(|e| e.to_string()),
+        let r = match &self.inner {
+            Inner::V5(c) => c.unsubscribe(filter).await.map_err(|e| e.to_string()),
+            Inner::V3(c) => c.unsubscribe(filter).await.map_err(|e| e.to_string()),
         };
         if let Err(e) = r {
             tracing::debug!(filter, "cannot unsubscribe: {e}");
@@ -113,9 +225,9 @@ impl Client {
     }
 
     pub async fn disconnect(&self) {
-        let _ = match self {
-            Client::V5(c) => c.disconnect().await.map_err(|e| e.to_string()),
-            Client::V3(c) => c.disconnect().await.map_err(|e| e.to_string()),
+        let _ = match &self.inner {
+            Inner::V5(c) => c.disconnect().await.map_err(|e| e.to_string()),
+            Inner::V3(c) => c.disconnect().await.map_err(|e| e.to_string()),
         };
     }
 }
@@ -128,6 +240,8 @@ enum EventLoop {
 enum Happening {
     Connected {
         session_present: bool,
+        /// The broker's Maximum Packet Size (MQTT 5 CONNACK), if it announced one.
+        max_packet: Option<u32>,
     },
     Message(Message),
     Failed(String),
@@ -145,6 +259,7 @@ impl EventLoop {
             EventLoop::V5(l) => match l.poll().await {
                 Ok(v5::Event::Incoming(P5::ConnAck(a))) => Happening::Connected {
                     session_present: a.session_present,
+                    max_packet: a.properties.and_then(|p| p.max_packet_size),
                 },
                 Ok(v5::Event::Incoming(P5::Publish(p))) => {
                     let props = p.properties.unwrap_or_default();
@@ -168,6 +283,7 @@ impl EventLoop {
             EventLoop::V3(l) => match l.poll().await {
                 Ok(rumqttc::Event::Incoming(P3::ConnAck(a))) => Happening::Connected {
                     session_present: a.session_present,
+                    max_packet: None,
                 },
                 Ok(rumqttc::Event::Incoming(P3::Publish(p))) => Happening::Message(Message {
                     topic: p.topic,
@@ -185,6 +301,30 @@ impl EventLoop {
                 Ok(_) => Happening::Other,
                 Err(e) => Happening::Failed(e.to_string()),
             },
+        }
+    }
+
+    /// Drops publishes left from the last connection that the broker now announces it will
+    /// not take (a broker restarted with a lower limit): resent, each would cut the
+    /// connection again, forever. Returns how many were dropped.
+    fn drop_oversized(&mut self, max: usize) -> usize {
+        fn keep<R>(
+            pending: &mut std::collections::VecDeque<R>,
+            fits: impl Fn(&R) -> bool,
+        ) -> usize {
+            let before = pending.len();
+            pending.retain(fits);
+            before - pending.len()
+        }
+        match self {
+            EventLoop::V5(l) => keep(&mut l.pending, |r| match r {
+                v5::Request::Publish(p) => p.size() <= max,
+                _ => true,
+            }),
+            EventLoop::V3(l) => keep(&mut l.pending, |r| match r {
+                rumqttc::Request::Publish(p) => p.size() <= max,
+                _ => true,
+            }),
         }
     }
 }
@@ -215,15 +355,25 @@ fn nodelay() -> rumqttc::NetworkOptions {
 /// Requests published while the broker is away wait here (then `publish` waits).
 const REQUEST_CAPACITY: usize = 1024;
 
+/// The largest request packet inferd takes on MQTT 5, announced to the broker (which must not
+/// send anything larger): headroom over `max_payload` for the topic and properties, so a
+/// request a little too large still arrives and is answered `too_large`. MQTT 3.1.1 cannot
+/// announce a limit, and a packet over rumqttc's would break the connection (and be
+/// redelivered on every reconnect), so there inferd reads any packet the protocol allows.
+pub fn max_request_packet(max_payload: usize) -> usize {
+    max_payload
+        .saturating_mul(2)
+        .saturating_add(64 * 1024)
+        .min(PROTOCOL_MAX_PACKET)
+}
+
 pub fn client(cfg: &MqttConfig, c: &Connect) -> (Client, impl FnOnce() -> Link) {
-    // Headroom over the largest request we take, so a too-large one still arrives and gets
-    // its `too_large` answer instead of breaking the connection.
-    let packet = (c.max_payload * 2 + 64 * 1024) as u32;
-    let (client, lp) = if cfg.protocol == 3 {
+    let broker_max = Arc::new(AtomicUsize::new(PROTOCOL_MAX_PACKET));
+    let (inner, lp) = if cfg.protocol == 3 {
         let mut o = rumqttc::MqttOptions::new(&c.client_id, &c.host, c.port);
         o.set_keep_alive(c.keep_alive)
             .set_clean_session(false)
-            .set_max_packet_size(packet as usize, packet as usize)
+            .set_max_packet_size(PROTOCOL_MAX_PACKET, PROTOCOL_MAX_PACKET)
             .set_request_channel_capacity(REQUEST_CAPACITY)
             .set_last_will(rumqttc::LastWill::new(
                 &c.will.0,
@@ -239,13 +389,13 @@ pub fn client(cfg: &MqttConfig, c: &Connect) -> (Client, impl FnOnce() -> Link) 
         }
         let (client, mut lp) = rumqttc::AsyncClient::new(o, REQUEST_CAPACITY);
         lp.network_options.set_tcp_nodelay(true);
-        (Client::V3(client), EventLoop::V3(Box::new(lp)))
+        (Inner::V3(client), EventLoop::V3(Box::new(lp)))
     } else {
         let mut o = v5::MqttOptions::new(&c.client_id, &c.host, c.port);
         o.set_keep_alive(c.keep_alive)
             .set_clean_start(false)
             .set_session_expiry_interval(Some(3600))
-            .set_max_packet_size(Some(packet))
+            .set_max_packet_size(Some(max_request_packet(c.max_payload) as u32))
             .set_request_channel_capacity(REQUEST_CAPACITY)
             .set_last_will(LastWill5::new(
                 &c.will.0,
@@ -262,8 +412,9 @@ pub fn client(cfg: &MqttConfig, c: &Connect) -> (Client, impl FnOnce() -> Link) 
         }
         o.set_network_options(nodelay());
         let (client, lp) = v5::AsyncClient::new(o, REQUEST_CAPACITY);
-        (Client::V5(client), EventLoop::V5(Box::new(lp)))
+        (Inner::V5(client), EventLoop::V5(Box::new(lp)))
     };
+    let client = Client { inner, broker_max };
     let subs = c.subscriptions.clone();
     let handle = client.clone();
     (client, move || Link {
@@ -314,9 +465,22 @@ impl Link {
                 _ = stop.changed() => return,
             };
             match h {
-                Happening::Connected { session_present } => {
-                    tracing::info!(session_present, "connected to the MQTT broker");
+                Happening::Connected {
+                    session_present,
+                    max_packet,
+                } => {
+                    tracing::info!(session_present, max_packet, "connected to the MQTT broker");
                     failures = 0;
+                    let max = max_packet.map_or(PROTOCOL_MAX_PACKET, |m| m as usize);
+                    self.client.broker_max.store(max, Ordering::Relaxed);
+                    let dropped = self.lp.drop_oversized(max);
+                    if dropped > 0 {
+                        tracing::error!(
+                            dropped,
+                            max,
+                            "dropped unacknowledged messages larger than the broker now takes"
+                        );
+                    }
                     if !session_present {
                         for f in &self.subscriptions {
                             if let Err(e) = self.client.try_subscribe(f) {

@@ -6,9 +6,14 @@
 
 pub mod config;
 mod dedupe;
+#[doc(hidden)]
+pub mod fuzz;
+mod grants;
 mod handler;
+mod intake;
 mod link;
 mod ops;
+mod reply;
 mod routes;
 mod status;
 mod topics;
@@ -26,6 +31,7 @@ use tokio::task::JoinHandle;
 
 use self::config::MqttConfig;
 use self::handler::Handler;
+use self::intake::Intake;
 use self::link::{Client, Connect, Out};
 use self::topics::Topics;
 use crate::config::ConfigError;
@@ -130,13 +136,8 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
     let link = tokio::spawn(link().run(tx, events, stop_rx));
 
     let router = routes::Router::start(&cfg.route, &engine, &client, topics.route_errors());
-    let handler = Arc::new(Handler::new(
-        engine.clone(),
-        client.clone(),
-        topics.clone(),
-        cfg.max_payload,
-        router,
-    ));
+    let intake = Intake::new(cfg, topics.clone());
+    let handler = Arc::new(Handler::new(engine.clone(), client.clone(), intake, router));
     // Ends when the link does (it holds the sender), and with it the routes' workers.
     tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
@@ -226,7 +227,7 @@ impl Frontend {
         let bye = async {
             self.client.publish(offline).await?;
             self.client.disconnect().await;
-            Ok::<_, String>(())
+            Ok::<_, link::PublishError>(())
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), bye).await;
         let mut link = self.link;

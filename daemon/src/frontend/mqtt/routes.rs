@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::config::RouteConfig;
-use super::link::{Client, Message, Out};
+use super::link::{Client, Message, Out, PublishError};
 use super::ops::Call;
 use super::topics::Op;
 use super::wire::WireError;
@@ -105,8 +105,10 @@ impl Router {
                     format!("route queue of {} is full; message dropped", r.cfg.queue),
                 );
                 let out = route_error(&self.errors_topic, &r.cfg, r.op, &m.topic, &e);
-                let client = self.client.clone();
-                tokio::spawn(async move { client.publish(out).await });
+                // Best effort: a flood must not pile up waiting publishes.
+                if let Err(e) = self.client.try_publish(out) {
+                    tracing::warn!("cannot send a route error: {e}");
+                }
             }
         }
         matched
@@ -155,8 +157,19 @@ impl Worker {
                 },
                 Err(e) => route_error(&self.errors_topic, &self.cfg, self.op, &m.topic, &e),
             };
-            if let Err(e) = self.client.publish(out).await {
-                tracing::warn!("cannot queue a route result: {e}");
+            match self.client.publish(out).await {
+                Ok(()) => {}
+                Err(PublishError::TooLarge { size, max }) => {
+                    let e = WireError::new(
+                        "too_large",
+                        format!("the result is {size} bytes, over the broker's maximum packet size of {max}"),
+                    );
+                    let out = route_error(&self.errors_topic, &self.cfg, self.op, &m.topic, &e);
+                    if let Err(e) = self.client.publish(out).await {
+                        tracing::warn!("cannot queue a route error: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("cannot queue a route result: {e}"),
             }
         }
     }
@@ -173,7 +186,8 @@ impl Worker {
                 format!("route-{}", ROUTE_MESSAGES.fetch_add(1, Ordering::Relaxed)),
                 Transport::Mqtt,
                 Priority::Background,
-            ),
+            )
+            .with_caller(format!("route:{}", self.cfg.from)),
         };
         let (result, _) = call.run(self.op, CancellationToken::new()).await?;
         Ok(result)

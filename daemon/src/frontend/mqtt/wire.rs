@@ -61,9 +61,10 @@ pub fn parse(payload: &[u8]) -> Result<Request, Rejected> {
             "the payload must be a JSON object".into(),
         ));
     };
+    // Whether inferd may publish there is the reply policy's to say (reply.rs).
     let reply_to = match m.remove("reply_to") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if !s.is_empty() && !s.contains(['+', '#']) => Some(s),
+        Some(Value::String(s)) => Some(s),
         Some(other) => {
             let msg = format!("\"reply_to\" must be a topic name, got {other}");
             return Err(reject(None, None, msg));

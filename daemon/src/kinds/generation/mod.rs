@@ -1,7 +1,9 @@
 //! `text-generation`: KV-cache decoding of decoder-only LLMs exported in the optimum layout
 //! (`position_ids` input) or by the onnxruntime-genai builder (no `position_ids`).
 //!
-//! A new sequence runs its prompt alone, with its own cache (or a copy of a cached prefix).
+//! Prompts arrive tokenized (`prompt.rs`, run by the engine before the queue). A new sequence
+//! runs its prompt alone, with its own cache (or a copy of a cached prefix), at most
+//! `prefill_chunk` tokens a step, so a long prompt never holds up the others' decode steps.
 //! Where the graph takes `position_ids` and an attention mask, it then joins the continuous
 //! batch (`kv_batch`): every decode step runs all joined sequences at once. Graphs that cannot
 //! batch (GroupQueryAttention from the genai builder) keep one cache per sequence and are
@@ -19,6 +21,7 @@ mod facts;
 mod forward;
 mod kv_batch;
 mod prefix;
+mod prompt;
 mod sampler;
 mod sequence;
 mod template;
@@ -27,6 +30,7 @@ pub mod text;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use half::f16;
 use ort::session::Session;
@@ -35,10 +39,11 @@ use tokenizers::Tokenizer;
 
 use self::facts::Facts;
 use self::kv_batch::KvBatch;
+pub use self::prompt::PromptEncoder;
 use self::sequence::Sequence;
 use self::template::ChatTemplate;
 use super::Model;
-use crate::engine::job::{Event, GenerateRequest, Job, Priority, Prompt};
+use crate::engine::job::{Event, Job, Priority};
 use crate::engine::queue::{BatchPolicy, Queue};
 use crate::error::{Error, LoadError, Result};
 use crate::manifest::ModelSpec;
@@ -61,11 +66,13 @@ struct CacheLayout {
 pub struct TextGeneration {
     name: String,
     session: Session,
-    tokenizer: Tokenizer,
+    /// For detokenizing; the `PromptEncoder` shares it.
+    tokenizer: Arc<Tokenizer>,
     facts: Facts,
-    template: Option<ChatTemplate>,
     layout: CacheLayout,
     max_sequences: usize,
+    /// Prompt tokens one step runs at most (`generation.prefill_chunk`).
+    prefill_chunk: usize,
     /// Sequences stepped with their own cache: new ones (prompt not run yet), and all of them
     /// when the graph cannot batch.
     alone: Vec<Sequence>,
@@ -87,12 +94,13 @@ fn genai_dim(dir: &std::path::Path, key: &str) -> Option<usize> {
 }
 
 impl TextGeneration {
+    /// The worker's model, and the encoder the engine tokenizes prompts with.
     pub fn new(
         spec: &ModelSpec,
         session: Session,
         inputs: &[Spec],
         background_share: f64,
-    ) -> Result<Self, LoadError> {
+    ) -> Result<(Self, PromptEncoder), LoadError> {
         let bad = |m: String| LoadError::Incompatible(m);
         let has = |n: &str| inputs.iter().any(|s| s.name == n);
         for n in ["input_ids", "attention_mask"] {
@@ -157,6 +165,7 @@ impl TextGeneration {
             path: tok_path.clone(),
             message: e.to_string(),
         })?;
+        let tokenizer = Arc::new(tokenizer);
         let facts = facts::read(&spec.dir, &spec.manifest.generation)?;
         let template = facts
             .chat_template
@@ -165,11 +174,12 @@ impl TextGeneration {
             .transpose()
             .map_err(bad)?;
         let max_sequences = spec.manifest.generation.max_sequences.unwrap_or(8).max(1);
-        Ok(TextGeneration {
+        let encoder = PromptEncoder::new(&spec.name, tokenizer.clone(), template, facts.clone());
+        let model = TextGeneration {
+            prefill_chunk: spec.manifest.generation.prefill_chunk.unwrap_or(512).max(1),
             name: spec.name.clone(),
             session,
             tokenizer,
-            template,
             layout,
             max_sequences,
             // At least one slot is always left for interactive work.
@@ -183,7 +193,8 @@ impl TextGeneration {
             kv: KvBatch::default(),
             prefixes: Default::default(),
             batch_sizes: crate::metrics::get().batch_sizes(&spec.name),
-        })
+        };
+        Ok((model, encoder))
     }
 
     fn empty_past(&self) -> Result<Vec<DynValue>> {
@@ -202,31 +213,6 @@ impl TextGeneration {
             .collect()
     }
 
-    fn encode(&self, prompt: &Prompt) -> Result<(Vec<u32>, bool)> {
-        let (text, add_special) = match prompt {
-            Prompt::Text(t) => (t.clone(), true),
-            Prompt::Chat(messages) => {
-                let t = self.template.as_ref().ok_or_else(|| {
-                    Error::InvalidInput(format!(
-                        "model {:?} has no chat template; use Generate or Complete",
-                        self.name
-                    ))
-                })?;
-                (
-                    t.render(messages, &self.facts)
-                        .map_err(Error::InvalidInput)?,
-                    false,
-                )
-            }
-        };
-        let opens_thinking = text.trim_end().ends_with(text::THINK_OPEN);
-        let enc = self
-            .tokenizer
-            .encode(text, add_special)
-            .map_err(|e| Error::InvalidInput(format!("cannot tokenize the prompt: {e}")))?;
-        Ok((enc.get_ids().to_vec(), opens_thinking))
-    }
-
     fn admit(&mut self, job: Job) {
         let Job::Generate {
             req,
@@ -238,64 +224,23 @@ impl TextGeneration {
             crate::engine::queue::Job::fail(job, Error::InvalidInput(msg));
             return;
         };
-        match self.prepare(&req) {
-            Ok((tokens, max_new, thinking)) => {
-                let cache = match self.cache_for(&tokens) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        events.send(Event::Failed(e));
-                        return;
-                    }
-                };
-                let seq = Sequence::new(
-                    *req,
-                    events,
-                    cancel,
-                    tokens,
-                    max_new,
-                    thinking,
-                    &self.facts,
-                    cache,
-                );
-                self.alone.push(seq);
+        let cache = match self.cache_for(&req.prompt.tokens, &req.caller) {
+            Ok(c) => c,
+            Err(e) => {
+                events.send(Event::Failed(e));
+                return;
             }
-            Err(e) => events.send(Event::Failed(e)),
-        }
+        };
+        self.alone
+            .push(Sequence::new(*req, events, cancel, &self.facts, cache));
     }
 
-    /// A cache for `tokens`: the longest cached prefix, or an empty one.
-    fn cache_for(&mut self, tokens: &[u32]) -> Result<(usize, Vec<DynValue>)> {
-        match self.prefixes.lookup(tokens, self.layout.dtype)? {
+    /// A cache for `tokens`: the longest prefix `caller` has cached, or an empty one.
+    fn cache_for(&mut self, tokens: &[u32], caller: &str) -> Result<(usize, Vec<DynValue>)> {
+        match self.prefixes.lookup(tokens, caller, self.layout.dtype)? {
             Some(hit) => Ok(hit),
             None => self.empty_past().map(|p| (0, p)),
         }
-    }
-
-    /// Tokenizes and checks the context: returns prompt tokens, the token budget, and whether
-    /// the prompt opened a `<think>` block.
-    fn prepare(&self, req: &GenerateRequest) -> Result<(Vec<u32>, usize, bool)> {
-        let (mut tokens, thinking) = self.encode(&req.prompt)?;
-        let ctx = self.facts.context_length;
-        let asked = req.options.max_tokens.map(|m| m as usize);
-        let max_new = asked.unwrap_or(self.facts.max_tokens as usize);
-        if tokens.is_empty() {
-            return Err(Error::InvalidInput("the prompt is empty".into()));
-        }
-        if tokens.len() + max_new > ctx {
-            if req.options.truncate {
-                let keep = ctx.saturating_sub(max_new).max(1);
-                tokens.drain(..tokens.len().saturating_sub(keep));
-            } else if asked.is_some() || tokens.len() >= ctx {
-                return Err(Error::InvalidInput(format!(
-                    "prompt of {} tokens + max_tokens {} exceeds the context length of {}; shorten the prompt, lower max_tokens, or set truncate",
-                    tokens.len(),
-                    max_new,
-                    ctx
-                )));
-            }
-        }
-        let max_new = max_new.min(ctx.saturating_sub(tokens.len()));
-        Ok((tokens, max_new, thinking))
     }
 
     fn active(&self) -> usize {
@@ -313,14 +258,15 @@ impl TextGeneration {
                 &self.layout,
                 &self.tokenizer,
                 &self.facts,
+                self.prefill_chunk,
             );
             if let Some((tokens, past)) = seq.take_prefill(self.layout.dtype) {
-                self.prefixes.insert(tokens, past);
+                self.prefixes.insert(tokens, seq.caller(), past);
             }
             if done {
                 self.alone.swap_remove(i);
                 served(1);
-            } else if self.layout.position_ids {
+            } else if self.layout.position_ids && !self.alone[i].prefilling() {
                 let mut seq = self.alone.swap_remove(i);
                 match self.kv.join(&self.layout, seq.take_past(), seq.cached()) {
                     Ok(()) => self.batched.push(seq),
@@ -460,7 +406,7 @@ impl TextGeneration {
             let Some(mut seq) = self.paused.pop_front() else {
                 break;
             };
-            match self.cache_for(seq.tokens()) {
+            match self.cache_for(seq.tokens(), seq.caller()) {
                 Ok(cache) => {
                     seq.resume(cache);
                     self.alone.push(seq);
@@ -503,7 +449,7 @@ impl Model for TextGeneration {
         true
     }
 
-    fn run(&mut self, batch: Vec<Job>) {
+    fn run(&mut self, batch: Vec<Job>, _queue: &Queue<Job>) {
         for job in batch {
             self.admit(job);
         }
@@ -512,34 +458,49 @@ impl Model for TextGeneration {
     fn serve(&mut self, queue: &Queue<Job>, _policy: BatchPolicy) {
         loop {
             queue.heartbeat();
-            self.reap_paused(queue);
-            if self.active() == 0 && self.paused.is_empty() {
-                let policy = BatchPolicy {
-                    max_batch: self.max_sequences,
-                    max_wait: std::time::Duration::ZERO,
-                };
-                match queue.next_batch(policy, |_, _| true) {
-                    Some(jobs) => jobs.into_iter().for_each(|job| self.admit(job)),
-                    None => return,
+            // Admission and scheduling run under the same guard as the decode step: a panic in
+            // any of them fails the sequences in flight, and the worker goes on serving.
+            match catch_unwind(AssertUnwindSafe(|| self.turn(queue))) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(_) => {
+                    tracing::error!(model = %self.name, "a generation step panicked; failing the active sequences");
+                    self.fail_all(&Error::Internal("the generation step panicked".into()));
                 }
-            } else {
-                self.schedule(queue);
-            }
-            queue
-                .stats
-                .active
-                .store(self.active() as u64, Ordering::Relaxed);
-            if self.active() > 0 {
-                queue.stats.touch(); // busy is not idle (keep_alive, memory budget)
-            }
-            if catch_unwind(AssertUnwindSafe(|| self.step_all(queue))).is_err() {
-                tracing::error!(model = %self.name, "decode step panicked; failing the active sequences");
-                self.fail_all(&Error::Internal("the decode step panicked".into()));
             }
             queue
                 .stats
                 .active
                 .store(self.active() as u64, Ordering::Relaxed);
         }
+    }
+}
+
+impl TextGeneration {
+    /// One turn of the worker: take and schedule work, then one step of every sequence.
+    /// Returns false once the queue is closed and nothing is left.
+    fn turn(&mut self, queue: &Queue<Job>) -> bool {
+        self.reap_paused(queue);
+        if self.active() == 0 && self.paused.is_empty() {
+            let policy = BatchPolicy {
+                max_batch: self.max_sequences,
+                max_wait: std::time::Duration::ZERO,
+            };
+            match queue.next_batch(policy, |_, _| true) {
+                Some(jobs) => jobs.into_iter().for_each(|job| self.admit(job)),
+                None => return false,
+            }
+        } else {
+            self.schedule(queue);
+        }
+        queue
+            .stats
+            .active
+            .store(self.active() as u64, Ordering::Relaxed);
+        if self.active() > 0 {
+            queue.stats.touch(); // busy is not idle (keep_alive, memory budget)
+        }
+        self.step_all(queue);
+        true
     }
 }

@@ -3,6 +3,10 @@
 //!
 //! Entries own copies of the prompt's cache; a hit copies the shared prefix out (a memcpy of
 //! the prefix, far cheaper than running the model over it).
+//!
+//! A prefix is reused only for the caller whose prompt it was (a D-Bus uid, an MQTT reply
+//! topic, a route). Shared across callers, the cache would be an oracle: a faster first token,
+//! or `cached_prompt_tokens`, would tell one client what another one asked.
 
 use half::f16;
 use ort::value::{DynValue, Tensor as OrtTensor};
@@ -14,10 +18,16 @@ use inferd_client::DType;
 pub const MIN_TOKENS: usize = 32;
 const ENTRIES: usize = 4;
 
+struct Entry {
+    caller: String,
+    tokens: Vec<u32>,
+    past: Vec<DynValue>,
+}
+
 #[derive(Default)]
 pub struct PrefixCache {
     /// Most recently used last.
-    entries: Vec<(Vec<u32>, Vec<DynValue>)>,
+    entries: Vec<Entry>,
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
@@ -25,21 +35,27 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 }
 
 impl PrefixCache {
-    /// The longest cached prefix of `tokens` (at least `MIN_TOKENS`, and leaving one token to
-    /// run), with its cache copied out.
+    /// The longest prefix of `tokens` that `caller` has cached (at least `MIN_TOKENS`, and
+    /// leaving one token to run), with its cache copied out. An unknown caller (empty) shares
+    /// with nobody.
     pub fn lookup(
         &mut self,
         tokens: &[u32],
+        caller: &str,
         dtype: DType,
     ) -> Result<Option<(usize, Vec<DynValue>)>> {
+        if caller.is_empty() {
+            return Ok(None);
+        }
         let best = self
             .entries
             .iter()
             .enumerate()
-            .map(|(i, (t, _))| {
+            .filter(|(_, e)| e.caller == caller)
+            .map(|(i, e)| {
                 (
                     i,
-                    common_prefix(t, tokens).min(tokens.len().saturating_sub(1)),
+                    common_prefix(&e.tokens, tokens).min(tokens.len().saturating_sub(1)),
                 )
             })
             .max_by_key(|&(_, n)| n);
@@ -48,7 +64,7 @@ impl PrefixCache {
         };
         let entry = self.entries.remove(i);
         let past = entry
-            .1
+            .past
             .iter()
             .map(|v| slice_positions(v, n, dtype))
             .collect::<Result<_>>();
@@ -56,13 +72,21 @@ impl PrefixCache {
         Ok(Some((n, past?)))
     }
 
-    /// Remembers a prompt's cache (already copied by the caller).
-    pub fn insert(&mut self, tokens: Vec<u32>, past: Vec<DynValue>) {
-        self.entries.retain(|(t, _)| *t != tokens);
+    /// Remembers `caller`'s prompt cache (already copied by the caller).
+    pub fn insert(&mut self, tokens: Vec<u32>, caller: &str, past: Vec<DynValue>) {
+        if caller.is_empty() {
+            return;
+        }
+        self.entries
+            .retain(|e| !(e.tokens == tokens && e.caller == caller));
         if self.entries.len() == ENTRIES {
             self.entries.remove(0);
         }
-        self.entries.push((tokens, past));
+        self.entries.push(Entry {
+            caller: caller.to_owned(),
+            tokens,
+            past,
+        });
     }
 }
 

@@ -14,12 +14,14 @@ use super::forward::{self, Step};
 use super::sampler::{Sampler, SamplingParams};
 use super::text::{Detokenizer, ReasoningSplitter, StopMatcher, THINK_CLOSE};
 use super::CacheLayout;
-use crate::engine::job::{Event, Events, FinishReason, GenerateRequest, Priority, Usage};
+use crate::engine::job::{Event, Events, FinishReason, Generation, Priority, Usage};
 use crate::error::{Error, Result};
 
 pub struct Sequence {
     events: Events,
     pub priority: Priority,
+    /// Whose prompt this is: its cache is shared with this caller's prompts only.
+    caller: String,
     cancel: CancellationToken,
     deadline: Option<Instant>,
     tokens: Vec<u32>,
@@ -46,18 +48,16 @@ pub struct Sequence {
 }
 
 impl Sequence {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        req: GenerateRequest,
+        req: Generation,
         events: Events,
         cancel: CancellationToken,
-        tokens: Vec<u32>,
-        max_new: usize,
-        thinking: bool,
         facts: &Facts,
         (reused, past): (usize, Vec<DynValue>),
     ) -> Self {
         let o = &req.options;
+        let (tokens, max_new, thinking) =
+            (req.prompt.tokens, req.prompt.max_new, req.prompt.thinking);
         let params = SamplingParams {
             temperature: o.temperature.unwrap_or(facts.temperature),
             top_k: o.top_k.unwrap_or(facts.top_k) as usize,
@@ -86,6 +86,7 @@ impl Sequence {
             first_token: None,
             deadline: req.deadline,
             priority: req.priority,
+            caller: req.caller,
             events,
             cancel,
         }
@@ -115,6 +116,10 @@ impl Sequence {
         &self.tokens
     }
 
+    pub fn caller(&self) -> &str {
+        &self.caller
+    }
+
     /// Ends the sequence if its caller left, cancelled it or ran out of time; returns true if
     /// it is over (and has been answered, where anyone is listening).
     pub fn interrupted(&mut self) -> bool {
@@ -131,21 +136,32 @@ impl Sequence {
     }
 
     /// Runs the tokens not yet cached with the sequence's own cache (the prompt, or every step
-    /// where the graph cannot batch); returns true when the sequence is over.
+    /// where the graph cannot batch), at most `chunk` of them; returns true when the sequence
+    /// is over. A prompt longer than `chunk` runs over several steps, so the worker answers
+    /// the watchdog and steps the other sequences in between.
     pub fn step_alone(
         &mut self,
         session: &mut Session,
         layout: &CacheLayout,
         tok: &Tokenizer,
         facts: &Facts,
+        chunk: usize,
     ) -> bool {
         if self.interrupted() {
             return true;
         }
-        match self.forward(session, layout) {
+        match self.forward(session, layout, chunk) {
+            // A piece of the prompt ran: its logits are not the last token's.
+            Ok(_) if self.cached < self.tokens.len() => false,
             Ok(logits) => self.accept(&logits, tok, facts),
             Err(e) => self.fail_step(e),
         }
+    }
+
+    /// Some of the prompt is still to run: more is uncached than the one token a decode step
+    /// feeds, so the sequence cannot join a batched step yet.
+    pub fn prefilling(&self) -> bool {
+        self.tokens.len() > self.cached + 1
     }
 
     pub fn fail_step(&mut self, e: Error) -> bool {
@@ -213,23 +229,30 @@ impl Sequence {
         false
     }
 
-    /// Feeds the tokens not yet cached; returns the last position's logits.
-    fn forward(&mut self, session: &mut Session, l: &CacheLayout) -> Result<Vec<f32>> {
-        let total = self.tokens.len();
+    /// Feeds up to `chunk` of the tokens not yet cached; returns the last position's logits.
+    fn forward(
+        &mut self,
+        session: &mut Session,
+        l: &CacheLayout,
+        chunk: usize,
+    ) -> Result<Vec<f32>> {
+        let end = self.tokens.len().min(self.cached + chunk.max(1));
         let step = Step {
             rows: 1,
-            len: total - self.cached,
-            ids: self.tokens[self.cached..]
+            len: end - self.cached,
+            ids: self.tokens[self.cached..end]
                 .iter()
                 .map(|&t| t as i64)
                 .collect(),
-            mask: vec![1; total],
-            positions: (self.cached as i64..total as i64).collect(),
+            mask: vec![1; end],
+            positions: (self.cached as i64..end as i64).collect(),
         };
         let out = forward::run(session, l, step, std::mem::take(&mut self.past))?;
         self.past = out.present;
-        self.prefilled = self.cached < self.prompt_len && total == self.prompt_len;
-        self.cached = total;
+        // The whole prompt, and nothing after it, is in the cache now.
+        self.prefilled =
+            self.cached < self.prompt_len && end == self.prompt_len && end == self.tokens.len();
+        self.cached = end;
         Ok(out.logits)
     }
 
