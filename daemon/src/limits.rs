@@ -14,7 +14,8 @@ pub struct Limits {
     pub max_texts: usize,
     /// Bytes of one text of an Embed or Classify request.
     pub max_text_bytes: usize,
-    /// Bytes of a generation's prompt: the raw prompt, or every message's role and content.
+    /// Bytes of a generation's prompt: the raw prompt, or every message's role and content
+    /// plus `MESSAGE_BYTES` for each (its share of the chat template).
     pub max_prompt_bytes: usize,
     /// Stop strings of one generation.
     pub max_stop: usize,
@@ -36,6 +37,10 @@ impl Default for Limits {
         }
     }
 }
+
+/// What one chat message counts for besides its role and content: the template wraps each in
+/// markers, so a flood of empty messages is not free.
+pub const MESSAGE_BYTES: usize = 32;
 
 fn over(what: String, limit: usize, key: &str) -> Error {
     Error::InvalidInput(format!("{what}; the limit is {limit} (limits.{key})"))
@@ -61,7 +66,10 @@ impl Limits {
     pub fn generation(&self, req: &GenerateRequest) -> Result<()> {
         let bytes = match &req.prompt {
             Prompt::Text(t) => t.len(),
-            Prompt::Chat(m) => m.iter().map(|(r, c)| r.len() + c.len()).sum(),
+            Prompt::Chat(m) => m
+                .iter()
+                .map(|(r, c)| r.len() + c.len() + MESSAGE_BYTES)
+                .sum(),
         };
         if bytes > self.max_prompt_bytes {
             let what = format!("the prompt is {bytes} bytes");
@@ -121,6 +129,15 @@ mod tests {
             .is_ok());
         let chat = Prompt::Chat(vec![("user".into(), "hello".into())]);
         assert!(msg(l.generation(&gen(chat, &[]))).contains("limits.max_prompt_bytes"));
+        let l = Limits {
+            max_prompt_bytes: 1000,
+            ..l
+        };
+        let empty = Prompt::Chat(vec![(String::new(), String::new()); 40]);
+        assert!(
+            msg(l.generation(&gen(empty, &[]))).contains("limits.max_prompt_bytes"),
+            "empty messages count"
+        );
         assert!(
             msg(l.generation(&gen(Prompt::Text("x".into()), &["a", "b"])))
                 .contains("limits.max_stop")

@@ -370,7 +370,11 @@ impl ModelSpec {
             .model_path
             .parent()
             .and_then(|p| p.strip_prefix(&root).ok())
-            .unwrap_or(Path::new(""));
+            .ok_or_else(|| ManifestError::UnsafePath {
+                key: "file",
+                value: self.model_path.display().to_string(),
+                reason: "it is no longer inside the model folder".into(),
+            })?;
         for loc in locations {
             if Path::new(&loc).is_absolute() {
                 return Err(ManifestError::UnsafePath {

@@ -4,7 +4,9 @@
 //! the model folder before ONNX Runtime follows it.
 //!
 //! The walk covers every place a tensor can be: initializers, sparse initializers, node
-//! attributes (tensors and subgraphs, at any depth) and functions.
+//! attributes (tensors and subgraphs, at any depth), functions (their nodes and attribute
+//! defaults) and training info. `EPContext` nodes, which name a file of their own through an
+//! attribute, are refused outright.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -14,6 +16,7 @@ use std::path::Path;
 #[derive(Clone, Copy)]
 enum Msg {
     Model,
+    TrainingInfo,
     Graph,
     Node,
     Attribute,
@@ -28,7 +31,9 @@ impl Msg {
         use Msg::*;
         Some(match (self, field) {
             (Model, 7) => Graph,
+            (Model, 20) => TrainingInfo,
             (Model, 25) => Function,
+            (TrainingInfo, 1 | 2) => Graph,
             (Graph, 1) => Node,
             (Graph, 5) => Tensor,
             (Graph, 15) => Sparse,
@@ -37,6 +42,7 @@ impl Msg {
             (Attribute, 6 | 11) => Graph,
             (Attribute, 22 | 23) => Sparse,
             (Function, 7) => Node,
+            (Function, 11) => Attribute,
             (Sparse, 1 | 2) => Tensor,
             (Tensor, 13) => Entry,
             _ => return None,
@@ -145,6 +151,11 @@ impl Walker {
                     match (msg, field, msg.child(field)) {
                         (Msg::Entry, 1, _) => key = Some(self.string(n)?),
                         (Msg::Entry, 2, _) => value = Some(self.string(n)?),
+                        // A node's op_type.
+                        (Msg::Node, 4, _) if self.string(n)? == "EPContext" => {
+                            return Err("it has EPContext nodes, which name files of their own; inferd does not load them".into());
+                        }
+                        (Msg::Node, 4, _) => {}
                         (_, _, Some(child)) => self.message(child, Some(n), depth + 1)?,
                         _ => self.skip(n)?,
                     }
@@ -178,6 +189,10 @@ pub fn external_data(path: &Path) -> Result<Vec<String>, String> {
                 .ok_or_else(|| "truncated".to_owned())
         })
         .map_err(|e| format!("not a readable ONNX model: {e}"))?;
+    // ONNX Runtime reads this location as "the data is at a memory address", not a file.
+    if w.locations.iter().any(|l| l.contains("_ORT_MEM_ADDR_")) {
+        return Err("an external-data location names a memory address, not a file".into());
+    }
     w.locations.sort();
     w.locations.dedup();
     Ok(w.locations)
@@ -250,5 +265,15 @@ mod tests {
         }
         std::fs::write(&p, field(7, &deep)).unwrap();
         assert!(external_data(&p).unwrap_err().contains("deeper"));
+        // A function's attribute default, and training info, hold tensors too.
+        let function = field(11, &field(5, &tensor("fn.data")));
+        let training = field(1, &field(5, &tensor("train.data")));
+        std::fs::write(&p, [field(25, &function), field(20, &training)].concat()).unwrap();
+        assert_eq!(external_data(&p).unwrap(), ["fn.data", "train.data"]);
+        let node = field(1, &field(4, b"EPContext"));
+        std::fs::write(&p, field(7, &node)).unwrap();
+        assert!(external_data(&p).unwrap_err().contains("EPContext"));
+        std::fs::write(&p, field(7, &field(5, &tensor("*/_ORT_MEM_ADDR_/*")))).unwrap();
+        assert!(external_data(&p).unwrap_err().contains("memory address"));
     }
 }

@@ -177,10 +177,8 @@ fn r8_hostile_clients() {
             ..Default::default()
         },
     );
-    d.wait_settled();
-    notify.wait_for(Duration::from_secs(30), |m| m.contains("READY=1"));
-    // systemd reads every notification as it comes; so must the test (the socket's queue is
-    // short, and a full one blocks the sender).
+    // systemd reads every notification as it comes; so must the test, from the start (the
+    // socket's queue is short, and a full one blocks the sender).
     let reading = Arc::new(Mutex::new(true));
     let reader = {
         let reading = reading.clone();
@@ -191,6 +189,7 @@ fn r8_hostile_clients() {
             notify
         })
     };
+    d.wait_settled();
     broker.wait_online("n1");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -222,8 +221,11 @@ fn r8_hostile_clients() {
 
         // 1. Reply topics inferd must not publish to: no answer, no publish, a log line.
         let long = "x".repeat(300);
-        let forbidden = ["", "a/+/b", "a/#", "a\u{0}b", "a\u{7}b", "$SYS/r8", "inferd/n1/status",
+        let forbidden = ["", "a/+/b", "a/#", "a\u{0}b", "a\u{7}b", "r8/\u{ffff}", "$SYS/r8", "inferd/n1/status",
                          "inferd/n1/cancel", "inferd/n2/req/minilm/embed", long.as_str()];
+        // An unknown op on a bad reply topic: refused, and still not answered there.
+        let body = json!({"id": "bad-reply-op", "reply_to": "r8/\u{fffe}"});
+        c.publish("inferd/n1/req/minilm/bogus", QoS::AtLeastOnce, false, body.to_string()).await.unwrap();
         for (i, t) in forbidden.iter().enumerate() {
             let body = json!({"id": format!("bad-reply-{i}"), "input": {"texts": ["x"]}, "reply_to": t});
             c.publish("inferd/n1/req/minilm/embed", QoS::AtLeastOnce, false, body.to_string()).await.unwrap();
@@ -235,7 +237,7 @@ fn r8_hostile_clients() {
         // A request after them is answered: the session survived.
         let v = ask(&c, &mut rx, "inferd/n1/req/minilm/embed", "r8/a", json!({"id": "after-bad", "input": {"texts": ["x"]}})).await;
         assert_eq!(v["ok"], true, "{v}");
-        classes.insert("reply topics", format!("{} refused, unanswered", forbidden.len() + 1));
+        classes.insert("reply topics", format!("{} refused, unanswered", forbidden.len() + 2));
 
         // 2. An answer larger than the broker takes: `too_large`, never sent.
         let texts: Vec<String> = (0..64).map(|i| format!("sentence number {i}")).collect();
@@ -429,6 +431,10 @@ fn r8_hostile_clients() {
     let h = rt.block_on(honest_task).unwrap();
     *reading.lock().unwrap() = false;
     let notify = reader.join().unwrap();
+    assert!(
+        notify.seen.iter().any(|(_, m)| m.contains("READY=1")),
+        "no READY=1"
+    );
     let published: Vec<(String, Value)> = std::iter::from_fn(|| seen.try_recv().ok())
         .map(|p| {
             (
@@ -514,7 +520,7 @@ fn r8_hostile_clients() {
         !log.contains("connection failed"),
         "the MQTT connection dropped:\n{log}"
     );
-    for i in 0..10 {
+    for i in 0..11 {
         assert!(
             log.contains(&format!("bad-reply-{i}")),
             "no log line for bad-reply-{i}"
@@ -536,16 +542,23 @@ fn r8_mqtt3_requests_of_any_size_are_answered() {
     let bus = Bus::start();
     let repo = Repo::new();
     repo.add_minilm("minilm");
-    let config = format!("{}protocol = 3\nmax_payload = 16384\n", broker.config("n1"));
+    let config = format!(
+        "{}protocol = 3\nmax_payload = 16384\nmax_packet = 65536\n",
+        broker.config("n1")
+    );
     let d = Daemon::start_with(&bus, &repo, &config);
     broker.wait_online("n1");
     let errors = broker.subscribe("inferd/n1/error", 1);
-    let replies = broker.subscribe("r8/v3", 1);
+    let replies = broker.subscribe("r8/v3", 2);
     let pad = "y".repeat(300_000);
     let huge = json!({"id": "huge", "input": {"texts": ["x"]}, "reply_to": "r8/v3", "pad": pad});
     broker.publish("inferd/n1/req/minilm/embed", &huge.to_string());
     let next = json!({"id": "next", "input": {"texts": ["x"]}, "reply_to": "r8/v3"});
     broker.publish("inferd/n1/req/minilm/embed", &next.to_string());
+    // An answer over mqtt.max_packet (the broker's limit, which 3.1.1 cannot announce).
+    let texts: Vec<String> = (0..64).map(|i| format!("sentence {i}")).collect();
+    let big = json!({"id": "big", "input": {"texts": texts}, "reply_to": "r8/v3"});
+    broker.publish("inferd/n1/req/minilm/embed", &big.to_string());
     let huge = errors.collect();
     assert_eq!(huge.len(), 1, "the huge request was not answered");
     assert_eq!(code(&huge[0]), "too_large", "{huge:?}");
@@ -553,6 +566,11 @@ fn r8_mqtt3_requests_of_any_size_are_answered() {
     let got = replies.collect();
     assert!(
         got.iter().any(|v| v["id"] == "next" && v["ok"] == true),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|v| v["id"] == "big" && code(v) == "too_large"),
         "{got:?}"
     );
     assert!(!d.log().contains("connection failed"), "{}", d.log());

@@ -128,24 +128,17 @@ impl Engine {
     /// loading); `Ok(Some(wait))` says how long until this one may wake it.
     pub(super) fn wake(&self, name: &str) -> crate::error::Result<Option<Duration>> {
         let _one_at_a_time = self.inner.waking.lock().unwrap_or_else(|p| p.into_inner());
-        let (spec, fingerprint) = {
-            let mut slots = self.slots();
-            let Some(slot) = slots
-                .get_mut(name)
-                .filter(|s| s.parked() && s.state() != ModelState::Loading)
-            else {
-                return Ok(None);
-            };
-            if let Some(wait) = slot.wake_wait(self.inner.ctx.min_wake_interval) {
-                return Ok(Some(wait));
-            }
-            let Some((spec, fingerprint)) = slot.parked_version() else {
-                return Ok(None);
-            };
-            let version = (spec.clone(), fingerprint.map(str::to_owned));
-            slot.woke();
-            version
+        let parked = |slots: &HashMap<String, Slot>| {
+            let slot = slots
+                .get(name)
+                .filter(|s| s.parked() && s.state() != ModelState::Loading)?;
+            let (spec, fingerprint) = slot.parked_version()?;
+            Some((spec.clone(), fingerprint.map(str::to_owned)))
         };
+        let Some((spec, fingerprint)) = parked(&self.slots()) else {
+            return Ok(None);
+        };
+        // Outside the lock: it reads the files' metadata.
         if fingerprint.as_deref() != Some(super::slot::fingerprint(&spec).as_str()) {
             return Err(crate::error::Error::ModelNotReady {
                 name: name.to_owned(),
@@ -155,6 +148,16 @@ impl Engine {
                         .into(),
                 ),
             });
+        }
+        {
+            let mut slots = self.slots();
+            let Some(slot) = slots.get_mut(name) else {
+                return Ok(None);
+            };
+            if let Some(wait) = slot.wake_wait(self.inner.ctx.min_wake_interval) {
+                return Ok(Some(wait));
+            }
+            slot.woke();
         }
         tracing::info!(model = %name, "loading again for a request");
         // The requests waiting for it follow its state; nobody needs this receiver.

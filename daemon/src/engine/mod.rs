@@ -60,7 +60,7 @@ struct Inner {
     /// `[limits]`, checked before each request does any work; replaced on reload.
     limits: RwLock<Limits>,
     /// Tokenizing runs on blocking threads, at most one per CPU at a time.
-    tokenizing: tokio::sync::Semaphore,
+    tokenizing: Arc<tokio::sync::Semaphore>,
 }
 
 /// Resolves when a load finishes: `Err` carries the reason it failed.
@@ -79,9 +79,9 @@ impl Engine {
                 stopping: AtomicBool::new(false),
                 waking: Mutex::new(()),
                 limits: RwLock::new(Limits::default()),
-                tokenizing: tokio::sync::Semaphore::new(
+                tokenizing: Arc::new(tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
-                ),
+                )),
             }),
         };
         engine.rescan()?;

@@ -101,6 +101,29 @@ impl<J: Job> Queue<J> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `Overloaded` when a job of `priority` would be refused now: checked before a request is
+    /// tokenized, so a full queue costs a flood nothing. `push` checks again.
+    pub fn admits(&self, priority: Priority) -> Result<(), Error> {
+        let lane = priority as usize;
+        let mut st = self.lock();
+        if st.lanes[lane].len() >= self.capacity {
+            self.prune(&mut st, Instant::now());
+        }
+        if st.lanes[lane].len() < self.capacity {
+            return Ok(());
+        }
+        drop(st);
+        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        Err(self.overloaded())
+    }
+
+    fn overloaded(&self) -> Error {
+        Error::Overloaded {
+            model: self.model.clone(),
+            capacity: self.capacity,
+        }
+    }
+
     /// Enqueues or refuses at once. The job is handed back with the error so it can be answered.
     pub fn push(
         &self,
@@ -120,11 +143,7 @@ impl<J: Job> Queue<J> {
         if st.lanes[lane].len() >= self.capacity {
             drop(st);
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            let e = Error::Overloaded {
-                model: self.model.clone(),
-                capacity: self.capacity,
-            };
-            return Err((job, e));
+            return Err((job, self.overloaded()));
         }
         st.lanes[lane].push_back(Entry {
             job,

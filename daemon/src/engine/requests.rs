@@ -220,6 +220,7 @@ impl Engine {
         let Prepare::Texts(encoder) = &serving.info.prepare else {
             return Err(Error::Internal("this model takes no texts".into()));
         };
+        serving.queue.admits(t.priority)?;
         let encoder = encoder.clone();
         self.off_worker(model, t, move || encoder.encode(&req))
             .await
@@ -235,13 +236,16 @@ impl Engine {
         let Prepare::Prompt(encoder) = &serving.info.prepare else {
             return Err(Error::Internal("this model takes no prompt".into()));
         };
+        serving.queue.admits(t.priority)?;
         let (encoder, req) = (encoder.clone(), req.clone());
         self.off_worker(model, t, move || encoder.prepare(&req))
             .await
     }
 
     /// Runs `work` (tokenizing) on a blocking thread, at most one per CPU at a time, within
-    /// the ticket's timeout; returns its result and the ticket with the time left.
+    /// the ticket's timeout; returns its result and the ticket with the time left. The turn is
+    /// held until the work ends, even when the caller stops waiting for it (a timeout, a caller
+    /// that left), so abandoned requests cannot pile up tokenizing threads.
     async fn off_worker<T: Send + 'static>(
         &self,
         model: &str,
@@ -249,16 +253,19 @@ impl Engine {
         work: impl FnOnce() -> Result<T> + Send + 'static,
     ) -> Result<(T, Ticket)> {
         let started = Instant::now();
-        let run = async {
-            let _turn = self
-                .inner
-                .tokenizing
-                .acquire()
+        let turns = self.inner.tokenizing.clone();
+        let run = async move {
+            let turn = turns
+                .acquire_owned()
                 .await
                 .map_err(|_| Error::ShuttingDown)?;
-            tokio::task::spawn_blocking(work)
-                .await
-                .map_err(|_| Error::Internal("tokenizing panicked".into()))?
+            tokio::task::spawn_blocking(move || {
+                let out = work();
+                drop(turn);
+                out
+            })
+            .await
+            .map_err(|_| Error::Internal("tokenizing panicked".into()))?
         };
         let out = match t.timeout {
             None => run.await?,

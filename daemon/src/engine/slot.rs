@@ -56,10 +56,12 @@ pub struct Slot {
     keep_alive: Option<u64>,
 }
 
-/// A parked model: why, and the version it had.
+/// A parked model: why, the version it had, and the fingerprint of its files then (kept here:
+/// a wake that fails, say for the memory budget, must not lose it).
 struct Parked {
     why: &'static str,
     spec: ModelSpec,
+    fingerprint: Option<String>,
 }
 
 /// Changes whenever the manifest or a file it names changes.
@@ -217,6 +219,7 @@ impl Slot {
             self.parked = Some(Parked {
                 why,
                 spec: s.spec.clone(),
+                fingerprint: self.fingerprint.clone(),
             });
         }
     }
@@ -224,7 +227,7 @@ impl Slot {
     /// The version a parked model had, and the fingerprint of its files then.
     pub fn parked_version(&self) -> Option<(&ModelSpec, Option<&str>)> {
         let p = self.parked.as_ref()?;
-        Some((&p.spec, self.fingerprint.as_deref()))
+        Some((&p.spec, p.fingerprint.as_deref()))
     }
 
     /// How long a wake must wait to keep wakes at most one per `interval`; `None`: now.

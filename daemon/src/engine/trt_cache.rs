@@ -193,11 +193,14 @@ fn owned_by_us(meta: &std::fs::Metadata) -> Result<(), String> {
     Ok(())
 }
 
-/// The folder and its files are ours alone, and its files are exactly those recorded at
-/// publication, with the same SHA-256.
+/// The folder (and the folders holding it) and its files are ours alone, and its files are
+/// exactly those recorded at publication, with the same SHA-256.
 fn verify(dir: &Path) -> Result<(), String> {
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
-    owned_by_us(&meta).map_err(|e| format!("the folder is {e}"))?;
+    // The folder, and the two above it (`tensorrt/<model>`), so nobody else can swap it.
+    for d in dir.ancestors().take(3) {
+        let meta = std::fs::symlink_metadata(d).map_err(|e| e.to_string())?;
+        owned_by_us(&meta).map_err(|e| format!("{} is {e}", d.display()))?;
+    }
     let recorded = std::fs::read_to_string(dir.join(CHECKSUMS))
         .map_err(|e| format!("no {CHECKSUMS} ({e}): not an engine inferd published"))?;
     let mut listed: Vec<(&str, &str)> = recorded

@@ -35,6 +35,9 @@ pub struct MqttConfig {
     /// Larger request payloads are answered `too_large` without being parsed.
     #[serde(default = "max_payload")]
     pub max_payload: usize,
+    /// The largest packet the broker takes, where it cannot say so itself (MQTT 3.1.1, or a
+    /// broker that announces no Maximum Packet Size): larger answers become `too_large`.
+    pub max_packet: Option<usize>,
     /// Longer reply topics are refused (bytes).
     #[serde(default = "max_reply_topic")]
     pub max_reply_topic: usize,

@@ -3,9 +3,11 @@
 //! refuse is never sent: a final answer too large becomes a `too_large` error answer, and a
 //! stream whose piece is too large ends with one.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::intake::{Decision, Intake, Run};
@@ -59,14 +61,31 @@ impl Handler {
                     tracing::warn!("cannot send an MQTT error answer: {e}");
                 }
             }
+            // Best effort too: a client repeating an answered request must not pile up tasks
+            // that each hold a copy of the answer.
             Decision::Replay(outs) => {
-                let this = Arc::clone(self);
-                tokio::spawn(async move { this.publish_all(&outs).await });
+                for o in outs.iter() {
+                    if let Err(e) = self.client.try_publish(o.clone()) {
+                        tracing::debug!("a repeated answer was not sent: {e}");
+                    }
+                }
             }
             Decision::Run(run) => {
                 let this = Arc::clone(self);
                 tokio::spawn(async move {
-                    let answer: Arc<[Out]> = this.run(&run).await.into();
+                    // A panic must still end the request, or its in-flight place and cancel
+                    // entry would stay taken for good.
+                    let ran = AssertUnwindSafe(this.run(&run)).catch_unwind().await;
+                    let answer: Arc<[Out]> = match ran {
+                        Ok(outs) => outs.into(),
+                        Err(_) => {
+                            tracing::error!(request_id = %run.req.id, "an MQTT request panicked");
+                            let e = WireError::new("internal", "the request failed inside inferd");
+                            let out = error_answer(&run, &e);
+                            this.publish(out.clone()).await;
+                            Arc::from(vec![out])
+                        }
+                    };
                     let owed = this.intake().finish(&run, answer.clone());
                     for _ in 0..owed {
                         this.publish_all(&answer).await;
@@ -148,7 +167,16 @@ impl Handler {
                 }
                 Event::Finished { reason, usage } => {
                     let done = run.reply.out(wire::done(id, seq, reason, &usage), "ok");
-                    return Ok((done, replay(run, &text, reason, &usage)));
+                    let mut again = replay(run, &text, reason, &usage);
+                    // The text in one piece may not fit where each delta did.
+                    if let Some(Err(PublishError::TooLarge { size, max })) = again
+                        .iter()
+                        .map(|o| self.client.fits(o))
+                        .find(Result::is_err)
+                    {
+                        again = vec![error_answer(run, &too_large(size, max))];
+                    }
+                    return Ok((done, again));
                 }
                 Event::Failed(e) => return Err(e.into()),
             }

@@ -158,6 +158,11 @@ impl Client {
         Encoded::new(o, matches!(self.inner, Inner::V5(_)), max)
     }
 
+    /// Whether `o` would be taken: the same checks as `publish`, without sending.
+    pub fn fits(&self, o: &Out) -> Result<(), PublishError> {
+        self.encode(o.clone()).map(drop)
+    }
+
     /// Queues a publish; waits only while the bounded request channel is full.
     pub async fn publish(&self, o: Out) -> Result<(), PublishError> {
         let closed = |e: String| PublishError::Closed(e);
@@ -340,6 +345,8 @@ pub struct Connect {
     pub will: (String, Vec<u8>),
     pub subscriptions: Vec<String>,
     pub max_payload: usize,
+    /// `mqtt.max_packet`: the broker's limit when it does not announce one.
+    pub max_packet: Option<usize>,
     /// `mqtts://`: TLS with these CA certificates and, optionally, a client certificate.
     pub tls: Option<rumqttc::TlsConfiguration>,
 }
@@ -368,7 +375,8 @@ pub fn max_request_packet(max_payload: usize) -> usize {
 }
 
 pub fn client(cfg: &MqttConfig, c: &Connect) -> (Client, impl FnOnce() -> Link) {
-    let broker_max = Arc::new(AtomicUsize::new(PROTOCOL_MAX_PACKET));
+    let configured = c.max_packet.unwrap_or(PROTOCOL_MAX_PACKET);
+    let broker_max = Arc::new(AtomicUsize::new(configured));
     let (inner, lp) = if cfg.protocol == 3 {
         let mut o = rumqttc::MqttOptions::new(&c.client_id, &c.host, c.port);
         o.set_keep_alive(c.keep_alive)
@@ -421,6 +429,7 @@ pub fn client(cfg: &MqttConfig, c: &Connect) -> (Client, impl FnOnce() -> Link) 
         lp,
         client: handle,
         subscriptions: subs,
+        configured,
     })
 }
 
@@ -436,6 +445,8 @@ pub struct Link {
     lp: EventLoop,
     client: Client,
     subscriptions: Vec<String>,
+    /// `mqtt.max_packet`, or the protocol's maximum.
+    configured: usize,
 }
 
 /// Exponential backoff with jitter: 0.5 s doubling to 30 s, each wait ±25 %.
@@ -471,7 +482,9 @@ impl Link {
                 } => {
                     tracing::info!(session_present, max_packet, "connected to the MQTT broker");
                     failures = 0;
-                    let max = max_packet.map_or(PROTOCOL_MAX_PACKET, |m| m as usize);
+                    // The broker's own word, when it gives one, and never more than configured.
+                    let max =
+                        max_packet.map_or(self.configured, |m| (m as usize).min(self.configured));
                     self.client.broker_max.store(max, Ordering::Relaxed);
                     let dropped = self.lp.drop_oversized(max);
                     if dropped > 0 {

@@ -120,6 +120,7 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
             .chain(cfg.route.iter().map(|r| r.from.clone()))
             .collect(),
         max_payload: cfg.max_payload,
+        max_packet: cfg.max_packet,
         tls,
     };
     let (client, link) = link::client(cfg, &connect);

@@ -76,8 +76,9 @@ fn under(topic: &str, prefix: &str) -> bool {
 }
 
 /// What any topic inferd publishes to must be for a broker to take it: a non-empty topic name
-/// (no wildcards) of at most 65,535 bytes with no control characters (U+0000 is forbidden by
-/// the protocol, the rest by its advice, and brokers disconnect on either).
+/// (no wildcards) of at most 65,535 bytes with no control characters and no noncharacters
+/// (U+0000 is forbidden by the protocol, the rest by its advice; mosquitto disconnects a client
+/// that sends any of them).
 pub fn encodable(topic: &str) -> Result<(), String> {
     if topic.is_empty() {
         return Err("it is empty".into());
@@ -88,10 +89,19 @@ pub fn encodable(topic: &str) -> Result<(), String> {
     if let Some(c) = topic.chars().find(|c| c.is_control()) {
         return Err(format!("it has the control character {c:?}"));
     }
+    if let Some(c) = topic.chars().find(|&c| noncharacter(c)) {
+        return Err(format!("it has the noncharacter {c:?}"));
+    }
     if topic.len() > u16::MAX as usize {
         return Err(format!("{} bytes; MQTT allows 65535", topic.len()));
     }
     Ok(())
+}
+
+/// U+FDD0..U+FDEF and the last two code points of every plane.
+fn noncharacter(c: char) -> bool {
+    let c = c as u32;
+    (0xFDD0..=0xFDEF).contains(&c) || c & 0xFFFE == 0xFFFE
 }
 
 /// A topic for a log line: the first 64 characters.
@@ -146,6 +156,9 @@ mod tests {
             ("a\u{0}b", "control character"),
             ("a\nb", "control character"),
             ("a\u{85}b", "control character"),
+            ("r/\u{ffff}", "noncharacter"),
+            ("r/\u{fdd0}", "noncharacter"),
+            ("r/\u{10fffe}", "noncharacter"),
             ("$SYS/x", "'$'"),
             ("$share/g/t", "'$'"),
             ("inferd", "own prefix"),
