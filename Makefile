@@ -15,7 +15,7 @@ PY := $(VENV)/bin/python
 IMPORTER_HASH := $(shell cat models/importer/inferd_import/*.py models/importer/inferd_import/sources/*.py models/intent/* models/testdata/make_think_model.py | sha256sum | cut -c1-12)
 export INFERD_TEST_MODELS := $(CACHE)/test-models/$(IMPORTER_HASH)
 
-.PHONY: bench-models run test test-models fetch models build check-tools lint pytest bench bench-check fixtures dbus-xml clean-cache deb package-check reliability soak fuzz
+.PHONY: bench-models builder-models run test test-models fetch models build check-tools lint pytest bench bench-check fixtures dbus-xml clean-cache deb package-check reliability soak fuzz
 
 ## Fetch ONNX Runtime and the default models, build in release, serve in the foreground.
 run: models build
@@ -141,6 +141,22 @@ bench-check: bench-models
 fixtures: fetch $(VENV)/ok
 	$(VENV)/bin/python models/testdata/make_test_models.py tests/data
 	$(VENV)/bin/python tests/fixtures/make_minilm_reference.py "$(INFERD_MODELS)/minilm"
+
+## onnxruntime-genai builder exports made the way users make them (needs torch and transformers:
+## a venv of its own under the cache, several GB, never in CI): the tiny test exports kept in
+## tests/data with onnxruntime-genai's reference for them, and SmolLM2 at int4 and fp32 for
+## `make bench`.
+BUILDER_VENV := $(CACHE)/builder-venv
+builder-models: fetch $(VENV)/ok $(BUILDER_VENV)/ok
+	$(BUILDER_VENV)/bin/python models/builder/make_builder_models.py --gguf "$(GGUF)" \
+	  --tests tests/data --bench "$(CACHE)/builder-models"
+	$(PY) tests/fixtures/make_builder_reference.py tests/data tests/fixtures/builder_tiny_greedy.json
+
+$(BUILDER_VENV)/ok: models/builder/requirements.txt models/importer/pyproject.toml
+	python3 -m venv "$(BUILDER_VENV)"
+	"$(BUILDER_VENV)/bin/pip" install --quiet -r models/builder/requirements.txt
+	"$(BUILDER_VENV)/bin/pip" install --quiet --no-deps -e models/importer
+	touch "$@"
 
 ## Rewrite packaging/dbus/org.inferd.Inferd1.xml from a running daemon.
 dbus-xml: fetch

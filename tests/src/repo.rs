@@ -102,6 +102,18 @@ impl Repo {
         );
     }
 
+    /// Copies a whole model folder kept in `tests/data/<source>` (its own manifest included)
+    /// under `name`.
+    pub fn add_data_folder(&self, source: &str, name: &str) {
+        let src = tests_dir().join("data").join(source);
+        for entry in std::fs::read_dir(&src).expect("test model folder") {
+            let entry = entry.expect("entry");
+            let dest = self.dir.path().join(name).join(entry.file_name());
+            std::fs::create_dir_all(dest.parent().expect("parent")).expect("dir");
+            std::fs::copy(entry.path(), &dest).expect("copy");
+        }
+    }
+
     /// Copies a test model from `tests/data/<source>` under `name` with the given manifest.
     pub fn add_test_model(&self, source: &str, name: &str, manifest: &str) {
         let onnx = std::fs::read(tests_dir().join("data").join(source).join("model.onnx"))

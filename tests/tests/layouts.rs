@@ -56,3 +56,45 @@ fn the_genai_builder_layout_gives_the_same_text_and_interleaves() {
     );
     assert_eq!(models["genai"]["state"], "ready");
 }
+
+/// Exports of onnxruntime-genai's own model builder (`make builder-models`: random Llama
+/// weights, fp32 and int4), against onnxruntime-genai's greedy tokens on the same files
+/// (tests/fixtures/builder_tiny_greedy.json): alone, and all prompts at once.
+#[test]
+fn builder_exports_give_onnxruntime_genais_text() {
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tests_dir().join("fixtures/builder_tiny_greedy.json")).unwrap(),
+    )
+    .unwrap();
+    let tokens = reference["tokens"].as_u64().unwrap().to_string();
+    let bus = Bus::start();
+    let repo = Repo::new();
+    for p in ["fp32", "int4"] {
+        repo.add_data_folder(&format!("builder-tiny-{p}"), &format!("builder-tiny-{p}"));
+    }
+    let d = Daemon::start(&bus, &repo);
+    for (name, runs) in reference["models"].as_object().unwrap() {
+        let runs = runs.as_object().unwrap();
+        for (prompt, want) in runs {
+            let (got, _) = complete(&d, name, prompt, &["max_tokens", "u", &tokens]);
+            assert_eq!(
+                got,
+                want["text"].as_str().unwrap(),
+                "{name}, {prompt:?} alone"
+            );
+        }
+        let children: Vec<_> = runs
+            .keys()
+            .map(|p| inferctl_spawn(&d.bus, &["generate", name, p, "--max-tokens", &tokens]))
+            .collect();
+        for (c, (prompt, want)) in children.into_iter().zip(runs) {
+            let out = finish(c);
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert_eq!(
+                stdout(&out).strip_suffix('\n'),
+                want["text"].as_str(),
+                "{name}, {prompt:?} among others"
+            );
+        }
+    }
+}
