@@ -35,7 +35,7 @@ pub fn check(config: &Config) -> usize {
             for entry in entries {
                 match entry
                     .spec
-                    .and_then(|spec| spec.check_external_data().map(|()| spec))
+                    .and_then(|spec| spec.inspect_model().map(|_| spec))
                 {
                     Ok(spec) => println!(
                         "ok    model {} ({}, providers {:?})",

@@ -353,11 +353,16 @@ impl ModelSpec {
 }
 
 impl ModelSpec {
-    /// Checks every external-data file the ONNX model names like the manifest's own paths:
-    /// relative, no `..`, and inside the model folder after symlinks.
-    pub fn check_external_data(&self) -> Result<(), ManifestError> {
-        let locations = crate::onnx_files::external_data(&self.model_path)
-            .map_err(|e| ManifestError::Invalid(format!("{}: {e}", self.model_path.display())))?;
+    /// Reads the ONNX model file (`onnx_files.rs`) and checks every external-data file it names
+    /// like the manifest's own paths: relative, no `..`, and inside the model folder after
+    /// symlinks. Returns what the file holds.
+    pub fn inspect_model(&self) -> Result<crate::onnx_files::ModelFile, ManifestError> {
+        let model = crate::onnx_files::inspect(&self.model_path).map_err(|message| {
+            ManifestError::ModelFile {
+                path: self.model_path.clone(),
+                message,
+            }
+        })?;
         let root = self
             .dir
             .canonicalize()
@@ -375,18 +380,18 @@ impl ModelSpec {
                 value: self.model_path.display().to_string(),
                 reason: "it is no longer inside the model folder".into(),
             })?;
-        for loc in locations {
-            if Path::new(&loc).is_absolute() {
+        for loc in &model.external_data {
+            if Path::new(loc).is_absolute() {
                 return Err(ManifestError::UnsafePath {
                     key: "external data",
-                    value: loc,
+                    value: loc.clone(),
                     reason: "paths must be relative to the model file".into(),
                 });
             }
-            let rel = base.join(&loc);
+            let rel = base.join(loc);
             resolve_inside(&self.dir, "external data", &rel.to_string_lossy())?;
         }
-        Ok(())
+        Ok(model)
     }
 }
 

@@ -1,13 +1,15 @@
-//! The files an ONNX model makes ONNX Runtime open besides itself: the `location` of every
-//! tensor stored as external data. They are found by walking the model's protobuf without
-//! loading it (large payloads are skipped, not read), so each can be checked to stay inside
-//! the model folder before ONNX Runtime follows it.
+//! What an ONNX model file holds that inferd must know before ONNX Runtime loads it: the files
+//! it makes ONNX Runtime open besides itself (the `location` of every tensor stored as external
+//! data), so each can be checked to stay inside the model folder, and the operators it uses
+//! (which decode path fits it). Found by walking the model's protobuf without loading it: large
+//! payloads are skipped, not read.
 //!
 //! The walk covers every place a tensor can be: initializers, sparse initializers, node
 //! attributes (tensors and subgraphs, at any depth), functions (their nodes and attribute
 //! defaults) and training info. `EPContext` nodes, which name a file of their own through an
 //! attribute, are refused outright.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
@@ -60,6 +62,7 @@ struct Walker {
     /// Where `r` is in the file (kept here: asking the file costs a system call).
     pos: u64,
     locations: Vec<String>,
+    ops: BTreeSet<String>,
 }
 
 impl Walker {
@@ -152,10 +155,13 @@ impl Walker {
                         (Msg::Entry, 1, _) => key = Some(self.string(n)?),
                         (Msg::Entry, 2, _) => value = Some(self.string(n)?),
                         // A node's op_type.
-                        (Msg::Node, 4, _) if self.string(n)? == "EPContext" => {
-                            return Err("it has EPContext nodes, which name files of their own; inferd does not load them".into());
+                        (Msg::Node, 4, _) => {
+                            let op = self.string(n)?;
+                            if op == "EPContext" {
+                                return Err("it has EPContext nodes, which name files of their own; inferd does not load them".into());
+                            }
+                            self.ops.insert(op);
                         }
-                        (Msg::Node, 4, _) => {}
                         (_, _, Some(child)) => self.message(child, Some(n), depth + 1)?,
                         _ => self.skip(n)?,
                     }
@@ -171,15 +177,30 @@ impl Walker {
     }
 }
 
-/// Every external-data `location` named in the model at `path`, as written (relative to the
-/// model file's folder).
-pub fn external_data(path: &Path) -> Result<Vec<String>, String> {
+/// What a model file holds (see the module's doc).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelFile {
+    /// Every external-data `location`, as written (relative to the model file's folder).
+    pub external_data: Vec<String>,
+    /// The op types of its nodes, at any depth.
+    pub ops: BTreeSet<String>,
+}
+
+impl ModelFile {
+    pub fn uses(&self, op: &str) -> bool {
+        self.ops.contains(op)
+    }
+}
+
+/// Reads the model at `path` (see the module's doc).
+pub fn inspect(path: &Path) -> Result<ModelFile, String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
     let size = file.metadata().map_err(|e| e.to_string())?.len();
     let mut w = Walker {
         r: BufReader::new(file),
         pos: 0,
         locations: Vec::new(),
+        ops: BTreeSet::new(),
     };
     w.message(Msg::Model, None, 0)
         .and_then(|()| {
@@ -195,7 +216,10 @@ pub fn external_data(path: &Path) -> Result<Vec<String>, String> {
     }
     w.locations.sort();
     w.locations.dedup();
-    Ok(w.locations)
+    Ok(ModelFile {
+        external_data: w.locations,
+        ops: w.ops,
+    })
 }
 
 #[cfg(test)]
@@ -249,31 +273,43 @@ mod tests {
         let p = dir.path().join("model.onnx");
         std::fs::write(&p, &model).unwrap();
         assert_eq!(
-            external_data(&p).unwrap(),
+            inspect(&p).map(|m| m.external_data).unwrap(),
             ["../escape.data", "const.data", "weights.data"]
         );
         std::fs::write(&p, b"").unwrap();
         assert!(
-            external_data(&p).unwrap().is_empty(),
+            inspect(&p).map(|m| m.external_data).unwrap().is_empty(),
             "an empty model names nothing"
         );
         std::fs::write(&p, &model[..model.len() - 3]).unwrap();
-        assert!(external_data(&p).is_err(), "truncated");
+        assert!(inspect(&p).map(|m| m.external_data).is_err(), "truncated");
         let mut deep = field(5, &tensor("x"));
         for _ in 0..100 {
             deep = field(1, &field(5, &field(6, &deep)));
         }
         std::fs::write(&p, field(7, &deep)).unwrap();
-        assert!(external_data(&p).unwrap_err().contains("deeper"));
+        assert!(inspect(&p)
+            .map(|m| m.external_data)
+            .unwrap_err()
+            .contains("deeper"));
         // A function's attribute default, and training info, hold tensors too.
         let function = field(11, &field(5, &tensor("fn.data")));
         let training = field(1, &field(5, &tensor("train.data")));
         std::fs::write(&p, [field(25, &function), field(20, &training)].concat()).unwrap();
-        assert_eq!(external_data(&p).unwrap(), ["fn.data", "train.data"]);
+        assert_eq!(
+            inspect(&p).map(|m| m.external_data).unwrap(),
+            ["fn.data", "train.data"]
+        );
         let node = field(1, &field(4, b"EPContext"));
         std::fs::write(&p, field(7, &node)).unwrap();
-        assert!(external_data(&p).unwrap_err().contains("EPContext"));
+        assert!(inspect(&p)
+            .map(|m| m.external_data)
+            .unwrap_err()
+            .contains("EPContext"));
         std::fs::write(&p, field(7, &field(5, &tensor("*/_ORT_MEM_ADDR_/*")))).unwrap();
-        assert!(external_data(&p).unwrap_err().contains("memory address"));
+        assert!(inspect(&p)
+            .map(|m| m.external_data)
+            .unwrap_err()
+            .contains("memory address"));
     }
 }

@@ -152,7 +152,7 @@ pub fn load(
     ctx: &LoadContext,
     mode: providers::Mode,
 ) -> Result<(Box<dyn Model>, Loaded), LoadError> {
-    spec.check_external_data()?;
+    let graph = spec.inspect_model()?;
     let (session, placement) = providers::open(spec, ctx, mode)?;
     let pool = Pool::of(placement.provider, &spec.manifest.execution);
     let inputs: Vec<Spec> = session
@@ -175,8 +175,13 @@ pub fn load(
             Prepare::Nothing,
         ),
         Kind::TextGeneration => {
-            let (m, encoder) =
-                generation::TextGeneration::new(spec, session, &inputs, ctx.background_share)?;
+            let (m, encoder) = generation::TextGeneration::new(
+                spec,
+                session,
+                &inputs,
+                &graph,
+                ctx.background_share,
+            )?;
             (Box::new(m), Prepare::Prompt(Arc::new(encoder)))
         }
     };

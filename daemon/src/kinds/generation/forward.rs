@@ -31,6 +31,30 @@ pub struct Output {
     pub present: Vec<DynValue>,
 }
 
+/// Each row's last position's logits, as f32 (fp16 graphs, such as the builder's CUDA exports,
+/// give fp16 logits).
+fn last_logits(v: &DynValue, rows: usize) -> Result<(Vec<f32>, usize)> {
+    fn last<T: Copy>(
+        shape: &[i64],
+        data: &[T],
+        rows: usize,
+        f: impl Fn(T) -> f32,
+    ) -> (Vec<f32>, usize) {
+        let vocab = *shape.last().unwrap_or(&0) as usize;
+        let per_row = data.len() / rows.max(1);
+        let logits = (0..rows)
+            .flat_map(|r| &data[(r + 1) * per_row - vocab..(r + 1) * per_row])
+            .map(|&x| f(x))
+            .collect();
+        (logits, vocab)
+    }
+    if let Ok((shape, data)) = v.try_extract_tensor::<f32>() {
+        return Ok(last(shape, data, rows, |x| x));
+    }
+    let (shape, data) = v.try_extract_tensor::<half::f16>()?;
+    Ok(last(shape, data, rows, f32::from))
+}
+
 pub fn run(session: &mut Session, l: &CacheLayout, s: Step, past: Vec<DynValue>) -> Result<Output> {
     let (b, n) = (s.rows as i64, s.len as i64);
     let total = (s.mask.len() / s.rows) as i64;
@@ -68,13 +92,7 @@ pub fn run(session: &mut Session, l: &CacheLayout, s: Step, past: Vec<DynValue>)
         inputs.push((name.clone().into(), v.into()));
     }
     let mut out = session.run(inputs)?;
-    let (shape, data) = out["logits"].try_extract_tensor::<f32>()?;
-    let vocab = *shape.last().unwrap_or(&0) as usize;
-    let per_row = data.len() / s.rows;
-    let logits = (0..s.rows)
-        .flat_map(|r| &data[(r + 1) * per_row - vocab..(r + 1) * per_row])
-        .copied()
-        .collect();
+    let (logits, vocab) = last_logits(&out["logits"], s.rows)?;
     let present = l
         .present
         .iter()

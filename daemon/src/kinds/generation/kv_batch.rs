@@ -1,7 +1,14 @@
 //! The shared KV cache of continuous batching: one `[rows, kv_heads, len, head_dim]` tensor per
-//! cache input, each row a sequence, right-aligned with left padding that the attention mask
-//! hides. A decode step runs every row at once, so the weights are read once per step rather
-//! than once per sequence; its `present` output is the next step's cache, uncopied.
+//! cache input, each row a sequence. A decode step runs every row at once, so the weights are
+//! read once per step rather than once per sequence; its `present` output is the next step's
+//! cache, uncopied.
+//!
+//! Where a row's positions sit depends on the graph (`Align`). Graphs that take `position_ids`
+//! (the optimum layout) get rows right-aligned behind left padding that the attention mask
+//! hides. GroupQueryAttention (the onnxruntime-genai builder's layout) takes no positions: it
+//! counts each row's length from its attention mask (`seqlens_k`), reads that row's cache from
+//! position 0 and writes its new token after it, so its rows are left-aligned with padding on
+//! the right, as onnxruntime-genai batches them.
 //!
 //! The cache is copied only when the set of rows changes: a sequence joins after running its
 //! prompt alone, or leaves when it is over (and the padding no row needs is trimmed).
@@ -15,8 +22,19 @@ use super::CacheLayout;
 use crate::error::Result;
 use inferd_client::DType;
 
+/// Which end of the cache a row's positions sit at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Align {
+    /// Behind left padding: graphs with `position_ids`.
+    #[default]
+    Right,
+    /// From position 0, padding on the right: GroupQueryAttention.
+    Left,
+}
+
 #[derive(Default)]
 pub struct KvBatch {
+    align: Align,
     past: Vec<DynValue>,
     /// Positions per row, padding included.
     len: usize,
@@ -28,6 +46,13 @@ pub struct KvBatch {
 type Pick = (usize, usize, usize);
 
 impl KvBatch {
+    pub fn new(align: Align) -> KvBatch {
+        KvBatch {
+            align,
+            ..Default::default()
+        }
+    }
+
     pub fn rows(&self) -> usize {
         self.valid.len()
     }
@@ -48,7 +73,7 @@ impl KvBatch {
             let old = std::mem::take(&mut self.past);
             old.iter()
                 .zip(&past)
-                .map(|(o, p)| gather(l, &[o, p], &picks, new_len))
+                .map(|(o, p)| gather(l, self.align, &[o, p], &picks, new_len))
                 .collect::<Result<_>>()?
         };
         self.len = new_len;
@@ -75,7 +100,7 @@ impl KvBatch {
         if !picks.is_empty() {
             self.past = old
                 .iter()
-                .map(|o| gather(l, &[o], &picks, new_len))
+                .map(|o| gather(l, self.align, &[o], &picks, new_len))
                 .collect::<Result<_>>()?;
         }
         Ok(())
@@ -83,7 +108,7 @@ impl KvBatch {
 
     /// Drops every row (after a failed step, whose cache was consumed).
     pub fn clear(&mut self) {
-        *self = KvBatch::default();
+        *self = KvBatch::new(self.align);
     }
 
     /// One decode step: `ids[r]` is row r's next token, at position `valid[r]` of its sequence.
@@ -96,8 +121,17 @@ impl KvBatch {
         let total = self.len + 1;
         let mut mask = Vec::with_capacity(self.rows() * total);
         for &v in &self.valid {
-            mask.extend(std::iter::repeat_n(0i64, total - v - 1));
-            mask.extend(std::iter::repeat_n(1i64, v + 1));
+            let (pad, real) = (total - v - 1, v + 1);
+            match self.align {
+                Align::Right => {
+                    mask.extend(std::iter::repeat_n(0i64, pad));
+                    mask.extend(std::iter::repeat_n(1i64, real));
+                }
+                Align::Left => {
+                    mask.extend(std::iter::repeat_n(1i64, real));
+                    mask.extend(std::iter::repeat_n(0i64, pad));
+                }
+            }
         }
         let step = Step {
             rows: self.rows(),
@@ -122,16 +156,24 @@ impl KvBatch {
     }
 }
 
-/// Builds a `[picks, h, len, d]` cache tensor, each picked row right-aligned.
-fn gather(l: &CacheLayout, sources: &[&DynValue], picks: &[Pick], len: usize) -> Result<DynValue> {
+/// Builds a `[picks, h, len, d]` cache tensor, each picked row at the `align` end. Sources are
+/// aligned alike (a sequence's own cache is full, so either alignment reads it whole).
+fn gather(
+    l: &CacheLayout,
+    align: Align,
+    sources: &[&DynValue],
+    picks: &[Pick],
+    len: usize,
+) -> Result<DynValue> {
     match l.dtype {
-        DType::Float16 => gather_typed::<f16>(l, sources, picks, len),
-        _ => gather_typed::<f32>(l, sources, picks, len),
+        DType::Float16 => gather_typed::<f16>(l, align, sources, picks, len),
+        _ => gather_typed::<f32>(l, align, sources, picks, len),
     }
 }
 
 fn gather_typed<T>(
     l: &CacheLayout,
+    align: Align,
     sources: &[&DynValue],
     picks: &[Pick],
     len: usize,
@@ -150,7 +192,7 @@ where
     let mut dst = vec![T::default(); picks.len() * h * len * d];
     for (row, &(src, r, keep)) in picks.iter().enumerate() {
         let (data, t) = srcs[src];
-        place(&mut dst, (row, len), data, (r, t), keep, h, d);
+        place(&mut dst, (row, len), data, (r, t), keep, (h, d), align);
     }
     Ok(OrtTensor::from_array((
         vec![picks.len() as i64, h as i64, len as i64, d as i64],
@@ -159,20 +201,24 @@ where
     .into_dyn())
 }
 
-/// Copies the last `keep` positions of `src` row `r` (of `t` positions) into the last `keep`
-/// positions of `dst` row `row` (of `len`), for each of `h` heads of width `d`.
+/// Copies the `keep` positions at the `align` end of `src` row `r` (of `t` positions) to the
+/// same end of `dst` row `row` (of `len`), for each of `h` heads of width `d`.
 fn place<T: Copy>(
     dst: &mut [T],
     (row, len): (usize, usize),
     src: &[T],
     (r, t): (usize, usize),
     keep: usize,
-    h: usize,
-    d: usize,
+    (h, d): (usize, usize),
+    align: Align,
 ) {
+    let (from, to) = match align {
+        Align::Right => (t - keep, len - keep),
+        Align::Left => (0, 0),
+    };
     for head in 0..h {
-        let s = ((r * h + head) * t + t - keep) * d;
-        let o = ((row * h + head) * len + len - keep) * d;
+        let s = ((r * h + head) * t + from) * d;
+        let o = ((row * h + head) * len + to) * d;
         dst[o..o + keep * d].copy_from_slice(&src[s..s + keep * d]);
     }
 }
@@ -186,7 +232,16 @@ mod tests {
         // src: 1 row, 2 heads, t = 3, d = 1: head0 = [1,2,3], head1 = [4,5,6]; keep the last 2.
         let src = [1, 2, 3, 4, 5, 6];
         let mut dst = [0; 2 * 2 * 4];
-        place(&mut dst, (1, 4), &src, (0, 3), 2, 2, 1);
+        place(&mut dst, (1, 4), &src, (0, 3), 2, (2, 1), Align::Right);
         assert_eq!(dst, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 3, 0, 0, 5, 6]);
+    }
+
+    #[test]
+    fn gqa_rows_are_left_aligned_per_head() {
+        // A batch row of 3 positions whose first 2 are real, into a row of 4: [a, b, _, _].
+        let src = [1, 2, 9, 4, 5, 9];
+        let mut dst = [0; 2 * 2 * 4];
+        place(&mut dst, (1, 4), &src, (0, 3), 2, (2, 1), Align::Left);
+        assert_eq!(dst, [0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 4, 5, 0, 0]);
     }
 }

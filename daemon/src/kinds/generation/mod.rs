@@ -4,9 +4,10 @@
 //! Prompts arrive tokenized (`prompt.rs`, run by the engine before the queue). A new sequence
 //! runs its prompt alone, with its own cache (or a copy of a cached prefix), at most
 //! `prefill_chunk` tokens a step, so a long prompt never holds up the others' decode steps.
-//! Where the graph takes `position_ids` and an attention mask, it then joins the continuous
-//! batch (`kv_batch`): every decode step runs all joined sequences at once. Graphs that cannot
-//! batch (GroupQueryAttention from the genai builder) keep one cache per sequence and are
+//! It then joins the continuous batch (`kv_batch`): every decode step runs all joined sequences
+//! at once, their rows aligned as the graph needs (behind left padding for graphs with
+//! `position_ids`, from position 0 for GroupQueryAttention, which counts each row's length
+//! from the attention mask). Graphs that can do neither keep one cache per sequence and are
 //! stepped in turn, a token each, so no request waits for another to finish. A new request
 //! starts at the next step; a finished, cancelled or abandoned one leaves at the end of its
 //! step and its cache is freed.
@@ -38,7 +39,7 @@ use ort::value::{DynValue, Tensor as OrtTensor};
 use tokenizers::Tokenizer;
 
 use self::facts::Facts;
-use self::kv_batch::KvBatch;
+use self::kv_batch::{Align, KvBatch};
 pub use self::prompt::PromptEncoder;
 use self::sequence::Sequence;
 use self::template::ChatTemplate;
@@ -47,6 +48,7 @@ use crate::engine::job::{Event, Job, Priority};
 use crate::engine::queue::{BatchPolicy, Queue};
 use crate::error::{Error, LoadError, Result};
 use crate::manifest::ModelSpec;
+use crate::onnx_files::ModelFile;
 use crate::tensor::Spec;
 use inferd_client::DType;
 
@@ -58,6 +60,10 @@ struct CacheLayout {
     head_dim: usize,
     dtype: DType,
     position_ids: bool,
+    /// How sequences share a batched step: rows right-aligned (graphs with `position_ids`) or
+    /// left-aligned (GroupQueryAttention); `None`: the graph cannot batch, and sequences are
+    /// stepped in turn.
+    batch: Option<Align>,
     /// The graph takes `num_logits_to_keep` (inferd's importer writes it, with a default): fed
     /// 1, a prompt's LM head runs for its last position only.
     logits_to_keep: bool,
@@ -99,6 +105,7 @@ impl TextGeneration {
         spec: &ModelSpec,
         session: Session,
         inputs: &[Spec],
+        graph: &ModelFile,
         background_share: f64,
     ) -> Result<(Self, PromptEncoder), LoadError> {
         let bad = |m: String| LoadError::Incompatible(m);
@@ -151,6 +158,13 @@ impl TextGeneration {
             head_dim: dim(3, "head_size")?,
             dtype,
             position_ids: has("position_ids"),
+            batch: if has("position_ids") {
+                Some(Align::Right)
+            } else if graph.uses("GroupQueryAttention") {
+                Some(Align::Left)
+            } else {
+                None
+            },
             logits_to_keep: has(forward::KEEP)
                 || session
                     .overridable_initializers()
@@ -175,6 +189,7 @@ impl TextGeneration {
             .map_err(bad)?;
         let max_sequences = spec.manifest.generation.max_sequences.unwrap_or(8).max(1);
         let encoder = PromptEncoder::new(&spec.name, tokenizer.clone(), template, facts.clone());
+        let layout_align = layout.batch.unwrap_or_default();
         let model = TextGeneration {
             prefill_chunk: spec.manifest.generation.prefill_chunk.unwrap_or(512).max(1),
             name: spec.name.clone(),
@@ -190,7 +205,7 @@ impl TextGeneration {
             alone: Vec::new(),
             batched: Vec::new(),
             paused: VecDeque::new(),
-            kv: KvBatch::default(),
+            kv: KvBatch::new(layout_align),
             prefixes: Default::default(),
             batch_sizes: crate::metrics::get().batch_sizes(&spec.name),
         };
@@ -266,7 +281,7 @@ impl TextGeneration {
             if done {
                 self.alone.swap_remove(i);
                 served(1);
-            } else if self.layout.position_ids && !self.alone[i].prefilling() {
+            } else if self.layout.batch.is_some() && !self.alone[i].prefilling() {
                 let mut seq = self.alone.swap_remove(i);
                 match self.kv.join(&self.layout, seq.take_past(), seq.cached()) {
                     Ok(()) => self.batched.push(seq),
