@@ -117,12 +117,12 @@ mod tests {
         let msg = |r: Result<()>| r.unwrap_err().to_string();
         assert!(msg(l.texts(&texts(&["a", "b", "c"]))).contains("limits.max_texts"));
         assert!(msg(l.texts(&texts(&["abcde"]))).contains("limits.max_text_bytes"));
-        let gen = |prompt: Prompt, stop: &[&str]| GenerateRequest {
-            prompt,
-            options: GenOptions {
+        let gen = |prompt: Prompt, stop: &[&str]| {
+            let options = GenOptions {
                 stop: texts(stop),
                 ..Default::default()
-            },
+            };
+            GenerateRequest::new(prompt, options)
         };
         assert!(l
             .generation(&gen(Prompt::Text("12345678".into()), &["ab"]))

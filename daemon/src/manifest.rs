@@ -99,6 +99,10 @@ pub struct GenerationManifest {
     /// Prompt tokens run in one step (default 512): a longer prompt runs in pieces, with the
     /// other sequences' decode steps (and the watchdog's probe) in between.
     pub prefill_chunk: Option<usize>,
+    /// GroupQueryAttention graphs: write the KV cache in place, in a buffer with room for every
+    /// position a sequence may reach. Default: `search.past_present_share_buffer` in
+    /// genai_config.json.
+    pub share_buffer: Option<bool>,
 }
 
 fn default_file() -> String {

@@ -74,7 +74,28 @@ fn builder_exports_give_onnxruntime_genais_text() {
     for p in ["fp32", "int4"] {
         repo.add_data_folder(&format!("builder-tiny-{p}"), &format!("builder-tiny-{p}"));
     }
+    // The same fp32 file without the share buffer its genai_config.json asks for: the cache is
+    // then handed from each step's present to the next step's past instead of written in place.
+    repo.add_data_folder("builder-tiny-fp32", "concat");
+    let toml = repo.path().join("concat/model.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        format!("{text}\n[generation]\nshare_buffer = false\n"),
+    )
+    .unwrap();
     let d = Daemon::start(&bus, &repo);
+    let fp32 = reference["models"]["builder-tiny-fp32"]
+        .as_object()
+        .unwrap();
+    for (prompt, want) in fp32 {
+        let (got, _) = complete(&d, "concat", prompt, &["max_tokens", "u", &tokens]);
+        assert_eq!(
+            got,
+            want["text"].as_str().unwrap(),
+            "without the share buffer, {prompt:?}"
+        );
+    }
     for (name, runs) in reference["models"].as_object().unwrap() {
         let runs = runs.as_object().unwrap();
         for (prompt, want) in runs {
@@ -103,4 +124,30 @@ fn builder_exports_give_onnxruntime_genais_text() {
             "{name}: the requests never shared a step"
         );
     }
+}
+
+/// The prompt-prefix cache with a share buffer: a cached prefix is copied into a buffer with room
+/// for the rest, and the text is the same as without the cache.
+#[test]
+fn a_cached_prefix_in_a_share_buffer_gives_the_same_text() {
+    let bus = Bus::start();
+    let repo = Repo::new();
+    repo.add_data_folder("builder-tiny-fp32", "tiny");
+    repo.add_data_folder("builder-tiny-fp32", "fresh");
+    let d = Daemon::start(&bus, &repo);
+    let system = "The kitchen light is on. Turn off the lights in the living room. ".repeat(3);
+    let ask = |model: &str, question: &str| {
+        let (text, info) = complete(
+            &d,
+            model,
+            &format!("{system}{question}"),
+            &["max_tokens", "u", "24"],
+        );
+        (text, info_num(&info, "cached_prompt_tokens"))
+    };
+    let (uncached, _) = ask("fresh", "What is the weather like today?");
+    ask("tiny", "Play some music in the bedroom.");
+    let (cached, reused) = ask("tiny", "What is the weather like today?");
+    assert!(reused >= 32.0, "the shared beginning came from the cache: {reused}");
+    assert_eq!(cached, uncached);
 }

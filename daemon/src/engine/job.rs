@@ -151,11 +151,24 @@ pub struct GenOptions {
 pub struct GenerateRequest {
     pub prompt: Prompt,
     pub options: GenOptions,
+    /// The caller reads the text as it is made. When false, the worker hands over the text in
+    /// one piece at the end: no wake-up of the frontend per token, which on a small device
+    /// takes a core from the decoding threads.
+    pub stream: bool,
 }
 
 impl GenerateRequest {
     pub fn new(prompt: Prompt, options: GenOptions) -> GenerateRequest {
-        GenerateRequest { prompt, options }
+        GenerateRequest {
+            prompt,
+            options,
+            stream: false,
+        }
+    }
+
+    pub fn streamed(mut self, stream: bool) -> GenerateRequest {
+        self.stream = stream;
+        self
     }
 }
 
@@ -170,6 +183,8 @@ pub struct Generation {
     pub priority: Priority,
     /// Only this caller's cached prompts are reused (see `Ticket::caller`).
     pub caller: String,
+    /// See `GenerateRequest::stream`.
+    pub stream: bool,
 }
 
 /// A prompt tokenized and checked against the context.

@@ -201,6 +201,7 @@ impl Engine {
                 deadline,
                 priority: t.priority,
                 caller: t.caller.clone(),
+                stream: req.stream,
             }),
             events: Events::new(tx, model, &t),
             cancel,

@@ -85,6 +85,7 @@ impl Service {
 
 impl Service {
     /// Starts a generation for the message's sender; cancelled if the sender leaves the bus.
+    #[allow(clippy::too_many_arguments)]
     async fn start(
         &self,
         hdr: &Header<'_>,
@@ -93,6 +94,7 @@ impl Service {
         model: &str,
         prompt: Prompt,
         opts: &Dict,
+        stream: bool,
     ) -> crate::error::Result<(
         tokio::sync::mpsc::UnboundedReceiver<Event>,
         tokio_util::sync::CancellationToken,
@@ -103,7 +105,7 @@ impl Service {
             t.caller = self.callers.identity(conn, sender.as_str()).await;
         }
         let reasoning = options.reasoning;
-        let req = GenerateRequest::new(prompt, options);
+        let req = GenerateRequest::new(prompt, options).streamed(stream);
         let cancel = match hdr.sender() {
             Some(s) => self.callers.token(s.as_str()).child_token(),
             None => Default::default(),
@@ -122,7 +124,9 @@ impl Service {
     ) -> Result<(String, Info), Failure> {
         let mut t = self.ticket();
         let work = async {
-            let (rx, _cancel, mode) = self.start(hdr, conn, &mut t, model, prompt, &opts).await?;
+            let (rx, _cancel, mode) = self
+                .start(hdr, conn, &mut t, model, prompt, &opts, false)
+                .await?;
             let c = job::collect(rx).await?;
             let r = (mode == Reasoning::Separate).then_some(c.reasoning.as_str());
             Ok((
@@ -153,7 +157,7 @@ impl Service {
         };
         let path = request::request_path(&sender, &token)?;
         let (rx, cancel, _) = self
-            .start(hdr, conn, &mut t, model, prompt, &opts)
+            .start(hdr, conn, &mut t, model, prompt, &opts, true)
             .await
             .map_err(|e| for_request(e, &t.id))?;
         let forward =

@@ -112,7 +112,10 @@ impl Handler {
         };
         // The last message to send, and what a duplicate gets if it is sent as it is.
         let answer = if req.stream && matches!(run.op, Op::Generate | Op::Chat) {
-            match call.start_generation(run.op, run.cancel.clone()).await {
+            match call
+                .start_generation(run.op, true, run.cancel.clone())
+                .await
+            {
                 Ok(rx) => self.stream(run, rx).await,
                 Err(e) => Err(e),
             }

@@ -60,7 +60,9 @@ impl Call<'_> {
             Op::Embed => self.embed().await,
             Op::Classify => self.classify().await,
             Op::Infer => self.infer().await,
-            Op::Generate | Op::Chat => collect(self.start_generation(op, cancel).await?).await,
+            Op::Generate | Op::Chat => {
+                collect(self.start_generation(op, false, cancel).await?).await
+            }
         }
     }
 
@@ -167,11 +169,12 @@ impl Call<'_> {
     pub async fn start_generation(
         &self,
         op: Op,
+        stream: bool,
         cancel: CancellationToken,
     ) -> Result<UnboundedReceiver<Event>, WireError> {
         let mut t = self.ticket.clone();
         let opts = options::generation(self.options, &mut t)?;
-        let req = GenerateRequest::new(self.prompt(op)?, opts);
+        let req = GenerateRequest::new(self.prompt(op)?, opts).streamed(stream);
         let t = self.stamped(t);
         Ok(self.engine.generate(self.model, req, &t, cancel).await?)
     }

@@ -1,9 +1,9 @@
 //! One run of the decoder graph: `ids` [B, S] after a cache of `past` positions, returning the
-//! last position's logits of every row and the `present.*` cache, which becomes the next
-//! step's `past_key_values.*` as it is (no copy).
+//! last position's logits of every row and leaving the cache of every position in `past`.
 
 use std::borrow::Cow;
 
+use ort::memory::Allocator;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor as OrtTensor};
 
@@ -28,7 +28,6 @@ pub struct Output {
     /// [rows, vocab]
     pub logits: Vec<f32>,
     pub vocab: usize,
-    pub present: Vec<DynValue>,
 }
 
 /// Each row's last position's logits, as f32 (fp16 graphs, such as the builder's CUDA exports,
@@ -55,45 +54,42 @@ fn last_logits(v: &DynValue, rows: usize) -> Result<(Vec<f32>, usize)> {
     Ok(last(shape, data, rows, f32::from))
 }
 
-pub fn run(session: &mut Session, l: &CacheLayout, s: Step, past: Vec<DynValue>) -> Result<Output> {
-    let (b, n) = (s.rows as i64, s.len as i64);
-    let total = (s.mask.len() / s.rows) as i64;
-    let mut inputs: Vec<(Cow<'static, str>, SessionInputValue<'static>)> = vec![
-        (
-            "input_ids".into(),
-            OrtTensor::from_array((vec![b, n], s.ids))?
-                .into_dyn()
-                .into(),
-        ),
-        (
-            "attention_mask".into(),
-            OrtTensor::from_array((vec![b, total], s.mask))?
-                .into_dyn()
-                .into(),
-        ),
+/// Runs one step: `past` is the cache before it and, on return, the cache after it. Either the
+/// graph's `present.*` outputs replace it as they are (no copy into host arrays), or, with a
+/// share buffer, the graph writes into `past` in place: each tensor is bound as both its past
+/// input and its present output, so nothing is copied or allocated for the cache at all. On an
+/// error the cache is gone (the caller drops the sequences that used it).
+pub fn run(
+    session: &mut Session,
+    l: &CacheLayout,
+    s: Step,
+    past: &mut Vec<DynValue>,
+) -> Result<Output> {
+    let rows = s.rows;
+    let total = s.mask.len() / rows;
+    let mut inputs: Vec<(&str, DynValue)> = vec![
+        ("input_ids", tensor(vec![rows, s.len], s.ids)?),
+        ("attention_mask", tensor(vec![rows, total], s.mask)?),
     ];
     if l.position_ids {
-        inputs.push((
-            "position_ids".into(),
-            OrtTensor::from_array((vec![b, n], s.positions))?
-                .into_dyn()
-                .into(),
-        ));
+        inputs.push(("position_ids", tensor(vec![rows, s.len], s.positions)?));
     }
     if l.logits_to_keep {
-        inputs.push((
-            KEEP.into(),
-            OrtTensor::from_array((vec![1i64], vec![1i64]))?
-                .into_dyn()
-                .into(),
-        ));
+        inputs.push((KEEP, tensor(vec![1], vec![1i64])?));
     }
-    for (name, v) in l.past.iter().zip(past) {
-        inputs.push((name.clone().into(), v.into()));
+    if l.shared {
+        return in_place(session, l, inputs, past, rows);
     }
-    let mut out = session.run(inputs)?;
-    let (logits, vocab) = last_logits(&out["logits"], s.rows)?;
-    let present = l
+    let mut all: Vec<(Cow<'static, str>, SessionInputValue<'static>)> = inputs
+        .into_iter()
+        .map(|(n, v)| (Cow::Owned(n.to_owned()), v.into()))
+        .collect();
+    for (name, v) in l.past.iter().zip(std::mem::take(past)) {
+        all.push((name.clone().into(), v.into()));
+    }
+    let mut out = session.run(all)?;
+    let (logits, vocab) = last_logits(&out["logits"], rows)?;
+    *past = l
         .present
         .iter()
         .map(|n| {
@@ -101,9 +97,32 @@ pub fn run(session: &mut Session, l: &CacheLayout, s: Step, past: Vec<DynValue>)
                 .ok_or_else(|| Error::Internal(format!("model produced no {n}")))
         })
         .collect::<Result<_>>()?;
-    Ok(Output {
-        logits,
-        vocab,
-        present,
-    })
+    Ok(Output { logits, vocab })
+}
+
+/// The share-buffer step: `past` is bound as both input and output (same ONNX Runtime value),
+/// which GroupQueryAttention takes as "write in place".
+fn in_place(
+    session: &mut Session,
+    l: &CacheLayout,
+    inputs: Vec<(&str, DynValue)>,
+    past: &mut [DynValue],
+    rows: usize,
+) -> Result<Output> {
+    let mut binding = session.create_binding()?;
+    for (name, v) in &inputs {
+        binding.bind_input(*name, v)?;
+    }
+    for ((p, n), v) in l.past.iter().zip(&l.present).zip(past.iter_mut()) {
+        binding.bind_input(p.as_str(), v)?;
+        binding.bind_output(n.as_str(), &mut *v)?;
+    }
+    binding.bind_output_to_device("logits", Allocator::default().memory_info())?;
+    let out = session.run_binding(&binding)?;
+    let (logits, vocab) = last_logits(&out["logits"], rows)?;
+    Ok(Output { logits, vocab })
+}
+
+fn tensor(shape: Vec<usize>, data: Vec<i64>) -> Result<DynValue> {
+    Ok(OrtTensor::from_array((shape, data))?.into_dyn())
 }

@@ -12,15 +12,19 @@
 //!
 //! The cache is copied only when the set of rows changes: a sequence joins after running its
 //! prompt alone, or leaves when it is over (and the padding no row needs is trimmed).
+//!
+//! With a share buffer (GroupQueryAttention graphs whose config asks for one), each row has room
+//! for every position it may reach, and the graph writes the new token's keys and values into
+//! it in place: the cache is bound as both the step's past input and its present output, so a
+//! step copies no cache at all (`forward::run`).
 
-use half::f16;
 use ort::session::Session;
-use ort::value::{DynValue, PrimitiveTensorElementType, Tensor as OrtTensor};
+use ort::value::DynValue;
 
+use super::cache::{self, Pick};
 use super::forward::{self, Output, Step};
 use super::CacheLayout;
 use crate::error::Result;
-use inferd_client::DType;
 
 /// Which end of the cache a row's positions sit at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,10 +44,9 @@ pub struct KvBatch {
     len: usize,
     /// Real (unpadded) positions of each row.
     valid: Vec<usize>,
+    /// Share buffer: the positions each row may reach (its prompt and its `max_tokens`).
+    need: Vec<usize>,
 }
-
-/// Where a destination row comes from: (source tensor, row in it, positions to keep).
-type Pick = (usize, usize, usize);
 
 impl KvBatch {
     pub fn new(align: Align) -> KvBatch {
@@ -57,8 +60,25 @@ impl KvBatch {
         self.valid.len()
     }
 
-    /// Adds a row from a sequence's own `[1, h, len, d]` cache.
-    pub fn join(&mut self, l: &CacheLayout, past: Vec<DynValue>, len: usize) -> Result<()> {
+    /// Positions each row's cache holds: what is in use, or with a share buffer, room for all
+    /// any row may reach.
+    fn room(&self, l: &CacheLayout, len: usize, need: &[usize]) -> usize {
+        if l.shared {
+            need.iter().copied().max().unwrap_or(0).max(len)
+        } else {
+            len
+        }
+    }
+
+    /// Adds a row from a sequence's own `[1, h, len, d]` cache (`len` positions in use; with a
+    /// share buffer, room for `need`).
+    pub fn join(
+        &mut self,
+        l: &CacheLayout,
+        past: Vec<DynValue>,
+        len: usize,
+        need: usize,
+    ) -> Result<()> {
         let mut picks: Vec<Pick> = self
             .valid
             .iter()
@@ -67,21 +87,26 @@ impl KvBatch {
             .collect();
         picks.push((1, 0, len));
         let new_len = self.len.max(len);
+        let mut needs = self.need.clone();
+        needs.push(need);
+        let room = self.room(l, new_len, &needs);
+        // A first row's own cache is the batch's: its room is the row's `need` already.
         self.past = if self.valid.is_empty() {
             past
         } else {
             let old = std::mem::take(&mut self.past);
             old.iter()
                 .zip(&past)
-                .map(|(o, p)| gather(l, self.align, &[o, p], &picks, new_len))
+                .map(|(o, p)| cache::gather(l, self.align, &[o, p], &picks, room))
                 .collect::<Result<_>>()?
         };
         self.len = new_len;
         self.valid.push(len);
+        self.need = needs;
         Ok(())
     }
 
-    /// Keeps the rows marked true, in order, and trims padding that no row needs any more.
+    /// Keeps the rows marked true, in order, and trims padding (and room) no row needs any more.
     pub fn retain(&mut self, l: &CacheLayout, keep: &[bool]) -> Result<()> {
         let picks: Vec<Pick> = self
             .valid
@@ -94,13 +119,16 @@ impl KvBatch {
             return Ok(());
         }
         let new_len = picks.iter().map(|p| p.2).max().unwrap_or(0);
+        let needs: Vec<usize> = picks.iter().map(|p| self.need[p.1]).collect();
+        let room = self.room(l, new_len, &needs);
         let old = std::mem::take(&mut self.past);
         self.valid = picks.iter().map(|p| p.2).collect();
+        self.need = needs;
         self.len = new_len;
         if !picks.is_empty() {
             self.past = old
                 .iter()
-                .map(|o| gather(l, self.align, &[o], &picks, new_len))
+                .map(|o| cache::gather(l, self.align, &[o], &picks, room))
                 .collect::<Result<_>>()?;
         }
         Ok(())
@@ -140,10 +168,8 @@ impl KvBatch {
             ids,
             mask,
         };
-        let out = forward::run(session, l, step, std::mem::take(&mut self.past));
-        match out {
-            Ok(mut out) => {
-                self.past = std::mem::take(&mut out.present);
+        match forward::run(session, l, step, &mut self.past) {
+            Ok(out) => {
                 self.len += 1;
                 self.valid.iter_mut().for_each(|v| *v += 1);
                 Ok(out)
@@ -153,95 +179,5 @@ impl KvBatch {
                 Err(e)
             }
         }
-    }
-}
-
-/// Builds a `[picks, h, len, d]` cache tensor, each picked row at the `align` end. Sources are
-/// aligned alike (a sequence's own cache is full, so either alignment reads it whole).
-fn gather(
-    l: &CacheLayout,
-    align: Align,
-    sources: &[&DynValue],
-    picks: &[Pick],
-    len: usize,
-) -> Result<DynValue> {
-    match l.dtype {
-        DType::Float16 => gather_typed::<f16>(l, align, sources, picks, len),
-        _ => gather_typed::<f32>(l, align, sources, picks, len),
-    }
-}
-
-fn gather_typed<T>(
-    l: &CacheLayout,
-    align: Align,
-    sources: &[&DynValue],
-    picks: &[Pick],
-    len: usize,
-) -> Result<DynValue>
-where
-    T: PrimitiveTensorElementType + Copy + Default + std::fmt::Debug + 'static,
-{
-    let srcs = sources
-        .iter()
-        .map(|v| {
-            let (shape, data) = v.try_extract_tensor::<T>()?;
-            Ok((data, shape[2] as usize))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let (h, d) = (l.kv_heads, l.head_dim);
-    let mut dst = vec![T::default(); picks.len() * h * len * d];
-    for (row, &(src, r, keep)) in picks.iter().enumerate() {
-        let (data, t) = srcs[src];
-        place(&mut dst, (row, len), data, (r, t), keep, (h, d), align);
-    }
-    Ok(OrtTensor::from_array((
-        vec![picks.len() as i64, h as i64, len as i64, d as i64],
-        dst,
-    ))?
-    .into_dyn())
-}
-
-/// Copies the `keep` positions at the `align` end of `src` row `r` (of `t` positions) to the
-/// same end of `dst` row `row` (of `len`), for each of `h` heads of width `d`.
-fn place<T: Copy>(
-    dst: &mut [T],
-    (row, len): (usize, usize),
-    src: &[T],
-    (r, t): (usize, usize),
-    keep: usize,
-    (h, d): (usize, usize),
-    align: Align,
-) {
-    let (from, to) = match align {
-        Align::Right => (t - keep, len - keep),
-        Align::Left => (0, 0),
-    };
-    for head in 0..h {
-        let s = ((r * h + head) * t + from) * d;
-        let o = ((row * h + head) * len + to) * d;
-        dst[o..o + keep * d].copy_from_slice(&src[s..s + keep * d]);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rows_are_right_aligned_per_head() {
-        // src: 1 row, 2 heads, t = 3, d = 1: head0 = [1,2,3], head1 = [4,5,6]; keep the last 2.
-        let src = [1, 2, 3, 4, 5, 6];
-        let mut dst = [0; 2 * 2 * 4];
-        place(&mut dst, (1, 4), &src, (0, 3), 2, (2, 1), Align::Right);
-        assert_eq!(dst, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 3, 0, 0, 5, 6]);
-    }
-
-    #[test]
-    fn gqa_rows_are_left_aligned_per_head() {
-        // A batch row of 3 positions whose first 2 are real, into a row of 4: [a, b, _, _].
-        let src = [1, 2, 9, 4, 5, 9];
-        let mut dst = [0; 2 * 2 * 4];
-        place(&mut dst, (1, 4), &src, (0, 3), 2, (2, 1), Align::Left);
-        assert_eq!(dst, [0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 4, 5, 0, 0]);
     }
 }

@@ -18,6 +18,7 @@
 //! keep their tokens, and resume (cache recomputed) when a slot frees, before new background
 //! requests. The text of a paused sequence is the same as if it had never paused.
 
+mod cache;
 mod facts;
 mod forward;
 mod kv_batch;
@@ -33,9 +34,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use half::f16;
 use ort::session::Session;
-use ort::value::{DynValue, Tensor as OrtTensor};
+use ort::value::DynValue;
 use tokenizers::Tokenizer;
 
 use self::facts::Facts;
@@ -64,6 +64,9 @@ struct CacheLayout {
     /// left-aligned (GroupQueryAttention); `None`: the graph cannot batch, and sequences are
     /// stepped in turn.
     batch: Option<Align>,
+    /// GroupQueryAttention writes the cache in place: each sequence's (and the batch's) cache
+    /// has room for all the positions it may reach, and is bound as both past and present.
+    shared: bool,
     /// The graph takes `num_logits_to_keep` (inferd's importer writes it, with a default): fed
     /// 1, a prompt's LM head runs for its last position only.
     logits_to_keep: bool,
@@ -93,10 +96,15 @@ pub struct TextGeneration {
     batch_sizes: prometheus_client::metrics::histogram::Histogram,
 }
 
-fn genai_dim(dir: &std::path::Path, key: &str) -> Option<usize> {
+fn genai_config(dir: &std::path::Path) -> Option<serde_json::Value> {
     let text = std::fs::read_to_string(dir.join("genai_config.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["model"]["decoder"][key].as_u64().map(|x| x as usize)
+    serde_json::from_str(&text).ok()
+}
+
+fn genai_dim(dir: &std::path::Path, key: &str) -> Option<usize> {
+    genai_config(dir)?["model"]["decoder"][key]
+        .as_u64()
+        .map(|x| x as usize)
 }
 
 impl TextGeneration {
@@ -165,6 +173,14 @@ impl TextGeneration {
             } else {
                 None
             },
+            // As onnxruntime-genai does: when its config asks for it (the builder's does), or
+            // the manifest.
+            shared: graph.uses("GroupQueryAttention")
+                && spec.manifest.generation.share_buffer.unwrap_or_else(|| {
+                    genai_config(&spec.dir).is_some_and(|c| {
+                        c["search"]["past_present_share_buffer"] == serde_json::Value::Bool(true)
+                    })
+                }),
             logits_to_keep: has(forward::KEEP)
                 || session
                     .overridable_initializers()
@@ -190,6 +206,13 @@ impl TextGeneration {
         let max_sequences = spec.manifest.generation.max_sequences.unwrap_or(8).max(1);
         let encoder = PromptEncoder::new(&spec.name, tokenizer.clone(), template, facts.clone());
         let layout_align = layout.batch.unwrap_or_default();
+        tracing::debug!(
+            model = %spec.name,
+            batch = ?layout.batch,
+            share_buffer = layout.shared,
+            layers,
+            "text generation decode path"
+        );
         let model = TextGeneration {
             prefill_chunk: spec.manifest.generation.prefill_chunk.unwrap_or(512).max(1),
             name: spec.name.clone(),
@@ -212,20 +235,12 @@ impl TextGeneration {
         Ok((model, encoder))
     }
 
-    fn empty_past(&self) -> Result<Vec<DynValue>> {
+    /// A fresh cache for one sequence: empty, or with a share buffer, room for `need`
+    /// positions.
+    fn empty_past(&self, need: usize) -> Result<Vec<DynValue>> {
         let l = &self.layout;
-        let shape = vec![1i64, l.kv_heads as i64, 0, l.head_dim as i64];
-        l.past
-            .iter()
-            .map(|_| {
-                Ok(match l.dtype {
-                    DType::Float16 => {
-                        OrtTensor::from_array((shape.clone(), Vec::<f16>::new()))?.into_dyn()
-                    }
-                    _ => OrtTensor::from_array((shape.clone(), Vec::<f32>::new()))?.into_dyn(),
-                })
-            })
-            .collect()
+        let room = if l.shared { need } else { 0 };
+        l.past.iter().map(|_| cache::zeros(l, 1, room)).collect()
     }
 
     fn admit(&mut self, job: Job) {
@@ -239,7 +254,8 @@ impl TextGeneration {
             crate::engine::queue::Job::fail(job, Error::InvalidInput(msg));
             return;
         };
-        let cache = match self.cache_for(&req.prompt.tokens, &req.caller) {
+        let need = req.prompt.tokens.len() + req.prompt.max_new;
+        let cache = match self.cache_for(&req.prompt.tokens, &req.caller, need) {
             Ok(c) => c,
             Err(e) => {
                 events.send(Event::Failed(e));
@@ -251,10 +267,24 @@ impl TextGeneration {
     }
 
     /// A cache for `tokens`: the longest prefix `caller` has cached, or an empty one.
-    fn cache_for(&mut self, tokens: &[u32], caller: &str) -> Result<(usize, Vec<DynValue>)> {
-        match self.prefixes.lookup(tokens, caller, self.layout.dtype)? {
+    fn cache_for(
+        &mut self,
+        tokens: &[u32],
+        caller: &str,
+        need: usize,
+    ) -> Result<(usize, Vec<DynValue>)> {
+        let l = &self.layout;
+        match self.prefixes.lookup(tokens, caller, l.dtype)? {
+            // A share buffer needs room after the prefix for what is still to come.
+            Some((n, past)) if l.shared => {
+                let widened = past
+                    .iter()
+                    .map(|p| cache::gather(l, Align::Left, &[p], &[(0, 0, n)], need))
+                    .collect::<Result<_>>()?;
+                Ok((n, widened))
+            }
             Some(hit) => Ok(hit),
-            None => self.empty_past().map(|p| (0, p)),
+            None => self.empty_past(need).map(|p| (0, p)),
         }
     }
 
@@ -283,7 +313,8 @@ impl TextGeneration {
                 served(1);
             } else if self.layout.batch.is_some() && !self.alone[i].prefilling() {
                 let mut seq = self.alone.swap_remove(i);
-                match self.kv.join(&self.layout, seq.take_past(), seq.cached()) {
+                let (cached, need) = (seq.cached(), seq.need());
+                match self.kv.join(&self.layout, seq.take_past(), cached, need) {
                     Ok(()) => self.batched.push(seq),
                     Err(e) => {
                         seq.fail_step(e);
@@ -421,7 +452,8 @@ impl TextGeneration {
             let Some(mut seq) = self.paused.pop_front() else {
                 break;
             };
-            match self.cache_for(seq.tokens(), seq.caller()) {
+            let need = seq.need();
+            match self.cache_for(seq.tokens(), seq.caller(), need) {
                 Ok(cache) => {
                     seq.resume(cache);
                     self.alone.push(seq);

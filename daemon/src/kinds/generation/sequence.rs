@@ -14,7 +14,7 @@ use super::forward::{self, Step};
 use super::sampler::{Sampler, SamplingParams};
 use super::text::{Detokenizer, ReasoningSplitter, StopMatcher, THINK_CLOSE};
 use super::CacheLayout;
-use crate::engine::job::{Event, Events, FinishReason, Generation, Priority, Usage};
+use crate::engine::job::{Channel, Event, Events, FinishReason, Generation, Priority, Usage};
 use crate::error::{Error, Result};
 
 pub struct Sequence {
@@ -22,6 +22,9 @@ pub struct Sequence {
     pub priority: Priority,
     /// Whose prompt this is: its cache is shared with this caller's prompts only.
     caller: String,
+    /// Text not sent yet: for a caller that does not stream, all of it until the end.
+    held: Vec<(String, Channel)>,
+    stream: bool,
     cancel: CancellationToken,
     deadline: Option<Instant>,
     tokens: Vec<u32>,
@@ -87,6 +90,8 @@ impl Sequence {
             deadline: req.deadline,
             priority: req.priority,
             caller: req.caller,
+            held: Vec::new(),
+            stream: req.stream,
             events,
             cancel,
         }
@@ -118,6 +123,12 @@ impl Sequence {
 
     pub fn caller(&self) -> &str {
         &self.caller
+    }
+
+    /// Every position the sequence may reach: its prompt and its token budget (what a share
+    /// buffer must hold).
+    pub fn need(&self) -> usize {
+        self.prompt_len + self.max_new
     }
 
     /// Ends the sequence if its caller left, cancelled it or ran out of time; returns true if
@@ -247,8 +258,7 @@ impl Sequence {
             mask: vec![1; end],
             positions: (self.cached as i64..end as i64).collect(),
         };
-        let out = forward::run(session, l, step, std::mem::take(&mut self.past))?;
-        self.past = out.present;
+        let out = forward::run(session, l, step, &mut self.past)?;
         // The whole prompt, and nothing after it, is in the cache now.
         self.prefilled =
             self.cached < self.prompt_len && end == self.prompt_len && end == self.tokens.len();
@@ -275,10 +285,20 @@ impl Sequence {
 
     fn send(&mut self, text: &str) {
         for (piece, channel) in self.splitter.push(text) {
-            self.events.send(Event::Delta {
-                text: piece,
-                channel,
-            });
+            self.emit(piece, channel);
+        }
+    }
+
+    /// A piece of text: sent now to a streaming caller; otherwise kept, joined with the pieces
+    /// of its channel before it, until the end.
+    fn emit(&mut self, text: String, channel: Channel) {
+        if self.stream {
+            self.events.send(Event::Delta { text, channel });
+            return;
+        }
+        match self.held.last_mut() {
+            Some((t, c)) if *c == channel => t.push_str(&text),
+            _ => self.held.push((text, channel)),
         }
     }
 
@@ -290,10 +310,10 @@ impl Sequence {
 
     fn finish_flushed(&mut self, reason: FinishReason) -> bool {
         for (piece, channel) in self.splitter.flush() {
-            self.events.send(Event::Delta {
-                text: piece,
-                channel,
-            });
+            self.emit(piece, channel);
+        }
+        for (text, channel) in std::mem::take(&mut self.held) {
+            self.events.send(Event::Delta { text, channel });
         }
         let now = Instant::now();
         let decode_secs = self
