@@ -76,6 +76,10 @@ pub struct ModelStatus {
     /// Where that memory is: `host`, or `gpu:N` for a session on CUDA device N.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_pool: Option<String>,
+    /// Text generation: what the KV caches may take at most (`generation.kv_cache_tokens`),
+    /// part of `memory_bytes` from the load on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_cache_bytes: Option<u64>,
     /// Seconds since the model last took a request (or loaded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_s: Option<u64>,
@@ -139,6 +143,9 @@ impl ModelStatus {
         if let Some(p) = &self.memory_pool {
             put(&mut d, "memory_pool", p.as_str());
         }
+        if let Some(b) = self.kv_cache_bytes {
+            put(&mut d, "kv_cache_bytes", b);
+        }
         if let Some(s) = self.idle_s {
             put(&mut d, "idle_s", s);
         }
@@ -169,6 +176,7 @@ impl ModelStatus {
             engine_build_s: get(d, "engine_build_s"),
             memory_bytes: get(d, "memory_bytes"),
             memory_pool: get(d, "memory_pool"),
+            kv_cache_bytes: get(d, "kv_cache_bytes"),
             idle_s: get(d, "idle_s"),
             last_error: get(d, "last_error"),
             name,
@@ -199,6 +207,7 @@ mod tests {
             engine_build_s: Some(130),
             memory_bytes: Some(90 << 20),
             memory_pool: Some("gpu:0".into()),
+            kv_cache_bytes: Some(64 << 20),
             idle_s: Some(12),
             last_error: Some("Timeout: … (request d-1)".into()),
         };

@@ -103,6 +103,10 @@ pub struct GenerationManifest {
     /// position a sequence may reach. Default: `search.past_present_share_buffer` in
     /// genai_config.json.
     pub share_buffer: Option<bool>,
+    /// Cache positions all sequences (and the prefix cache) may hold together, counted in the
+    /// model's memory from the start; a sequence that does not fit waits for room. Default:
+    /// `max_sequences` × the context length.
+    pub kv_cache_tokens: Option<usize>,
 }
 
 fn default_file() -> String {

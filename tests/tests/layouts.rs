@@ -8,6 +8,20 @@ use inferd_e2e::*;
 
 const PROMPTS: [&str; 3] = ["Hello there", "The weather today is", "1, 2, 3,"];
 
+/// onnxruntime-genai 0.18's greedy text on the builder exports (tests/fixtures).
+fn builder_reference() -> serde_json::Value {
+    let path = tests_dir().join("fixtures/builder_tiny_greedy.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The fp32 builder export as `name`, with a `[generation]` line in its manifest.
+fn add_with_generation(repo: &Repo, name: &str, line: &str) {
+    repo.add_data_folder("builder-tiny-fp32", name);
+    let toml = repo.path().join(name).join("model.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, format!("{text}\n[generation]\n{line}\n")).unwrap();
+}
+
 #[test]
 fn the_genai_builder_layout_gives_the_same_text_and_batches() {
     let bus = Bus::start();
@@ -64,10 +78,7 @@ fn the_genai_builder_layout_gives_the_same_text_and_batches() {
 /// (tests/fixtures/builder_tiny_greedy.json): alone, and all prompts at once.
 #[test]
 fn builder_exports_give_onnxruntime_genais_text() {
-    let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tests_dir().join("fixtures/builder_tiny_greedy.json")).unwrap(),
-    )
-    .unwrap();
+    let reference = builder_reference();
     let tokens = reference["tokens"].as_u64().unwrap().to_string();
     let bus = Bus::start();
     let repo = Repo::new();
@@ -76,14 +87,7 @@ fn builder_exports_give_onnxruntime_genais_text() {
     }
     // The same fp32 file without the share buffer its genai_config.json asks for: the cache is
     // then handed from each step's present to the next step's past instead of written in place.
-    repo.add_data_folder("builder-tiny-fp32", "concat");
-    let toml = repo.path().join("concat/model.toml");
-    let text = std::fs::read_to_string(&toml).unwrap();
-    std::fs::write(
-        &toml,
-        format!("{text}\n[generation]\nshare_buffer = false\n"),
-    )
-    .unwrap();
+    add_with_generation(&repo, "concat", "share_buffer = false");
     let d = Daemon::start(&bus, &repo);
     let fp32 = reference["models"]["builder-tiny-fp32"]
         .as_object()
@@ -148,6 +152,52 @@ fn a_cached_prefix_in_a_share_buffer_gives_the_same_text() {
     let (uncached, _) = ask("fresh", "What is the weather like today?");
     ask("tiny", "Play some music in the bedroom.");
     let (cached, reused) = ask("tiny", "What is the weather like today?");
-    assert!(reused >= 32.0, "the shared beginning came from the cache: {reused}");
+    assert!(
+        reused >= 32.0,
+        "the shared beginning came from the cache: {reused}"
+    );
     assert_eq!(cached, uncached);
+}
+
+/// `generation.kv_cache_tokens`: the caches' limit is part of the model's `memory_bytes` from the
+/// load on; requests that would overflow it beside the running ones wait their turn (and give
+/// the same text), and one that could never fit is refused with a typed error.
+#[test]
+fn the_kv_cache_limit_is_counted_and_never_overflowed() {
+    let reference = builder_reference();
+    let tokens = reference["tokens"].as_u64().unwrap().to_string();
+    let bus = Bus::start();
+    let repo = Repo::new();
+    // Room for one of the requests below (a prompt of 6–8 tokens + 32), not two.
+    add_with_generation(&repo, "tight", "kv_cache_tokens = 64");
+    let d = Daemon::start(&bus, &repo);
+    let m = d.models()["tight"].clone();
+    // 2 layers × (keys, values) × 2 KV heads × head size 16 × 4 bytes = 512 bytes a position.
+    assert_eq!(m["kv_cache_bytes"], 64 * 512, "{m}");
+    assert!(m["memory_bytes"].as_u64() > Some(64 * 512), "{m}");
+
+    let runs = reference["models"]["builder-tiny-fp32"]
+        .as_object()
+        .unwrap();
+    let children: Vec<_> = runs
+        .keys()
+        .map(|p| inferctl_spawn(&d.bus, &["generate", "tight", p, "--max-tokens", &tokens]))
+        .collect();
+    for (c, (prompt, want)) in children.into_iter().zip(runs) {
+        let out = finish(c);
+        assert!(out.status.success(), "{prompt:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out).strip_suffix('\n'), want["text"].as_str());
+    }
+    let m = d.models()["tight"].clone();
+    assert_eq!(m["served"], runs.len() as u64, "{m}");
+    assert_eq!(m["batched_tokens"], 0, "two sequences shared a step: {m}");
+
+    let e = assert_error(
+        &inferctl(
+            &d.bus,
+            &["generate", "tight", "Hello there", "--max-tokens", "60"],
+        ),
+        "InvalidInput",
+    );
+    assert!(e.contains("exceeds the context length of 64"), "{e}");
 }

@@ -335,6 +335,7 @@ impl Slot {
             engine_build_s: self.building.map(|(_, t)| t.elapsed().as_secs()),
             memory_bytes: self.serving.as_ref().and_then(|s| s.info.memory_bytes),
             memory_pool: self.serving.as_ref().map(|s| s.info.pool.to_string()),
+            kv_cache_bytes: self.serving.as_ref().and_then(|s| s.info.kv_cache_bytes),
             idle_s: self.serving.as_ref().map(|_| self.stats.idle().as_secs()),
             last_error: self.stats.last_error(),
         }

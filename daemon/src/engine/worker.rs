@@ -47,8 +47,9 @@ pub fn spawn(
                     return;
                 }
             };
-            info.memory_bytes = grew.get(info.pool);
-            info.estimate_bytes = super::budget::estimate(&spec);
+            let kv = info.kv_cache_bytes.unwrap_or(0);
+            info.memory_bytes = grew.get(info.pool).map(|b| b + kv);
+            info.estimate_bytes = super::budget::estimate(&spec) + kv;
             crate::metrics::get().loaded(&spec.name, started.elapsed().as_secs_f64());
             tracing::info!(
                 model = %spec.name,

@@ -86,6 +86,9 @@ pub struct Loaded {
     pub memory_bytes: Option<u64>,
     /// The model's files, which stand in for its size until one is measured.
     pub estimate_bytes: u64,
+    /// Memory the model will take after the load, counted in `memory_bytes` from the start:
+    /// a text-generation model's KV caches at their limit (`generation.kv_cache_tokens`).
+    pub kv_cache_bytes: Option<u64>,
     pub prepare: Prepare,
 }
 
@@ -165,6 +168,7 @@ pub fn load(
         .iter()
         .map(|o| Spec::from_outlet(o.name(), o.dtype()))
         .collect();
+    let mut kv_cache_bytes = None;
     let (model, prepare): (Box<dyn Model>, Prepare) = match spec.manifest.kind {
         Kind::Embedding | Kind::Classification => {
             let (m, encoder) = embedding::Embedding::new(spec, session)?;
@@ -182,6 +186,7 @@ pub fn load(
                 &graph,
                 ctx.background_share,
             )?;
+            kv_cache_bytes = Some(m.kv_cache_bytes());
             (Box::new(m), Prepare::Prompt(Arc::new(encoder)))
         }
     };
@@ -194,6 +199,7 @@ pub fn load(
             pool,
             memory_bytes: None,
             estimate_bytes: 0,
+            kv_cache_bytes,
             prepare,
         },
     ))

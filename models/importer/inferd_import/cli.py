@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from . import __version__, placement
 from .errors import ImportFailed
 from .graph import Builder
 from .progress import stage
@@ -73,6 +73,11 @@ def run(args):
         raise
     print(f"imported {desc} as {staging.dest} ({args.precision}, {arch.family}, "
           f"{arch.num_layers} layers) in {time.time() - started:.1f} s", file=sys.stderr)
+    off = placement.check_file(staging.dest / "model.onnx")
+    if off:
+        print("note: on CUDA, ONNX Runtime would run these on the CPU: "
+              + ", ".join(f"{op} ({why})" for op, why in off)
+              + "; for the GPU, import with --precision fp16 or --layout optimum", file=sys.stderr)
 
 
 def main(argv=None):

@@ -22,9 +22,11 @@ mod cache;
 mod facts;
 mod forward;
 mod kv_batch;
+mod kv_room;
 mod prefix;
 mod prompt;
 mod sampler;
+mod schedule;
 mod sequence;
 mod template;
 pub mod text;
@@ -40,11 +42,12 @@ use tokenizers::Tokenizer;
 
 use self::facts::Facts;
 use self::kv_batch::{Align, KvBatch};
+use self::kv_room::KvRoom;
 pub use self::prompt::PromptEncoder;
 use self::sequence::Sequence;
 use self::template::ChatTemplate;
 use super::Model;
-use crate::engine::job::{Event, Job, Priority};
+use crate::engine::job::{Event, Job};
 use crate::engine::queue::{BatchPolicy, Queue};
 use crate::error::{Error, LoadError, Result};
 use crate::manifest::ModelSpec;
@@ -87,11 +90,13 @@ pub struct TextGeneration {
     alone: Vec<Sequence>,
     /// Sequences in the continuous batch, row for row with `kv`.
     batched: Vec<Sequence>,
-    /// Background sequences that gave their slot to interactive work, oldest first.
+    /// Sequences without a cache, oldest first: background ones that gave their slot to
+    /// interactive work, and new ones waiting for cache room (`kv_room`).
     paused: VecDeque<Sequence>,
     /// Slots background work keeps while interactive work waits (its minimum share).
     min_background: usize,
     kv: KvBatch,
+    room: KvRoom,
     prefixes: prefix::PrefixCache,
     batch_sizes: prometheus_client::metrics::histogram::Histogram,
 }
@@ -196,7 +201,7 @@ impl TextGeneration {
             message: e.to_string(),
         })?;
         let tokenizer = Arc::new(tokenizer);
-        let facts = facts::read(&spec.dir, &spec.manifest.generation)?;
+        let mut facts = facts::read(&spec.dir, &spec.manifest.generation)?;
         let template = facts
             .chat_template
             .as_deref()
@@ -204,12 +209,24 @@ impl TextGeneration {
             .transpose()
             .map_err(bad)?;
         let max_sequences = spec.manifest.generation.max_sequences.unwrap_or(8).max(1);
+        let room = KvRoom::new(
+            &layout,
+            match spec.manifest.generation.kv_cache_tokens {
+                Some(0) => return Err(bad("generation.kv_cache_tokens must be at least 1".into())),
+                Some(n) => n,
+                None => max_sequences * facts.context_length,
+            },
+        );
+        // No single request may need more than all the room there is.
+        facts.context_length = facts.context_length.min(room.tokens);
         let encoder = PromptEncoder::new(&spec.name, tokenizer.clone(), template, facts.clone());
         let layout_align = layout.batch.unwrap_or_default();
         tracing::debug!(
             model = %spec.name,
             batch = ?layout.batch,
             share_buffer = layout.shared,
+            kv_cache_tokens = room.tokens,
+            kv_cache_mib = room.bytes() >> 20,
             layers,
             "text generation decode path"
         );
@@ -229,6 +246,7 @@ impl TextGeneration {
             batched: Vec::new(),
             paused: VecDeque::new(),
             kv: KvBatch::new(layout_align),
+            room,
             prefixes: Default::default(),
             batch_sizes: crate::metrics::get().batch_sizes(&spec.name),
         };
@@ -255,6 +273,13 @@ impl TextGeneration {
             return;
         };
         let need = req.prompt.tokens.len() + req.prompt.max_new;
+        if !self.fits(need) {
+            // Starts, like a paused sequence resumes, once running ones have made room.
+            let mut seq = Sequence::new(*req, events, cancel, &self.facts, (0, Vec::new()));
+            seq.pause();
+            self.paused.push_back(seq);
+            return;
+        }
         let cache = match self.cache_for(&req.prompt.tokens, &req.caller, need) {
             Ok(c) => c,
             Err(e) => {
@@ -288,6 +313,11 @@ impl TextGeneration {
         }
     }
 
+    /// Cache memory the model counts as its own (`memory_bytes`).
+    pub fn kv_cache_bytes(&self) -> u64 {
+        self.room.bytes()
+    }
+
     fn active(&self) -> usize {
         self.alone.len() + self.batched.len()
     }
@@ -306,7 +336,8 @@ impl TextGeneration {
                 self.prefill_chunk,
             );
             if let Some((tokens, past)) = seq.take_prefill(self.layout.dtype) {
-                self.prefixes.insert(tokens, seq.caller(), past);
+                let caller = seq.caller().to_owned();
+                self.remember_prefix(tokens, &caller, past);
             }
             if done {
                 self.alone.swap_remove(i);
@@ -390,96 +421,6 @@ impl TextGeneration {
             self.kv.clear();
         }
         gone
-    }
-
-    fn running_background(&self) -> usize {
-        self.alone
-            .iter()
-            .chain(&self.batched)
-            .filter(|s| s.priority == Priority::Background)
-            .count()
-    }
-
-    /// Pauses up to `want` background sequences, newest first, keeping `min_background`
-    /// running; returns how many slots it freed.
-    fn pause_background(&mut self, want: usize) -> usize {
-        let n = want.min(
-            self.running_background()
-                .saturating_sub(self.min_background),
-        );
-        let mut left = n;
-        let mut keep = vec![true; self.batched.len()];
-        for (i, seq) in self.batched.iter().enumerate().rev() {
-            if left > 0 && seq.priority == Priority::Background {
-                keep[i] = false;
-                left -= 1;
-            }
-        }
-        let mut paused = self.leave(&keep);
-        let mut i = self.alone.len();
-        while left > 0 && i > 0 {
-            i -= 1;
-            if self.alone[i].priority == Priority::Background {
-                paused.push(self.alone.remove(i));
-                left -= 1;
-            }
-        }
-        for mut seq in paused {
-            seq.pause();
-            self.paused.push_back(seq);
-        }
-        tracing::debug!(model = %self.name, n, "paused background sequences for interactive work");
-        n
-    }
-
-    /// Fills free slots: interactive requests first (pausing background sequences when none
-    /// is free), background's guaranteed slots next, then paused sequences before new
-    /// background requests.
-    fn schedule(&mut self, queue: &Queue<Job>) {
-        let mut free = self.max_sequences.saturating_sub(self.active());
-        let interactive = queue.waiting(Priority::Interactive);
-        if interactive > free {
-            free += self.pause_background(interactive - free);
-        }
-        let owed = self
-            .min_background
-            .saturating_sub(self.running_background())
-            .min(free);
-        let mut admitted = queue.try_take_lane(Priority::Interactive, free - owed);
-        free -= admitted.len();
-        let mut resumed = 0;
-        while free > 0 {
-            let Some(mut seq) = self.paused.pop_front() else {
-                break;
-            };
-            let need = seq.need();
-            match self.cache_for(seq.tokens(), seq.caller(), need) {
-                Ok(cache) => {
-                    seq.resume(cache);
-                    self.alone.push(seq);
-                }
-                Err(e) => seq.fail(e),
-            }
-            free -= 1;
-            resumed += 1;
-        }
-        // Background's guaranteed slots go to background requests before anyone else.
-        let owed_left = owed.saturating_sub(resumed).min(free);
-        let owed_jobs = queue.try_take_lane(Priority::Background, owed_left);
-        free -= owed_jobs.len();
-        admitted.extend(owed_jobs);
-        admitted.extend(queue.try_take(free));
-        for job in admitted {
-            self.admit(job);
-        }
-    }
-
-    /// Answers paused sequences whose caller cancelled, left or ran out of time.
-    fn reap_paused(&mut self, queue: &Queue<Job>) {
-        let before = self.paused.len();
-        self.paused.retain_mut(|s| !s.interrupted());
-        let gone = before - self.paused.len();
-        queue.stats.served.fetch_add(gone as u64, Ordering::Relaxed);
     }
 
     fn fail_all(&mut self, e: &Error) {

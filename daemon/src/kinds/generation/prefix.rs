@@ -72,6 +72,19 @@ impl PrefixCache {
         Ok(Some((n, past?)))
     }
 
+    /// Positions the entries hold (they count against `generation.kv_cache_tokens`).
+    pub fn held(&self) -> usize {
+        self.entries.iter().map(|e| e.tokens.len()).sum()
+    }
+
+    /// Drops the least recently used entry; false when there is none.
+    pub fn evict_oldest(&mut self) -> bool {
+        !self.entries.is_empty() && {
+            self.entries.remove(0);
+            true
+        }
+    }
+
     /// Remembers `caller`'s prompt cache (already copied by the caller).
     pub fn insert(&mut self, tokens: Vec<u32>, caller: &str, past: Vec<DynValue>) {
         if caller.is_empty() {
