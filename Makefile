@@ -15,7 +15,7 @@ PY := $(VENV)/bin/python
 IMPORTER_HASH := $(shell cat models/importer/inferd_import/*.py models/importer/inferd_import/sources/*.py models/intent/* models/testdata/make_think_model.py | sha256sum | cut -c1-12)
 export INFERD_TEST_MODELS := $(CACHE)/test-models/$(IMPORTER_HASH)
 
-.PHONY: bench-models builder-models run test test-models fetch models build check-tools lint pytest bench bench-check fixtures dbus-xml clean-cache deb package-check reliability soak fuzz
+.PHONY: gpu-bench bench-models builder-models run test test-models fetch models build check-tools lint pytest bench bench-check fixtures dbus-xml clean-cache deb package-check reliability soak fuzz
 
 ## Fetch ONNX Runtime and the default models, build in release, serve in the foreground.
 run: models build
@@ -136,6 +136,27 @@ bench-check: bench-models
 	$(VENV)/bin/python scripts/bench.py --inferd target/release/inferd --inferctl target/release/inferctl \
 	  --out target/bench-check/benchmarks.md --json target/bench-check/bench.json
 	python3 scripts/bench_check.py docs/bench.json target/bench-check/bench.json
+
+## On a machine with an NVIDIA GPU: scripts/gpu-check.sh (CUDA registers, every model lands on
+## it), then inferd against onnxruntime-genai-cuda on the same files (scripts/gpu_bench.py):
+## r1-distill-qwen-1.5b-shape in fp16 (genai layout) and int4 (optimum layout, wholly on CUDA),
+## and SmolLM2 int4; plus SmolLM2's greedy text on CUDA against the transformers fixture. The
+## table is appended to docs/benchmarks.md. ORT_DYLIB_PATH (or ORT_GPU_LIB) names
+## onnxruntime-gpu's library; GPU_PY is a python with onnxruntime-genai-cuda and the importer's
+## packages (torch too, for the bandwidth). ../shared/gpu/README.md has the lent H200's steps.
+GPU_MODELS := $(CACHE)/gpu-bench-models
+GPU_PY ?= python3
+gpu-bench:
+	$(CARGO) build --release -p inferd -p inferd-client
+	ORT_GPU_LIB="$${ORT_GPU_LIB:-$$ORT_DYLIB_PATH}" scripts/gpu-check.sh
+	for spec in "fp16 genai" "int4 optimum"; do set -- $$spec; \
+	  test -f "$(GPU_MODELS)/r1-$$1/model.onnx" || (cd models/importer && $(GPU_PY) -m inferd_import \
+	    --random ../configs/r1-distill-qwen-1.5b-shape.json --tokenizer "$(GGUF)" --name r1-$$1 \
+	    --precision $$1 --layout $$2 --models "$(GPU_MODELS)" --force) || exit 1; done
+	ORT_DYLIB_PATH="$${ORT_GPU_LIB:-$$ORT_DYLIB_PATH}" $(GPU_PY) scripts/gpu_bench.py \
+	  --model r1-fp16="$(GPU_MODELS)/r1-fp16" --model r1-int4="$(GPU_MODELS)/r1-int4" \
+	  --model smollm2-int4="$(INFERD_MODELS)/smollm2" \
+	  --fixture-model "$(INFERD_TEST_MODELS)/smollm2-fp32" --out docs/benchmarks.md
 
 ## Regenerate committed test data (needs the dev venv; results are committed).
 fixtures: fetch $(VENV)/ok

@@ -202,19 +202,20 @@ def main():
             # Generation: a repository with the int4 default and the fp32 test import.
             gen_repo = tmp / "gen"
             gen_repo.mkdir()
+            from bench_generation import builder_exports, deepseek_shape, link_model, section
             for name, src in [("smollm2", Path(models) / "smollm2"),
                               ("smollm2-fp32", Path(os.environ["INFERD_TEST_MODELS"]) / "smollm2-fp32")]:
-                (gen_repo / name).symlink_to(src)
+                link_model(src, gen_repo / name)
+            builders = builder_exports(Path(os.environ["INFERD_CACHE"]) / "builder-models", gen_repo, threads)
             g = start_inferd(args.inferd, str(gen_repo), addr)
             try:
-                from bench_generation import deepseek_shape, section
-                gen_md = section(addr, str(gen_repo), ["smollm2", "smollm2-fp32"], figures=figures)
+                gen_md = section(addr, str(gen_repo), ["smollm2", "smollm2-fp32", *builders], figures=figures)
             finally:
                 g.terminate()
                 g.wait()
             r1_repo = tmp / "r1"
             r1_repo.mkdir()
-            (r1_repo / "r1-distill-qwen-1.5b-shape").symlink_to(Path(os.environ["INFERD_BENCH_MODELS"]) / "r1-distill-qwen-1.5b-shape")
+            link_model(Path(os.environ["INFERD_BENCH_MODELS"]) / "r1-distill-qwen-1.5b-shape", r1_repo / "r1-distill-qwen-1.5b-shape")
             r = start_inferd(args.inferd, str(r1_repo), addr)
             try:
                 gen_md += deepseek_shape(addr, str(r1_repo), r.pid)

@@ -1,7 +1,8 @@
 //! What inferd asks the GPU stack directly: for the TensorRT engine cache key, the GPU's name
 //! and compute capability (CUDA driver) and TensorRT's version (libnvinfer); for the memory
-//! budget, how much of a device's memory is in use. The libraries are loaded at run time, like
-//! ONNX Runtime, so the binary has no GPU link-time dependency.
+//! budget, how much of a device's memory is in use; for KV caches kept in GPU memory, zeroing
+//! and strided copies between them (ONNX Runtime copies only whole tensors). The libraries are
+//! loaded at run time, like ONNX Runtime, so the binary has no GPU link-time dependency.
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -101,6 +102,79 @@ pub fn memory_used(device: i32) -> Result<u64, String> {
     driver()?.memory_used(device)
 }
 
+/// A strided copy within one device's memory: `height` blocks of `width` bytes, each block
+/// `src_pitch` (`dst_pitch`) bytes after the previous one.
+#[derive(Debug, Clone, Copy)]
+pub struct Copy2d {
+    pub src: *const c_void,
+    pub src_pitch: usize,
+    pub dst: *mut c_void,
+    pub dst_pitch: usize,
+    pub width: usize,
+    pub height: usize,
+}
+
+/// Zeroes `bytes` of device memory at `dst`, then runs `copies`, all in CUDA device
+/// `ordinal`'s memory, and waits until they are done: ONNX Runtime's next run reads the result
+/// on a stream of its own.
+///
+/// # Safety
+/// `dst` and every copy's blocks must lie in live allocations of that device.
+pub unsafe fn device_fill(
+    ordinal: i32,
+    zero: Option<(*mut c_void, usize)>,
+    copies: &[Copy2d],
+) -> Result<(), String> {
+    let d = driver()?;
+    d.within(ordinal, || {
+        if let Some((dst, bytes)) = zero {
+            // SAFETY: the caller's promise; a device pointer is its address as an integer.
+            check("cuMemsetD8", unsafe { (d.memset)(dst as u64, 0, bytes) })?;
+        }
+        for c in copies {
+            let m = Memcpy2d {
+                src_memory_type: DEVICE,
+                src_device: c.src as u64,
+                src_pitch: c.src_pitch,
+                dst_memory_type: DEVICE,
+                dst_device: c.dst as u64,
+                dst_pitch: c.dst_pitch,
+                width_in_bytes: c.width,
+                height: c.height,
+                ..Memcpy2d::default()
+            };
+            // SAFETY: the caller's promise; `m` is a CUDA_MEMCPY2D.
+            check("cuMemcpy2D", unsafe { (d.memcpy_2d)(&m) })?;
+        }
+        // SAFETY: no arguments; the context is current.
+        check("cuCtxSynchronize", unsafe { (d.synchronize)() })
+    })
+}
+
+const DEVICE: u32 = 2; // CU_MEMORYTYPE_DEVICE
+
+/// cuda.h's CUDA_MEMCPY2D.
+#[repr(C)]
+#[derive(Default)]
+struct Memcpy2d {
+    src_x_in_bytes: usize,
+    src_y: usize,
+    src_memory_type: u32,
+    src_host: usize,
+    src_device: u64,
+    src_array: usize,
+    src_pitch: usize,
+    dst_x_in_bytes: usize,
+    dst_y: usize,
+    dst_memory_type: u32,
+    dst_host: usize,
+    dst_device: u64,
+    dst_array: usize,
+    dst_pitch: usize,
+    width_in_bytes: usize,
+    height: usize,
+}
+
 /// The CUDA driver, opened and initialised once per process.
 fn driver() -> Result<&'static Driver, String> {
     static DRIVER: OnceLock<Result<Driver, String>> = OnceLock::new();
@@ -121,6 +195,9 @@ struct Driver {
     push: unsafe extern "C" fn(Context) -> c_int,
     pop: unsafe extern "C" fn(*mut Context) -> c_int,
     mem_get_info: unsafe extern "C" fn(*mut usize, *mut usize) -> c_int,
+    memset: unsafe extern "C" fn(u64, u8, usize) -> c_int,
+    memcpy_2d: unsafe extern "C" fn(*const Memcpy2d) -> c_int,
+    synchronize: unsafe extern "C" fn() -> c_int,
     /// Retained primary contexts by ordinal, as addresses (contexts are process-wide).
     contexts: Mutex<HashMap<i32, usize>>,
     _lib: Library,
@@ -149,6 +226,9 @@ impl Driver {
                 push: get(&lib, b"cuCtxPushCurrent_v2\0")?,
                 pop: get(&lib, b"cuCtxPopCurrent_v2\0")?,
                 mem_get_info: get(&lib, b"cuMemGetInfo_v2\0")?,
+                memset: get(&lib, b"cuMemsetD8_v2\0")?,
+                memcpy_2d: get(&lib, b"cuMemcpy2D_v2\0")?,
+                synchronize: get(&lib, b"cuCtxSynchronize\0")?,
                 contexts: Mutex::default(),
                 _lib: lib,
             })
@@ -191,6 +271,20 @@ impl Driver {
     }
 
     fn memory_used(&self, ordinal: i32) -> Result<u64, String> {
+        let (mut free, mut total) = (0usize, 0usize);
+        self.within(ordinal, || {
+            // SAFETY: out-pointers to locals; the context is current.
+            check("cuMemGetInfo", unsafe {
+                (self.mem_get_info)(&mut free, &mut total)
+            })
+        })?;
+        Ok(total.saturating_sub(free) as u64)
+    }
+
+    /// Runs `f` with device `ordinal`'s primary context (which ONNX Runtime's CUDA and TensorRT
+    /// providers share; retained on first use and kept) current on this thread, restoring the
+    /// thread's own current context afterwards.
+    fn within<T>(&self, ordinal: i32, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
         let ctx = {
             let mut contexts = self.contexts.lock().unwrap_or_else(|p| p.into_inner());
             match contexts.get(&ordinal) {
@@ -207,20 +301,16 @@ impl Driver {
                 }
             }
         };
-        let (mut free, mut total) = (0usize, 0usize);
-        // SAFETY: `ctx` is a retained primary context; it is pushed and popped on this thread
-        // only around the query, so the thread's own current context is left as it was.
-        let (rc, popped) = unsafe {
-            check("cuCtxPushCurrent", (self.push)(ctx))?;
-            let rc = (self.mem_get_info)(&mut free, &mut total);
-            let mut popped = std::ptr::null_mut();
-            (rc, (self.pop)(&mut popped))
-        };
-        if popped != 0 {
-            tracing::warn!("CUDA driver: cuCtxPopCurrent failed with error {popped}");
+        // SAFETY: `ctx` is a retained primary context, pushed and popped on this thread only.
+        check("cuCtxPushCurrent", unsafe { (self.push)(ctx) })?;
+        let r = f();
+        let mut popped = std::ptr::null_mut();
+        // SAFETY: pops what was pushed above.
+        let rc = unsafe { (self.pop)(&mut popped) };
+        if rc != 0 {
+            tracing::warn!("CUDA driver: cuCtxPopCurrent failed with error {rc}");
         }
-        check("cuMemGetInfo", rc)?;
-        Ok(total.saturating_sub(free) as u64)
+        r
     }
 }
 
@@ -239,6 +329,17 @@ mod tests {
     fn device_memory_is_measured_or_explained() {
         match super::memory_used(0) {
             Ok(bytes) => assert!(bytes > 0),
+            Err(e) => assert!(e.contains("CUDA driver"), "{e}"),
+        }
+    }
+
+    /// Device copies without a GPU are an error that says why, not a crash. (The copies
+    /// themselves run on a GPU only: `make gpu-bench` checks the text they lead to.)
+    #[test]
+    fn device_copies_run_or_explain() {
+        // SAFETY: nothing to zero or copy.
+        match unsafe { super::device_fill(0, None, &[]) } {
+            Ok(()) => {}
             Err(e) => assert!(e.contains("CUDA driver"), "{e}"),
         }
     }

@@ -184,6 +184,7 @@ pub fn load(
                 session,
                 &inputs,
                 &graph,
+                pool,
                 ctx.background_share,
             )?;
             kv_cache_bytes = Some(m.kv_cache_bytes());

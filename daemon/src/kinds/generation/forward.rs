@@ -1,10 +1,8 @@
 //! One run of the decoder graph: `ids` [B, S] after a cache of `past` positions, returning the
 //! last position's logits of every row and leaving the cache of every position in `past`.
 
-use std::borrow::Cow;
-
 use ort::memory::Allocator;
-use ort::session::{Session, SessionInputValue};
+use ort::session::Session;
 use ort::value::{DynValue, Tensor as OrtTensor};
 
 use super::CacheLayout;
@@ -54,11 +52,13 @@ fn last_logits(v: &DynValue, rows: usize) -> Result<(Vec<f32>, usize)> {
     Ok(last(shape, data, rows, f32::from))
 }
 
-/// Runs one step: `past` is the cache before it and, on return, the cache after it. Either the
-/// graph's `present.*` outputs replace it as they are (no copy into host arrays), or, with a
-/// share buffer, the graph writes into `past` in place: each tensor is bound as both its past
-/// input and its present output, so nothing is copied or allocated for the cache at all. On an
-/// error the cache is gone (the caller drops the sequences that used it).
+/// Runs one step: `past` is the cache before it and, on return, the cache after it, in the
+/// memory the cache lives in (`KvMemory`): on a GPU, no cache tensor crosses to the host, and
+/// only the logits do. Either the graph's `present.*` outputs replace `past` as they are, or,
+/// with a share buffer, the graph writes into `past` in place: each tensor is bound as both its
+/// past input and its present output (GroupQueryAttention takes that as "write in place"), so
+/// nothing is copied or allocated for the cache at all. On an error the cache is gone (the
+/// caller drops the sequences that used it).
 pub fn run(
     session: &mut Session,
     l: &CacheLayout,
@@ -77,49 +77,34 @@ pub fn run(
     if l.logits_to_keep {
         inputs.push((KEEP, tensor(vec![1], vec![1i64])?));
     }
-    if l.shared {
-        return in_place(session, l, inputs, past, rows);
-    }
-    let mut all: Vec<(Cow<'static, str>, SessionInputValue<'static>)> = inputs
-        .into_iter()
-        .map(|(n, v)| (Cow::Owned(n.to_owned()), v.into()))
-        .collect();
-    for (name, v) in l.past.iter().zip(std::mem::take(past)) {
-        all.push((name.clone().into(), v.into()));
-    }
-    let mut out = session.run(all)?;
-    let (logits, vocab) = last_logits(&out["logits"], rows)?;
-    *past = l
-        .present
-        .iter()
-        .map(|n| {
-            out.remove(n)
-                .ok_or_else(|| Error::Internal(format!("model produced no {n}")))
-        })
-        .collect::<Result<_>>()?;
-    Ok(Output { logits, vocab })
-}
-
-/// The share-buffer step: `past` is bound as both input and output (same ONNX Runtime value),
-/// which GroupQueryAttention takes as "write in place".
-fn in_place(
-    session: &mut Session,
-    l: &CacheLayout,
-    inputs: Vec<(&str, DynValue)>,
-    past: &mut [DynValue],
-    rows: usize,
-) -> Result<Output> {
     let mut binding = session.create_binding()?;
     for (name, v) in &inputs {
         binding.bind_input(*name, v)?;
     }
     for ((p, n), v) in l.past.iter().zip(&l.present).zip(past.iter_mut()) {
         binding.bind_input(p.as_str(), v)?;
-        binding.bind_output(n.as_str(), &mut *v)?;
+        if l.shared {
+            binding.bind_output(n.as_str(), &mut *v)?;
+        } else {
+            binding.bind_output_to_device(n.as_str(), l.memory.info())?;
+        }
     }
     binding.bind_output_to_device("logits", Allocator::default().memory_info())?;
-    let out = session.run_binding(&binding)?;
+    let mut out = session.run_binding(&binding)?;
     let (logits, vocab) = last_logits(&out["logits"], rows)?;
+    if !l.shared {
+        let presents = l
+            .present
+            .iter()
+            .map(|n| {
+                out.remove(n)
+                    .ok_or_else(|| Error::Internal(format!("model produced no {n}")))
+            })
+            .collect::<Result<_>>()?;
+        drop(out);
+        drop(binding);
+        *past = presents;
+    }
     Ok(Output { logits, vocab })
 }
 

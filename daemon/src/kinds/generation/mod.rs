@@ -40,6 +40,7 @@ use ort::session::Session;
 use ort::value::DynValue;
 use tokenizers::Tokenizer;
 
+use self::cache::KvMemory;
 use self::facts::Facts;
 use self::kv_batch::{Align, KvBatch};
 use self::kv_room::KvRoom;
@@ -48,6 +49,7 @@ use self::sequence::Sequence;
 use self::template::ChatTemplate;
 use super::Model;
 use crate::engine::job::{Event, Job};
+use crate::engine::pool::Pool;
 use crate::engine::queue::{BatchPolicy, Queue};
 use crate::error::{Error, LoadError, Result};
 use crate::manifest::ModelSpec;
@@ -73,6 +75,8 @@ struct CacheLayout {
     /// The graph takes `num_logits_to_keep` (inferd's importer writes it, with a default): fed
     /// 1, a prompt's LM head runs for its last position only.
     logits_to_keep: bool,
+    /// Where cache tensors live: the memory the session computes in.
+    memory: KvMemory,
 }
 
 pub struct TextGeneration {
@@ -112,6 +116,21 @@ fn genai_dim(dir: &std::path::Path, key: &str) -> Option<usize> {
         .map(|x| x as usize)
 }
 
+/// The session's own memory for the cache: a GPU session's stays on its device.
+fn kv_memory(name: &str, session: &Session, pool: Pool) -> KvMemory {
+    // A simulated TensorRT session (tests) computes on the host.
+    let Pool::Gpu(device) = pool else {
+        return KvMemory::host();
+    };
+    if crate::engine::gpu::simulation().is_some() {
+        return KvMemory::host();
+    }
+    KvMemory::cuda(session, device).unwrap_or_else(|e| {
+        tracing::warn!(model = %name, error = %e, "no CUDA allocator for the KV cache; it is kept in host memory and copied to the GPU every step");
+        KvMemory::host()
+    })
+}
+
 impl TextGeneration {
     /// The worker's model, and the encoder the engine tokenizes prompts with.
     pub fn new(
@@ -119,6 +138,7 @@ impl TextGeneration {
         session: Session,
         inputs: &[Spec],
         graph: &ModelFile,
+        pool: Pool,
         background_share: f64,
     ) -> Result<(Self, PromptEncoder), LoadError> {
         let bad = |m: String| LoadError::Incompatible(m);
@@ -191,6 +211,7 @@ impl TextGeneration {
                     .overridable_initializers()
                     .iter()
                     .any(|i| i.name() == forward::KEEP),
+            memory: kv_memory(&spec.name, &session, pool),
         };
         let tok_path = spec
             .tokenizer_path
@@ -225,6 +246,7 @@ impl TextGeneration {
             model = %spec.name,
             batch = ?layout.batch,
             share_buffer = layout.shared,
+            kv_cache = %layout.memory.describe(),
             kv_cache_tokens = room.tokens,
             kv_cache_mib = room.bytes() >> 20,
             layers,
@@ -299,7 +321,7 @@ impl TextGeneration {
         need: usize,
     ) -> Result<(usize, Vec<DynValue>)> {
         let l = &self.layout;
-        match self.prefixes.lookup(tokens, caller, l.dtype)? {
+        match self.prefixes.lookup(tokens, caller, l)? {
             // A share buffer needs room after the prefix for what is still to come.
             Some((n, past)) if l.shared => {
                 let widened = past
@@ -335,7 +357,7 @@ impl TextGeneration {
                 &self.facts,
                 self.prefill_chunk,
             );
-            if let Some((tokens, past)) = seq.take_prefill(self.layout.dtype) {
+            if let Some((tokens, past)) = seq.take_prefill(&self.layout) {
                 let caller = seq.caller().to_owned();
                 self.remember_prefix(tokens, &caller, past);
             }

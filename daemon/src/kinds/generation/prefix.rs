@@ -1,18 +1,19 @@
 //! The prompt-prefix cache: the KV cache of recent long prompts, so a request that starts with
 //! the same tokens (an assistant's system prompt, a growing chat) skips recomputing them.
 //!
-//! Entries own copies of the prompt's cache; a hit copies the shared prefix out (a memcpy of
-//! the prefix, far cheaper than running the model over it).
+//! Entries own copies of the prompt's cache, in the memory the session computes in; a hit
+//! copies the shared prefix out (far cheaper than running the model over it).
 //!
 //! A prefix is reused only for the caller whose prompt it was (a D-Bus uid, an MQTT reply
 //! topic, a route). Shared across callers, the cache would be an oracle: a faster first token,
 //! or `cached_prompt_tokens`, would tell one client what another one asked.
 
-use half::f16;
-use ort::value::{DynValue, Tensor as OrtTensor};
+use ort::value::DynValue;
 
+use super::cache;
+use super::kv_batch::Align;
+use super::CacheLayout;
 use crate::error::Result;
-use inferd_client::DType;
 
 /// Prompts shorter than this are not worth caching.
 pub const MIN_TOKENS: usize = 32;
@@ -42,7 +43,7 @@ impl PrefixCache {
         &mut self,
         tokens: &[u32],
         caller: &str,
-        dtype: DType,
+        l: &CacheLayout,
     ) -> Result<Option<(usize, Vec<DynValue>)>> {
         if caller.is_empty() {
             return Ok(None);
@@ -66,7 +67,7 @@ impl PrefixCache {
         let past = entry
             .past
             .iter()
-            .map(|v| slice_positions(v, n, dtype))
+            .map(|v| slice_positions(l, v, n))
             .collect::<Result<_>>();
         self.entries.push(entry);
         Ok(Some((n, past?)))
@@ -103,27 +104,10 @@ impl PrefixCache {
     }
 }
 
-/// A copy of the first `len` positions of a `[1, heads, T, head_dim]` cache tensor.
-pub fn slice_positions(v: &DynValue, len: usize, dtype: DType) -> Result<DynValue> {
-    fn slice<T: ort::value::PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static>(
-        v: &DynValue,
-        len: usize,
-    ) -> Result<DynValue> {
-        let (shape, data) = v.try_extract_tensor::<T>()?;
-        let (heads, total, hd) = (shape[1] as usize, shape[2] as usize, shape[3] as usize);
-        let mut out = Vec::with_capacity(heads * len * hd);
-        for h in 0..heads {
-            out.extend_from_slice(&data[h * total * hd..h * total * hd + len * hd]);
-        }
-        Ok(
-            OrtTensor::from_array((vec![1i64, heads as i64, len as i64, hd as i64], out))?
-                .into_dyn(),
-        )
-    }
-    match dtype {
-        DType::Float16 => slice::<f16>(v, len),
-        _ => slice::<f32>(v, len),
-    }
+/// A copy of the first `len` positions of a `[1, heads, T, head_dim]` cache tensor, in the
+/// same memory.
+pub fn slice_positions(l: &CacheLayout, v: &DynValue, len: usize) -> Result<DynValue> {
+    cache::gather(l, Align::Left, &[v], &[(0, 0, len)], len)
 }
 
 #[cfg(test)]

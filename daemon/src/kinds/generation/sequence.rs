@@ -267,17 +267,14 @@ impl Sequence {
     }
 
     /// After the prompt has run: the prompt and a copy of its cache, for the prefix cache.
-    pub fn take_prefill(
-        &mut self,
-        dtype: inferd_client::DType,
-    ) -> Option<(Vec<u32>, Vec<DynValue>)> {
+    pub fn take_prefill(&mut self, l: &super::CacheLayout) -> Option<(Vec<u32>, Vec<DynValue>)> {
         if !std::mem::take(&mut self.prefilled) || self.prompt_len < super::prefix::MIN_TOKENS {
             return None;
         }
         let copies = self
             .past
             .iter()
-            .map(|v| super::prefix::slice_positions(v, self.prompt_len, dtype))
+            .map(|v| super::prefix::slice_positions(l, v, self.prompt_len))
             .collect::<Result<Vec<_>>>()
             .ok()?;
         Some((self.tokens[..self.prompt_len].to_vec(), copies))
