@@ -1,0 +1,444 @@
+//! GGUF's block formats, read as ONNX Runtime's `MatMulNBits` stores weights: each block of
+//! `sub` consecutive weights along a row is `(q - zero) × scale`, with `q` an unsigned integer
+//! of `bits` (4 or 8) bits. Every GGUF format is that, or that with a float zero point, so a
+//! GGUF weight transcodes into `MatMulNBits` without de-quantizing and quantizing again:
+//!
+//! | GGUF | weights a block | as MatMulNBits | zero point |
+//! |---|---:|---|---|
+//! | Q4_0 | 32 | 4-bit, blocks of 32 | 8 |
+//! | Q4_1 | 32 | 4-bit, blocks of 32 | −min/d (float) |
+//! | Q5_0 | 32 | 8-bit, blocks of 32 | 16 |
+//! | Q5_1 | 32 | 8-bit, blocks of 32 | −min/d (float) |
+//! | Q8_0 | 32 | 8-bit, blocks of 32 (q + 128) | 128 |
+//! | Q2_K | 256 | 4-bit, blocks of 16 | dmin·m / (d·sc) (float) |
+//! | Q3_K | 256 | 4-bit, blocks of 16 (q + 4) | 4 |
+//! | Q4_K | 256 | 4-bit, blocks of 32 | dmin·m / (d·sc) (float) |
+//! | Q5_K | 256 | 8-bit, blocks of 32 | dmin·m / (d·sc) (float) |
+//! | Q6_K | 256 | 8-bit, blocks of 16 | 32 |
+//!
+//! With an integer zero point the weights are exactly GGUF's (the scale is an fp16 times a small
+//! integer, exact in fp32). With a float one, `(q − zero) × scale` differs from GGUF's
+//! `d·q + min` by a rounding or two of fp32. A block whose scale is 0 holds one value for all its
+//! weights; it becomes `q = 0`, zero 1, scale −value, which is exact too.
+
+use half::{bf16, f16};
+
+/// A tensor's storage format in a GGUF file (its GGML type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    F32,
+    F16,
+    Bf16,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q2K,
+    Q3K,
+    Q4K,
+    Q5K,
+    Q6K,
+}
+
+/// One block format's shape as `MatMulNBits` weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub bits: u8,
+    /// Weights per `MatMulNBits` block.
+    pub block: usize,
+    /// Zero points are integers (stored as uint8), else floats.
+    pub int_zero: bool,
+}
+
+/// Blocks in `MatMulNBits` terms, block after block: `q` holds `block` values each (one
+/// byte a value, unpacked), `scales` and `zeros` one each.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Blocks {
+    pub q: Vec<u8>,
+    pub scales: Vec<f32>,
+    pub zeros: Vec<f32>,
+}
+
+impl Blocks {
+    fn push(&mut self, scale: f32, zero: f32, q: impl IntoIterator<Item = u8>) {
+        self.q.extend(q);
+        self.scales.push(scale);
+        self.zeros.push(zero);
+    }
+
+    /// A block whose every weight is `value`.
+    fn push_constant(&mut self, value: f32, n: usize) {
+        self.q.extend(std::iter::repeat_n(0, n));
+        self.scales.push(-value);
+        self.zeros.push(1.0);
+    }
+
+    /// `d·q + add` for each q, as `(q − zero)·scale`.
+    fn push_affine(&mut self, d: f32, add: f32, q: impl IntoIterator<Item = u8>, n: usize) {
+        if d == 0.0 {
+            self.push_constant(add, n);
+        } else {
+            self.push(d, -add / d, q);
+        }
+    }
+
+    /// The weights: `(q − zero) × scale`, as `MatMulNBits` computes them.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let block = self.q.len() / self.scales.len().max(1);
+        self.q
+            .chunks(block.max(1))
+            .zip(self.scales.iter().zip(&self.zeros))
+            .flat_map(|(q, (&s, &z))| q.iter().map(move |&q| (q as f32 - z) * s))
+            .collect()
+    }
+}
+
+/// `MatMulNBits` zero points: uint8 (4-bit ones packed two to a byte, as the weights are) or
+/// floats.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Zeros {
+    Uint8(Vec<u8>),
+    Float(Vec<f32>),
+}
+
+/// A weight's `MatMulNBits` initializers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packed {
+    /// `[rows, blocks, block × bits / 8]`: 4-bit values two to a byte, the first in the low
+    /// nibble.
+    pub b: Vec<u8>,
+    /// `[rows × blocks]`
+    pub scales: Vec<f32>,
+    /// `[rows × ⌈blocks / 2⌉]` for 4-bit uint8, else `[rows × blocks]`.
+    pub zeros: Zeros,
+}
+
+impl Blocks {
+    /// The initializers of a weight of `rows` rows whose blocks are these, in row order.
+    pub fn pack(&self, l: Layout, rows: usize) -> Packed {
+        let b = match l.bits {
+            4 => self
+                .q
+                .chunks(2)
+                .map(|p| p[0] | (p.get(1).copied().unwrap_or(0) << 4))
+                .collect(),
+            _ => self.q.clone(),
+        };
+        let zeros = if l.int_zero {
+            let per_row = self.zeros.len() / rows.max(1);
+            let z = self.zeros.iter().map(|&z| z as u8);
+            Zeros::Uint8(match l.bits {
+                4 => self
+                    .zeros
+                    .chunks(per_row.max(1))
+                    .flat_map(|row| {
+                        row.chunks(2)
+                            .map(|p| p[0] as u8 | ((p.get(1).copied().unwrap_or(0.0) as u8) << 4))
+                    })
+                    .collect(),
+                _ => z.collect(),
+            })
+        } else {
+            Zeros::Float(self.zeros.clone())
+        };
+        Packed {
+            b,
+            scales: self.scales.clone(),
+            zeros,
+        }
+    }
+}
+
+fn h(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// Q4_K's and Q5_K's 6-bit scale and min of sub-block `j` (of 8), from their 12 packed bytes.
+fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        (
+            (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Q3_K's 16 6-bit scales (each less 32 when used), from their 12 packed bytes.
+fn scales_q3k(s: &[u8]) -> [i8; 16] {
+    let w = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+    let (k1, k2) = (0x0303_0303u32, 0x0f0f_0f0fu32);
+    let (a0, a1, tmp) = (w(0), w(1), w(2));
+    let aux = [
+        (a0 & k2) | ((tmp & k1) << 4),
+        (a1 & k2) | (((tmp >> 2) & k1) << 4),
+        ((a0 >> 4) & k2) | (((tmp >> 4) & k1) << 4),
+        ((a1 >> 4) & k2) | (((tmp >> 6) & k1) << 4),
+    ];
+    let mut out = [0i8; 16];
+    for (i, a) in aux.iter().enumerate() {
+        for (k, b) in a.to_le_bytes().iter().enumerate() {
+            out[4 * i + k] = *b as i8;
+        }
+    }
+    out
+}
+
+impl Format {
+    /// From a GGUF tensor's GGML type id; the id back when inferd cannot read it.
+    pub fn from_ggml(t: u32) -> Result<Format, u32> {
+        Ok(match t {
+            0 => Format::F32,
+            1 => Format::F16,
+            2 => Format::Q4_0,
+            3 => Format::Q4_1,
+            6 => Format::Q5_0,
+            7 => Format::Q5_1,
+            8 => Format::Q8_0,
+            10 => Format::Q2K,
+            11 => Format::Q3K,
+            12 => Format::Q4K,
+            13 => Format::Q5K,
+            14 => Format::Q6K,
+            30 => Format::Bf16,
+            t => return Err(t),
+        })
+    }
+
+    /// (weights, bytes) of one block.
+    pub fn block(self) -> (usize, usize) {
+        match self {
+            Format::F32 => (1, 4),
+            Format::F16 | Format::Bf16 => (1, 2),
+            Format::Q4_0 => (32, 18),
+            Format::Q4_1 => (32, 20),
+            Format::Q5_0 => (32, 22),
+            Format::Q5_1 => (32, 24),
+            Format::Q8_0 => (32, 34),
+            Format::Q2K => (256, 84),
+            Format::Q3K => (256, 110),
+            Format::Q4K => (256, 144),
+            Format::Q5K => (256, 176),
+            Format::Q6K => (256, 210),
+        }
+    }
+
+    /// Bytes `elements` weights take; `None` unless they are whole blocks.
+    pub fn bytes_for(self, elements: u64) -> Option<usize> {
+        let (n, b) = self.block();
+        elements
+            .is_multiple_of(n as u64)
+            .then(|| (elements / n as u64) as usize * b)
+    }
+
+    /// How the format reads as `MatMulNBits`; `None` for float formats.
+    pub fn nbits(self) -> Option<Layout> {
+        let l = |bits, block, int_zero| {
+            Some(Layout {
+                bits,
+                block,
+                int_zero,
+            })
+        };
+        match self {
+            Format::F32 | Format::F16 | Format::Bf16 => None,
+            Format::Q4_0 => l(4, 32, true),
+            Format::Q4_1 => l(4, 32, false),
+            Format::Q5_0 => l(8, 32, true),
+            Format::Q5_1 => l(8, 32, false),
+            Format::Q8_0 => l(8, 32, true),
+            Format::Q2K => l(4, 16, false),
+            Format::Q3K => l(4, 16, true),
+            Format::Q4K => l(4, 32, false),
+            Format::Q5K => l(8, 32, false),
+            Format::Q6K => l(8, 16, true),
+        }
+    }
+
+    /// Float weights as f32 (`None` for block formats).
+    pub fn floats(self, data: &[u8]) -> Option<Vec<f32>> {
+        Some(match self {
+            Format::F32 => data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Format::F16 => data
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Format::Bf16 => data
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            _ => return None,
+        })
+    }
+
+    /// Appends the `MatMulNBits` blocks of one GGUF block (`self.block().1` bytes).
+    pub fn transcode(self, b: &[u8], out: &mut Blocks) {
+        match self {
+            Format::F32 | Format::F16 | Format::Bf16 => {
+                unreachable!("float formats have no blocks")
+            }
+            Format::Q4_0 => {
+                let qs = &b[2..18];
+                let q = qs.iter().map(|x| x & 0xF).chain(qs.iter().map(|x| x >> 4));
+                out.push(h(b, 0), 8.0, q);
+            }
+            Format::Q4_1 => {
+                let qs = &b[4..20];
+                let q = qs.iter().map(|x| x & 0xF).chain(qs.iter().map(|x| x >> 4));
+                out.push_affine(h(b, 0), h(b, 2), q, 32);
+            }
+            Format::Q5_0 | Format::Q5_1 => {
+                let (d, min, at) = match self {
+                    Format::Q5_0 => (h(b, 0), None, 2),
+                    _ => (h(b, 0), Some(h(b, 2)), 4),
+                };
+                let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+                let qs = &b[at + 4..at + 20];
+                let lo = (0..16).map(|j| (qs[j] & 0xF) | ((((qh >> j) << 4) & 0x10) as u8));
+                let hi = (0..16).map(|j| (qs[j] >> 4) | (((qh >> (j + 12)) & 0x10) as u8));
+                match min {
+                    None => out.push(d, 16.0, lo.chain(hi)),
+                    Some(m) => out.push_affine(d, m, lo.chain(hi), 32),
+                }
+            }
+            Format::Q8_0 => out.push(
+                h(b, 0),
+                128.0,
+                b[2..34].iter().map(|&x| (x as i8 as i16 + 128) as u8),
+            ),
+            Format::Q2K => {
+                let (scales, qs, d, dmin) = (&b[0..16], &b[16..80], h(b, 80), h(b, 82));
+                let mut is = 0;
+                for n in 0..2 {
+                    let q = &qs[32 * n..32 * n + 32];
+                    for shift in [0, 2, 4, 6] {
+                        for half in [&q[..16], &q[16..]] {
+                            let sc = scales[is];
+                            is += 1;
+                            let (dl, ml) = (d * (sc & 0xF) as f32, dmin * (sc >> 4) as f32);
+                            out.push_affine(dl, -ml, half.iter().map(|x| (x >> shift) & 3), 16);
+                        }
+                    }
+                }
+            }
+            Format::Q3K => {
+                let (hmask, qs, d) = (&b[0..32], &b[32..96], h(b, 108));
+                let scales = scales_q3k(&b[96..108]);
+                let (mut is, mut m) = (0, 1u8);
+                for n in 0..2 {
+                    let q = &qs[32 * n..32 * n + 32];
+                    for shift in [0, 2, 4, 6] {
+                        for off in [0, 16] {
+                            let dl = d * (scales[is] as i32 - 32) as f32;
+                            is += 1;
+                            let vals = (off..off + 16).map(|l| {
+                                let v = ((q[l] >> shift) & 3) as i8
+                                    - if hmask[l] & m != 0 { 0 } else { 4 };
+                                (v + 4) as u8
+                            });
+                            out.push(dl, 4.0, vals);
+                        }
+                        m = m.wrapping_shl(1);
+                    }
+                }
+            }
+            Format::Q4K | Format::Q5K => {
+                let (d, dmin, scales) = (h(b, 0), h(b, 2), &b[4..16]);
+                let (qh, ql) = match self {
+                    Format::Q4K => (None, &b[16..144]),
+                    _ => (Some(&b[16..48]), &b[48..176]),
+                };
+                for j in 0..4 {
+                    let q = &ql[32 * j..32 * j + 32];
+                    for (k, shift) in [(0, 0), (1, 4)] {
+                        let (sc, m) = scale_min_k4(2 * j + k, scales);
+                        let bit = 1u8 << (2 * j + k);
+                        let vals = (0..32).map(|l| {
+                            let high = qh.map_or(0, |qh| if qh[l] & bit != 0 { 16 } else { 0 });
+                            ((q[l] >> shift) & 0xF) + high
+                        });
+                        out.push_affine(d * sc as f32, -(dmin * m as f32), vals, 32);
+                    }
+                }
+            }
+            Format::Q6K => {
+                let (ql, qh, sc, d) = (&b[0..128], &b[128..192], &b[192..208], h(b, 208));
+                for n in 0..2 {
+                    let (ql, qh, sc) = (&ql[64 * n..], &qh[32 * n..], &sc[8 * n..]);
+                    // Element l + 32·i of this half: ql's nibble and qh's two bits for part i.
+                    let part = |i: usize, l: usize| {
+                        let low = match i {
+                            0 => ql[l] & 0xF,
+                            1 => ql[l + 32] & 0xF,
+                            2 => ql[l] >> 4,
+                            _ => ql[l + 32] >> 4,
+                        };
+                        low | (((qh[l] >> (2 * i)) & 3) << 4)
+                    };
+                    for i in 0..4 {
+                        for g in 0..2 {
+                            let s = d * sc[2 * i + g] as i8 as f32;
+                            out.push(s, 32.0, (16 * g..16 * g + 16).map(|l| part(i, l)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f16b(x: f32) -> [u8; 2] {
+        f16::from_f32(x).to_le_bytes()
+    }
+
+    #[test]
+    fn q4_0_is_d_times_q_less_8() {
+        let mut b = vec![0u8; 18];
+        b[..2].copy_from_slice(&f16b(0.5));
+        b[2] = 0x3A; // weight 0: 0xA, weight 16: 0x3
+        let mut out = Blocks::default();
+        Format::Q4_0.transcode(&b, &mut out);
+        let w = out.dequantize();
+        assert_eq!((w[0], w[16], w[1]), (1.0, -2.5, -4.0));
+    }
+
+    #[test]
+    fn a_zero_scale_block_keeps_its_min_exactly() {
+        let mut b = vec![0u8; 20];
+        b[2..4].copy_from_slice(&f16b(-1.25)); // d = 0, min = -1.25
+        b[4] = 0xFF;
+        let mut out = Blocks::default();
+        Format::Q4_1.transcode(&b, &mut out);
+        assert!(out.dequantize().iter().all(|&x| x == -1.25));
+    }
+
+    #[test]
+    fn q8_0_offsets_signed_values_by_128() {
+        let mut b = vec![0u8; 34];
+        b[..2].copy_from_slice(&f16b(0.25));
+        b[2] = (-128i8) as u8;
+        b[3] = 127;
+        let mut out = Blocks::default();
+        Format::Q8_0.transcode(&b, &mut out);
+        let w = out.dequantize();
+        assert_eq!((w[0], w[1], w[2]), (-32.0, 31.75, 0.0));
+        assert_eq!(out.q[0], 0);
+    }
+
+    #[test]
+    fn sizes_are_whole_blocks() {
+        assert_eq!(Format::Q4K.bytes_for(512), Some(288));
+        assert_eq!(Format::Q4K.bytes_for(300), None);
+        assert_eq!(Format::from_ggml(12), Ok(Format::Q4K));
+        assert_eq!(Format::from_ggml(16), Err(16));
+    }
+}

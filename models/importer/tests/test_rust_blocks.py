@@ -1,0 +1,134 @@
+"""The Rust importer's GGUF block transcoding (importer/src/blocks.rs) against the `gguf` package's
+own de-quantization, the independent reference, tensor by tensor; and its MatMulNBits
+initializers run through ONNX Runtime's MatMulNBits kernel, which must give the same weights.
+
+Test files hold random blocks of every format (`gguf` cannot quantize to K-quants, but any bytes
+with finite fp16 scales are a valid block) and, from the real SmolLM2 GGUF, Q4_1 and Q8_0
+tensors."""
+import json
+import os
+import subprocess
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from gguf import GGMLQuantizationType as Q
+from gguf import GGUFReader, GGUFWriter
+from gguf.quants import dequantize
+from onnx import TensorProto, helper
+
+from conftest import REPO
+
+TOOL = REPO / "target" / os.environ.get("INFERD_PROFILE", "debug") / "inferd-gguf-blocks"
+
+# Where each format's fp16 scales sit in a block (byte offsets), and the (weights, bytes) of it.
+FORMATS = {
+    Q.Q4_0: ([0], 32, 18), Q.Q4_1: ([0, 2], 32, 20), Q.Q5_0: ([0], 32, 22), Q.Q5_1: ([0, 2], 32, 24),
+    Q.Q8_0: ([0], 32, 34), Q.Q2_K: ([80, 82], 256, 84), Q.Q3_K: ([108], 256, 110),
+    Q.Q4_K: ([0, 2], 256, 144), Q.Q5_K: ([0, 2], 256, 176), Q.Q6_K: ([208], 256, 210),
+}
+# Formats whose zero point is an integer: their weights are GGUF's exactly.
+EXACT = {Q.Q4_0, Q.Q5_0, Q.Q8_0, Q.Q3_K, Q.Q6_K}
+ROWS, K = 6, 512
+
+
+def random_blocks(qtype, rng):
+    offsets, per_block, nbytes = FORMATS[qtype]
+    blocks = rng.integers(0, 256, (ROWS * K // per_block, nbytes), dtype=np.uint8)
+    for i, at in enumerate(offsets):
+        # d in ±[0.001, 0.1]; a min (the second scale) that is positive, as quantizers write it.
+        scale = rng.uniform(0.001, 0.1, len(blocks)) * (rng.choice([-1, 1], len(blocks)) if i == 0 else 1)
+        scale[::7] = 0  # every 7th block has a zero scale: a constant block
+        blocks[:, at:at + 2] = scale.astype(np.float16).view(np.uint8).reshape(-1, 2)
+    return blocks.reshape(ROWS, -1)
+
+
+@pytest.fixture(scope="module")
+def tool():
+    if not TOOL.exists():
+        pytest.fail(f"{TOOL} is missing: run `cargo build --workspace` first (make test does)")
+    return TOOL
+
+
+@pytest.fixture(scope="module")
+def random_gguf(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gguf") / "blocks.gguf"
+    rng = np.random.default_rng(7)
+    w = GGUFWriter(str(path), "llama")
+    raw = {}
+    for qtype in FORMATS:
+        raw[qtype] = random_blocks(qtype, rng)
+        w.add_tensor(qtype.name, raw[qtype], raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path, raw
+
+
+def transcoded(tool, gguf_path, out, names):
+    subprocess.run([str(tool), str(gguf_path), str(out), *names], check=True, capture_output=True)
+    return {n: out / n for n in names}
+
+
+def matmul_nbits(folder):
+    """The weights [N, K] as ONNX Runtime's MatMulNBits sees them: identity × W^T."""
+    lay = json.loads((folder / "layout.json").read_text())
+    k, n = lay["k"], lay["n"]
+    b, scales, zeros = (np.load(folder / f) for f in ("b.npy", "scales.npy", "zeros.npy"))
+    inits = [helper.make_tensor("B", TensorProto.UINT8, b.shape, b.tobytes(), raw=True),
+             helper.make_tensor("scales", TensorProto.FLOAT, scales.shape, scales.tobytes(), raw=True),
+             helper.make_tensor("zp", TensorProto.UINT8 if zeros.dtype == np.uint8 else TensorProto.FLOAT,
+                                zeros.shape, zeros.tobytes(), raw=True)]
+    node = helper.make_node("MatMulNBits", ["A", "B", "scales", "zp"], ["Y"], domain="com.microsoft",
+                            K=k, N=n, bits=lay["bits"], block_size=lay["block"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [k, k])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [k, n])], inits)
+    model = helper.make_model(graph, ir_version=10,
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return s.run(None, {"A": np.eye(k, dtype=np.float32)})[0].T
+
+
+def check(ours, want, qtype):
+    if qtype in EXACT:
+        np.testing.assert_array_equal(ours, want, err_msg=qtype.name)
+    else:
+        # (q − zero)·scale against d·q + min: within a few fp32 roundings of the block's values.
+        np.testing.assert_allclose(ours, want, rtol=0, atol=4e-7 * max(1.0, np.abs(want).max()), err_msg=qtype.name)
+
+
+@pytest.mark.parametrize("qtype", list(FORMATS), ids=lambda q: q.name)
+def test_every_block_format_transcodes_to_what_gguf_dequantizes(tool, random_gguf, tmp_path, qtype):
+    path, raw = random_gguf
+    folder = transcoded(tool, path, tmp_path, [qtype.name])[qtype.name]
+    want = dequantize(raw[qtype], qtype).reshape(ROWS, K)
+    check(np.load(folder / "weights.npy"), want, qtype)
+
+
+# ONNX Runtime 1.31's CPU MatMulNBits runs 8-bit weights only with uint8 zero points (its
+# "unpacked" path, taken for float zero points, has 2- and 4-bit kernels only), so Q5_1 and Q5_K,
+# 8-bit with a float zero point, cannot run as one MatMulNBits there (docs/models.md).
+RUNNABLE = [q for q in FORMATS if q not in (Q.Q5_1, Q.Q5_K)]
+
+
+@pytest.mark.parametrize("qtype", RUNNABLE, ids=lambda q: q.name)
+def test_onnxruntime_matmulnbits_reads_the_initializers_as_gguf_does(tool, random_gguf, tmp_path, qtype):
+    path, raw = random_gguf
+    folder = transcoded(tool, path, tmp_path, [qtype.name])[qtype.name]
+    check(matmul_nbits(folder), dequantize(raw[qtype], qtype).reshape(ROWS, K), qtype)
+
+
+def test_real_smollm2_tensors(tool, gguf, tmp_path):
+    reader = GGUFReader(str(gguf))
+    picks = {}
+    for t in reader.tensors:
+        if t.tensor_type in FORMATS and t.tensor_type not in picks.values() and len(picks) < 3:
+            picks[t.name] = t.tensor_type
+    assert picks, "the SmolLM2 GGUF has no block-quantized tensors?"
+    folders = transcoded(tool, gguf, tmp_path, list(picks))
+    for t in reader.tensors:
+        if t.name in picks:
+            want = dequantize(t.data, t.tensor_type)
+            got = np.load(folders[t.name] / "weights.npy")
+            check(got, want.reshape(got.shape), t.tensor_type)
