@@ -1,6 +1,7 @@
 """The Rust importer's GGUF block transcoding (importer/src/blocks.rs) against the `gguf` package's
 own de-quantization, the independent reference, tensor by tensor; and its MatMulNBits
-initializers run through ONNX Runtime's MatMulNBits kernel, which must give the same weights.
+initializers, written by the Rust ONNX writer (importer/src/onnx.rs) as a one-node model with
+external data, run through ONNX Runtime's MatMulNBits kernel, which must give the same weights.
 
 Test files hold random blocks of every format (`gguf` cannot quantize to K-quants, but any bytes
 with finite fp16 scales are a valid block) and, from the real SmolLM2 GGUF, Q4_1 and Q8_0
@@ -15,7 +16,7 @@ import pytest
 from gguf import GGMLQuantizationType as Q
 from gguf import GGUFReader, GGUFWriter
 from gguf.quants import dequantize
-from onnx import TensorProto, helper
+import onnx
 
 from conftest import REPO
 
@@ -72,21 +73,11 @@ def transcoded(tool, gguf_path, out, names):
 
 
 def matmul_nbits(folder):
-    """The weights [N, K] as ONNX Runtime's MatMulNBits sees them: identity × W^T."""
-    lay = json.loads((folder / "layout.json").read_text())
-    k, n = lay["k"], lay["n"]
-    b, scales, zeros = (np.load(folder / f) for f in ("b.npy", "scales.npy", "zeros.npy"))
-    inits = [helper.make_tensor("B", TensorProto.UINT8, b.shape, b.tobytes(), raw=True),
-             helper.make_tensor("scales", TensorProto.FLOAT, scales.shape, scales.tobytes(), raw=True),
-             helper.make_tensor("zp", TensorProto.UINT8 if zeros.dtype == np.uint8 else TensorProto.FLOAT,
-                                zeros.shape, zeros.tobytes(), raw=True)]
-    node = helper.make_node("MatMulNBits", ["A", "B", "scales", "zp"], ["Y"], domain="com.microsoft",
-                            K=k, N=n, bits=lay["bits"], block_size=lay["block"])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [k, k])],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [k, n])], inits)
-    model = helper.make_model(graph, ir_version=10,
-                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    """The weights [N, K] as ONNX Runtime's MatMulNBits sees them, through the one-node model the
+    Rust ONNX writer wrote (identity × Wᵀ, initializers in external data)."""
+    onnx.checker.check_model(str(folder / "model.onnx"))
+    s = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    k = json.loads((folder / "layout.json").read_text())["k"]
     return s.run(None, {"A": np.eye(k, dtype=np.float32)})[0].T
 
 
