@@ -14,7 +14,9 @@ use std::io::Write;
 pub enum DataType {
     Float = 1,
     Uint8 = 2,
+    Int32 = 6,
     Int64 = 7,
+    Bool = 9,
     Float16 = 10,
 }
 
@@ -22,7 +24,8 @@ impl DataType {
     pub fn size(self) -> usize {
         match self {
             DataType::Float => 4,
-            DataType::Uint8 => 1,
+            DataType::Uint8 | DataType::Bool => 1,
+            DataType::Int32 => 4,
             DataType::Int64 => 8,
             DataType::Float16 => 2,
         }
@@ -54,14 +57,31 @@ pub struct Node {
     pub attrs: Vec<(String, Attr)>,
 }
 
-/// An initializer whose bytes are in the external data file.
+/// An initializer: small ones inline, weights in the external data file.
 #[derive(Debug, Clone)]
 pub struct Initializer {
     pub name: String,
     pub dtype: DataType,
     pub dims: Vec<i64>,
-    pub offset: u64,
-    pub length: u64,
+    pub data: Data,
+}
+
+#[derive(Debug, Clone)]
+pub enum Data {
+    Raw(Vec<u8>),
+    External { offset: u64, length: u64 },
+}
+
+impl Initializer {
+    /// The same bytes under another name and shape (a tied embedding table and LM head).
+    pub fn alias(&self, name: &str, dtype: DataType, dims: &[i64]) -> Initializer {
+        Initializer {
+            name: name.to_owned(),
+            dtype,
+            dims: dims.to_vec(),
+            data: self.data.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -116,8 +136,10 @@ impl<W: Write> ExternalData<W> {
             name: name.to_owned(),
             dtype,
             dims: dims.to_vec(),
-            offset,
-            length: bytes.len() as u64,
+            data: Data::External {
+                offset,
+                length: bytes.len() as u64,
+            },
         })
     }
 
@@ -211,10 +233,17 @@ fn initializer(t: &Initializer, location: &str) -> Msg {
         m.int(1, *d);
     }
     m.int(2, t.dtype as i64).str(8, &t.name);
-    m.msg(13, entry("location", location))
-        .msg(13, entry("offset", &t.offset.to_string()))
-        .msg(13, entry("length", &t.length.to_string()))
-        .int(14, 1); // EXTERNAL
+    match &t.data {
+        Data::Raw(bytes) => {
+            m.bytes(9, bytes);
+        }
+        Data::External { offset, length } => {
+            m.msg(13, entry("location", location))
+                .msg(13, entry("offset", &offset.to_string()))
+                .msg(13, entry("length", &length.to_string()))
+                .int(14, 1); // EXTERNAL
+        }
+    }
     m
 }
 
@@ -293,7 +322,11 @@ mod tests {
         let b = ext
             .add("b", DataType::Float, &[1], &1f32.to_le_bytes())
             .unwrap();
-        assert_eq!((a.offset, b.offset, b.length), (0, 64, 4));
+        let at = |t: &Initializer| match t.data {
+            Data::External { offset, length } => (offset, length),
+            Data::Raw(_) => unreachable!(),
+        };
+        assert_eq!((at(&a), at(&b)), ((0, 3), (64, 4)));
         assert_eq!(ext.finish().unwrap().len(), 68);
     }
 }

@@ -1,0 +1,770 @@
+//! The decoder as an ONNX graph, in the optimum layout (as the Python importer's graph.py writes
+//! it, node for node):
+//!
+//!   inputs   input_ids [B,S], attention_mask [B,T], position_ids [B,S] (int64),
+//!            past_key_values.{i}.key/value [B, kv_heads, P, head_dim], and
+//!            num_logits_to_keep [1] (default 0: every position)
+//!   outputs  logits [B, kept, vocab] (float32), present.{i}.key/value [B, kv_heads, T, head_dim]
+//!
+//! Weights are GGUF's own: block-quantized ones become `MatMulNBits` initializers without being
+//! re-quantized (`blocks.rs`), and a quantized embedding table is read by
+//! `GatherBlockQuantized` and, when the LM head is tied to it, shared with the head's
+//! `MatMulNBits` (two initializers over the same bytes of the external data file). Only float
+//! weights, and block formats ONNX Runtime's CPU kernels cannot run as they are, are written as
+//! float32. Each weight is read from the memory-mapped GGUF and written out before the next, so
+//! memory stays at about the largest tensor.
+
+use std::io::Write;
+
+use crate::arch::Arch;
+use crate::blocks::{Blocks, Layout, Zeros};
+use crate::error::{Error, Result};
+use crate::gguf::{Gguf, TensorInfo};
+use crate::onnx::{Attr, Data, DataType, Dim, ExternalData, Initializer, Model, Node, ValueInfo};
+
+pub const KEEP: &str = "num_logits_to_keep";
+const OPSET: i64 = 17;
+
+/// A quantized weight's `MatMulNBits` initializers (B, scales, zero points) and layout.
+type NBitsWeight = (Layout, [Initializer; 3]);
+
+/// A weight as it will be written.
+enum Weight {
+    Blocks(Layout, Blocks),
+    /// Row-major `[rows, cols]`.
+    Floats(Vec<f32>),
+}
+
+/// `MatMulNBits`' CPU kernel runs 4-bit weights with any zero point and 8-bit ones with uint8
+/// zero points only (ONNX Runtime 1.31).
+fn runnable(l: Layout) -> bool {
+    l.bits == 4 || l.int_zero
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub struct Builder<'a, W: Write> {
+    a: &'a Arch,
+    src: &'a Gguf,
+    ext: ExternalData<W>,
+    nodes: Vec<Node>,
+    inits: Vec<Initializer>,
+    n: usize,
+    /// Names of shared values the prologue makes.
+    eps: String,
+    scale: String,
+    half_split: String,
+    cos: String,
+    sin: String,
+    mask: String,
+}
+
+impl<'a, W: Write> Builder<'a, W> {
+    pub fn new(a: &'a Arch, src: &'a Gguf, ext: ExternalData<W>) -> Self {
+        Builder {
+            a,
+            src,
+            ext,
+            nodes: Vec::new(),
+            inits: Vec::new(),
+            n: 0,
+            eps: String::new(),
+            scale: String::new(),
+            half_split: String::new(),
+            cos: String::new(),
+            sin: String::new(),
+            mask: String::new(),
+        }
+    }
+
+    fn name(&mut self, hint: &str) -> String {
+        self.n += 1;
+        format!("{hint}_{}", self.n)
+    }
+
+    fn op(&mut self, op: &str, inputs: &[&str], hint: &str, attrs: Vec<(&str, Attr)>) -> String {
+        self.op_in(op, "", inputs, hint, attrs)
+    }
+
+    fn op_in(
+        &mut self,
+        op: &str,
+        domain: &str,
+        inputs: &[&str],
+        hint: &str,
+        attrs: Vec<(&str, Attr)>,
+    ) -> String {
+        let out = self.name(if hint.is_empty() { op } else { hint });
+        self.node(op, domain, inputs, &[&out], attrs);
+        out
+    }
+
+    fn node(
+        &mut self,
+        op: &str,
+        domain: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: Vec<(&str, Attr)>,
+    ) {
+        self.nodes.push(Node {
+            op: op.into(),
+            domain: domain.into(),
+            name: format!("{}_node", outputs[0]),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: outputs.iter().map(|s| s.to_string()).collect(),
+            attrs: attrs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        });
+    }
+
+    /// A small constant, inline in the model.
+    fn raw(&mut self, hint: &str, dtype: DataType, dims: &[i64], bytes: Vec<u8>) -> String {
+        let name = self.name(hint);
+        self.inits.push(Initializer {
+            name: name.clone(),
+            dtype,
+            dims: dims.to_vec(),
+            data: Data::Raw(bytes),
+        });
+        name
+    }
+
+    fn i64s(&mut self, v: &[i64]) -> String {
+        self.raw(
+            "const",
+            DataType::Int64,
+            &[v.len() as i64],
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        )
+    }
+
+    fn i64_scalar(&mut self, v: i64) -> String {
+        self.raw("const", DataType::Int64, &[], v.to_le_bytes().to_vec())
+    }
+
+    fn f32_scalar(&mut self, hint: &str, v: f32) -> String {
+        self.raw(hint, DataType::Float, &[], v.to_le_bytes().to_vec())
+    }
+
+    /// A weight in the external data file.
+    fn external(
+        &mut self,
+        name: &str,
+        dtype: DataType,
+        dims: &[i64],
+        bytes: &[u8],
+    ) -> Result<Initializer> {
+        let t = self
+            .ext
+            .add(name, dtype, dims, bytes)
+            .map_err(|e| Error::Io("model.onnx.data".into(), e))?;
+        self.inits.push(t.clone());
+        Ok(t)
+    }
+
+    /// A tensor by GGUF name, its dimensions (innermost first) checked.
+    fn tensor(&self, name: &str, dims: &[usize]) -> Result<&'a TensorInfo> {
+        let t = self
+            .src
+            .tensor(name)
+            .ok_or_else(|| Error::Corrupt(format!("the GGUF has no tensor {name}")))?;
+        if t.dims.iter().map(|&d| d as usize).ne(dims.iter().copied()) {
+            return Err(Error::Corrupt(format!(
+                "{name} has dimensions {:?}, but the metadata implies {dims:?}",
+                t.dims
+            )));
+        }
+        Ok(t)
+    }
+
+    /// A `[rows, cols]` weight (GGUF dimensions `[cols, rows]`), its rows in `order` (llama.cpp
+    /// permutes llama's q/k rows for its rotary embedding; transformers' order is restored).
+    fn weight(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        order: Option<Vec<usize>>,
+    ) -> Result<Weight> {
+        let t = if rows == 1 {
+            self.tensor(name, &[cols])?
+        } else {
+            self.tensor(name, &[cols, rows])?
+        };
+        let data = self.src.data(t);
+        let row_bytes = data.len() / rows;
+        let order = order.unwrap_or_else(|| (0..rows).collect());
+        if let Some(floats) = t.format.floats(data) {
+            let mut out = Vec::with_capacity(rows * cols);
+            for &r in &order {
+                out.extend_from_slice(&floats[r * cols..(r + 1) * cols]);
+            }
+            return Ok(Weight::Floats(out));
+        }
+        let layout = t.format.nbits().expect("block formats have a layout");
+        let (_, block_bytes) = t.format.block();
+        let mut blocks = Blocks::default();
+        for &r in &order {
+            for b in data[r * row_bytes..(r + 1) * row_bytes].chunks_exact(block_bytes) {
+                t.format.transcode(b, &mut blocks);
+            }
+        }
+        Ok(if runnable(layout) {
+            Weight::Blocks(layout, blocks)
+        } else {
+            Weight::Floats(blocks.dequantize())
+        })
+    }
+
+    fn floats(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+        match self.weight(name, 1, n, None)? {
+            Weight::Floats(v) => Ok(v),
+            Weight::Blocks(_, b) => Ok(b.dequantize()),
+        }
+    }
+
+    /// The initializers of a `MatMulNBits` weight; returns (B, scales, zero points).
+    fn nbits(
+        &mut self,
+        name: &str,
+        l: Layout,
+        b: &Blocks,
+        rows: usize,
+        cols: usize,
+    ) -> Result<[Initializer; 3]> {
+        let p = b.pack(l, rows);
+        let blocks = (cols / l.block) as i64;
+        let blob = (l.block * l.bits as usize / 8) as i64;
+        let q = self.external(
+            &format!("{name}.weight_Q{}", l.bits),
+            DataType::Uint8,
+            &[rows as i64, blocks, blob],
+            &p.b,
+        )?;
+        let s = self.external(
+            &format!("{name}.weight_scales"),
+            DataType::Float,
+            &[rows as i64 * blocks],
+            &f32_bytes(&p.scales),
+        )?;
+        let z = match &p.zeros {
+            Zeros::Uint8(z) => self.external(
+                &format!("{name}.weight_zp"),
+                DataType::Uint8,
+                &[z.len() as i64],
+                z,
+            )?,
+            Zeros::Float(z) => self.external(
+                &format!("{name}.weight_zp"),
+                DataType::Float,
+                &[z.len() as i64],
+                &f32_bytes(z),
+            )?,
+        };
+        Ok([q, s, z])
+    }
+
+    fn matmul_nbits(
+        &mut self,
+        x: &str,
+        [q, s, z]: &[Initializer; 3],
+        l: Layout,
+        out_f: usize,
+        in_f: usize,
+        hint: &str,
+    ) -> String {
+        self.op_in(
+            "MatMulNBits",
+            "com.microsoft",
+            &[x, &q.name, &s.name, &z.name],
+            hint,
+            vec![
+                ("K", Attr::Int(in_f as i64)),
+                ("N", Attr::Int(out_f as i64)),
+                ("bits", Attr::Int(l.bits.into())),
+                ("block_size", Attr::Int(l.block as i64)),
+            ],
+        )
+    }
+
+    /// x @ Wᵀ (+ b) for a `[out, in]` weight.
+    fn linear(
+        &mut self,
+        x: &str,
+        name: &str,
+        out_f: usize,
+        in_f: usize,
+        bias: bool,
+        order: Option<Vec<usize>>,
+    ) -> Result<String> {
+        let y = match self.weight(&format!("{name}.weight"), out_f, in_f, order.clone())? {
+            Weight::Blocks(l, b) => {
+                let inits = self.nbits(name, l, &b, out_f, in_f)?;
+                self.matmul_nbits(x, &inits, l, out_f, in_f, name)
+            }
+            Weight::Floats(w) => {
+                let mut t = vec![0f32; w.len()];
+                for r in 0..out_f {
+                    for c in 0..in_f {
+                        t[c * out_f + r] = w[r * in_f + c];
+                    }
+                }
+                let init = self.external(
+                    &format!("{name}.weight_T"),
+                    DataType::Float,
+                    &[in_f as i64, out_f as i64],
+                    &f32_bytes(&t),
+                )?;
+                self.op("MatMul", &[x, &init.name], name, vec![])
+            }
+        };
+        if !bias {
+            return Ok(y);
+        }
+        let b = match self.weight(&format!("{name}.bias"), 1, out_f, None)? {
+            Weight::Floats(v) => v,
+            Weight::Blocks(_, b) => b.dequantize(),
+        };
+        let b: Vec<f32> = match order {
+            Some(o) => o.iter().map(|&r| b[r]).collect(),
+            None => b,
+        };
+        let init = self.external(
+            &format!("{name}.bias"),
+            DataType::Float,
+            &[out_f as i64],
+            &f32_bytes(&b),
+        )?;
+        Ok(self.op("Add", &[&y, &init.name], &format!("{name}_bias"), vec![]))
+    }
+
+    fn rms_norm(&mut self, x: &str, name: &str) -> Result<String> {
+        let w = self.floats(&format!("{name}.weight"), self.a.hidden_size)?;
+        let w = self.external(
+            &format!("{name}.weight"),
+            DataType::Float,
+            &[w.len() as i64],
+            &f32_bytes(&w),
+        )?;
+        let sq = self.op("Mul", &[x, x], "", vec![]);
+        let var = self.op(
+            "ReduceMean",
+            &[&sq],
+            "var",
+            vec![("axes", Attr::Ints(vec![-1])), ("keepdims", Attr::Int(1))],
+        );
+        let eps = self.eps.clone();
+        let sum = self.op("Add", &[&var, &eps], "", vec![]);
+        let root = self.op("Sqrt", &[&sum], "", vec![]);
+        let inv = self.op("Reciprocal", &[&root], "", vec![]);
+        let y = self.op("Mul", &[x, &inv], "normed", vec![]);
+        Ok(self.op("Mul", &[&y, &w.name], name, vec![]))
+    }
+
+    /// x·cos + rotate_half(x)·sin, for x `[B, heads, S, head_dim]`.
+    fn rotate(&mut self, x: &str) -> String {
+        let (h1, h2) = (self.name("half"), self.name("half"));
+        let split = self.half_split.clone();
+        self.node(
+            "Split",
+            "",
+            &[x, &split],
+            &[&h1, &h2],
+            vec![("axis", Attr::Int(-1))],
+        );
+        let neg = self.op("Neg", &[&h2], "", vec![]);
+        let rot = self.op(
+            "Concat",
+            &[&neg, &h1],
+            "rot_half",
+            vec![("axis", Attr::Int(-1))],
+        );
+        let (cos, sin) = (self.cos.clone(), self.sin.clone());
+        let a = self.op("Mul", &[x, &cos], "", vec![]);
+        let b = self.op("Mul", &[&rot, &sin], "", vec![]);
+        self.op("Add", &[&a, &b], "rope", vec![])
+    }
+
+    /// `[B, S, n·hd]` → `[B, n, S, hd]`
+    fn heads(&mut self, y: &str, n: usize) -> String {
+        let shape = self.i64s(&[0, 0, n as i64, self.a.head_dim as i64]);
+        let r = self.op("Reshape", &[y, &shape], "", vec![]);
+        self.op(
+            "Transpose",
+            &[&r],
+            "",
+            vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))],
+        )
+    }
+
+    /// llama.cpp's rotary permutation of a q/k weight's rows, undone: row (h, j, d) of the
+    /// result is row (h, d, j) of the GGUF's (head h, pair member j, pair d).
+    fn unpermute(&self, heads: usize) -> Option<Vec<usize>> {
+        if self.a.family != "llama" {
+            return None;
+        }
+        let dim = self.a.head_dim / 2;
+        Some(
+            (0..heads)
+                .flat_map(|h| {
+                    (0..2).flat_map(move |j| (0..dim).map(move |d| h * 2 * dim + 2 * d + j))
+                })
+                .collect(),
+        )
+    }
+
+    fn attention(&mut self, x: &str, i: usize) -> Result<String> {
+        let a = self.a;
+        let (nh, kv, hd) = (a.num_heads, a.num_kv_heads, a.head_dim);
+        let p = format!("blk.{i}");
+        let q = self.linear(
+            x,
+            &format!("{p}.attn_q"),
+            nh * hd,
+            a.hidden_size,
+            a.attention_bias,
+            self.unpermute(nh),
+        )?;
+        let q = self.heads(&q, nh);
+        let k = self.linear(
+            x,
+            &format!("{p}.attn_k"),
+            kv * hd,
+            a.hidden_size,
+            a.attention_bias,
+            self.unpermute(kv),
+        )?;
+        let k = self.heads(&k, kv);
+        let v = self.linear(
+            x,
+            &format!("{p}.attn_v"),
+            kv * hd,
+            a.hidden_size,
+            a.attention_bias,
+            None,
+        )?;
+        let v = self.heads(&v, kv);
+        let rq = self.rotate(&q);
+        let scale = self.scale.clone();
+        let q = self.op("Mul", &[&rq, &scale], "", vec![]);
+        let k = self.rotate(&k);
+        let (k_all, v_all) = (format!("present.{i}.key"), format!("present.{i}.value"));
+        self.node(
+            "Concat",
+            "",
+            &[&format!("past_key_values.{i}.key"), &k],
+            &[&k_all],
+            vec![("axis", Attr::Int(2))],
+        );
+        self.node(
+            "Concat",
+            "",
+            &[&format!("past_key_values.{i}.value"), &v],
+            &[&v_all],
+            vec![("axis", Attr::Int(2))],
+        );
+        // Grouped-query attention without repeating K/V: each KV head's query heads as rows.
+        let s = self.i64s(&[0, kv as i64, -1, hd as i64]);
+        let qg = self.op("Reshape", &[&q, &s], "q_grouped", vec![]);
+        let kt = self.op(
+            "Transpose",
+            &[&k_all],
+            "",
+            vec![("perm", Attr::Ints(vec![0, 1, 3, 2]))],
+        );
+        let scores = self.op("MatMul", &[&qg, &kt], "scores", vec![]);
+        let s = self.i64s(&[0, nh as i64, -1, 0]);
+        let scores = self.op("Reshape", &[&scores, &s], "", vec![]);
+        let mask = self.mask.clone();
+        let masked = self.op("Add", &[&scores, &mask], "", vec![]);
+        let probs = self.op("Softmax", &[&masked], "", vec![("axis", Attr::Int(-1))]);
+        let s = self.i64s(&[0, kv as i64, -1, 0]);
+        let probs = self.op("Reshape", &[&probs, &s], "", vec![]);
+        let ctx = self.op("MatMul", &[&probs, &v_all], "ctx", vec![]);
+        let s = self.i64s(&[0, nh as i64, -1, hd as i64]);
+        let ctx = self.op("Reshape", &[&ctx, &s], "", vec![]);
+        let ctx = self.op(
+            "Transpose",
+            &[&ctx],
+            "",
+            vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))],
+        );
+        let s = self.i64s(&[0, 0, (nh * hd) as i64]);
+        let ctx = self.op("Reshape", &[&ctx, &s], "", vec![]);
+        self.linear(
+            &ctx,
+            &format!("{p}.attn_output"),
+            a.hidden_size,
+            nh * hd,
+            false,
+            None,
+        )
+    }
+
+    fn mlp(&mut self, x: &str, i: usize) -> Result<String> {
+        let a = self.a;
+        let p = format!("blk.{i}");
+        let gate = self.linear(
+            x,
+            &format!("{p}.ffn_gate"),
+            a.intermediate_size,
+            a.hidden_size,
+            false,
+            None,
+        )?;
+        let up = self.linear(
+            x,
+            &format!("{p}.ffn_up"),
+            a.intermediate_size,
+            a.hidden_size,
+            false,
+            None,
+        )?;
+        let sig = self.op("Sigmoid", &[&gate], "", vec![]);
+        let act = self.op("Mul", &[&gate, &sig], "silu", vec![]);
+        let h = self.op("Mul", &[&act, &up], "", vec![]);
+        self.linear(
+            &h,
+            &format!("{p}.ffn_down"),
+            a.hidden_size,
+            a.intermediate_size,
+            false,
+            None,
+        )
+    }
+
+    /// Rotary tables and the additive attention mask, shared by every layer.
+    fn prologue(&mut self) {
+        let a = self.a;
+        let hd = a.head_dim;
+        self.eps = self.f32_scalar("rms_eps", a.rms_norm_eps);
+        self.scale = self.f32_scalar("attn_scale", (1.0 / (hd as f64).sqrt()) as f32);
+        self.half_split = self.i64s(&[hd as i64 / 2, hd as i64 / 2]);
+        let inv_freq: Vec<f32> = (0..hd / 2)
+            .map(|i| (1.0 / a.rope_theta.powf((2 * i) as f64 / hd as f64)) as f32)
+            .collect();
+        let inv = self.raw(
+            "rope_inv_freq",
+            DataType::Float,
+            &[inv_freq.len() as i64],
+            f32_bytes(&inv_freq),
+        );
+        let pos = self.op(
+            "Cast",
+            &["position_ids"],
+            "",
+            vec![("to", Attr::Int(DataType::Float as i64))],
+        );
+        let last = self.i64s(&[-1]);
+        let pos = self.op("Unsqueeze", &[&pos, &last], "", vec![]);
+        let freqs = self.op("Mul", &[&pos, &inv], "", vec![]);
+        let emb = self.op(
+            "Concat",
+            &[&freqs, &freqs],
+            "",
+            vec![("axis", Attr::Int(-1))],
+        );
+        let one = self.i64s(&[1]);
+        let cos = self.op("Cos", &[&emb], "", vec![]);
+        self.cos = self.op("Unsqueeze", &[&cos, &one], "", vec![]);
+        let sin = self.op("Sin", &[&emb], "", vec![]);
+        self.sin = self.op("Unsqueeze", &[&sin, &one], "", vec![]);
+        // Causal + padding: query row r (absolute position T−S+r) sees key j ≤ T−S+r with mask 1.
+        let (b1, b2) = (self.i64s(&[1]), self.i64s(&[2]));
+        let dim1 = |me: &mut Self, input: &str| {
+            let shape = me.op("Shape", &[input], "", vec![]);
+            let sl = me.op("Slice", &[&shape, &b1, &b2], "", vec![]);
+            me.op("Squeeze", &[&sl], "", vec![])
+        };
+        let s = dim1(self, "input_ids");
+        let t = dim1(self, "attention_mask");
+        let (zero, step) = (self.i64_scalar(0), self.i64_scalar(1));
+        let start = self.op("Sub", &[&t, &s], "", vec![]);
+        let rows = self.op("Range", &[&start, &t, &step], "", vec![]);
+        let cols = self.op("Range", &[&zero, &t, &step], "", vec![]);
+        let (ax0, ax1, ax01, ax12) = (
+            self.i64s(&[0]),
+            self.i64s(&[1]),
+            self.i64s(&[0, 1]),
+            self.i64s(&[1, 2]),
+        );
+        let c = self.op("Unsqueeze", &[&cols, &ax0], "", vec![]);
+        let r = self.op("Unsqueeze", &[&rows, &ax1], "", vec![]);
+        let causal = self.op("LessOrEqual", &[&c, &r], "", vec![]);
+        let m = self.op(
+            "Cast",
+            &["attention_mask"],
+            "",
+            vec![("to", Attr::Int(DataType::Bool as i64))],
+        );
+        let pad = self.op("Unsqueeze", &[&m, &ax12], "", vec![]);
+        let causal = self.op("Unsqueeze", &[&causal, &ax01], "", vec![]);
+        let allowed = self.op("And", &[&causal, &pad], "", vec![]);
+        let (open, shut) = (
+            self.f32_scalar("zero", 0.0),
+            self.f32_scalar("lowest", f32::MIN),
+        );
+        self.mask = self.op("Where", &[&allowed, &open, &shut], "mask", vec![]);
+    }
+
+    /// Only the last `num_logits_to_keep` positions reach the LM head (0 keeps all).
+    fn keep_last(&mut self, x: &str) -> String {
+        let (b1, b2, zero) = (self.i64s(&[1]), self.i64s(&[2]), self.i64s(&[0]));
+        let shape = self.op("Shape", &[x], "", vec![]);
+        let seq = self.op("Slice", &[&shape, &b1, &b2], "", vec![]);
+        let some = self.op("Greater", &[KEEP, &zero], "", vec![]);
+        let k = self.op("Where", &[&some, KEEP, &seq], "", vec![]);
+        let from = self.op("Neg", &[&k], "", vec![]);
+        let (end, axis) = (self.i64s(&[i64::MAX]), self.i64s(&[1]));
+        self.op("Slice", &[x, &from, &end, &axis], "kept", vec![])
+    }
+
+    /// The embedding lookup; the table's initializers when the LM head can share them.
+    fn embed(&mut self) -> Result<(String, Option<NBitsWeight>)> {
+        let a = self.a;
+        let (v, h) = (a.vocab_size, a.hidden_size);
+        match self.weight("token_embd.weight", v, h, None)? {
+            // GatherBlockQuantized takes uint8 zero points.
+            Weight::Blocks(l, b) if l.int_zero && (l.bits == 8 || l.bits == 4) => {
+                let inits = self.nbits("token_embd", l, &b, v, h)?;
+                let blocks = (h / l.block) as i64;
+                let data_dims = [v as i64, (h * l.bits as usize / 8) as i64];
+                let data = inits[0].alias("token_embd.table", DataType::Uint8, &data_dims);
+                let scales = inits[1].alias(
+                    "token_embd.table_scales",
+                    DataType::Float,
+                    &[v as i64, blocks],
+                );
+                let zp_cols = if l.bits == 4 {
+                    (blocks + 1) / 2
+                } else {
+                    blocks
+                };
+                let zeros =
+                    inits[2].alias("token_embd.table_zp", DataType::Uint8, &[v as i64, zp_cols]);
+                let names = [data.name.clone(), scales.name.clone(), zeros.name.clone()];
+                self.inits.extend([data, scales, zeros]);
+                let x = self.op_in(
+                    "GatherBlockQuantized",
+                    "com.microsoft",
+                    &[&names[0], "input_ids", &names[1], &names[2]],
+                    "embed",
+                    vec![
+                        ("gather_axis", Attr::Int(0)),
+                        ("quantize_axis", Attr::Int(1)),
+                        ("block_size", Attr::Int(l.block as i64)),
+                        ("bits", Attr::Int(l.bits.into())),
+                    ],
+                );
+                Ok((x, Some((l, inits))))
+            }
+            w => {
+                let floats = match w {
+                    Weight::Floats(f) => f,
+                    Weight::Blocks(_, b) => b.dequantize(),
+                };
+                let t = self.external(
+                    "token_embd.weight",
+                    DataType::Float,
+                    &[v as i64, h as i64],
+                    &f32_bytes(&floats),
+                )?;
+                Ok((
+                    self.op("Gather", &[&t.name, "input_ids"], "embed", vec![]),
+                    None,
+                ))
+            }
+        }
+    }
+
+    pub fn build(mut self, metadata: Vec<(String, String)>) -> Result<(Model, W)> {
+        let a = self.a;
+        let named = |s: &str| Dim::Named(s.to_owned());
+        let (b, s, t, p) = (
+            "batch_size",
+            "sequence_length",
+            "total_sequence_length",
+            "past_sequence_length",
+        );
+        let info = |name: &str, dtype, dims: Vec<Dim>| ValueInfo {
+            name: name.to_owned(),
+            dtype,
+            dims,
+        };
+        let mut inputs = vec![
+            info("input_ids", DataType::Int64, vec![named(b), named(s)]),
+            info("attention_mask", DataType::Int64, vec![named(b), named(t)]),
+            info("position_ids", DataType::Int64, vec![named(b), named(s)]),
+            info(KEEP, DataType::Int64, vec![Dim::Fixed(1)]),
+        ];
+        // An input with a default (an initializer of the same name): callers may leave it out.
+        self.inits.push(Initializer {
+            name: KEEP.into(),
+            dtype: DataType::Int64,
+            dims: vec![1],
+            data: Data::Raw(0i64.to_le_bytes().to_vec()),
+        });
+        let mut outputs = vec![info(
+            "logits",
+            DataType::Float,
+            vec![
+                named(b),
+                named("kept_sequence_length"),
+                Dim::Fixed(a.vocab_size as i64),
+            ],
+        )];
+        let kv = Dim::Fixed(a.num_kv_heads as i64);
+        let hd = Dim::Fixed(a.head_dim as i64);
+        for i in 0..a.num_layers {
+            for kind in ["key", "value"] {
+                inputs.push(info(
+                    &format!("past_key_values.{i}.{kind}"),
+                    DataType::Float,
+                    vec![named(b), kv.clone(), named(p), hd.clone()],
+                ));
+                outputs.push(info(
+                    &format!("present.{i}.{kind}"),
+                    DataType::Float,
+                    vec![named(b), kv.clone(), named(t), hd.clone()],
+                ));
+            }
+        }
+        self.prologue();
+        let (mut x, table) = self.embed()?;
+        for i in 0..a.num_layers {
+            let n = self.rms_norm(&x, &format!("blk.{i}.attn_norm"))?;
+            let h = self.attention(&n, i)?;
+            x = self.op("Add", &[&x, &h], "resid", vec![]);
+            let n = self.rms_norm(&x, &format!("blk.{i}.ffn_norm"))?;
+            let h = self.mlp(&n, i)?;
+            x = self.op("Add", &[&x, &h], "resid", vec![]);
+        }
+        let kept = self.keep_last(&x);
+        let x = self.rms_norm(&kept, "output_norm")?;
+        let logits = match (a.tie_word_embeddings, table) {
+            (true, Some((l, inits))) => {
+                self.matmul_nbits(&x, &inits, l, a.vocab_size, a.hidden_size, "lm_head")
+            }
+            (true, None) => {
+                self.linear(&x, "token_embd", a.vocab_size, a.hidden_size, false, None)?
+            }
+            (false, _) => self.linear(&x, "output", a.vocab_size, a.hidden_size, false, None)?,
+        };
+        self.node("Identity", "", &[&logits], &["logits"], vec![]);
+        let model = Model {
+            opsets: vec![(String::new(), OPSET), ("com.microsoft".into(), 1)],
+            nodes: self.nodes,
+            inputs,
+            outputs,
+            initializers: self.inits,
+            metadata,
+        };
+        let out = self
+            .ext
+            .finish()
+            .map_err(|e| Error::Io("model.onnx.data".into(), e))?;
+        Ok((model, out))
+    }
+}
