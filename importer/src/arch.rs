@@ -21,6 +21,8 @@ pub struct Arch {
     pub tie_word_embeddings: bool,
     /// q/k/v projections carry a bias (Qwen2).
     pub attention_bias: bool,
+    pub bos_token_id: Option<u64>,
+    pub eos_token_ids: Vec<u64>,
 }
 
 const SUPPORTED: &str = "llama: Llama (SmolLM2, TinyLlama, Llama 2/3 without rope scaling); qwen2: Qwen2 (Qwen2.5, DeepSeek-R1-Distill-Qwen)";
@@ -78,6 +80,16 @@ impl Arch {
             context_length: need("context_length")?,
             tie_word_embeddings: g.tensor("output.weight").is_none(),
             attention_bias: g.tensor("blk.0.attn_q.bias").is_some(),
+            bos_token_id: g
+                .metadata
+                .get("tokenizer.ggml.bos_token_id")
+                .and_then(Value::as_u64),
+            eos_token_ids: g
+                .metadata
+                .get("tokenizer.ggml.eos_token_id")
+                .and_then(Value::as_u64)
+                .into_iter()
+                .collect(),
             family,
         };
         a.check()
@@ -102,5 +114,74 @@ impl Arch {
             ));
         }
         Ok(self)
+    }
+}
+
+impl Arch {
+    /// config.json for the written folder, in transformers' terms.
+    pub fn hf_config(&self) -> serde_json::Value {
+        let arch = if self.family == "qwen2" {
+            "Qwen2ForCausalLM"
+        } else {
+            "LlamaForCausalLM"
+        };
+        serde_json::json!({
+            "architectures": [arch],
+            "model_type": self.family,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "max_position_embeddings": self.context_length,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_bias": self.attention_bias,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_ids,
+        })
+    }
+
+    /// genai_config.json, so onnxruntime-genai runs the same folder.
+    pub fn genai_config(&self, threads: u32) -> serde_json::Value {
+        let eos = match self.eos_token_ids.as_slice() {
+            [one] => serde_json::json!(one),
+            many => serde_json::json!(many),
+        };
+        serde_json::json!({
+            "model": {
+                "bos_token_id": self.bos_token_id,
+                "context_length": self.context_length,
+                "decoder": {
+                    "session_options": {"log_id": "onnxruntime-genai", "provider_options": [], "intra_op_num_threads": threads},
+                    "filename": "model.onnx",
+                    "head_size": self.head_dim,
+                    "hidden_size": self.hidden_size,
+                    "inputs": {
+                        "input_ids": "input_ids", "attention_mask": "attention_mask", "position_ids": "position_ids",
+                        "past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value",
+                    },
+                    "outputs": {
+                        "logits": "logits", "present_key_names": "present.%d.key", "present_value_names": "present.%d.value",
+                    },
+                    "num_attention_heads": self.num_heads,
+                    "num_hidden_layers": self.num_layers,
+                    "num_key_value_heads": self.num_kv_heads,
+                },
+                "eos_token_id": eos,
+                "pad_token_id": self.eos_token_ids.first().copied().unwrap_or(0),
+                "type": self.family,
+                "vocab_size": self.vocab_size,
+            },
+            "search": {
+                "diversity_penalty": 0.0, "do_sample": false, "early_stopping": true, "length_penalty": 1.0,
+                "max_length": self.context_length, "min_length": 0, "no_repeat_ngram_size": 0, "num_beams": 1,
+                "num_return_sequences": 1, "past_present_share_buffer": false, "repetition_penalty": 1.0,
+                "temperature": 1.0, "top_k": 1, "top_p": 1.0,
+            },
+        })
     }
 }

@@ -1,25 +1,27 @@
 //! GGUF's block formats, read as ONNX Runtime's `MatMulNBits` stores weights: each block of
-//! `sub` consecutive weights along a row is `(q - zero) × scale`, with `q` an unsigned integer
-//! of `bits` (4 or 8) bits. Every GGUF format is that, or that with a float zero point, so a
-//! GGUF weight transcodes into `MatMulNBits` without de-quantizing and quantizing again:
+//! `block` consecutive weights along a row is `(q − zero) × scale`, with `q` an unsigned integer
+//! of `bits` (4 or 8) bits and `zero` an integer. The affine formats (a block minimum besides
+//! the scale: `d·q + min`) keep that minimum as one more value per block, `min`, so a GGUF weight
+//! transcodes without being de-quantized and quantized again:
 //!
-//! | GGUF | weights a block | as MatMulNBits | zero point |
-//! |---|---:|---|---|
-//! | Q4_0 | 32 | 4-bit, blocks of 32 | 8 |
-//! | Q4_1 | 32 | 4-bit, blocks of 32 | −min/d (float) |
-//! | Q5_0 | 32 | 8-bit, blocks of 32 | 16 |
-//! | Q5_1 | 32 | 8-bit, blocks of 32 | −min/d (float) |
-//! | Q8_0 | 32 | 8-bit, blocks of 32 (q + 128) | 128 |
-//! | Q2_K | 256 | 4-bit, blocks of 16 | dmin·m / (d·sc) (float) |
-//! | Q3_K | 256 | 4-bit, blocks of 16 (q + 4) | 4 |
-//! | Q4_K | 256 | 4-bit, blocks of 32 | dmin·m / (d·sc) (float) |
-//! | Q5_K | 256 | 8-bit, blocks of 32 | dmin·m / (d·sc) (float) |
-//! | Q6_K | 256 | 8-bit, blocks of 16 | 32 |
+//! | GGUF | weights a block | as MatMulNBits | zero point | block minimum |
+//! |---|---:|---|---|---|
+//! | Q4_0 | 32 | 4-bit, blocks of 32 | 8 | – |
+//! | Q4_1 | 32 | 4-bit, blocks of 32 | 0 | min |
+//! | Q5_0 | 32 | 8-bit, blocks of 32 | 16 | – |
+//! | Q5_1 | 32 | 8-bit, blocks of 32 | 0 | min |
+//! | Q8_0 | 32 | 8-bit, blocks of 32 (q + 128) | 128 | – |
+//! | Q2_K | 256 | 4-bit, blocks of 16 | 0 | −dmin·m |
+//! | Q3_K | 256 | 4-bit, blocks of 16 (q + 4) | 4 | – |
+//! | Q4_K | 256 | 4-bit, blocks of 32 | 0 | −dmin·m |
+//! | Q5_K | 256 | 8-bit, blocks of 32 | 0 | −dmin·m |
+//! | Q6_K | 256 | 8-bit, blocks of 16 | 32 | – |
 //!
-//! With an integer zero point the weights are exactly GGUF's (the scale is an fp16 times a small
-//! integer, exact in fp32). With a float one, `(q − zero) × scale` differs from GGUF's
-//! `d·q + min` by a rounding or two of fp32. A block whose scale is 0 holds one value for all its
-//! weights; it becomes `q = 0`, zero 1, scale −value, which is exact too.
+//! Every weight is then exactly GGUF's: the scale is an fp16 times a small integer, exact in
+//! fp32, and `q·scale + min` is GGUF's own formula. Integer zero points matter for speed too:
+//! ONNX Runtime's CPU `MatMulNBits` prepacks only weights with uint8 zero points, and
+//! de-quantizes the others in full on every run. The graph adds the minimums as a second, small
+//! product (`graph.rs`: the input's block sums times the minimums).
 
 use half::{bf16, f16};
 
@@ -47,62 +49,53 @@ pub struct Layout {
     pub bits: u8,
     /// Weights per `MatMulNBits` block.
     pub block: usize,
-    /// Zero points are integers (stored as uint8), else floats.
-    pub int_zero: bool,
+    /// Each block has a minimum added to its weights (the graph's second term).
+    pub affine: bool,
 }
 
 /// Blocks in `MatMulNBits` terms, block after block: `q` holds `block` values each (one
-/// byte a value, unpacked), `scales` and `zeros` one each.
+/// byte a value, unpacked), `scales` and `zeros` one each, and `mins` one each for affine
+/// formats.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Blocks {
     pub q: Vec<u8>,
     pub scales: Vec<f32>,
-    pub zeros: Vec<f32>,
+    pub zeros: Vec<u8>,
+    pub mins: Vec<f32>,
 }
 
 impl Blocks {
-    fn push(&mut self, scale: f32, zero: f32, q: impl IntoIterator<Item = u8>) {
+    fn push(&mut self, scale: f32, zero: u8, q: impl IntoIterator<Item = u8>) {
         self.q.extend(q);
         self.scales.push(scale);
         self.zeros.push(zero);
     }
 
-    /// A block whose every weight is `value`.
-    fn push_constant(&mut self, value: f32, n: usize) {
-        self.q.extend(std::iter::repeat_n(0, n));
-        self.scales.push(-value);
-        self.zeros.push(1.0);
+    /// `d·q + min` for each q.
+    fn push_affine(&mut self, d: f32, min: f32, q: impl IntoIterator<Item = u8>) {
+        self.push(d, 0, q);
+        self.mins.push(min);
     }
 
-    /// `d·q + add` for each q, as `(q − zero)·scale`.
-    fn push_affine(&mut self, d: f32, add: f32, q: impl IntoIterator<Item = u8>, n: usize) {
-        if d == 0.0 {
-            self.push_constant(add, n);
-        } else {
-            self.push(d, -add / d, q);
-        }
-    }
-
-    /// The weights: `(q − zero) × scale`, as `MatMulNBits` computes them.
+    /// The weights, as `MatMulNBits` and the minimums' term compute them.
     pub fn dequantize(&self) -> Vec<f32> {
         let block = self.q.len() / self.scales.len().max(1);
         self.q
             .chunks(block.max(1))
-            .zip(self.scales.iter().zip(&self.zeros))
-            .flat_map(|(q, (&s, &z))| q.iter().map(move |&q| (q as f32 - z) * s))
+            .enumerate()
+            .flat_map(|(i, q)| {
+                let (s, z) = (self.scales[i], self.zeros[i] as f32);
+                let min = self.mins.get(i).copied();
+                q.iter().map(move |&q| match min {
+                    Some(m) => q as f32 * s + m,
+                    None => (q as f32 - z) * s,
+                })
+            })
             .collect()
     }
 }
 
-/// `MatMulNBits` zero points: uint8 (4-bit ones packed two to a byte, as the weights are) or
-/// floats.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Zeros {
-    Uint8(Vec<u8>),
-    Float(Vec<f32>),
-}
-
-/// A weight's `MatMulNBits` initializers.
+/// A weight's `MatMulNBits` initializers, and its block minimums.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Packed {
     /// `[rows, blocks, block × bits / 8]`: 4-bit values two to a byte, the first in the low
@@ -110,42 +103,37 @@ pub struct Packed {
     pub b: Vec<u8>,
     /// `[rows × blocks]`
     pub scales: Vec<f32>,
-    /// `[rows × ⌈blocks / 2⌉]` for 4-bit uint8, else `[rows × blocks]`.
-    pub zeros: Zeros,
+    /// uint8, `[rows × ⌈blocks / 2⌉]` for 4 bits (two to a byte, as the weights), else
+    /// `[rows × blocks]`.
+    pub zeros: Vec<u8>,
+    /// `[rows, blocks]` for affine formats.
+    pub mins: Option<Vec<f32>>,
 }
 
 impl Blocks {
     /// The initializers of a weight of `rows` rows whose blocks are these, in row order.
     pub fn pack(&self, l: Layout, rows: usize) -> Packed {
-        let b = match l.bits {
-            4 => self
-                .q
-                .chunks(2)
+        let nibbles = |v: &[u8]| -> Vec<u8> {
+            v.chunks(2)
                 .map(|p| p[0] | (p.get(1).copied().unwrap_or(0) << 4))
-                .collect(),
-            _ => self.q.clone(),
+                .collect()
         };
-        let zeros = if l.int_zero {
-            let per_row = self.zeros.len() / rows.max(1);
-            let z = self.zeros.iter().map(|&z| z as u8);
-            Zeros::Uint8(match l.bits {
-                4 => self
-                    .zeros
+        let per_row = self.zeros.len() / rows.max(1);
+        let (b, zeros) = match l.bits {
+            4 => (
+                nibbles(&self.q),
+                self.zeros
                     .chunks(per_row.max(1))
-                    .flat_map(|row| {
-                        row.chunks(2)
-                            .map(|p| p[0] as u8 | ((p.get(1).copied().unwrap_or(0.0) as u8) << 4))
-                    })
+                    .flat_map(nibbles)
                     .collect(),
-                _ => z.collect(),
-            })
-        } else {
-            Zeros::Float(self.zeros.clone())
+            ),
+            _ => (self.q.clone(), self.zeros.clone()),
         };
         Packed {
             b,
             scales: self.scales.clone(),
             zeros,
+            mins: l.affine.then(|| self.mins.clone()),
         }
     }
 }
@@ -235,25 +223,25 @@ impl Format {
 
     /// How the format reads as `MatMulNBits`; `None` for float formats.
     pub fn nbits(self) -> Option<Layout> {
-        let l = |bits, block, int_zero| {
+        let l = |bits, block, affine| {
             Some(Layout {
                 bits,
                 block,
-                int_zero,
+                affine,
             })
         };
         match self {
             Format::F32 | Format::F16 | Format::Bf16 => None,
-            Format::Q4_0 => l(4, 32, true),
-            Format::Q4_1 => l(4, 32, false),
-            Format::Q5_0 => l(8, 32, true),
-            Format::Q5_1 => l(8, 32, false),
-            Format::Q8_0 => l(8, 32, true),
-            Format::Q2K => l(4, 16, false),
-            Format::Q3K => l(4, 16, true),
-            Format::Q4K => l(4, 32, false),
-            Format::Q5K => l(8, 32, false),
-            Format::Q6K => l(8, 16, true),
+            Format::Q4_0 => l(4, 32, false),
+            Format::Q4_1 => l(4, 32, true),
+            Format::Q5_0 => l(8, 32, false),
+            Format::Q5_1 => l(8, 32, true),
+            Format::Q8_0 => l(8, 32, false),
+            Format::Q2K => l(4, 16, true),
+            Format::Q3K => l(4, 16, false),
+            Format::Q4K => l(4, 32, true),
+            Format::Q5K => l(8, 32, true),
+            Format::Q6K => l(8, 16, false),
         }
     }
 
@@ -285,12 +273,12 @@ impl Format {
             Format::Q4_0 => {
                 let qs = &b[2..18];
                 let q = qs.iter().map(|x| x & 0xF).chain(qs.iter().map(|x| x >> 4));
-                out.push(h(b, 0), 8.0, q);
+                out.push(h(b, 0), 8, q);
             }
             Format::Q4_1 => {
                 let qs = &b[4..20];
                 let q = qs.iter().map(|x| x & 0xF).chain(qs.iter().map(|x| x >> 4));
-                out.push_affine(h(b, 0), h(b, 2), q, 32);
+                out.push_affine(h(b, 0), h(b, 2), q);
             }
             Format::Q5_0 | Format::Q5_1 => {
                 let (d, min, at) = match self {
@@ -302,13 +290,13 @@ impl Format {
                 let lo = (0..16).map(|j| (qs[j] & 0xF) | ((((qh >> j) << 4) & 0x10) as u8));
                 let hi = (0..16).map(|j| (qs[j] >> 4) | (((qh >> (j + 12)) & 0x10) as u8));
                 match min {
-                    None => out.push(d, 16.0, lo.chain(hi)),
-                    Some(m) => out.push_affine(d, m, lo.chain(hi), 32),
+                    None => out.push(d, 16, lo.chain(hi)),
+                    Some(m) => out.push_affine(d, m, lo.chain(hi)),
                 }
             }
             Format::Q8_0 => out.push(
                 h(b, 0),
-                128.0,
+                128,
                 b[2..34].iter().map(|&x| (x as i8 as i16 + 128) as u8),
             ),
             Format::Q2K => {
@@ -321,7 +309,7 @@ impl Format {
                             let sc = scales[is];
                             is += 1;
                             let (dl, ml) = (d * (sc & 0xF) as f32, dmin * (sc >> 4) as f32);
-                            out.push_affine(dl, -ml, half.iter().map(|x| (x >> shift) & 3), 16);
+                            out.push_affine(dl, -ml, half.iter().map(|x| (x >> shift) & 3));
                         }
                     }
                 }
@@ -341,7 +329,7 @@ impl Format {
                                     - if hmask[l] & m != 0 { 0 } else { 4 };
                                 (v + 4) as u8
                             });
-                            out.push(dl, 4.0, vals);
+                            out.push(dl, 4, vals);
                         }
                         m = m.wrapping_shl(1);
                     }
@@ -362,7 +350,7 @@ impl Format {
                             let high = qh.map_or(0, |qh| if qh[l] & bit != 0 { 16 } else { 0 });
                             ((q[l] >> shift) & 0xF) + high
                         });
-                        out.push_affine(d * sc as f32, -(dmin * m as f32), vals, 32);
+                        out.push_affine(d * sc as f32, -(dmin * m as f32), vals);
                     }
                 }
             }
@@ -383,7 +371,7 @@ impl Format {
                     for i in 0..4 {
                         for g in 0..2 {
                             let s = d * sc[2 * i + g] as i8 as f32;
-                            out.push(s, 32.0, (16 * g..16 * g + 16).map(|l| part(i, l)));
+                            out.push(s, 32, (16 * g..16 * g + 16).map(|l| part(i, l)));
                         }
                     }
                 }
@@ -412,7 +400,7 @@ mod tests {
     }
 
     #[test]
-    fn a_zero_scale_block_keeps_its_min_exactly() {
+    fn a_zero_scale_block_is_its_min() {
         let mut b = vec![0u8; 20];
         b[2..4].copy_from_slice(&f16b(-1.25)); // d = 0, min = -1.25
         b[4] = 0xFF;

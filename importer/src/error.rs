@@ -8,6 +8,9 @@ pub enum Error {
     Corrupt(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// What the caller asked for cannot be done as asked (a bad name, a folder in the way).
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

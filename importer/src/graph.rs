@@ -7,26 +7,23 @@
 //!   outputs  logits [B, kept, vocab] (float32), present.{i}.key/value [B, kv_heads, T, head_dim]
 //!
 //! Weights are GGUF's own: block-quantized ones become `MatMulNBits` initializers without being
-//! re-quantized (`blocks.rs`), and a quantized embedding table is read by
+//! re-quantized (`blocks.rs`, `ops.rs`), and a quantized embedding table is read by
 //! `GatherBlockQuantized` and, when the LM head is tied to it, shared with the head's
-//! `MatMulNBits` (two initializers over the same bytes of the external data file). Only float
-//! weights, and block formats ONNX Runtime's CPU kernels cannot run as they are, are written as
-//! float32. Each weight is read from the memory-mapped GGUF and written out before the next, so
+//! `MatMulNBits` (two initializers over the same bytes of the external data file). Float weights
+//! are written as float32, and so is an embedding table with block minimums, which
+//! `GatherBlockQuantized` cannot read. Each weight is read from the memory-mapped GGUF and written out before the next, so
 //! memory stays at about the largest tensor.
 
 use std::io::Write;
 
 use crate::arch::Arch;
-use crate::blocks::{Blocks, Layout, Zeros};
+use crate::blocks::{Blocks, Layout};
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, TensorInfo};
-use crate::onnx::{Attr, Data, DataType, Dim, ExternalData, Initializer, Model, Node, ValueInfo};
+use crate::onnx::{Attr, Data, DataType, Dim, ExternalData, Initializer, Model, ValueInfo};
+use crate::ops::{f32_bytes, Graph, NBits};
 
 pub const KEEP: &str = "num_logits_to_keep";
-const OPSET: i64 = 17;
-
-/// A quantized weight's `MatMulNBits` initializers (B, scales, zero points) and layout.
-type NBitsWeight = (Layout, [Initializer; 3]);
 
 /// A weight as it will be written.
 enum Weight {
@@ -35,23 +32,10 @@ enum Weight {
     Floats(Vec<f32>),
 }
 
-/// `MatMulNBits`' CPU kernel runs 4-bit weights with any zero point and 8-bit ones with uint8
-/// zero points only (ONNX Runtime 1.31).
-fn runnable(l: Layout) -> bool {
-    l.bits == 4 || l.int_zero
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
 pub struct Builder<'a, W: Write> {
     a: &'a Arch,
     src: &'a Gguf,
-    ext: ExternalData<W>,
-    nodes: Vec<Node>,
-    inits: Vec<Initializer>,
-    n: usize,
+    g: Graph<W>,
     /// Names of shared values the prologue makes.
     eps: String,
     scale: String,
@@ -61,15 +45,25 @@ pub struct Builder<'a, W: Write> {
     mask: String,
 }
 
+impl<W: Write> std::ops::Deref for Builder<'_, W> {
+    type Target = Graph<W>;
+    fn deref(&self) -> &Graph<W> {
+        &self.g
+    }
+}
+
+impl<W: Write> std::ops::DerefMut for Builder<'_, W> {
+    fn deref_mut(&mut self) -> &mut Graph<W> {
+        &mut self.g
+    }
+}
+
 impl<'a, W: Write> Builder<'a, W> {
     pub fn new(a: &'a Arch, src: &'a Gguf, ext: ExternalData<W>) -> Self {
         Builder {
             a,
             src,
-            ext,
-            nodes: Vec::new(),
-            inits: Vec::new(),
-            n: 0,
+            g: Graph::new(ext),
             eps: String::new(),
             scale: String::new(),
             half_split: String::new(),
@@ -77,91 +71,6 @@ impl<'a, W: Write> Builder<'a, W> {
             sin: String::new(),
             mask: String::new(),
         }
-    }
-
-    fn name(&mut self, hint: &str) -> String {
-        self.n += 1;
-        format!("{hint}_{}", self.n)
-    }
-
-    fn op(&mut self, op: &str, inputs: &[&str], hint: &str, attrs: Vec<(&str, Attr)>) -> String {
-        self.op_in(op, "", inputs, hint, attrs)
-    }
-
-    fn op_in(
-        &mut self,
-        op: &str,
-        domain: &str,
-        inputs: &[&str],
-        hint: &str,
-        attrs: Vec<(&str, Attr)>,
-    ) -> String {
-        let out = self.name(if hint.is_empty() { op } else { hint });
-        self.node(op, domain, inputs, &[&out], attrs);
-        out
-    }
-
-    fn node(
-        &mut self,
-        op: &str,
-        domain: &str,
-        inputs: &[&str],
-        outputs: &[&str],
-        attrs: Vec<(&str, Attr)>,
-    ) {
-        self.nodes.push(Node {
-            op: op.into(),
-            domain: domain.into(),
-            name: format!("{}_node", outputs[0]),
-            inputs: inputs.iter().map(|s| s.to_string()).collect(),
-            outputs: outputs.iter().map(|s| s.to_string()).collect(),
-            attrs: attrs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-        });
-    }
-
-    /// A small constant, inline in the model.
-    fn raw(&mut self, hint: &str, dtype: DataType, dims: &[i64], bytes: Vec<u8>) -> String {
-        let name = self.name(hint);
-        self.inits.push(Initializer {
-            name: name.clone(),
-            dtype,
-            dims: dims.to_vec(),
-            data: Data::Raw(bytes),
-        });
-        name
-    }
-
-    fn i64s(&mut self, v: &[i64]) -> String {
-        self.raw(
-            "const",
-            DataType::Int64,
-            &[v.len() as i64],
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        )
-    }
-
-    fn i64_scalar(&mut self, v: i64) -> String {
-        self.raw("const", DataType::Int64, &[], v.to_le_bytes().to_vec())
-    }
-
-    fn f32_scalar(&mut self, hint: &str, v: f32) -> String {
-        self.raw(hint, DataType::Float, &[], v.to_le_bytes().to_vec())
-    }
-
-    /// A weight in the external data file.
-    fn external(
-        &mut self,
-        name: &str,
-        dtype: DataType,
-        dims: &[i64],
-        bytes: &[u8],
-    ) -> Result<Initializer> {
-        let t = self
-            .ext
-            .add(name, dtype, dims, bytes)
-            .map_err(|e| Error::Io("model.onnx.data".into(), e))?;
-        self.inits.push(t.clone());
-        Ok(t)
     }
 
     /// A tensor by GGUF name, its dimensions (innermost first) checked.
@@ -211,11 +120,7 @@ impl<'a, W: Write> Builder<'a, W> {
                 t.format.transcode(b, &mut blocks);
             }
         }
-        Ok(if runnable(layout) {
-            Weight::Blocks(layout, blocks)
-        } else {
-            Weight::Floats(blocks.dequantize())
-        })
+        Ok(Weight::Blocks(layout, blocks))
     }
 
     fn floats(&self, name: &str, n: usize) -> Result<Vec<f32>> {
@@ -223,70 +128,6 @@ impl<'a, W: Write> Builder<'a, W> {
             Weight::Floats(v) => Ok(v),
             Weight::Blocks(_, b) => Ok(b.dequantize()),
         }
-    }
-
-    /// The initializers of a `MatMulNBits` weight; returns (B, scales, zero points).
-    fn nbits(
-        &mut self,
-        name: &str,
-        l: Layout,
-        b: &Blocks,
-        rows: usize,
-        cols: usize,
-    ) -> Result<[Initializer; 3]> {
-        let p = b.pack(l, rows);
-        let blocks = (cols / l.block) as i64;
-        let blob = (l.block * l.bits as usize / 8) as i64;
-        let q = self.external(
-            &format!("{name}.weight_Q{}", l.bits),
-            DataType::Uint8,
-            &[rows as i64, blocks, blob],
-            &p.b,
-        )?;
-        let s = self.external(
-            &format!("{name}.weight_scales"),
-            DataType::Float,
-            &[rows as i64 * blocks],
-            &f32_bytes(&p.scales),
-        )?;
-        let z = match &p.zeros {
-            Zeros::Uint8(z) => self.external(
-                &format!("{name}.weight_zp"),
-                DataType::Uint8,
-                &[z.len() as i64],
-                z,
-            )?,
-            Zeros::Float(z) => self.external(
-                &format!("{name}.weight_zp"),
-                DataType::Float,
-                &[z.len() as i64],
-                &f32_bytes(z),
-            )?,
-        };
-        Ok([q, s, z])
-    }
-
-    fn matmul_nbits(
-        &mut self,
-        x: &str,
-        [q, s, z]: &[Initializer; 3],
-        l: Layout,
-        out_f: usize,
-        in_f: usize,
-        hint: &str,
-    ) -> String {
-        self.op_in(
-            "MatMulNBits",
-            "com.microsoft",
-            &[x, &q.name, &s.name, &z.name],
-            hint,
-            vec![
-                ("K", Attr::Int(in_f as i64)),
-                ("N", Attr::Int(out_f as i64)),
-                ("bits", Attr::Int(l.bits.into())),
-                ("block_size", Attr::Int(l.block as i64)),
-            ],
-        )
     }
 
     /// x @ Wᵀ (+ b) for a `[out, in]` weight.
@@ -301,8 +142,8 @@ impl<'a, W: Write> Builder<'a, W> {
     ) -> Result<String> {
         let y = match self.weight(&format!("{name}.weight"), out_f, in_f, order.clone())? {
             Weight::Blocks(l, b) => {
-                let inits = self.nbits(name, l, &b, out_f, in_f)?;
-                self.matmul_nbits(x, &inits, l, out_f, in_f, name)
+                let (w, _) = self.nbits(name, l, &b, out_f, in_f, true)?;
+                self.matmul_nbits(x, &w, 3, name)
             }
             Weight::Floats(w) => {
                 let mut t = vec![0f32; w.len()];
@@ -389,7 +230,8 @@ impl<'a, W: Write> Builder<'a, W> {
 
     /// `[B, S, n·hd]` → `[B, n, S, hd]`
     fn heads(&mut self, y: &str, n: usize) -> String {
-        let shape = self.i64s(&[0, 0, n as i64, self.a.head_dim as i64]);
+        let hd = self.a.head_dim as i64;
+        let shape = self.i64s(&[0, 0, n as i64, hd]);
         let r = self.op("Reshape", &[y, &shape], "", vec![]);
         self.op(
             "Transpose",
@@ -622,17 +464,17 @@ impl<'a, W: Write> Builder<'a, W> {
     }
 
     /// The embedding lookup; the table's initializers when the LM head can share them.
-    fn embed(&mut self) -> Result<(String, Option<NBitsWeight>)> {
+    fn embed(&mut self) -> Result<(String, Option<NBits>)> {
         let a = self.a;
         let (v, h) = (a.vocab_size, a.hidden_size);
         match self.weight("token_embd.weight", v, h, None)? {
-            // GatherBlockQuantized takes uint8 zero points.
-            Weight::Blocks(l, b) if l.int_zero && (l.bits == 8 || l.bits == 4) => {
-                let inits = self.nbits("token_embd", l, &b, v, h)?;
+            // GatherBlockQuantized has no block minimums.
+            Weight::Blocks(l, b) if !l.affine => {
+                let (w, scales) = self.nbits("token_embd", l, &b, v, h, false)?;
                 let blocks = (h / l.block) as i64;
                 let data_dims = [v as i64, (h * l.bits as usize / 8) as i64];
-                let data = inits[0].alias("token_embd.table", DataType::Uint8, &data_dims);
-                let scales = inits[1].alias(
+                let data = w.b.alias("token_embd.table", DataType::Uint8, &data_dims);
+                let scales = scales.alias(
                     "token_embd.table_scales",
                     DataType::Float,
                     &[v as i64, blocks],
@@ -643,7 +485,8 @@ impl<'a, W: Write> Builder<'a, W> {
                     blocks
                 };
                 let zeros =
-                    inits[2].alias("token_embd.table_zp", DataType::Uint8, &[v as i64, zp_cols]);
+                    w.zeros
+                        .alias("token_embd.table_zp", DataType::Uint8, &[v as i64, zp_cols]);
                 let names = [data.name.clone(), scales.name.clone(), zeros.name.clone()];
                 self.inits.extend([data, scales, zeros]);
                 let x = self.op_in(
@@ -658,7 +501,7 @@ impl<'a, W: Write> Builder<'a, W> {
                         ("bits", Attr::Int(l.bits.into())),
                     ],
                 );
-                Ok((x, Some((l, inits))))
+                Ok((x, Some(w)))
             }
             w => {
                 let floats = match w {
@@ -744,27 +587,13 @@ impl<'a, W: Write> Builder<'a, W> {
         let kept = self.keep_last(&x);
         let x = self.rms_norm(&kept, "output_norm")?;
         let logits = match (a.tie_word_embeddings, table) {
-            (true, Some((l, inits))) => {
-                self.matmul_nbits(&x, &inits, l, a.vocab_size, a.hidden_size, "lm_head")
-            }
+            (true, Some(w)) => self.matmul_nbits(&x, &w, 3, "lm_head"),
             (true, None) => {
                 self.linear(&x, "token_embd", a.vocab_size, a.hidden_size, false, None)?
             }
             (false, _) => self.linear(&x, "output", a.vocab_size, a.hidden_size, false, None)?,
         };
         self.node("Identity", "", &[&logits], &["logits"], vec![]);
-        let model = Model {
-            opsets: vec![(String::new(), OPSET), ("com.microsoft".into(), 1)],
-            nodes: self.nodes,
-            inputs,
-            outputs,
-            initializers: self.inits,
-            metadata,
-        };
-        let out = self
-            .ext
-            .finish()
-            .map_err(|e| Error::Io("model.onnx.data".into(), e))?;
-        Ok((model, out))
+        self.g.finish(inputs, outputs, metadata)
     }
 }

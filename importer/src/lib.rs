@@ -1,39 +1,42 @@
 //! inferd's model importer, in Rust: reads GGUF files (memory-mapped) and transcodes their
 //! quantized weights into ONNX Runtime's `MatMulNBits` blocks without de-quantizing them.
 //!
-//! This is the first part of the native importer (issue 16): the reader, the block formats
-//! (checked against the `gguf` package's own de-quantization) and the ONNX writer. The decoder
-//! graph and `inferctl import` on top of them are still the Python importer's (models/importer).
+//! `folder::import_gguf` writes a whole model folder from a GGUF file: the decoder graph
+//! (`graph.rs`, written by `onnx.rs`), the tokenizer rebuilt from GGUF metadata
+//! (`tokenizer.rs`), configs and manifest. Hugging Face checkpoint folders, the genai layout and
+//! `--random` weights are still the Python importer's (models/importer).
 
 pub mod arch;
 pub mod blocks;
 pub mod error;
+pub mod folder;
 pub mod gguf;
 pub mod graph;
 pub mod onnx;
+pub mod ops;
+pub mod tokenizer;
 
 use std::path::Path;
 
-/// Writes `dir/model.onnx` (and `model.onnx.data`) for a GGUF file's decoder; returns its
-/// architecture.
-pub fn write_model(gguf: &Path, dir: &Path) -> error::Result<arch::Arch> {
-    let g = gguf::Gguf::open(gguf)?;
-    let a = arch::Arch::from_gguf(&g)?;
+/// Writes `dir/model.onnx` (and `model.onnx.data`) for a GGUF file's decoder; `exact`: fp32
+/// compute for 8-bit weights too (`ops::Graph::fast_8bit`).
+pub fn write_decoder(
+    g: &gguf::Gguf,
+    a: &arch::Arch,
+    source: &str,
+    dir: &Path,
+    exact: bool,
+) -> error::Result<()> {
     let io = |e| error::Error::Io(dir.display().to_string(), e);
     std::fs::create_dir_all(dir).map_err(io)?;
     let data = std::fs::File::create(dir.join("model.onnx.data")).map_err(io)?;
     let ext = onnx::ExternalData::new(std::io::BufWriter::new(data), "model.onnx.data");
-    let source = gguf
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let meta = vec![(
         "inferd_import".to_owned(),
-        format!(
-            r#"{{"version": "{}", "source": {source:?}, "precision": "native"}}"#,
-            env!("CARGO_PKG_VERSION")
-        ),
+        serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "source": source, "precision": "native"}).to_string(),
     )];
-    let (model, _) = graph::Builder::new(&a, &g, ext).build(meta)?;
-    std::fs::write(dir.join("model.onnx"), model.encode("model.onnx.data")).map_err(io)?;
-    Ok(a)
+    let mut b = graph::Builder::new(a, g, ext);
+    b.fast_8bit = !exact;
+    let (model, _) = b.build(meta)?;
+    std::fs::write(dir.join("model.onnx"), model.encode("model.onnx.data")).map_err(io)
 }

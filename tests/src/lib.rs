@@ -60,6 +60,13 @@ pub fn ort_library() -> PathBuf {
     p
 }
 
+/// SmolLM2's GGUF, fetched by `make fetch` (the source of the default `smollm2`).
+pub fn smollm2_gguf() -> PathBuf {
+    let p = cache().join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.exists(), "{} is missing: run `make fetch`", p.display());
+    p
+}
+
 /// The prepared default models (`minilm`, ...).
 pub fn models_cache() -> PathBuf {
     let p = std::env::var_os("INFERD_MODELS")

@@ -35,3 +35,21 @@ def test_inferctl_import_without_the_environment_says_how_to_get_it(tmp_path):
     exe = REPO / "target" / "debug" / "inferctl"
     p = subprocess.run([exe, "import", "x.gguf", "--name", "x"], capture_output=True, text=True, env=env)
     assert p.returncode != 0 and "make models" in p.stderr, p.stderr
+
+
+def test_a_gguf_imports_natively_with_no_python_anywhere(tmp_path, gguf):
+    """The .deb case: `inferctl import` of a GGUF file needs no Python (none on PATH, no venv)."""
+    env = {"PATH": str(tmp_path / "empty"), "HOME": str(tmp_path), "INFERD_CACHE": str(tmp_path / "cache")}
+    exe = REPO / "target" / "debug" / "inferctl"
+    p = subprocess.run([exe, "import", gguf, "--name", "native", "--models", tmp_path / "m"],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    for stage in ("read", "convert", "write"):
+        assert stage in p.stderr, p.stderr
+    names = {f.name for f in (tmp_path / "m" / "native").iterdir()}
+    assert {"model.onnx", "model.onnx.data", "model.toml", "tokenizer.json", "tokenizer_config.json",
+            "chat_template.jinja", "config.json", "generation_config.json", "genai_config.json"} <= names
+    assert "native" in (tmp_path / "m" / "native" / "model.toml").read_text()
+    again = subprocess.run([exe, "import", gguf, "--name", "native", "--models", tmp_path / "m"],
+                           capture_output=True, text=True, env=env)
+    assert again.returncode == 2 and "--force" in again.stderr, again.stderr

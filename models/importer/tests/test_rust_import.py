@@ -1,6 +1,8 @@
 """The Rust importer's decoder (importer/src/graph.rs) for the real SmolLM2 GGUF, its weights
 transcoded rather than re-quantized, against the Python importer's fp32 import of the same file:
-logits to fp32 tolerance, and transformers' greedy ids (tests/fixtures/smollm2_fp32_greedy.json)."""
+with `--exact` (fp32 compute everywhere), logits to fp32 tolerance; as imported by default (int8
+activations for the 8-bit LM head), transformers' greedy ids
+(tests/fixtures/smollm2_fp32_greedy.json) and a folder no larger than 1.1× the GGUF."""
 import json
 import os
 import subprocess
@@ -29,22 +31,32 @@ def logits(s, ids):
     return s.run(["logits"], feed)[0][0]
 
 
-@pytest.fixture(scope="module")
-def rust_smollm2(gguf, tmp_path_factory):
+def rust_import(gguf, models, *flags):
     if not TOOL.exists():
         pytest.fail(f"{TOOL} is missing: run `cargo build --workspace` first (make test does)")
-    out = tmp_path_factory.mktemp("rust") / "smollm2"
-    subprocess.run([str(TOOL), str(gguf), str(out)], check=True, capture_output=True)
-    return out
+    subprocess.run([str(TOOL), str(gguf), str(models), "smollm2", *flags], check=True, capture_output=True)
+    return models / "smollm2"
 
 
-def test_transcoded_smollm2_matches_the_fp32_import(rust_smollm2, smollm2_fp32):
-    ours, ref = session(rust_smollm2 / "model.onnx"), session(smollm2_fp32 / "model.onnx")
+@pytest.fixture(scope="module")
+def rust_smollm2(gguf, tmp_path_factory):
+    return rust_import(gguf, tmp_path_factory.mktemp("rust"))
+
+
+@pytest.fixture(scope="module")
+def rust_smollm2_exact(gguf, tmp_path_factory):
+    return rust_import(gguf, tmp_path_factory.mktemp("rust-exact"), "--exact")
+
+
+def test_transcoded_smollm2_matches_the_fp32_import(rust_smollm2_exact, smollm2_fp32):
+    ours, ref = session(rust_smollm2_exact / "model.onnx"), session(smollm2_fp32 / "model.onnx")
     fx = json.loads((FIXTURES / "smollm2_fp32_greedy.json").read_text())
     for case in fx["cases"]:
         a, b = logits(ours, case["prompt_ids"]), logits(ref, case["prompt_ids"])
-        # The same weights (GGUF's, de-quantized vs transcoded) through different kernels.
-        np.testing.assert_allclose(a, b, rtol=0, atol=2e-6 * np.abs(b).max(), err_msg=case["prompt"])
+        # The same weights (GGUF's, de-quantized vs transcoded, equal to the bit) through
+        # different kernels: the affine formats' minimums are a separate product, so sums are
+        # rounded in another order.
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max(), err_msg=case["prompt"])
 
 
 def test_transcoded_smollm2_gives_transformers_greedy_ids(rust_smollm2):
@@ -61,6 +73,7 @@ def test_transcoded_smollm2_gives_transformers_greedy_ids(rust_smollm2):
 
 def test_the_folder_stays_near_the_gguf_size(rust_smollm2, gguf):
     size = sum(f.stat().st_size for f in rust_smollm2.iterdir())
-    # Q4_1's scale and min in fp32 (MatMulNBits' scales take the activations' type) cost 0.125
-    # bytes a weight more than the GGUF's fp16 pair: 1.15× today; the issue's goal is 1.1×.
-    assert size <= 1.16 * gguf.stat().st_size, size / gguf.stat().st_size
+    # Scales and minimums stay fp16 on disk, as in the GGUF; the Q8_0 table shared with the LM
+    # head keeps fp32 scales (GatherBlockQuantized computes in its scales' type), and
+    # tokenizer.json is 3.5 MB: 1.07× in all.
+    assert size <= 1.1 * gguf.stat().st_size, size / gguf.stat().st_size

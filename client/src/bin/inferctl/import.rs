@@ -1,8 +1,13 @@
-//! `inferctl import`: runs the model importer (the Python package in models/importer) in the
-//! environment `make` prepares, passing its progress bars and errors straight through.
+//! `inferctl import`: a GGUF file is imported natively (the `inferd-import` crate: its own
+//! quantization transcoded, no Python). Anything else (a Hugging Face checkpoint folder, random
+//! weights, a GGUF re-quantized to another precision) runs the Python importer in
+//! models/importer, in the environment `make` prepares, its progress and errors passed through.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
+
+use inferd_import::folder::{import_gguf, Options};
 
 use clap::Args;
 
@@ -13,15 +18,20 @@ pub struct ImportArgs {
     /// Model name in the repository
     #[arg(long)]
     name: String,
-    /// fp32, fp16 or int4
-    #[arg(long, default_value = "int4")]
-    precision: String,
+    /// native (a GGUF file's own quantization; the default for GGUF files), fp32, fp16 or
+    /// int4 (the default for Hugging Face folders)
+    #[arg(long)]
+    precision: Option<String>,
     /// Model repository [default: $INFERD_MODELS, else ~/.cache/inferd/models]
     #[arg(long)]
     models: Option<PathBuf>,
     /// Replace an existing model folder
     #[arg(long)]
     force: bool,
+    /// Native imports: fp32 compute for 8-bit weights too (exact; on CPU several times slower
+    /// for them)
+    #[arg(long)]
+    exact: bool,
     /// Build deterministic random weights from an architecture config.json
     #[arg(long, value_name = "CONFIG")]
     random: Option<String>,
@@ -61,16 +71,56 @@ fn python() -> Result<PathBuf, String> {
     }
 }
 
-/// Runs the importer; returns its exit status code.
+/// Runs the importer; returns its exit status code (2: the import failed, and said why).
 pub fn run(a: ImportArgs) -> Result<i32, String> {
     let models = a
         .models
+        .clone()
         .or_else(|| std::env::var_os("INFERD_MODELS").map(PathBuf::from))
         .unwrap_or_else(|| cache().join("models"));
+    let gguf = a.random.is_none() && a.source.as_deref().is_some_and(|s| Path::new(s).is_file());
+    match (gguf, a.precision.as_deref()) {
+        (true, None | Some("native")) => Ok(native(&a, models)),
+        (false, Some("native")) => Err("--precision native is for GGUF files, which carry their own quantization; use fp32, fp16 or int4".into()),
+        _ => python_import(a, models),
+    }
+}
+
+fn native(a: &ImportArgs, models: PathBuf) -> i32 {
+    let started = Instant::now();
+    let src = Path::new(a.source.as_deref().expect("a GGUF source"));
+    let o = Options {
+        models,
+        name: a.name.clone(),
+        force: a.force,
+        threads: 2,
+        exact: a.exact,
+    };
+    match import_gguf(src, &o, &mut |stage| eprintln!("{stage}…")) {
+        Ok((dir, arch)) => {
+            eprintln!(
+                "imported {} as {} (native, {}, {} layers) in {:.1} s",
+                src.display(),
+                dir.display(),
+                arch.family,
+                arch.num_layers,
+                started.elapsed().as_secs_f64()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("inferd-import: {e}");
+            2
+        }
+    }
+}
+
+fn python_import(a: ImportArgs, models: PathBuf) -> Result<i32, String> {
     let mut cmd = Command::new(python()?);
     cmd.args(["-m", "inferd_import"]);
     cmd.args(a.source.iter());
-    cmd.args(["--name", &a.name, "--precision", &a.precision]);
+    let precision = a.precision.as_deref().unwrap_or("int4");
+    cmd.args(["--name", &a.name, "--precision", precision]);
     cmd.arg("--models").arg(&models);
     if a.force {
         cmd.arg("--force");

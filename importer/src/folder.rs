@@ -1,0 +1,136 @@
+//! A complete model folder, written atomically: everything goes to a hidden folder next to the
+//! destination, renamed into place only when complete, so the daemon (which skips hidden
+//! folders) never sees a half-written model.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value as Json};
+
+use crate::arch::Arch;
+use crate::error::{Error, Result};
+use crate::gguf::Gguf;
+
+pub struct Options {
+    /// The model repository.
+    pub models: PathBuf,
+    pub name: String,
+    /// Replace an existing folder of that name.
+    pub force: bool,
+    /// `intra_op_num_threads` written to genai_config.json.
+    pub threads: u32,
+    /// fp32 compute for 8-bit weights too (`ops::Graph::fast_8bit` off): exact, and on CPU
+    /// several times slower for them.
+    pub exact: bool,
+}
+
+struct Staging {
+    dir: PathBuf,
+    dest: PathBuf,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::Io(path.display().to_string(), e)
+}
+
+impl Staging {
+    fn new(o: &Options) -> Result<Staging> {
+        if o.name.is_empty() || o.name.starts_with('.') || o.name.contains('/') {
+            return Err(Error::Refused(format!(
+                "model name {:?}: use letters, digits, '-' and '_'",
+                o.name
+            )));
+        }
+        let dest = o.models.join(&o.name);
+        if dest.exists() && !o.force {
+            return Err(Error::Refused(format!(
+                "{} already exists; pass --force to replace it",
+                dest.display()
+            )));
+        }
+        std::fs::create_dir_all(&o.models).map_err(io(&o.models))?;
+        let dir = o
+            .models
+            .join(format!(".{}.importing-{}", o.name, std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).map_err(io(&dir))?;
+        Ok(Staging { dir, dest })
+    }
+
+    fn json(&self, name: &str, v: &Json) -> Result<()> {
+        let path = self.dir.join(name);
+        let text = serde_json::to_string_pretty(v).expect("JSON values serialize") + "\n";
+        std::fs::write(&path, text).map_err(io(&path))
+    }
+
+    fn commit(self) -> Result<PathBuf> {
+        let old = self.dest.with_file_name(format!(
+            ".{}.replaced-{}",
+            self.dest.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        ));
+        if self.dest.exists() {
+            std::fs::rename(&self.dest, &old).map_err(io(&self.dest))?;
+        }
+        std::fs::rename(&self.dir, &self.dest).map_err(io(&self.dest))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(self.dest.clone())
+    }
+}
+
+fn manifest(source: &str) -> String {
+    format!(
+        "# Imported by inferd-import from {source} (native: the GGUF's own quantization).\n\
+         kind = \"text-generation\"\n\
+         file = \"model.onnx\"\n\
+         tokenizer = \"tokenizer.json\"\n\
+         \n\
+         [execution]\n\
+         # Decoding runs many small operators back to back: letting ONNX Runtime's threads spin\n\
+         # between them is worth the CPU.\n\
+         spin = true\n"
+    )
+}
+
+/// Imports a GGUF file as `o.models/o.name`; `say` hears each stage as it starts.
+pub fn import_gguf(src: &Path, o: &Options, say: &mut dyn FnMut(&str)) -> Result<(PathBuf, Arch)> {
+    say("read");
+    let g = Gguf::open(src)?;
+    let a = Arch::from_gguf(&g)?;
+    let tok = crate::tokenizer::from_gguf(&g, &a.family)?;
+    let staging = Staging::new(o)?;
+    let written = (|| {
+        say("convert");
+        let source = src
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        crate::write_decoder(&g, &a, &source, &staging.dir, o.exact)?;
+        say("write");
+        staging.json("tokenizer.json", &tok.tokenizer_json)?;
+        let mut cfg = tok.config.clone();
+        if let Some(t) = &tok.chat_template {
+            cfg.insert("chat_template".into(), json!(t));
+            let path = staging.dir.join("chat_template.jinja");
+            std::fs::write(&path, t).map_err(io(&path))?;
+        }
+        cfg.entry("model_max_length")
+            .or_insert(json!(a.context_length));
+        cfg.entry("tokenizer_class")
+            .or_insert(json!("PreTrainedTokenizerFast"));
+        staging.json("tokenizer_config.json", &Json::Object(cfg))?;
+        staging.json("config.json", &a.hf_config())?;
+        staging.json(
+            "generation_config.json",
+            &json!({"bos_token_id": a.bos_token_id, "eos_token_id": a.eos_token_ids}),
+        )?;
+        staging.json("genai_config.json", &a.genai_config(o.threads))?;
+        let path = staging.dir.join("model.toml");
+        std::fs::write(&path, manifest(&source)).map_err(io(&path))
+    })();
+    match written {
+        Ok(()) => Ok((staging.commit()?, a)),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging.dir);
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Building an ONNX graph: nodes with fresh names, small constants inline, weights in the
+//! external data file, and the quantized matrix product every GGUF weight becomes.
+
+use std::io::Write;
+
+use half::f16;
+
+use crate::blocks::{Blocks, Layout};
+use crate::error::{Error, Result};
+use crate::onnx::{Attr, Data, DataType, ExternalData, Initializer, Model, Node, ValueInfo};
+
+/// `MatMulNBits`' `accuracy_level` for 8-bit weights: 4, int8 activations. ONNX Runtime 1.31's
+/// CPU kernel prepacks 8-bit weights only for that compute type; at the default (fp32) it
+/// de-quantizes the whole matrix on every run, which made SmolLM2's Q8_0 LM head alone 5× slower
+/// than the rest of a step. 4-bit weights keep the default, fp32 compute: with int8 activations
+/// everywhere SmolLM2 lost transformers' greedy text on two of the three fixture prompts, with
+/// them on the 8-bit head only it keeps all three (docs/models.md has the figures).
+const ACCURACY_8BIT: i64 = 4;
+
+pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// A quantized weight `[rows, cols]` as written: `MatMulNBits`' initializers, and for affine
+/// formats the block minimums, transposed to `[cols / block, rows]`. `scales` and `mins` name the
+/// fp32 values the graph reads (a cast of an fp16 initializer where that is exact).
+pub struct NBits {
+    pub layout: Layout,
+    pub rows: usize,
+    pub cols: usize,
+    pub b: Initializer,
+    pub scales: String,
+    pub zeros: Initializer,
+    pub mins: Option<String>,
+}
+
+pub struct Graph<W: Write> {
+    ext: ExternalData<W>,
+    pub nodes: Vec<Node>,
+    pub inits: Vec<Initializer>,
+    n: usize,
+    /// 8-bit weights compute with int8 activations (`ACCURACY_8BIT`); off, every product is
+    /// fp32 and the model's logits are the de-quantized weights' to fp32 rounding.
+    pub fast_8bit: bool,
+}
+
+impl<W: Write> Graph<W> {
+    pub fn new(ext: ExternalData<W>) -> Self {
+        Graph {
+            ext,
+            nodes: Vec::new(),
+            inits: Vec::new(),
+            n: 0,
+            fast_8bit: true,
+        }
+    }
+
+    pub fn name(&mut self, hint: &str) -> String {
+        self.n += 1;
+        format!("{hint}_{}", self.n)
+    }
+
+    pub fn op(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        hint: &str,
+        attrs: Vec<(&str, Attr)>,
+    ) -> String {
+        self.op_in(op, "", inputs, hint, attrs)
+    }
+
+    pub fn op_in(
+        &mut self,
+        op: &str,
+        domain: &str,
+        inputs: &[&str],
+        hint: &str,
+        attrs: Vec<(&str, Attr)>,
+    ) -> String {
+        let out = self.name(if hint.is_empty() { op } else { hint });
+        self.node(op, domain, inputs, &[&out], attrs);
+        out
+    }
+
+    pub fn node(
+        &mut self,
+        op: &str,
+        domain: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: Vec<(&str, Attr)>,
+    ) {
+        self.nodes.push(Node {
+            op: op.into(),
+            domain: domain.into(),
+            name: format!("{}_node", outputs[0]),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: outputs.iter().map(|s| s.to_string()).collect(),
+            attrs: attrs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        });
+    }
+
+    /// A small constant, inline in the model.
+    pub fn raw(&mut self, hint: &str, dtype: DataType, dims: &[i64], bytes: Vec<u8>) -> String {
+        let name = self.name(hint);
+        self.inits.push(Initializer {
+            name: name.clone(),
+            dtype,
+            dims: dims.to_vec(),
+            data: Data::Raw(bytes),
+        });
+        name
+    }
+
+    pub fn i64s(&mut self, v: &[i64]) -> String {
+        self.raw(
+            "const",
+            DataType::Int64,
+            &[v.len() as i64],
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        )
+    }
+
+    pub fn i64_scalar(&mut self, v: i64) -> String {
+        self.raw("const", DataType::Int64, &[], v.to_le_bytes().to_vec())
+    }
+
+    pub fn f32_scalar(&mut self, hint: &str, v: f32) -> String {
+        self.raw(hint, DataType::Float, &[], v.to_le_bytes().to_vec())
+    }
+
+    /// A weight in the external data file.
+    pub fn external(
+        &mut self,
+        name: &str,
+        dtype: DataType,
+        dims: &[i64],
+        bytes: &[u8],
+    ) -> Result<Initializer> {
+        let t = self
+            .ext
+            .add(name, dtype, dims, bytes)
+            .map_err(|e| Error::Io("model.onnx.data".into(), e))?;
+        self.inits.push(t.clone());
+        Ok(t)
+    }
+
+    /// fp32 values for the graph: stored as fp16 and cast when `compact` and every value is
+    /// exactly an fp16 (as GGUF's Q4_1 scales and minimums are), which halves them on disk;
+    /// ONNX Runtime folds the cast into a constant when it loads the model. Returns the
+    /// initializer and the name the graph reads.
+    pub fn floats(
+        &mut self,
+        name: &str,
+        dims: &[i64],
+        v: &[f32],
+        compact: bool,
+    ) -> Result<(Initializer, String)> {
+        if compact && v.iter().all(|&x| f16::from_f32(x).to_f32() == x) {
+            let bytes: Vec<u8> = v
+                .iter()
+                .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+                .collect();
+            let t = self.external(&format!("{name}_f16"), DataType::Float16, dims, &bytes)?;
+            let cast = self.op(
+                "Cast",
+                &[&t.name],
+                name,
+                vec![("to", Attr::Int(DataType::Float as i64))],
+            );
+            return Ok((t, cast));
+        }
+        let t = self.external(name, DataType::Float, dims, &f32_bytes(v))?;
+        let n = t.name.clone();
+        Ok((t, n))
+    }
+
+    /// Writes a quantized `[rows, cols]` weight whose blocks are `b`, in row order; `compact` as
+    /// in `floats` (not for a table `GatherBlockQuantized` also reads: it needs fp32 scales).
+    pub fn nbits(
+        &mut self,
+        name: &str,
+        l: Layout,
+        b: &Blocks,
+        rows: usize,
+        cols: usize,
+        compact: bool,
+    ) -> Result<(NBits, Initializer)> {
+        let p = b.pack(l, rows);
+        let blocks = cols / l.block;
+        let blob = (l.block * l.bits as usize / 8) as i64;
+        let q = self.external(
+            &format!("{name}.weight_Q{}", l.bits),
+            DataType::Uint8,
+            &[rows as i64, blocks as i64, blob],
+            &p.b,
+        )?;
+        let (scales_init, scales) = self.floats(
+            &format!("{name}.weight_scales"),
+            &[(rows * blocks) as i64],
+            &p.scales,
+            compact,
+        )?;
+        let z = self.external(
+            &format!("{name}.weight_zp"),
+            DataType::Uint8,
+            &[p.zeros.len() as i64],
+            &p.zeros,
+        )?;
+        let mins = match &p.mins {
+            Some(m) => {
+                let mut t = vec![0f32; m.len()];
+                for r in 0..rows {
+                    for k in 0..blocks {
+                        t[k * rows + r] = m[r * blocks + k];
+                    }
+                }
+                Some(
+                    self.floats(
+                        &format!("{name}.weight_mins_T"),
+                        &[blocks as i64, rows as i64],
+                        &t,
+                        compact,
+                    )?
+                    .1,
+                )
+            }
+            None => None,
+        };
+        let w = NBits {
+            layout: l,
+            rows,
+            cols,
+            b: q,
+            scales,
+            zeros: z,
+            mins,
+        };
+        Ok((w, scales_init))
+    }
+
+    /// x @ Wᵀ for a quantized weight and an input `x` of `rank` dimensions (the last one `cols`):
+    /// `MatMulNBits`, plus, for affine formats, the minimums' term: each block's minimum times
+    /// the sum of the inputs it multiplies.
+    pub fn matmul_nbits(&mut self, x: &str, w: &NBits, rank: usize, hint: &str) -> String {
+        let l = w.layout;
+        let mut attrs = vec![
+            ("K", Attr::Int(w.cols as i64)),
+            ("N", Attr::Int(w.rows as i64)),
+            ("bits", Attr::Int(l.bits.into())),
+            ("block_size", Attr::Int(l.block as i64)),
+        ];
+        if l.bits == 8 && self.fast_8bit {
+            attrs.push(("accuracy_level", Attr::Int(ACCURACY_8BIT)));
+        }
+        let y = self.op_in(
+            "MatMulNBits",
+            "com.microsoft",
+            &[x, &w.b.name, &w.scales, &w.zeros.name],
+            hint,
+            attrs,
+        );
+        let Some(mins) = &w.mins else {
+            return y;
+        };
+        let mut shape = vec![0i64; rank - 1];
+        shape.extend([(w.cols / l.block) as i64, l.block as i64]);
+        let shape = self.i64s(&shape);
+        let blocked = self.op("Reshape", &[x, &shape], "", vec![]);
+        let last = self.i64s(&[-1]);
+        let sums = self.op(
+            "ReduceSum",
+            &[&blocked, &last],
+            "block_sums",
+            vec![("keepdims", Attr::Int(0))],
+        );
+        let term = self.op("MatMul", &[&sums, mins], "min_term", vec![]);
+        self.op("Add", &[&y, &term], hint, vec![])
+    }
+
+    /// The model, and the external data file's writer, flushed.
+    pub fn finish(
+        self,
+        inputs: Vec<ValueInfo>,
+        outputs: Vec<ValueInfo>,
+        metadata: Vec<(String, String)>,
+    ) -> Result<(Model, W)> {
+        let model = Model {
+            opsets: vec![(String::new(), 17), ("com.microsoft".into(), 1)],
+            nodes: self.nodes,
+            inputs,
+            outputs,
+            initializers: self.inits,
+            metadata,
+        };
+        let out = self
+            .ext
+            .finish()
+            .map_err(|e| Error::Io("model.onnx.data".into(), e))?;
+        Ok((model, out))
+    }
+}

@@ -1,0 +1,46 @@
+//! `inferctl import` of a GGUF file, natively (the Rust importer, no Python): the folder it writes
+//! is served as it is and gives transformers' greedy text for the fixture's prompts. `make
+//! models` imports the default `smollm2` this way, so this is the README's first example.
+
+use std::process::Command;
+
+use inferd_e2e::*;
+use serde_json::Value;
+
+#[test]
+fn a_natively_imported_gguf_gives_transformers_greedy_text() {
+    let bus = Bus::start();
+    let repo = Repo::new();
+    let out = Command::new(bin("inferctl"))
+        .arg("import")
+        .arg(smollm2_gguf())
+        .args(["--name", "smollm2", "--models"])
+        .arg(repo.path())
+        .env_remove("INFERD_PYTHON")
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d = Daemon::start(&bus, &repo);
+    let m = d.models()["smollm2"].clone();
+    assert_eq!(m["state"], "ready", "{m}");
+    let fx: Value = serde_json::from_str(
+        &std::fs::read_to_string(tests_dir().join("fixtures/smollm2_fp32_greedy.json")).unwrap(),
+    )
+    .unwrap();
+    for case in fx["cases"].as_array().unwrap() {
+        let prompt = fx["chat_format"]
+            .as_str()
+            .unwrap()
+            .replace("{prompt}", case["prompt"].as_str().unwrap());
+        let max = case["new_ids"].as_array().unwrap().len().to_string();
+        let (text, _) = complete(
+            &d,
+            "smollm2",
+            &prompt,
+            &["max_tokens", "u", &max, "temperature", "d", "0"],
+        );
+        let want = case["text"].as_str().unwrap().replace("<|im_end|>", "");
+        assert_eq!(text, want, "{}", case["prompt"]);
+    }
+}
