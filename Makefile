@@ -84,12 +84,13 @@ test-models: fetch $(VENV)/ok
 fetch:
 	@python3 models/fetch.py --cache "$(CACHE)" >/dev/null
 
-## The default models: minilm (fetched) and smollm2 (imported from its GGUF, int4; again only when
-## the importer changes).
-models: fetch $(VENV)/ok
-	@test "$$(cat "$(INFERD_MODELS)/smollm2/.importer" 2>/dev/null)" = "$(IMPORTER_HASH)" || { \
-	  $(PY) -m inferd_import "$(GGUF)" --name smollm2 --precision int4 --models "$(INFERD_MODELS)" --force && \
-	  echo "$(IMPORTER_HASH)" > "$(INFERD_MODELS)/smollm2/.importer"; }
+## The default models: minilm (fetched) and smollm2 (imported natively from its GGUF, its own Q4_1
+## quantization transcoded; again only when the native importer changes).
+NATIVE_IMPORTER_HASH := $(shell cat importer/src/*.rs importer/src/bin/*.rs | sha256sum | cut -c1-12)
+models: fetch build $(VENV)/ok
+	@test "$$(cat "$(INFERD_MODELS)/smollm2/.importer" 2>/dev/null)" = "native-$(NATIVE_IMPORTER_HASH)" || { \
+	  target/release/inferctl import "$(GGUF)" --name smollm2 --models "$(INFERD_MODELS)" --force && \
+	  echo "native-$(NATIVE_IMPORTER_HASH)" > "$(INFERD_MODELS)/smollm2/.importer"; }
 	@test -f "$(INFERD_MODELS)/intent/model.onnx" || \
 	  $(PY) models/intent/build_intent.py "$(INFERD_MODELS)/minilm" "$(INFERD_MODELS)/intent"
 
@@ -106,7 +107,7 @@ deb: build
 ## The unit passes systemd-analyze (exposure <= 2.0); the .deb has every file where it belongs.
 package-check: deb
 	scripts/check-unit.sh
-	scripts/check-deb.sh target/debian/inferd_*.deb
+	scripts/check-deb.sh target/debian/inferd_*.deb "$(GGUF)"
 
 lint:
 	$(CARGO) fmt --all -- --check

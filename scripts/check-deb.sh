@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Checks a built inferd .deb: unpacked into an empty root, every file is where the unit, the
-# D-Bus policy and the activation file expect it, and `inferd check` runs from there.
-# Usage: scripts/check-deb.sh target/debian/inferd_*.deb   (needs ORT_DYLIB_PATH for the check)
+# D-Bus policy and the activation file expect it, `inferd check` runs from there, and the
+# packaged `inferctl import` imports a GGUF with no Python anywhere on PATH.
+# Usage: scripts/check-deb.sh target/debian/inferd_*.deb [FILE.gguf]   (needs ORT_DYLIB_PATH for
+# the check; the import check runs when a GGUF is given)
 set -euo pipefail
 deb=$1
+gguf=${2:-}
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 dpkg-deb -x "$deb" "$root"
@@ -60,3 +63,11 @@ echo "$out" | sed 's/^/check-deb:       /'
 grep -q "^ok    ONNX Runtime" <<<"$out" || fail "inferd check did not find ONNX Runtime"
 grep -q "^ok    model repository" <<<"$out" || fail "inferd check did not read the repository"
 ok "inferd check runs from the unpacked package"
+
+if [[ -n $gguf ]]; then
+  env -i HOME="$root" PATH=/nonexistent "$root/usr/bin/inferctl" import "$gguf" --name imported \
+    --models "$root/models" >/dev/null 2>&1 || fail "the packaged inferctl import failed without Python"
+  [ -f "$root/models/imported/model.onnx" ] && [ -f "$root/models/imported/tokenizer.json" ] \
+    || fail "the packaged inferctl import wrote no model"
+  ok "the packaged inferctl import reads a GGUF with no Python on PATH"
+fi
