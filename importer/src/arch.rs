@@ -53,6 +53,19 @@ impl Arch {
             Some(Value::Array(t)) => t.len(),
             _ => 0,
         };
+        let scaling = get("rope.scaling.type")
+            .and_then(Value::as_str)
+            .unwrap_or("none");
+        if scaling != "none" || g.tensor("rope_freqs.weight").is_some() {
+            return Err(Error::Unsupported(format!(
+                "rope scaling ({scaling}{}); only the default rotary embedding is supported yet",
+                if g.tensor("rope_freqs.weight").is_some() {
+                    ", rope_freqs"
+                } else {
+                    ""
+                }
+            )));
+        }
         let a = Arch {
             vocab_size: get("vocab_size")
                 .and_then(Value::as_u64)
@@ -96,6 +109,19 @@ impl Arch {
     }
 
     fn check(self) -> Result<Arch> {
+        let sizes = [
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_layers,
+            self.num_heads,
+            self.head_dim,
+            self.context_length,
+        ];
+        if sizes.contains(&0) {
+            return Err(Error::Corrupt(format!(
+                "GGUF metadata gives a size of 0: {self:?}"
+            )));
+        }
         if self.num_kv_heads == 0 || !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(Error::Unsupported(format!(
                 "{} attention heads are not a multiple of {} KV heads",

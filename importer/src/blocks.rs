@@ -216,9 +216,10 @@ impl Format {
     /// Bytes `elements` weights take; `None` unless they are whole blocks.
     pub fn bytes_for(self, elements: u64) -> Option<usize> {
         let (n, b) = self.block();
-        elements
-            .is_multiple_of(n as u64)
-            .then(|| (elements / n as u64) as usize * b)
+        if !elements.is_multiple_of(n as u64) {
+            return None;
+        }
+        usize::try_from(elements / n as u64).ok()?.checked_mul(b)
     }
 
     /// How the format reads as `MatMulNBits`; `None` for float formats.

@@ -62,16 +62,29 @@ impl Staging {
         std::fs::write(&path, text).map_err(io(&path))
     }
 
-    fn commit(self) -> Result<PathBuf> {
-        let old = self.dest.with_file_name(format!(
-            ".{}.replaced-{}",
-            self.dest.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id()
-        ));
-        if self.dest.exists() {
+    /// Renames the staging folder into place; a folder already there (with `force`) is put
+    /// back if that fails.
+    fn commit(self, force: bool) -> Result<PathBuf> {
+        let name = self.dest.file_name().unwrap_or_default().to_string_lossy();
+        let old = self
+            .dest
+            .with_file_name(format!(".{name}.replaced-{}", std::process::id()));
+        let replacing = self.dest.exists();
+        if replacing && !force {
+            return Err(Error::Refused(format!(
+                "{} appeared during the import; pass --force to replace it",
+                self.dest.display()
+            )));
+        }
+        if replacing {
             std::fs::rename(&self.dest, &old).map_err(io(&self.dest))?;
         }
-        std::fs::rename(&self.dir, &self.dest).map_err(io(&self.dest))?;
+        if let Err(e) = std::fs::rename(&self.dir, &self.dest) {
+            if replacing {
+                let _ = std::fs::rename(&old, &self.dest);
+            }
+            return Err(io(&self.dest)(e));
+        }
         let _ = std::fs::remove_dir_all(&old);
         Ok(self.dest.clone())
     }
@@ -126,10 +139,11 @@ pub fn import_gguf(src: &Path, o: &Options, say: &mut dyn FnMut(&str)) -> Result
         let path = staging.dir.join("model.toml");
         std::fs::write(&path, manifest(&source)).map_err(io(&path))
     })();
-    match written {
-        Ok(()) => Ok((staging.commit()?, a)),
+    let dir = staging.dir.clone();
+    match written.and_then(|()| staging.commit(o.force)) {
+        Ok(dest) => Ok((dest, a)),
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging.dir);
+            let _ = std::fs::remove_dir_all(&dir);
             Err(e)
         }
     }

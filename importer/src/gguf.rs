@@ -154,9 +154,9 @@ impl<'a> Reader<'a> {
 impl Gguf {
     pub fn open(path: &Path) -> Result<Gguf> {
         let file = File::open(path).map_err(|e| Error::Io(path.display().to_string(), e))?;
-        // SAFETY: the file is only read; a file changed by another process while it is mapped
-        // gives wrong weights (as any reader would), never memory unsafety in safe code here,
-        // since every slice is bounds-checked against the map's length.
+        // SAFETY: the file is only read, and every slice is bounds-checked against the map's
+        // length. A file another process changes while it is mapped gives wrong weights; one it
+        // truncates makes reads past its new end fault (SIGBUS), as with any mapped reader.
         let map =
             unsafe { Mmap::map(&file) }.map_err(|e| Error::Io(path.display().to_string(), e))?;
         Self::parse(map)
@@ -203,10 +203,15 @@ impl Gguf {
         let tensors = infos
             .into_iter()
             .map(|(name, dims, format, offset)| {
-                let elements: u64 = dims.iter().product();
+                let elements = dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d));
+                let elements = elements.ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "tensor {name:?} has dimensions {dims:?}: too many elements"
+                    ))
+                })?;
                 let len = format.bytes_for(elements).ok_or_else(|| {
                     Error::Corrupt(format!(
-                        "tensor {name:?}: {elements} elements are not whole {format:?} blocks"
+                        "tensor {name:?}: {elements} elements are not whole {format:?} blocks, or too many"
                     ))
                 })?;
                 let start = usize::try_from(offset)
@@ -241,5 +246,56 @@ impl Gguf {
     /// The tensor's bytes, in place in the mapped file.
     pub fn data(&self, t: &TensorInfo) -> &[u8] {
         &self.map[t.start..t.start + t.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A GGUF image with no metadata and one tensor of `dims` (F32) at offset 0.
+    fn image(dims: &[u64], data: usize) -> Mmap {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        b.push(b't');
+        b.extend((dims.len() as u32).to_le_bytes());
+        dims.iter().for_each(|d| b.extend(d.to_le_bytes()));
+        b.extend(0u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.resize(b.len().next_multiple_of(32) + data, 0);
+        let mut m = memmap2::MmapMut::map_anon(b.len()).unwrap();
+        m.copy_from_slice(&b);
+        m.make_read_only().unwrap()
+    }
+
+    fn corrupt(m: Mmap) -> String {
+        match Gguf::parse(m) {
+            Err(Error::Corrupt(e)) => e,
+            Err(e) => panic!("expected a corrupt-file error, got {e}"),
+            Ok(_) => panic!("a corrupt file parsed"),
+        }
+    }
+
+    #[test]
+    fn a_whole_file_reads_its_tensor_in_place() {
+        let g = Gguf::parse(image(&[2, 3], 24)).unwrap();
+        let t = g.tensor("t").unwrap();
+        assert_eq!((t.elements(), t.len), (6, 24));
+        assert_eq!(g.data(t).len(), 24);
+    }
+
+    #[test]
+    fn truncated_or_oversized_tensors_are_errors_not_panics() {
+        assert!(corrupt(image(&[2, 3], 20)).contains("past the end"));
+        assert!(corrupt(image(&[u64::MAX, 3], 0)).contains("too many elements"));
+        assert!(corrupt(image(&[u64::MAX / 2], 0)).contains("too many"));
+        let whole = image(&[2, 3], 24);
+        let cut = &whole[..30];
+        let mut m = memmap2::MmapMut::map_anon(cut.len()).unwrap();
+        m.copy_from_slice(cut);
+        assert!(corrupt(m.make_read_only().unwrap()).contains("ends early"));
     }
 }

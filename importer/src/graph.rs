@@ -102,6 +102,12 @@ impl<'a, W: Write> Builder<'a, W> {
         } else {
             self.tensor(name, &[cols, rows])?
         };
+        if rows == 0 || cols == 0 || !cols.is_multiple_of(t.format.block().0) {
+            return Err(Error::Corrupt(format!(
+                "{name}: rows of {cols} weights are not whole {:?} blocks",
+                t.format
+            )));
+        }
         let data = self.src.data(t);
         let row_bytes = data.len() / rows;
         let order = order.unwrap_or_else(|| (0..rows).collect());

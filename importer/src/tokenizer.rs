@@ -180,7 +180,16 @@ pub fn from_gguf(g: &Gguf, family: &str) -> Result<TokenizerFiles> {
         .and_then(Value::as_str)
         .unwrap_or("");
     let tokens = strings(g, "tokenizer.ggml.tokens");
+    let pre = g.metadata.get("tokenizer.ggml.pre").and_then(Value::as_str);
     let ((normalizer, pre, decoder, model), add_bos_default) = match kind {
+        // Byte-level BPE splits text by a pattern llama.cpp names in `tokenizer.ggml.pre`; the
+        // GPT-2 pattern (SmolLM2's "smollm") and Qwen2's are the ones rebuilt here.
+        "gpt2" if !matches!(pre, None | Some("default" | "gpt-2" | "smollm" | "qwen2" | "deepseek-r1-qwen")) => {
+            return Err(Error::Unsupported(format!(
+                "GGUF pre-tokenizer {:?} (gpt-2, smollm and qwen2 are supported); import the Hugging Face checkpoint folder instead, which carries tokenizer.json",
+                pre.unwrap_or_default()
+            )))
+        }
         "gpt2" => (gpt2(g, &tokens, family), false),
         "llama" => (sentencepiece(g, &tokens)?, true),
         other => {
@@ -193,6 +202,13 @@ pub fn from_gguf(g: &Gguf, family: &str) -> Result<TokenizerFiles> {
         Some(Value::Array(v)) => v.iter().map(|x| x.as_u64().unwrap_or(1)).collect(),
         _ => vec![1; tokens.len()],
     };
+    if types.len() != tokens.len() {
+        return Err(Error::Corrupt(format!(
+            "{} token types for {} tokens",
+            types.len(),
+            tokens.len()
+        )));
+    }
     let added: Vec<Json> = types
         .iter()
         .enumerate()

@@ -80,8 +80,11 @@ impl KvMemory {
             })
             .collect();
         match self.cuda {
-            // SAFETY: every block lies inside its tensor (`row_copy` checks against shapes),
-            // and ONNX Runtime's CUDA allocator zeroes nothing, so the whole tensor is zeroed.
+            // An empty cache (no positions yet) has no memory to fill.
+            Some(_) if bytes == 0 => {}
+            // SAFETY: every block lies inside its tensor (`gather` checks rows, positions and
+            // each source's shape and type), and ONNX Runtime's CUDA allocator zeroes nothing,
+            // so the whole tensor is zeroed.
             Some(d) => unsafe { gpu::device_fill(d, Some((base, bytes)), &copies) }
                 .map_err(Error::Internal)?,
             // SAFETY: as above; ort zeroes host tensors it allocates.
@@ -143,7 +146,21 @@ pub fn gather(
                 .view()
                 .downcast::<DynTensorValueType>()
                 .map_err(|_| Error::Internal("a KV cache value is not a tensor".into()))?;
-            Ok((t.data_ptr(), t.shape()[2] as usize, t.shape()[0] as usize))
+            let shape = t.shape();
+            let fits = shape.len() == 4
+                && shape[1] as usize == l.kv_heads
+                && shape[3] as usize == l.head_dim
+                && *t.data_type() == elem(l);
+            if !fits {
+                return Err(Error::Internal(format!(
+                    "a KV cache tensor of shape {shape:?} ({:?}) is not [rows, {}, positions, {}] ({:?})",
+                    t.data_type(),
+                    l.kv_heads,
+                    l.head_dim,
+                    elem(l)
+                )));
+            }
+            Ok((t.data_ptr(), shape[2] as usize, shape[0] as usize))
         })
         .collect::<Result<Vec<_>>>()?;
     let mut copies = Vec::with_capacity(picks.len());

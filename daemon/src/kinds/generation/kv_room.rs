@@ -4,7 +4,12 @@
 //! model's `memory_bytes`, and with it the memory budget, counts them at their limit from the
 //! start, and a sequence starts only when its whole cache fits under that limit: one that does
 //! not waits for others to finish (a request that could never fit is refused before it is
-//! queued, `prompt.rs`). The device never runs out of memory halfway through a reply.
+//! queued, `prompt.rs`). Caches do not grow past the limit halfway through a reply.
+//!
+//! The limit counts each cache once. Transients come on top: without a share buffer a step
+//! holds its cache's past and present together, and a sequence joining or leaving the batch
+//! briefly holds the old batch cache and the new one (docs/operations.md says how much room to
+//! leave).
 
 use super::CacheLayout;
 

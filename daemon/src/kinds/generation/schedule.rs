@@ -30,10 +30,11 @@ impl TextGeneration {
     fn make_room(&mut self, joining: Option<usize>, keep: usize) -> bool {
         let running = self.alone.iter().chain(&self.batched).map(Sequence::need);
         let wanted = self.room.footprint(running.chain(joining)) + keep;
+        if wanted > self.room.tokens {
+            return false; // no eviction could make room: keep the prefix cache
+        }
         while wanted + self.prefixes.held() > self.room.tokens {
-            if !self.prefixes.evict_oldest() {
-                return false;
-            }
+            self.prefixes.evict_oldest();
         }
         true
     }
