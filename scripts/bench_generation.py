@@ -166,7 +166,7 @@ def section(addr, models_dir, names, runs=5, figures=None):
 ## Text generation: inferd vs onnxruntime-genai 0.18 (targets: decode ≥ 1.10×, TTFT ≤ 0.9× at 512)
 
 Same ONNX files on both sides, run by genai through their `genai_config.json`: inferd's own
-imports (`smollm2` int4, `smollm2-fp32`) and, where `make builder-models` has made them, the
+imports (`smollm2`, the default model, and `smollm2-fp32`) and, where `make builder-models` has made them, the
 onnxruntime-genai model builder's exports of the same SmolLM2 (`smollm2-builder-*`:
 GroupQueryAttention, past/present share buffer, which inferd then uses too). Greedy,
 128 new tokens at most (both stop at the same EOS), 2 intra-op threads on both sides,
