@@ -11,30 +11,23 @@
 //! `GatherBlockQuantized` and, when the LM head is tied to it, shared with the head's
 //! `MatMulNBits` (two initializers over the same bytes of the external data file). Float weights
 //! are written as float32, and so is an embedding table with block minimums, which
-//! `GatherBlockQuantized` cannot read. Each weight is read from the memory-mapped GGUF and written out before the next, so
-//! memory stays at about the largest tensor.
+//! `GatherBlockQuantized` cannot read. Each weight is read from the memory-mapped GGUF
+//! (`weights.rs`) and written out before the next, so memory stays at about the largest tensor.
 
 use std::io::Write;
 
 use crate::arch::Arch;
-use crate::blocks::{Blocks, Layout};
-use crate::error::{Error, Result};
-use crate::gguf::{Gguf, TensorInfo};
+use crate::error::Result;
+use crate::gguf::Gguf;
 use crate::onnx::{Attr, Data, DataType, Dim, ExternalData, Initializer, Model, ValueInfo};
 use crate::ops::{f32_bytes, Graph, NBits};
+use crate::weights::{Weight, Weights};
 
 pub const KEEP: &str = "num_logits_to_keep";
 
-/// A weight as it will be written.
-enum Weight {
-    Blocks(Layout, Blocks),
-    /// Row-major `[rows, cols]`.
-    Floats(Vec<f32>),
-}
-
 pub struct Builder<'a, W: Write> {
     a: &'a Arch,
-    src: &'a Gguf,
+    w: Weights<'a>,
     g: Graph<W>,
     /// Names of shared values the prologue makes.
     eps: String,
@@ -62,7 +55,7 @@ impl<'a, W: Write> Builder<'a, W> {
     pub fn new(a: &'a Arch, src: &'a Gguf, ext: ExternalData<W>) -> Self {
         Builder {
             a,
-            src,
+            w: Weights::new(a, src),
             g: Graph::new(ext),
             eps: String::new(),
             scale: String::new(),
@@ -70,69 +63,6 @@ impl<'a, W: Write> Builder<'a, W> {
             cos: String::new(),
             sin: String::new(),
             mask: String::new(),
-        }
-    }
-
-    /// A tensor by GGUF name, its dimensions (innermost first) checked.
-    fn tensor(&self, name: &str, dims: &[usize]) -> Result<&'a TensorInfo> {
-        let t = self
-            .src
-            .tensor(name)
-            .ok_or_else(|| Error::Corrupt(format!("the GGUF has no tensor {name}")))?;
-        if t.dims.iter().map(|&d| d as usize).ne(dims.iter().copied()) {
-            return Err(Error::Corrupt(format!(
-                "{name} has dimensions {:?}, but the metadata implies {dims:?}",
-                t.dims
-            )));
-        }
-        Ok(t)
-    }
-
-    /// A `[rows, cols]` weight (GGUF dimensions `[cols, rows]`), its rows in `order` (llama.cpp
-    /// permutes llama's q/k rows for its rotary embedding; transformers' order is restored).
-    fn weight(
-        &self,
-        name: &str,
-        rows: usize,
-        cols: usize,
-        order: Option<Vec<usize>>,
-    ) -> Result<Weight> {
-        let t = if rows == 1 {
-            self.tensor(name, &[cols])?
-        } else {
-            self.tensor(name, &[cols, rows])?
-        };
-        if rows == 0 || cols == 0 || !cols.is_multiple_of(t.format.block().0) {
-            return Err(Error::Corrupt(format!(
-                "{name}: rows of {cols} weights are not whole {:?} blocks",
-                t.format
-            )));
-        }
-        let data = self.src.data(t);
-        let row_bytes = data.len() / rows;
-        let order = order.unwrap_or_else(|| (0..rows).collect());
-        if let Some(floats) = t.format.floats(data) {
-            let mut out = Vec::with_capacity(rows * cols);
-            for &r in &order {
-                out.extend_from_slice(&floats[r * cols..(r + 1) * cols]);
-            }
-            return Ok(Weight::Floats(out));
-        }
-        let layout = t.format.nbits().expect("block formats have a layout");
-        let (_, block_bytes) = t.format.block();
-        let mut blocks = Blocks::default();
-        for &r in &order {
-            for b in data[r * row_bytes..(r + 1) * row_bytes].chunks_exact(block_bytes) {
-                t.format.transcode(b, &mut blocks);
-            }
-        }
-        Ok(Weight::Blocks(layout, blocks))
-    }
-
-    fn floats(&self, name: &str, n: usize) -> Result<Vec<f32>> {
-        match self.weight(name, 1, n, None)? {
-            Weight::Floats(v) => Ok(v),
-            Weight::Blocks(_, b) => Ok(b.dequantize()),
         }
     }
 
@@ -146,7 +76,10 @@ impl<'a, W: Write> Builder<'a, W> {
         bias: bool,
         order: Option<Vec<usize>>,
     ) -> Result<String> {
-        let y = match self.weight(&format!("{name}.weight"), out_f, in_f, order.clone())? {
+        let y = match self
+            .w
+            .get(&format!("{name}.weight"), out_f, in_f, order.clone())?
+        {
             Weight::Blocks(l, b) => {
                 let (w, _) = self.nbits(name, l, &b, out_f, in_f, true)?;
                 self.matmul_nbits(x, &w, 3, name)
@@ -170,10 +103,7 @@ impl<'a, W: Write> Builder<'a, W> {
         if !bias {
             return Ok(y);
         }
-        let b = match self.weight(&format!("{name}.bias"), 1, out_f, None)? {
-            Weight::Floats(v) => v,
-            Weight::Blocks(_, b) => b.dequantize(),
-        };
+        let b = self.w.floats(&format!("{name}.bias"), out_f)?;
         let b: Vec<f32> = match order {
             Some(o) => o.iter().map(|&r| b[r]).collect(),
             None => b,
@@ -188,7 +118,9 @@ impl<'a, W: Write> Builder<'a, W> {
     }
 
     fn rms_norm(&mut self, x: &str, name: &str) -> Result<String> {
-        let w = self.floats(&format!("{name}.weight"), self.a.hidden_size)?;
+        let w = self
+            .w
+            .floats(&format!("{name}.weight"), self.a.hidden_size)?;
         let w = self.external(
             &format!("{name}.weight"),
             DataType::Float,
@@ -247,22 +179,6 @@ impl<'a, W: Write> Builder<'a, W> {
         )
     }
 
-    /// llama.cpp's rotary permutation of a q/k weight's rows, undone: row (h, j, d) of the
-    /// result is row (h, d, j) of the GGUF's (head h, pair member j, pair d).
-    fn unpermute(&self, heads: usize) -> Option<Vec<usize>> {
-        if self.a.family != "llama" {
-            return None;
-        }
-        let dim = self.a.head_dim / 2;
-        Some(
-            (0..heads)
-                .flat_map(|h| {
-                    (0..2).flat_map(move |j| (0..dim).map(move |d| h * 2 * dim + 2 * d + j))
-                })
-                .collect(),
-        )
-    }
-
     fn attention(&mut self, x: &str, i: usize) -> Result<String> {
         let a = self.a;
         let (nh, kv, hd) = (a.num_heads, a.num_kv_heads, a.head_dim);
@@ -273,7 +189,7 @@ impl<'a, W: Write> Builder<'a, W> {
             nh * hd,
             a.hidden_size,
             a.attention_bias,
-            self.unpermute(nh),
+            self.w.unpermute(nh),
         )?;
         let q = self.heads(&q, nh);
         let k = self.linear(
@@ -282,7 +198,7 @@ impl<'a, W: Write> Builder<'a, W> {
             kv * hd,
             a.hidden_size,
             a.attention_bias,
-            self.unpermute(kv),
+            self.w.unpermute(kv),
         )?;
         let k = self.heads(&k, kv);
         let v = self.linear(
@@ -473,7 +389,7 @@ impl<'a, W: Write> Builder<'a, W> {
     fn embed(&mut self) -> Result<(String, Option<NBits>)> {
         let a = self.a;
         let (v, h) = (a.vocab_size, a.hidden_size);
-        match self.weight("token_embd.weight", v, h, None)? {
+        match self.w.get("token_embd.weight", v, h, None)? {
             // GatherBlockQuantized has no block minimums.
             Weight::Blocks(l, b) if !l.affine => {
                 let (w, scales) = self.nbits("token_embd", l, &b, v, h, false)?;
@@ -510,10 +426,7 @@ impl<'a, W: Write> Builder<'a, W> {
                 Ok((x, Some(w)))
             }
             w => {
-                let floats = match w {
-                    Weight::Floats(f) => f,
-                    Weight::Blocks(_, b) => b.dequantize(),
-                };
+                let floats = w.into_floats();
                 let t = self.external(
                     "token_embd.weight",
                     DataType::Float,

@@ -15,6 +15,7 @@ pub mod graph;
 pub mod onnx;
 pub mod ops;
 pub mod tokenizer;
+pub mod weights;
 
 use std::path::Path;
 

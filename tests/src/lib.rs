@@ -60,6 +60,25 @@ pub fn ort_library() -> PathBuf {
     p
 }
 
+/// transformers' greedy SmolLM2 cases (tests/fixtures/smollm2_fp32_greedy.json), each with its
+/// prompt written in the fixture's chat format.
+pub fn smollm2_greedy_cases() -> Vec<(String, Value)> {
+    let path = tests_dir().join("fixtures/smollm2_fp32_greedy.json");
+    let fx: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let format = fx["chat_format"].as_str().unwrap();
+    fx["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                format.replace("{prompt}", c["prompt"].as_str().unwrap()),
+                c.clone(),
+            )
+        })
+        .collect()
+}
+
 /// SmolLM2's GGUF, fetched by `make fetch` (the source of the default `smollm2`).
 pub fn smollm2_gguf() -> PathBuf {
     let p = cache().join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf");

@@ -20,17 +20,9 @@ fn daemon(extra: &str) -> (Bus, Repo, Daemon) {
 #[test]
 fn greedy_complete_reproduces_the_golden_token_ids() {
     let (_bus, _repo, d) = daemon("");
-    let fx: Value = serde_json::from_str(
-        &std::fs::read_to_string(tests_dir().join("fixtures/smollm2_fp32_greedy.json")).unwrap(),
-    )
-    .unwrap();
     let tok = tokenizers::Tokenizer::from_file(test_models().join("smollm2-fp32/tokenizer.json"))
         .unwrap();
-    for case in fx["cases"].as_array().unwrap() {
-        let prompt = fx["chat_format"]
-            .as_str()
-            .unwrap()
-            .replace("{prompt}", case["prompt"].as_str().unwrap());
+    for (prompt, case) in smollm2_greedy_cases() {
         let ids: Vec<u32> = case["new_ids"]
             .as_array()
             .unwrap()

@@ -5,7 +5,6 @@
 use std::process::Command;
 
 use inferd_e2e::*;
-use serde_json::Value;
 
 #[test]
 fn a_natively_imported_gguf_gives_transformers_greedy_text() {
@@ -24,15 +23,7 @@ fn a_natively_imported_gguf_gives_transformers_greedy_text() {
     let d = Daemon::start(&bus, &repo);
     let m = d.models()["smollm2"].clone();
     assert_eq!(m["state"], "ready", "{m}");
-    let fx: Value = serde_json::from_str(
-        &std::fs::read_to_string(tests_dir().join("fixtures/smollm2_fp32_greedy.json")).unwrap(),
-    )
-    .unwrap();
-    for case in fx["cases"].as_array().unwrap() {
-        let prompt = fx["chat_format"]
-            .as_str()
-            .unwrap()
-            .replace("{prompt}", case["prompt"].as_str().unwrap());
+    for (prompt, case) in smollm2_greedy_cases() {
         let max = case["new_ids"].as_array().unwrap().len().to_string();
         let (text, _) = complete(
             &d,

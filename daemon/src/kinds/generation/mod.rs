@@ -321,15 +321,9 @@ impl TextGeneration {
         need: usize,
     ) -> Result<(usize, Vec<DynValue>)> {
         let l = &self.layout;
-        match self.prefixes.lookup(tokens, caller, l)? {
-            // A share buffer needs room after the prefix for what is still to come.
-            Some((n, past)) if l.shared => {
-                let widened = past
-                    .iter()
-                    .map(|p| cache::gather(l, Align::Left, &[p], &[(0, 0, n)], need))
-                    .collect::<Result<_>>()?;
-                Ok((n, widened))
-            }
+        // A share buffer needs room after the prefix for what is still to come.
+        let room = if l.shared { need } else { 0 };
+        match self.prefixes.lookup(tokens, caller, l, room)? {
             Some(hit) => Ok(hit),
             None => self.empty_past(need).map(|p| (0, p)),
         }

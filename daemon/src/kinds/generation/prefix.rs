@@ -37,13 +37,14 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 
 impl PrefixCache {
     /// The longest prefix of `tokens` that `caller` has cached (at least `MIN_TOKENS`, and
-    /// leaving one token to run), with its cache copied out. An unknown caller (empty) shares
-    /// with nobody.
+    /// leaving one token to run), with its cache copied out into `room` positions (a share
+    /// buffer's; at least the prefix). An unknown caller (empty) shares with nobody.
     pub fn lookup(
         &mut self,
         tokens: &[u32],
         caller: &str,
         l: &CacheLayout,
+        room: usize,
     ) -> Result<Option<(usize, Vec<DynValue>)>> {
         if caller.is_empty() {
             return Ok(None);
@@ -67,7 +68,7 @@ impl PrefixCache {
         let past = entry
             .past
             .iter()
-            .map(|v| slice_positions(l, v, n))
+            .map(|v| cache::gather(l, Align::Left, &[v], &[(0, 0, n)], room.max(n)))
             .collect::<Result<_>>();
         self.entries.push(entry);
         Ok(Some((n, past?)))

@@ -1,0 +1,111 @@
+//! The GGUF's weights in the graph's terms: by GGUF name, dimensions checked, rows in
+//! transformers' order, block-quantized ones transcoded (`blocks.rs`), float ones as f32.
+
+use crate::arch::Arch;
+use crate::blocks::{Blocks, Layout};
+use crate::error::{Error, Result};
+use crate::gguf::{Gguf, TensorInfo};
+
+/// A weight as it will be written.
+pub enum Weight {
+    Blocks(Layout, Blocks),
+    /// Row-major `[rows, cols]`.
+    Floats(Vec<f32>),
+}
+
+impl Weight {
+    /// The weights as f32, de-quantized if they are blocks.
+    pub fn into_floats(self) -> Vec<f32> {
+        match self {
+            Weight::Floats(v) => v,
+            Weight::Blocks(_, b) => b.dequantize(),
+        }
+    }
+}
+
+pub struct Weights<'a> {
+    a: &'a Arch,
+    src: &'a Gguf,
+}
+
+impl<'a> Weights<'a> {
+    pub fn new(a: &'a Arch, src: &'a Gguf) -> Self {
+        Weights { a, src }
+    }
+
+    /// A tensor by GGUF name, its dimensions (innermost first) checked.
+    fn tensor(&self, name: &str, dims: &[usize]) -> Result<&'a TensorInfo> {
+        let t = self
+            .src
+            .tensor(name)
+            .ok_or_else(|| Error::Corrupt(format!("the GGUF has no tensor {name}")))?;
+        if t.dims.iter().map(|&d| d as usize).ne(dims.iter().copied()) {
+            return Err(Error::Corrupt(format!(
+                "{name} has dimensions {:?}, but the metadata implies {dims:?}",
+                t.dims
+            )));
+        }
+        Ok(t)
+    }
+
+    /// A `[rows, cols]` weight (GGUF dimensions `[cols, rows]`), its rows in `order` (llama.cpp
+    /// permutes llama's q/k rows for its rotary embedding; transformers' order is restored).
+    pub fn get(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        order: Option<Vec<usize>>,
+    ) -> Result<Weight> {
+        let t = if rows == 1 {
+            self.tensor(name, &[cols])?
+        } else {
+            self.tensor(name, &[cols, rows])?
+        };
+        if rows == 0 || cols == 0 || !cols.is_multiple_of(t.format.block().0) {
+            return Err(Error::Corrupt(format!(
+                "{name}: rows of {cols} weights are not whole {:?} blocks",
+                t.format
+            )));
+        }
+        let data = self.src.data(t);
+        let row_bytes = data.len() / rows;
+        let order = order.unwrap_or_else(|| (0..rows).collect());
+        if let Some(floats) = t.format.floats(data) {
+            let mut out = Vec::with_capacity(rows * cols);
+            for &r in &order {
+                out.extend_from_slice(&floats[r * cols..(r + 1) * cols]);
+            }
+            return Ok(Weight::Floats(out));
+        }
+        let layout = t.format.nbits().expect("block formats have a layout");
+        let (_, block_bytes) = t.format.block();
+        let mut blocks = Blocks::default();
+        for &r in &order {
+            for b in data[r * row_bytes..(r + 1) * row_bytes].chunks_exact(block_bytes) {
+                t.format.transcode(b, &mut blocks);
+            }
+        }
+        Ok(Weight::Blocks(layout, blocks))
+    }
+
+    pub fn floats(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+        Ok(self.get(name, 1, n, None)?.into_floats())
+    }
+
+    /// llama.cpp's rotary permutation of a q/k weight's rows, undone: row (h, j, d) of the
+    /// result is row (h, d, j) of the GGUF's (head h, pair member j, pair d).
+    pub fn unpermute(&self, heads: usize) -> Option<Vec<usize>> {
+        if self.a.family != "llama" {
+            return None;
+        }
+        let dim = self.a.head_dim / 2;
+        Some(
+            (0..heads)
+                .flat_map(|h| {
+                    (0..2).flat_map(move |j| (0..dim).map(move |d| h * 2 * dim + 2 * d + j))
+                })
+                .collect(),
+        )
+    }
+}
