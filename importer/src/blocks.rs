@@ -95,6 +95,38 @@ impl Blocks {
     }
 }
 
+impl Blocks {
+    /// 8-bit blocks as twice as many 4-bit ones, exactly: with `q = 16·hi + lo` and
+    /// `z = 16·zh + zl`, `(q − z)·s = (hi − zh)·16s + (lo − zl)·s`. Each row becomes its high
+    /// halves' blocks, then its low halves' (`K` doubles; the graph feeds the input twice), so
+    /// ONNX Runtime's prepacked 4-bit kernel computes it in fp32. The block minimums stay as they
+    /// are: they belong to the original blocks.
+    pub fn split(&self, rows: usize) -> Blocks {
+        let n = self.scales.len();
+        let (per_row, block) = (n / rows.max(1), self.q.len() / n.max(1));
+        let mut out = Blocks {
+            q: Vec::with_capacity(2 * self.q.len()),
+            scales: Vec::with_capacity(2 * n),
+            zeros: Vec::with_capacity(2 * n),
+            mins: self.mins.clone(),
+        };
+        for r in 0..rows {
+            let row = r * per_row..(r + 1) * per_row;
+            for (shift, mask, factor) in [(4, 0x0f, 16.0), (0, 0x0f, 1.0)] {
+                for i in row.clone() {
+                    let q = &self.q[i * block..(i + 1) * block];
+                    out.push(
+                        factor * self.scales[i],
+                        (self.zeros[i] >> shift) & mask,
+                        q.iter().map(|&q| (q >> shift) & mask),
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
 /// A weight's `MatMulNBits` initializers, and its block minimums.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Packed {
@@ -408,6 +440,32 @@ mod tests {
         let mut out = Blocks::default();
         Format::Q4_1.transcode(&b, &mut out);
         assert!(out.dequantize().iter().all(|&x| x == -1.25));
+    }
+
+    #[test]
+    fn split_halves_add_up_to_the_8_bit_weights() {
+        // Two rows of two blocks of 4, with Q8_0's, Q5_0's and Q6_K's zero points.
+        let (rows, block) = (2, 4);
+        let b = Blocks {
+            q: (0..16u8).map(|i| i.wrapping_mul(37)).collect(),
+            scales: vec![0.5, -0.25, 3.0, 0.125],
+            zeros: vec![128, 16, 32, 0],
+            mins: vec![],
+        };
+        let w = b.dequantize();
+        let halves = b.split(rows).dequantize();
+        for r in 0..rows {
+            let cols = 2 * block;
+            let (hi, lo) = halves[2 * r * cols..2 * (r + 1) * cols].split_at(cols);
+            let sum: Vec<f32> = hi.iter().zip(lo).map(|(h, l)| h + l).collect();
+            assert_eq!(sum, w[r * cols..(r + 1) * cols]);
+        }
+        assert!(b
+            .split(rows)
+            .q
+            .iter()
+            .chain(&b.split(rows).zeros)
+            .all(|&v| v < 16));
     }
 
     #[test]

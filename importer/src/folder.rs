@@ -9,6 +9,7 @@ use serde_json::{json, Value as Json};
 use crate::arch::Arch;
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
+use crate::progress::{Report, Step};
 
 pub struct Options {
     /// The model repository.
@@ -18,9 +19,6 @@ pub struct Options {
     pub force: bool,
     /// `intra_op_num_threads` written to genai_config.json.
     pub threads: u32,
-    /// fp32 compute for 8-bit weights too (`ops::Graph::fast_8bit` off): exact, and on CPU
-    /// several times slower for them.
-    pub exact: bool,
 }
 
 struct Staging {
@@ -104,20 +102,23 @@ fn manifest(source: &str) -> String {
     )
 }
 
-/// Imports a GGUF file as `o.models/o.name`; `say` hears each stage as it starts.
-pub fn import_gguf(src: &Path, o: &Options, say: &mut dyn FnMut(&str)) -> Result<(PathBuf, Arch)> {
-    say("read");
+/// Imports a GGUF file as `o.models/o.name`, telling `report` how far it is: stages `read`,
+/// `convert` (a step a tensor) and `write`.
+pub fn import_gguf(src: &Path, o: &Options, report: Report<'_>) -> Result<(PathBuf, Arch)> {
+    report(Step::of("read", 0, 1));
     let g = Gguf::open(src)?;
     let a = Arch::from_gguf(&g)?;
     let tok = crate::tokenizer::from_gguf(&g, &a.family)?;
     let staging = Staging::new(o)?;
+    report(Step::of("read", 1, 1));
     let written = (|| {
-        say("convert");
         let source = src
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        crate::write_decoder(&g, &a, &source, &staging.dir, o.exact)?;
-        say("write");
+        let total = g.tensors.len();
+        crate::write_decoder(&g, &a, &source, &staging.dir, &mut *report)?;
+        report(Step::of("convert", total, total));
+        report(Step::of("write", 0, 1));
         staging.json("tokenizer.json", &tok.tokenizer_json)?;
         let mut cfg = tok.config.clone();
         if let Some(t) = &tok.chat_template {
@@ -137,7 +138,9 @@ pub fn import_gguf(src: &Path, o: &Options, say: &mut dyn FnMut(&str)) -> Result
         )?;
         staging.json("genai_config.json", &a.genai_config(o.threads))?;
         let path = staging.dir.join("model.toml");
-        std::fs::write(&path, manifest(&source)).map_err(io(&path))
+        std::fs::write(&path, manifest(&source)).map_err(io(&path))?;
+        report(Step::of("write", 1, 1));
+        Ok(())
     })();
     let dir = staging.dir.clone();
     match written.and_then(|()| staging.commit(o.force)) {

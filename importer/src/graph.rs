@@ -21,6 +21,7 @@ use crate::error::Result;
 use crate::gguf::Gguf;
 use crate::onnx::{Attr, Data, DataType, Dim, ExternalData, Initializer, Model, ValueInfo};
 use crate::ops::{f32_bytes, Graph, NBits};
+use crate::progress::Report;
 use crate::weights::{Weight, Weights};
 
 pub const KEEP: &str = "num_logits_to_keep";
@@ -52,10 +53,10 @@ impl<W: Write> std::ops::DerefMut for Builder<'_, W> {
 }
 
 impl<'a, W: Write> Builder<'a, W> {
-    pub fn new(a: &'a Arch, src: &'a Gguf, ext: ExternalData<W>) -> Self {
+    pub fn new(a: &'a Arch, src: &'a Gguf, ext: ExternalData<W>, report: Report<'a>) -> Self {
         Builder {
             a,
-            w: Weights::new(a, src),
+            w: Weights::new(a, src, report),
             g: Graph::new(ext),
             eps: String::new(),
             scale: String::new(),
@@ -81,7 +82,7 @@ impl<'a, W: Write> Builder<'a, W> {
             .get(&format!("{name}.weight"), out_f, in_f, order.clone())?
         {
             Weight::Blocks(l, b) => {
-                let (w, _) = self.nbits(name, l, &b, out_f, in_f, true)?;
+                let w = self.nbits(name, l, &b, out_f, in_f)?;
                 self.matmul_nbits(x, &w, 3, name)
             }
             Weight::Floats(w) => {
@@ -392,36 +393,38 @@ impl<'a, W: Write> Builder<'a, W> {
         match self.w.get("token_embd.weight", v, h, None)? {
             // GatherBlockQuantized has no block minimums.
             Weight::Blocks(l, b) if !l.affine => {
-                let (w, scales) = self.nbits("token_embd", l, &b, v, h, false)?;
-                let blocks = (h / l.block) as i64;
-                let data_dims = [v as i64, (h * l.bits as usize / 8) as i64];
-                let data = w.b.alias("token_embd.table", DataType::Uint8, &data_dims);
-                let scales = scales.alias(
-                    "token_embd.table_scales",
-                    DataType::Float,
-                    &[v as i64, blocks],
-                );
-                let zp_cols = if l.bits == 4 {
-                    (blocks + 1) / 2
-                } else {
-                    blocks
-                };
-                let zeros =
-                    w.zeros
-                        .alias("token_embd.table_zp", DataType::Uint8, &[v as i64, zp_cols]);
-                let names = [data.name.clone(), scales.name.clone(), zeros.name.clone()];
-                self.inits.extend([data, scales, zeros]);
+                let w = self.nbits("token_embd", l, &b, v, h)?;
+                let (rows, k) = (v as i64, w.k as i64);
+                // The same bytes as the head's weight, as the 2-D table GatherBlockQuantized reads.
+                let table =
+                    w.b.alias("token_embd.table", DataType::Uint8, &[rows, k / 2]);
+                let data = table.name.clone();
+                self.inits.push(table);
+                let (scales, zeros) = (w.scales.clone(), w.zeros.name.clone());
                 let x = self.op_in(
                     "GatherBlockQuantized",
                     "com.microsoft",
-                    &[&names[0], "input_ids", &names[1], &names[2]],
+                    &[&data, "input_ids", &scales, &zeros],
                     "embed",
                     vec![
                         ("gather_axis", Attr::Int(0)),
                         ("quantize_axis", Attr::Int(1)),
-                        ("block_size", Attr::Int(l.block as i64)),
-                        ("bits", Attr::Int(l.bits.into())),
+                        ("block_size", Attr::Int(w.layout.block as i64)),
+                        ("bits", Attr::Int(w.layout.bits.into())),
                     ],
+                );
+                if w.k == w.cols {
+                    return Ok((x, Some(w)));
+                }
+                // A split 8-bit table: each row is its high halves, then its low halves.
+                let halves = self.i64s(&[0, 0, 2, h as i64]);
+                let halves = self.op("Reshape", &[&x, &halves], "", vec![]);
+                let axis = self.i64s(&[2]);
+                let x = self.op(
+                    "ReduceSum",
+                    &[&halves, &axis],
+                    "embed",
+                    vec![("keepdims", Attr::Int(0))],
                 );
                 Ok((x, Some(w)))
             }

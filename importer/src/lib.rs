@@ -14,19 +14,19 @@ pub mod gguf;
 pub mod graph;
 pub mod onnx;
 pub mod ops;
+pub mod progress;
 pub mod tokenizer;
 pub mod weights;
 
 use std::path::Path;
 
-/// Writes `dir/model.onnx` (and `model.onnx.data`) for a GGUF file's decoder; `exact`: fp32
-/// compute for 8-bit weights too (`ops::Graph::fast_8bit`).
+/// Writes `dir/model.onnx` (and `model.onnx.data`) for a GGUF file's decoder.
 pub fn write_decoder(
     g: &gguf::Gguf,
     a: &arch::Arch,
     source: &str,
     dir: &Path,
-    exact: bool,
+    report: progress::Report<'_>,
 ) -> error::Result<()> {
     let io = |e| error::Error::Io(dir.display().to_string(), e);
     std::fs::create_dir_all(dir).map_err(io)?;
@@ -36,8 +36,6 @@ pub fn write_decoder(
         "inferd_import".to_owned(),
         serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "source": source, "precision": "native"}).to_string(),
     )];
-    let mut b = graph::Builder::new(a, g, ext);
-    b.fast_8bit = !exact;
-    let (model, _) = b.build(meta)?;
+    let (model, _) = graph::Builder::new(a, g, ext, report).build(meta)?;
     std::fs::write(dir.join("model.onnx"), model.encode("model.onnx.data")).map_err(io)
 }

@@ -9,25 +9,20 @@ use crate::blocks::{Blocks, Layout};
 use crate::error::{Error, Result};
 use crate::onnx::{Attr, Data, DataType, ExternalData, Initializer, Model, Node, ValueInfo};
 
-/// `MatMulNBits`' `accuracy_level` for 8-bit weights: 4, int8 activations. ONNX Runtime 1.31's
-/// CPU kernel prepacks 8-bit weights only for that compute type; at the default (fp32) it
-/// de-quantizes the whole matrix on every run, which made SmolLM2's Q8_0 LM head alone 5× slower
-/// than the rest of a step. 4-bit weights keep the default, fp32 compute: with int8 activations
-/// everywhere SmolLM2 lost transformers' greedy text on two of the three fixture prompts, with
-/// them on the 8-bit head only it keeps all three (docs/models.md has the figures).
-const ACCURACY_8BIT: i64 = 4;
-
 pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// A quantized weight `[rows, cols]` as written: `MatMulNBits`' initializers, and for affine
-/// formats the block minimums, transposed to `[cols / block, rows]`. `scales` and `mins` name the
-/// fp32 values the graph reads (a cast of an fp16 initializer where that is exact).
+/// A quantized weight `[rows, cols]` as written: `MatMulNBits`' initializers over `k` inputs
+/// (`cols`, or twice that for 8-bit weights split into 4-bit halves: `Blocks::split`), and for
+/// affine formats the block minimums, transposed to `[cols / block, rows]`. `scales` and `mins`
+/// name the fp32 values the graph reads (a cast of an fp16 initializer where that is exact).
 pub struct NBits {
+    /// As stored: always 4 bits.
     pub layout: Layout,
     pub rows: usize,
     pub cols: usize,
+    pub k: usize,
     pub b: Initializer,
     pub scales: String,
     pub zeros: Initializer,
@@ -39,9 +34,6 @@ pub struct Graph<W: Write> {
     pub nodes: Vec<Node>,
     pub inits: Vec<Initializer>,
     n: usize,
-    /// 8-bit weights compute with int8 activations (`ACCURACY_8BIT`); off, every product is
-    /// fp32 and the model's logits are the de-quantized weights' to fp32 rounding.
-    pub fast_8bit: bool,
 }
 
 impl<W: Write> Graph<W> {
@@ -51,7 +43,6 @@ impl<W: Write> Graph<W> {
             nodes: Vec::new(),
             inits: Vec::new(),
             n: 0,
-            fast_8bit: true,
         }
     }
 
@@ -146,18 +137,12 @@ impl<W: Write> Graph<W> {
         Ok(t)
     }
 
-    /// fp32 values for the graph: stored as fp16 and cast when `compact` and every value is
-    /// exactly an fp16 (as GGUF's Q4_1 scales and minimums are), which halves them on disk;
-    /// ONNX Runtime folds the cast into a constant when it loads the model. Returns the
-    /// initializer and the name the graph reads.
-    pub fn floats(
-        &mut self,
-        name: &str,
-        dims: &[i64],
-        v: &[f32],
-        compact: bool,
-    ) -> Result<(Initializer, String)> {
-        if compact && v.iter().all(|&x| f16::from_f32(x).to_f32() == x) {
+    /// fp32 values for the graph: stored as fp16 and cast when every value is exactly an fp16
+    /// (as GGUF's scales and minimums mostly are: an fp16 times a small integer), which halves
+    /// them on disk; ONNX Runtime folds the cast into a constant when it loads the model.
+    /// Returns the initializer and the name the graph reads.
+    pub fn floats(&mut self, name: &str, dims: &[i64], v: &[f32]) -> Result<(Initializer, String)> {
+        if v.iter().all(|&x| f16::from_f32(x).to_f32() == x) {
             let bytes: Vec<u8> = v
                 .iter()
                 .flat_map(|&x| f16::from_f32(x).to_le_bytes())
@@ -176,8 +161,10 @@ impl<W: Write> Graph<W> {
         Ok((t, n))
     }
 
-    /// Writes a quantized `[rows, cols]` weight whose blocks are `b`, in row order; `compact` as
-    /// in `floats` (not for a table `GatherBlockQuantized` also reads: it needs fp32 scales).
+    /// Writes a quantized `[rows, cols]` weight whose blocks are `b`, in row order. Every
+    /// product then runs in fp32 on ONNX Runtime's prepacked 4-bit kernel: 8-bit weights are
+    /// split into two 4-bit halves, since the CPU kernel prepacks 8-bit weights only for int8
+    /// activations, which moved SmolLM2's logits enough to flip near-ties (docs/models.md).
     pub fn nbits(
         &mut self,
         name: &str,
@@ -185,31 +172,39 @@ impl<W: Write> Graph<W> {
         b: &Blocks,
         rows: usize,
         cols: usize,
-        compact: bool,
-    ) -> Result<(NBits, Initializer)> {
-        let p = b.pack(l, rows);
-        let blocks = cols / l.block;
-        let blob = (l.block * l.bits as usize / 8) as i64;
+    ) -> Result<NBits> {
+        let split;
+        let (b, stored, k) = match l.bits {
+            8 => {
+                split = b.split(rows);
+                (&split, Layout { bits: 4, ..l }, 2 * cols)
+            }
+            _ => (b, l, cols),
+        };
+        let p = b.pack(stored, rows);
+        let blocks = k / l.block;
         let q = self.external(
-            &format!("{name}.weight_Q{}", l.bits),
+            &format!("{name}.weight_Q4"),
             DataType::Uint8,
-            &[rows as i64, blocks as i64, blob],
+            &[rows as i64, blocks as i64, (l.block / 2) as i64],
             &p.b,
         )?;
-        let (scales_init, scales) = self.floats(
-            &format!("{name}.weight_scales"),
-            &[(rows * blocks) as i64],
-            &p.scales,
-            compact,
-        )?;
+        let scales = self
+            .floats(
+                &format!("{name}.weight_scales"),
+                &[rows as i64, blocks as i64],
+                &p.scales,
+            )?
+            .1;
         let z = self.external(
             &format!("{name}.weight_zp"),
             DataType::Uint8,
-            &[p.zeros.len() as i64],
+            &[rows as i64, blocks.div_ceil(2) as i64],
             &p.zeros,
         )?;
         let mins = match &p.mins {
             Some(m) => {
+                let blocks = cols / l.block;
                 let mut t = vec![0f32; m.len()];
                 for r in 0..rows {
                     for k in 0..blocks {
@@ -221,45 +216,46 @@ impl<W: Write> Graph<W> {
                         &format!("{name}.weight_mins_T"),
                         &[blocks as i64, rows as i64],
                         &t,
-                        compact,
                     )?
                     .1,
                 )
             }
             None => None,
         };
-        let w = NBits {
-            layout: l,
+        Ok(NBits {
+            layout: stored,
             rows,
             cols,
+            k,
             b: q,
             scales,
             zeros: z,
             mins,
-        };
-        Ok((w, scales_init))
+        })
     }
 
     /// x @ Wᵀ for a quantized weight and an input `x` of `rank` dimensions (the last one `cols`):
-    /// `MatMulNBits`, plus, for affine formats, the minimums' term: each block's minimum times
-    /// the sum of the inputs it multiplies.
+    /// `MatMulNBits` (over `x` twice, side by side, for a split 8-bit weight), plus, for affine
+    /// formats, the minimums' term: each block's minimum times the sum of the inputs it
+    /// multiplies.
     pub fn matmul_nbits(&mut self, x: &str, w: &NBits, rank: usize, hint: &str) -> String {
         let l = w.layout;
-        let mut attrs = vec![
-            ("K", Attr::Int(w.cols as i64)),
-            ("N", Attr::Int(w.rows as i64)),
-            ("bits", Attr::Int(l.bits.into())),
-            ("block_size", Attr::Int(l.block as i64)),
-        ];
-        if l.bits == 8 && self.fast_8bit {
-            attrs.push(("accuracy_level", Attr::Int(ACCURACY_8BIT)));
-        }
+        let input = if w.k == w.cols {
+            x.to_owned()
+        } else {
+            self.op("Concat", &[x, x], "", vec![("axis", Attr::Int(-1))])
+        };
         let y = self.op_in(
             "MatMulNBits",
             "com.microsoft",
-            &[x, &w.b.name, &w.scales, &w.zeros.name],
+            &[&input, &w.b.name, &w.scales, &w.zeros.name],
             hint,
-            attrs,
+            vec![
+                ("K", Attr::Int(w.k as i64)),
+                ("N", Attr::Int(w.rows as i64)),
+                ("bits", Attr::Int(l.bits.into())),
+                ("block_size", Attr::Int(l.block as i64)),
+            ],
         );
         let Some(mins) = &w.mins else {
             return y;

@@ -5,6 +5,7 @@ use crate::arch::Arch;
 use crate::blocks::{Blocks, Layout};
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, TensorInfo};
+use crate::progress::{Report, Step};
 
 /// A weight as it will be written.
 pub enum Weight {
@@ -26,11 +27,26 @@ impl Weight {
 pub struct Weights<'a> {
     a: &'a Arch,
     src: &'a Gguf,
+    report: Report<'a>,
+    read: usize,
 }
 
 impl<'a> Weights<'a> {
-    pub fn new(a: &'a Arch, src: &'a Gguf) -> Self {
-        Weights { a, src }
+    pub fn new(a: &'a Arch, src: &'a Gguf, report: Report<'a>) -> Self {
+        Weights {
+            a,
+            src,
+            report,
+            read: 0,
+        }
+    }
+
+    /// Reports a tensor read. The graph reads each once (a tied head whose table has block
+    /// minimums twice: the count stops short of the end, which the importer reports itself).
+    fn advance(&mut self) {
+        self.read += 1;
+        let total = self.src.tensors.len();
+        (self.report)(Step::of("convert", self.read.min(total - 1), total));
     }
 
     /// A tensor by GGUF name, its dimensions (innermost first) checked.
@@ -51,7 +67,7 @@ impl<'a> Weights<'a> {
     /// A `[rows, cols]` weight (GGUF dimensions `[cols, rows]`), its rows in `order` (llama.cpp
     /// permutes llama's q/k rows for its rotary embedding; transformers' order is restored).
     pub fn get(
-        &self,
+        &mut self,
         name: &str,
         rows: usize,
         cols: usize,
@@ -68,6 +84,7 @@ impl<'a> Weights<'a> {
                 t.format
             )));
         }
+        self.advance();
         let data = self.src.data(t);
         let row_bytes = data.len() / rows;
         let order = order.unwrap_or_else(|| (0..rows).collect());
@@ -89,7 +106,7 @@ impl<'a> Weights<'a> {
         Ok(Weight::Blocks(layout, blocks))
     }
 
-    pub fn floats(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+    pub fn floats(&mut self, name: &str, n: usize) -> Result<Vec<f32>> {
         Ok(self.get(name, 1, n, None)?.into_floats())
     }
 

@@ -55,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::io::BufWriter::new(data),
             "model.onnx.data",
         ));
-        let (w, _) = graph.nbits("w", l, &blocks, n, k, true)?;
+        let w = graph.nbits("w", l, &blocks, n, k)?;
         let y = graph.matmul_nbits("A", &w, 2, "y");
         graph.node("Identity", "", &[&y], &["Y"], vec![]);
         let info = |name: &str, dims: [usize; 2]| ValueInfo {

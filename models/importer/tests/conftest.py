@@ -67,6 +67,20 @@ def smollm2_int4(gguf):
     return cached_import("smollm2-int4", [gguf], "int4")
 
 
+def tiny_qwen2_source(tiny_qwen2):
+    """The tiny-qwen2 import's random weights, by transformers' names (`.tensor(name)`)."""
+    import json
+
+    from inferd_import.sources import TokenizerFiles
+    from inferd_import.sources.random_init import RandomSource
+
+    class Tok:
+        def tokenizer(self):
+            return TokenizerFiles(json.loads((tiny_qwen2 / "tokenizer.json").read_text()))
+
+    return RandomSource(CONFIGS / "tiny-qwen2.json", Tok(), 0)
+
+
 @pytest.fixture(scope="session")
 def tiny_qwen2(gguf):
     return cached_import("tiny-qwen2", ["--random", CONFIGS / "tiny-qwen2.json", "--tokenizer", gguf], "fp32")

@@ -1,5 +1,7 @@
 """`inferctl import` runs this importer as a user would call it."""
 import os
+import pty
+import re
 import subprocess
 
 from conftest import CONFIGS, REPO
@@ -44,8 +46,10 @@ def test_a_gguf_imports_natively_with_no_python_anywhere(tmp_path, gguf):
     p = subprocess.run([exe, "import", gguf, "--name", "native", "--models", tmp_path / "m"],
                        capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr
-    for stage in ("read", "convert", "write"):
-        assert stage in p.stderr, p.stderr
+    # Not a terminal: one line per finished stage, with its count (a step per tensor converted).
+    assert re.search(r"^read: 1/1 in [0-9.]+ s$", p.stderr, re.M), p.stderr
+    assert re.search(r"^convert: 272/272 in [0-9.]+ s$", p.stderr, re.M), p.stderr
+    assert re.search(r"^write: 1/1 in [0-9.]+ s$", p.stderr, re.M), p.stderr
     names = {f.name for f in (tmp_path / "m" / "native").iterdir()}
     assert {"model.onnx", "model.onnx.data", "model.toml", "tokenizer.json", "tokenizer_config.json",
             "chat_template.jinja", "config.json", "generation_config.json", "genai_config.json"} <= names
@@ -53,3 +57,26 @@ def test_a_gguf_imports_natively_with_no_python_anywhere(tmp_path, gguf):
     again = subprocess.run([exe, "import", gguf, "--name", "native", "--models", tmp_path / "m"],
                            capture_output=True, text=True, env=env)
     assert again.returncode == 2 and "--force" in again.stderr, again.stderr
+
+
+def test_a_native_import_draws_a_bar_per_stage_on_a_terminal(tmp_path, gguf):
+    exe = REPO / "target" / "debug" / "inferctl"
+    parent, child = pty.openpty()
+    p = subprocess.run([exe, "import", gguf, "--name", "tty", "--models", tmp_path], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=child)
+    os.close(child)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(parent, 1 << 16)
+        except OSError:  # EIO: the terminal's other end is closed and drained
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(parent)
+    text = out.decode()
+    assert p.returncode == 0, text
+    # Redrawn in place: the convert bar passes through partial states to a full one.
+    assert re.search(r"\rconvert  \[#{1,29} +\] \d+/272", text), text
+    assert "\rconvert  [" + "#" * 30 + "] 272/272" in text, text

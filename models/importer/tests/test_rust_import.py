@@ -1,17 +1,21 @@
 """The Rust importer's decoder (importer/src/graph.rs) for the real SmolLM2 GGUF, its weights
 transcoded rather than re-quantized, against the Python importer's fp32 import of the same file:
-with `--exact` (fp32 compute everywhere), logits to fp32 tolerance; as imported by default (int8
-activations for the 8-bit LM head), transformers' greedy ids
-(tests/fixtures/smollm2_fp32_greedy.json) and a folder no larger than 1.1× the GGUF."""
+logits to fp32 tolerance (every product runs in fp32, the Q8_0 table and LM head as two 4-bit
+halves), transformers' greedy ids (tests/fixtures/smollm2_fp32_greedy.json), and a folder no
+larger than 1.1× the GGUF. And a K-quant file (Q4_K and Q6_K, written from SmolLM2's weights by
+the tests' encoder, kquants.py): its greedy text equals that of the Python importer's fp32
+import of the same file, which de-quantizes with `gguf` itself."""
 import json
 import os
 import subprocess
 
+import gguf as gg
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from conftest import FIXTURES, REPO
+import kquants
+from conftest import CONFIGS, FIXTURES, REPO, cached_import, tiny_qwen2_source
 
 TOOL = REPO / "target" / os.environ.get("INFERD_PROFILE", "debug") / "inferd-gguf-onnx"
 
@@ -31,25 +35,23 @@ def logits(s, ids):
     return s.run(["logits"], feed)[0][0]
 
 
-def rust_import(gguf, models, *flags):
+def greedy(s, prompt_ids, n):
+    ids, new = list(prompt_ids), []
+    while len(new) < n:
+        new.append(int(np.argmax(logits(s, ids + new)[-1])))
+        if new[-1] == 2:
+            break
+    return new
+
+
+def rust_import(gguf_path, models):
     if not TOOL.exists():
         pytest.fail(f"{TOOL} is missing: run `cargo build --workspace` first (make test does)")
-    subprocess.run([str(TOOL), str(gguf), str(models), "smollm2", *flags], check=True, capture_output=True)
+    subprocess.run([str(TOOL), str(gguf_path), str(models), "smollm2"], check=True, capture_output=True)
     return models / "smollm2"
 
 
-@pytest.fixture(scope="module")
-def rust_smollm2(gguf, tmp_path_factory):
-    return rust_import(gguf, tmp_path_factory.mktemp("rust"))
-
-
-@pytest.fixture(scope="module")
-def rust_smollm2_exact(gguf, tmp_path_factory):
-    return rust_import(gguf, tmp_path_factory.mktemp("rust-exact"), "--exact")
-
-
-def test_transcoded_smollm2_matches_the_fp32_import(rust_smollm2_exact, smollm2_fp32):
-    ours, ref = session(rust_smollm2_exact / "model.onnx"), session(smollm2_fp32 / "model.onnx")
+def assert_same_logits(ours, ref):
     fx = json.loads((FIXTURES / "smollm2_fp32_greedy.json").read_text())
     for case in fx["cases"]:
         a, b = logits(ours, case["prompt_ids"]), logits(ref, case["prompt_ids"])
@@ -59,21 +61,112 @@ def test_transcoded_smollm2_matches_the_fp32_import(rust_smollm2_exact, smollm2_
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max(), err_msg=case["prompt"])
 
 
+@pytest.fixture(scope="module")
+def rust_smollm2(gguf, tmp_path_factory):
+    return rust_import(gguf, tmp_path_factory.mktemp("rust"))
+
+
+def test_transcoded_smollm2_matches_the_fp32_import(rust_smollm2, smollm2_fp32):
+    assert_same_logits(session(rust_smollm2 / "model.onnx"), session(smollm2_fp32 / "model.onnx"))
+
+
 def test_transcoded_smollm2_gives_transformers_greedy_ids(rust_smollm2):
     s = session(rust_smollm2 / "model.onnx")
     fx = json.loads((FIXTURES / "smollm2_fp32_greedy.json").read_text())
     for case in fx["cases"]:
-        ids, new = list(case["prompt_ids"]), []
-        while len(new) < len(case["new_ids"]):
-            new.append(int(np.argmax(logits(s, ids + new)[-1])))
-            if new[-1] == 2:
-                break
-        assert new == case["new_ids"], case["prompt"]
+        assert greedy(s, case["prompt_ids"], len(case["new_ids"])) == case["new_ids"], case["prompt"]
 
 
 def test_the_folder_stays_near_the_gguf_size(rust_smollm2, gguf):
     size = sum(f.stat().st_size for f in rust_smollm2.iterdir())
-    # Scales and minimums stay fp16 on disk, as in the GGUF; the Q8_0 table shared with the LM
-    # head keeps fp32 scales (GatherBlockQuantized computes in its scales' type), and
-    # tokenizer.json is 3.5 MB: 1.07× in all.
+    # Scales and minimums stay fp16 on disk, as in the GGUF (the Q8_0 table's two halves have
+    # a scale each), and tokenizer.json is 3.5 MB.
     assert size <= 1.1 * gguf.stat().st_size, size / gguf.stat().st_size
+
+
+def k_quant_copy(src, dst):
+    """SmolLM2 as llama.cpp's Q4_K_M would quantize it: every weight whose rows are whole
+    256-value blocks becomes Q4_K, or Q6_K for ffn_down in every other layer (Q4_K_M's mix);
+    the rest (576-wide rows) keep their Q4_1/Q8_0 blocks, as llama.cpp falls back for them."""
+    r = gg.GGUFReader(str(src))
+    w = gg.GGUFWriter(str(dst), r.fields["general.architecture"].contents())
+    for f in r.fields.values():
+        if f.name == "general.architecture" or f.name.startswith("GGUF."):
+            continue
+        sub = f.types[-1] if f.types[0] == gg.GGUFValueType.ARRAY else None
+        w.add_key_value(f.name, f.contents(), f.types[0], sub_type=sub)
+    kinds = set()
+    for t in r.tensors:
+        cols = int(t.shape[0])
+        if len(t.shape) == 2 and cols % kquants.QK_K == 0:
+            layer = int(t.name.split(".")[1]) if t.name.startswith("blk.") else 0
+            q = gg.GGMLQuantizationType.Q6_K if "ffn_down" in t.name and layer % 2 == 0 else gg.GGMLQuantizationType.Q4_K
+            weights = gg.quants.dequantize(t.data, t.tensor_type).reshape(-1, cols)
+            data = kquants.encode(weights, q)
+            w.add_tensor(t.name, data, raw_shape=data.shape, raw_dtype=q)
+            kinds.add(q)
+        else:
+            w.add_tensor(t.name, t.data, raw_shape=t.data.shape, raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert kinds == {gg.GGMLQuantizationType.Q4_K, gg.GGMLQuantizationType.Q6_K}
+    return dst
+
+
+@pytest.fixture(scope="module")
+def k_quant_gguf(gguf, tmp_path_factory):
+    return k_quant_copy(gguf, tmp_path_factory.mktemp("kquant") / "SmolLM2-135M-Instruct.Q4_K_M.gguf")
+
+
+def test_a_k_quant_gguf_gives_the_greedy_text_of_its_fp32_import(k_quant_gguf, tmp_path_factory):
+    ours = session(rust_import(k_quant_gguf, tmp_path_factory.mktemp("rust-kquant")) / "model.onnx")
+    ref = session(cached_import("smollm2-q4km-fp32", [k_quant_gguf], "fp32") / "model.onnx")
+    assert_same_logits(ours, ref)
+    fx = json.loads((FIXTURES / "smollm2_fp32_greedy.json").read_text())
+    for case in fx["cases"]:
+        n = len(case["new_ids"])
+        assert greedy(ours, case["prompt_ids"], n) == greedy(ref, case["prompt_ids"], n), case["prompt"]
+
+
+def tiny_qwen2_gguf(src_gguf, tiny_qwen2, path):
+    """tiny-qwen2's weights as a qwen2 GGUF (F32, no rotary permutation: llama.cpp permutes only
+    llama's q/k), with SmolLM2's tokenizer, which tiny-qwen2 was imported with."""
+    cfg = json.loads((CONFIGS / "tiny-qwen2.json").read_text())
+    src = tiny_qwen2_source(tiny_qwen2)
+    w = gg.GGUFWriter(str(path), "qwen2")
+    for key, value in [("context_length", cfg["max_position_embeddings"]), ("embedding_length", cfg["hidden_size"]),
+                       ("feed_forward_length", cfg["intermediate_size"]), ("block_count", cfg["num_hidden_layers"]),
+                       ("attention.head_count", cfg["num_attention_heads"]), ("attention.head_count_kv", cfg["num_key_value_heads"])]:
+        w.add_uint32(f"qwen2.{key}", value)
+    w.add_float32("qwen2.attention.layer_norm_rms_epsilon", cfg["rms_norm_eps"])
+    w.add_float32("qwen2.rope.freq_base", cfg["rope_theta"])
+    r = gg.GGUFReader(str(src_gguf))
+    for f in r.fields.values():
+        if f.name.startswith("tokenizer."):
+            sub = f.types[-1] if f.types[0] == gg.GGUFValueType.ARRAY else None
+            w.add_key_value(f.name, f.contents(), f.types[0], sub_type=sub)
+    names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+             "output.weight": "lm_head.weight"}
+    parts = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "attn_output": "self_attn.o_proj",
+             "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+             **{f"attn_{x}": f"self_attn.{x}_proj" for x in "qkv"}}
+    for i in range(cfg["num_hidden_layers"]):
+        for g, hf in parts.items():
+            names[f"blk.{i}.{g}.weight"] = f"model.layers.{i}.{hf}.weight"
+        for x in "qkv":
+            names[f"blk.{i}.attn_{x}.bias"] = f"model.layers.{i}.self_attn.{x}_proj.bias"
+    for g, hf in names.items():
+        w.add_tensor(g, np.ascontiguousarray(src.tensor(hf), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_tiny_qwen2_as_gguf_gives_the_python_importers_logits(gguf, tiny_qwen2, tmp_path):
+    path = tiny_qwen2_gguf(gguf, tiny_qwen2, tmp_path / "tiny-qwen2.gguf")
+    ours = session(rust_import(path, tmp_path / "models") / "model.onnx")
+    assert_same_logits(ours, session(tiny_qwen2 / "model.onnx"))

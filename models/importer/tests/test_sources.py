@@ -7,16 +7,14 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from conftest import CONFIGS, run_import
+from conftest import CONFIGS, run_import, tiny_qwen2_source
 from decode import Decoder
 
 
 def tiny_hf_folder(tmp_path, gguf, tiny_qwen2, dtype=np.float32, shards=2):
     """Writes the tiny-qwen2 random weights as a sharded checkpoint folder."""
-    from inferd_import.sources.random_init import RandomSource
-
     cfg = json.loads((CONFIGS / "tiny-qwen2.json").read_text())
-    src = RandomSource(CONFIGS / "tiny-qwen2.json", None or _Tok(tiny_qwen2), 0)
+    src = tiny_qwen2_source(tiny_qwen2)
     a = src.arch
     names = ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
     for i in range(a.num_layers):
@@ -34,16 +32,6 @@ def tiny_hf_folder(tmp_path, gguf, tiny_qwen2, dtype=np.float32, shards=2):
     (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages[0]['content'] }}", "eos_token": "<|im_end|>"}))
     (folder / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": [2, 0], "temperature": 0.6}))
     return folder
-
-
-class _Tok:
-    def __init__(self, folder):
-        self.folder = folder
-
-    def tokenizer(self):
-        from inferd_import.sources import TokenizerFiles
-
-        return TokenizerFiles(json.loads((self.folder / "tokenizer.json").read_text()))
 
 
 def logits(folder, ids):
@@ -100,15 +88,15 @@ def test_truncated_gguf(tmp_path, gguf):
 def test_unknown_quantization_type(tmp_path):
     import gguf
 
-    path = tmp_path / "q5k.gguf"
+    path = tmp_path / "iq2.gguf"
     w = gguf.GGUFWriter(str(path), "llama")
-    w.add_tensor("token_embd.weight", np.zeros(176, np.uint8), raw_shape=(1, 176), raw_dtype=gguf.GGMLQuantizationType.Q5_K)
+    w.add_tensor("token_embd.weight", np.zeros(66, np.uint8), raw_shape=(1, 66), raw_dtype=gguf.GGMLQuantizationType.IQ2_XXS)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    err = expect_failure([path, "--name", "x"], "Q5_K", tmp_path / "models")
-    assert "Q4_1" in err
+    err = expect_failure([path, "--name", "x"], "IQ2_XXS", tmp_path / "models")
+    assert "Q4_K" in err
 
 
 def test_shape_mismatch_between_config_and_weights(tmp_path, gguf, tiny_qwen2):

@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use inferd_import::folder::{import_gguf, Options};
 
+use crate::progress::Bars;
+
 use clap::Args;
 
 #[derive(Args)]
@@ -28,10 +30,6 @@ pub struct ImportArgs {
     /// Replace an existing model folder
     #[arg(long)]
     force: bool,
-    /// Native imports: fp32 compute for 8-bit weights too (exact; on CPU several times slower
-    /// for them)
-    #[arg(long)]
-    exact: bool,
     /// Build deterministic random weights from an architecture config.json
     #[arg(long, value_name = "CONFIG")]
     random: Option<String>,
@@ -94,9 +92,9 @@ fn native(a: &ImportArgs, models: PathBuf) -> i32 {
         name: a.name.clone(),
         force: a.force,
         threads: 2,
-        exact: a.exact,
     };
-    match import_gguf(src, &o, &mut |stage| eprintln!("{stage}…")) {
+    let mut bars = Bars::new();
+    match import_gguf(src, &o, &mut |s| bars.show(s)) {
         Ok((dir, arch)) => {
             eprintln!(
                 "imported {} as {} (native, {}, {} layers) in {:.1} s",

@@ -4,6 +4,7 @@ mod generate;
 mod import;
 mod mqtt_cmd;
 mod output;
+mod progress;
 mod tensor_arg;
 
 use std::collections::HashMap;

@@ -7,7 +7,9 @@ from ..errors import ImportFailed
 from . import Source, TokenizerFiles
 from .gguf_tokenizer import tokenizer_json
 
-SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1")
+# The Rust importer's formats (importer/src/blocks.rs): this importer de-quantizes them with
+# `gguf` itself, which makes its fp32 import the tests' reference for them.
+SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
 
 LAYER_MAP = {
     "attn_norm.weight": "input_layernorm.weight",
