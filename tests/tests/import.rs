@@ -1,6 +1,7 @@
 //! `inferctl import` of a GGUF file, natively (the Rust importer, no Python): the folder it writes
 //! is served as it is and gives transformers' greedy text for the fixture's prompts. `make
-//! models` imports the default `smollm2` this way, so this is the README's first example.
+//! models` imports the default `smollm2` this way, so this is the README's first example, which
+//! goes through the chat template and its default system prompt.
 
 use std::process::Command;
 
@@ -34,4 +35,19 @@ fn a_natively_imported_gguf_gives_transformers_greedy_text() {
         let want = case["text"].as_str().unwrap().replace("<|im_end|>", "");
         assert_eq!(text, want, "{}", case["prompt"]);
     }
+    // The README's `inferctl chat smollm2` question: its first tokens nearly tie (0.08 apart), so
+    // int8 activations on the LM head answered in French nonsense. The reference is the Python
+    // importer's fp32 import of the same GGUF, greedy in Python onnxruntime, 2026-12-07.
+    let args = [
+        "smollm2",
+        "1",
+        "user",
+        "What is the capital of France?",
+        "1",
+        "temperature",
+        "d",
+        "0",
+    ];
+    let v = busctl_json(&d.bus, "ChatComplete", "sa(ss)a{sv}", &args);
+    assert_eq!(v["data"][0], "The capital of France is Paris.", "{v}");
 }
