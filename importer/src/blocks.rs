@@ -96,6 +96,14 @@ impl Blocks {
 }
 
 impl Blocks {
+    /// `other`'s rows after these.
+    pub fn append(&mut self, other: Blocks) {
+        self.q.extend(other.q);
+        self.scales.extend(other.scales);
+        self.zeros.extend(other.zeros);
+        self.mins.extend(other.mins);
+    }
+
     /// 8-bit blocks as twice as many 4-bit ones, exactly: with `q = 16·hi + lo` and
     /// `z = 16·zh + zl`, `(q − z)·s = (hi − zh)·16s + (lo − zl)·s`. Each row becomes its high
     /// halves' blocks, then its low halves' (`K` doubles; the graph feeds the input twice), so

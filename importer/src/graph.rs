@@ -1,5 +1,5 @@
-//! The decoder as an ONNX graph, in the optimum layout (as the Python importer's graph.py writes
-//! it, node for node):
+//! The decoder as an ONNX graph, in the optimum layout (the Python importer's graph.py computes
+//! the same, though q/k/v and gate/up are one product here where they can be: `linear.rs`):
 //!
 //!   inputs   input_ids [B,S], attention_mask [B,T], position_ids [B,S] (int64),
 //!            past_key_values.{i}.key/value [B, kv_heads, P, head_dim], and
@@ -12,7 +12,8 @@
 //! `MatMulNBits` (two initializers over the same bytes of the external data file). Float weights
 //! are written as float32, and so is an embedding table with block minimums, which
 //! `GatherBlockQuantized` cannot read. Each weight is read from the memory-mapped GGUF
-//! (`weights.rs`) and written out before the next, so memory stays at about the largest tensor.
+//! (`weights.rs`) and written out before the next, so memory stays at about the largest tensor
+//! (or a layer's q, k and v together).
 
 use std::io::Write;
 
@@ -23,6 +24,10 @@ use crate::onnx::{Attr, Data, DataType, Dim, ExternalData, Initializer, Model, V
 use crate::ops::{f32_bytes, Graph, NBits};
 use crate::progress::Report;
 use crate::weights::{Weight, Weights};
+
+mod linear;
+
+use linear::Proj;
 
 pub const KEEP: &str = "num_logits_to_keep";
 
@@ -65,57 +70,6 @@ impl<'a, W: Write> Builder<'a, W> {
             sin: String::new(),
             mask: String::new(),
         }
-    }
-
-    /// x @ Wᵀ (+ b) for a `[out, in]` weight.
-    fn linear(
-        &mut self,
-        x: &str,
-        name: &str,
-        out_f: usize,
-        in_f: usize,
-        bias: bool,
-        order: Option<Vec<usize>>,
-    ) -> Result<String> {
-        let y = match self
-            .w
-            .get(&format!("{name}.weight"), out_f, in_f, order.clone())?
-        {
-            Weight::Blocks(l, b) => {
-                let w = self.nbits(name, l, &b, out_f, in_f)?;
-                self.matmul_nbits(x, &w, 3, name)
-            }
-            Weight::Floats(w) => {
-                let mut t = vec![0f32; w.len()];
-                for r in 0..out_f {
-                    for c in 0..in_f {
-                        t[c * out_f + r] = w[r * in_f + c];
-                    }
-                }
-                let init = self.external(
-                    &format!("{name}.weight_T"),
-                    DataType::Float,
-                    &[in_f as i64, out_f as i64],
-                    &f32_bytes(&t),
-                )?;
-                self.op("MatMul", &[x, &init.name], name, vec![])
-            }
-        };
-        if !bias {
-            return Ok(y);
-        }
-        let b = self.w.floats(&format!("{name}.bias"), out_f)?;
-        let b: Vec<f32> = match order {
-            Some(o) => o.iter().map(|&r| b[r]).collect(),
-            None => b,
-        };
-        let init = self.external(
-            &format!("{name}.bias"),
-            DataType::Float,
-            &[out_f as i64],
-            &f32_bytes(&b),
-        )?;
-        Ok(self.op("Add", &[&y, &init.name], &format!("{name}_bias"), vec![]))
     }
 
     fn rms_norm(&mut self, x: &str, name: &str) -> Result<String> {
@@ -184,33 +138,21 @@ impl<'a, W: Write> Builder<'a, W> {
         let a = self.a;
         let (nh, kv, hd) = (a.num_heads, a.num_kv_heads, a.head_dim);
         let p = format!("blk.{i}");
-        let q = self.linear(
-            x,
-            &format!("{p}.attn_q"),
-            nh * hd,
-            a.hidden_size,
-            a.attention_bias,
-            self.w.unpermute(nh),
-        )?;
-        let q = self.heads(&q, nh);
-        let k = self.linear(
-            x,
-            &format!("{p}.attn_k"),
-            kv * hd,
-            a.hidden_size,
-            a.attention_bias,
-            self.w.unpermute(kv),
-        )?;
-        let k = self.heads(&k, kv);
-        let v = self.linear(
-            x,
-            &format!("{p}.attn_v"),
-            kv * hd,
-            a.hidden_size,
-            a.attention_bias,
-            None,
-        )?;
-        let v = self.heads(&v, kv);
+        let proj = |name: &str, out, order| Proj {
+            name: format!("{p}.{name}"),
+            out,
+            bias: a.attention_bias,
+            order,
+        };
+        let parts = vec![
+            proj("attn_q", nh * hd, self.w.unpermute(nh)),
+            proj("attn_k", kv * hd, self.w.unpermute(kv)),
+            proj("attn_v", kv * hd, None),
+        ];
+        let qkv = self.linears(x, &format!("{p}.attn_qkv"), parts, a.hidden_size)?;
+        let q = self.heads(&qkv[0], nh);
+        let k = self.heads(&qkv[1], kv);
+        let v = self.heads(&qkv[2], kv);
         let rq = self.rotate(&q);
         let scale = self.scale.clone();
         let q = self.op("Mul", &[&rq, &scale], "", vec![]);
@@ -258,46 +200,24 @@ impl<'a, W: Write> Builder<'a, W> {
         );
         let s = self.i64s(&[0, 0, (nh * hd) as i64]);
         let ctx = self.op("Reshape", &[&ctx, &s], "", vec![]);
-        self.linear(
-            &ctx,
-            &format!("{p}.attn_output"),
-            a.hidden_size,
-            nh * hd,
-            false,
-            None,
-        )
+        let o = Proj::new(format!("{p}.attn_output"), a.hidden_size);
+        self.linear(&ctx, o, nh * hd)
     }
 
     fn mlp(&mut self, x: &str, i: usize) -> Result<String> {
         let a = self.a;
         let p = format!("blk.{i}");
-        let gate = self.linear(
-            x,
-            &format!("{p}.ffn_gate"),
-            a.intermediate_size,
-            a.hidden_size,
-            false,
-            None,
-        )?;
-        let up = self.linear(
-            x,
-            &format!("{p}.ffn_up"),
-            a.intermediate_size,
-            a.hidden_size,
-            false,
-            None,
-        )?;
-        let sig = self.op("Sigmoid", &[&gate], "", vec![]);
-        let act = self.op("Mul", &[&gate, &sig], "silu", vec![]);
-        let h = self.op("Mul", &[&act, &up], "", vec![]);
-        self.linear(
-            &h,
-            &format!("{p}.ffn_down"),
-            a.hidden_size,
-            a.intermediate_size,
-            false,
-            None,
-        )
+        let parts = vec![
+            Proj::new(format!("{p}.ffn_gate"), a.intermediate_size),
+            Proj::new(format!("{p}.ffn_up"), a.intermediate_size),
+        ];
+        let gate_up = self.linears(x, &format!("{p}.ffn_gate_up"), parts, a.hidden_size)?;
+        let (gate, up) = (&gate_up[0], &gate_up[1]);
+        let sig = self.op("Sigmoid", &[gate], "", vec![]);
+        let act = self.op("Mul", &[gate, &sig], "silu", vec![]);
+        let h = self.op("Mul", &[&act, up], "", vec![]);
+        let down = Proj::new(format!("{p}.ffn_down"), a.hidden_size);
+        self.linear(&h, down, a.intermediate_size)
     }
 
     /// Rotary tables and the additive attention mask, shared by every layer.
@@ -511,9 +431,13 @@ impl<'a, W: Write> Builder<'a, W> {
         let logits = match (a.tie_word_embeddings, table) {
             (true, Some(w)) => self.matmul_nbits(&x, &w, 3, "lm_head"),
             (true, None) => {
-                self.linear(&x, "token_embd", a.vocab_size, a.hidden_size, false, None)?
+                let head = Proj::new("token_embd".into(), a.vocab_size);
+                self.linear(&x, head, a.hidden_size)?
             }
-            (false, _) => self.linear(&x, "output", a.vocab_size, a.hidden_size, false, None)?,
+            (false, _) => {
+                let head = Proj::new("output".into(), a.vocab_size);
+                self.linear(&x, head, a.hidden_size)?
+            }
         };
         self.node("Identity", "", &[&logits], &["logits"], vec![]);
         self.g.finish(inputs, outputs, metadata)

@@ -15,6 +15,30 @@ pub enum Weight {
 }
 
 impl Weight {
+    /// Whether these weights can be one matrix, their rows one after another: all float, or
+    /// all blocks of one layout.
+    pub fn stackable(ws: &[Weight]) -> bool {
+        ws.windows(2).all(|w| match (&w[0], &w[1]) {
+            (Weight::Blocks(a, _), Weight::Blocks(b, _)) => a == b,
+            (Weight::Floats(_), Weight::Floats(_)) => true,
+            _ => false,
+        })
+    }
+
+    /// The weights as one, rows after rows (`stackable` ones).
+    pub fn stack(ws: Vec<Weight>) -> Weight {
+        let mut ws = ws.into_iter();
+        let mut first = ws.next().expect("at least one weight");
+        for w in ws {
+            match (&mut first, w) {
+                (Weight::Blocks(_, a), Weight::Blocks(_, b)) => a.append(b),
+                (Weight::Floats(a), Weight::Floats(b)) => a.extend(b),
+                _ => unreachable!("stack only stackable weights"),
+            }
+        }
+        first
+    }
+
     /// The weights as f32, de-quantized if they are blocks.
     pub fn into_floats(self) -> Vec<f32> {
         match self {

@@ -87,7 +87,9 @@ def test_the_folder_stays_near_the_gguf_size(rust_smollm2, gguf):
 def k_quant_copy(src, dst):
     """SmolLM2 as llama.cpp's Q4_K_M would quantize it: every weight whose rows are whole
     256-value blocks becomes Q4_K, or Q6_K for ffn_down in every other layer (Q4_K_M's mix);
-    the rest (576-wide rows) keep their Q4_1/Q8_0 blocks, as llama.cpp falls back for them."""
+    the rest (576-wide rows) keep their Q4_1/Q8_0 blocks, as llama.cpp falls back for them, but
+    attn_v in every other layer, which Q4_K_M wants at Q6_K, takes its fallback, Q8_0 (so q, k
+    and v differ in format there and the importer cannot merge them)."""
     r = gg.GGUFReader(str(src))
     w = gg.GGUFWriter(str(dst), r.fields["general.architecture"].contents())
     for f in r.fields.values():
@@ -105,13 +107,18 @@ def k_quant_copy(src, dst):
             data = kquants.encode(weights, q)
             w.add_tensor(t.name, data, raw_shape=data.shape, raw_dtype=q)
             kinds.add(q)
+        elif "attn_v" in t.name and int(t.name.split(".")[1]) % 2 == 0:
+            weights = gg.quants.dequantize(t.data, t.tensor_type).reshape(-1, cols)
+            data = gg.quants.quantize(weights, gg.GGMLQuantizationType.Q8_0)
+            w.add_tensor(t.name, data, raw_shape=data.shape, raw_dtype=gg.GGMLQuantizationType.Q8_0)
+            kinds.add(gg.GGMLQuantizationType.Q8_0)
         else:
             w.add_tensor(t.name, t.data, raw_shape=t.data.shape, raw_dtype=t.tensor_type)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    assert kinds == {gg.GGMLQuantizationType.Q4_K, gg.GGMLQuantizationType.Q6_K}
+    assert kinds == {gg.GGMLQuantizationType.Q4_K, gg.GGMLQuantizationType.Q6_K, gg.GGMLQuantizationType.Q8_0}
     return dst
 
 
