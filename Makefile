@@ -122,7 +122,7 @@ check-tools:
 bench: bench-models
 	$(CARGO) build --release -p inferd-e2e --bin inferd-bench
 	$(VENV)/bin/python scripts/bench.py --inferd target/release/inferd --inferctl target/release/inferctl \
-	  --out docs/benchmarks.md --json docs/bench.json
+	  --gguf "$(GGUF)" --out docs/benchmarks.md --json docs/bench.json
 
 bench-models: models test-models build $(VENV)/ok
 	@test -f "$(CACHE)/bench-models/r1-distill-qwen-1.5b-shape/model.onnx" || \
@@ -135,7 +135,7 @@ bench-check: bench-models
 	$(CARGO) build --release -p inferd-e2e --bin inferd-bench
 	mkdir -p target/bench-check
 	$(VENV)/bin/python scripts/bench.py --inferd target/release/inferd --inferctl target/release/inferctl \
-	  --out target/bench-check/benchmarks.md --json target/bench-check/bench.json
+	  --gguf "$(GGUF)" --out target/bench-check/benchmarks.md --json target/bench-check/bench.json
 	python3 scripts/bench_check.py docs/bench.json target/bench-check/bench.json
 
 ## On a machine with an NVIDIA GPU: scripts/gpu-check.sh (CUDA registers, every model lands on

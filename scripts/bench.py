@@ -152,6 +152,7 @@ def main():
     ap.add_argument("--inferd", required=True)
     ap.add_argument("--inferctl", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--gguf", required=True, help="the SmolLM2 GGUF the default model is imported from")
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--json", help="also write the figures, each a ratio to a reference measured in this run")
     args = ap.parse_args()
@@ -203,13 +204,19 @@ def main():
             gen_repo = tmp / "gen"
             gen_repo.mkdir()
             from bench_generation import builder_exports, deepseek_shape, link_model, section
+            import bench_import
+            imports = tmp / "imports"
+            imports.mkdir()
+            import_md = bench_import.section(args.inferctl, args.gguf, imports)
             for name, src in [("smollm2", Path(models) / "smollm2"),
                               ("smollm2-fp32", Path(os.environ["INFERD_TEST_MODELS"]) / "smollm2-fp32")]:
                 link_model(src, gen_repo / name)
+            bench_import.int8_activations(Path(models) / "smollm2", gen_repo / "smollm2-int8-activations")
             builders = builder_exports(Path(os.environ["INFERD_CACHE"]) / "builder-models", gen_repo, threads)
             g = start_inferd(args.inferd, str(gen_repo), addr)
             try:
-                gen_md = section(addr, str(gen_repo), ["smollm2", "smollm2-fp32", *builders], figures=figures)
+                names = ["smollm2", "smollm2-int8-activations", "smollm2-fp32", *builders]
+                gen_md = section(addr, str(gen_repo), names, figures=figures)
             finally:
                 g.terminate()
                 g.wait()
@@ -298,9 +305,9 @@ clients above), with the broker and the clients on the same 2 cores.
 | `inferctl` binary, stripped | {sizes['inferctl'] / 1e6:.1f} MB |
 
 {gen_md}
-## Imported models run on onnxruntime-genai
+{import_md}## Imported models run on onnxruntime-genai
 
-`smollm2` (imported at int4 by `make models`) loaded by onnxruntime-genai through the
+`smollm2` (imported natively by `make models`) loaded by onnxruntime-genai through the
 `genai_config.json` the importer wrote, greedy, "What is the capital of France?":
 
 > {genai_text.strip()}

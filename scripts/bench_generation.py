@@ -156,17 +156,17 @@ def section(addr, models_dir, names, runs=5, figures=None):
 
     bw = memcpy_bandwidth()
     model = Path(models_dir) / names[0]
-    cfg = json.loads((model / "config.json").read_text())
-    # Every weight is read once per token except the embedding table (one row is); the int4
-    # import keeps that table in fp16.
-    table = cfg["vocab_size"] * cfg["hidden_size"] * 2
-    per_token = sum(f.stat().st_size for f in model.glob("model.onnx*")) - table
+    # Every weight is read once per token: the native import's embedding table is the tied LM
+    # head's weight too (the same bytes), which reads all of it.
+    per_token = sum(f.stat().st_size for f in model.glob("model.onnx*"))
     short_decode = float(rows[0].split("|")[3])
     return f"""
 ## Text generation: inferd vs onnxruntime-genai 0.18 (targets: decode ≥ 1.10×, TTFT ≤ 0.9× at 512)
 
 Same ONNX files on both sides, run by genai through their `genai_config.json`: inferd's own
-imports (`smollm2`, the default model, and `smollm2-fp32`) and, where `make builder-models` has made them, the
+imports (`smollm2`, the default model, imported natively from the Q4_1 GGUF with every product in
+fp32; `smollm2-int8-activations`, the same files with `accuracy_level` 4 on every `MatMulNBits`,
+which is faster and inexact (docs/models.md); and `smollm2-fp32`) and, where `make builder-models` has made them, the
 onnxruntime-genai model builder's exports of the same SmolLM2 (`smollm2-builder-*`:
 GroupQueryAttention, past/present share buffer, which inferd then uses too). Greedy,
 128 new tokens at most (both stop at the same EOS), 2 intra-op threads on both sides,
@@ -212,7 +212,7 @@ machine (Python onnxruntime, one step over N rows vs one row, same file).
 ### Bandwidth bound
 
 memcpy bandwidth {bw / 1e9:.1f} GB/s (numpy copy, read + write); {names[0]} reads about
-{per_token / 1e6:.0f} MB of weights per token (the model file less its fp16 embedding table) →
+{per_token / 1e6:.0f} MB of weights per token (the whole model file: its table is the tied head) →
 at most ≈ {bw / per_token:.0f} tokens/s if decoding were bound by memory bandwidth alone.
 inferd's short-prompt decode above is {short_decode / (bw / per_token):.0%} of that bound.
 """
