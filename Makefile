@@ -86,7 +86,7 @@ fetch:
 
 ## The default models: minilm (fetched) and smollm2 (imported natively from its GGUF, its own Q4_1
 ## quantization transcoded; again only when the native importer changes).
-NATIVE_IMPORTER_HASH := $(shell cat importer/src/*.rs importer/src/bin/*.rs | sha256sum | cut -c1-12)
+NATIVE_IMPORTER_HASH := $(shell cat importer/src/*.rs importer/src/*/*.rs | sha256sum | cut -c1-12)
 models: fetch build $(VENV)/ok
 	@test "$$(cat "$(INFERD_MODELS)/smollm2/.importer" 2>/dev/null)" = "native-$(NATIVE_IMPORTER_HASH)" || { \
 	  target/release/inferctl import "$(GGUF)" --name smollm2 --models "$(INFERD_MODELS)" --force && \

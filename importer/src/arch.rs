@@ -108,6 +108,68 @@ impl Arch {
         a.check()
     }
 
+    /// From a transformers `config.json`; `tensor` says whether the checkpoint has a tensor
+    /// (by GGUF name): a missing `lm_head` means a tied head, q biases mean attention biases.
+    pub fn from_hf(cfg: &serde_json::Value, tensor: impl Fn(&str) -> bool) -> Result<Arch> {
+        let archs: Vec<&str> = cfg["architectures"]
+            .as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default();
+        let family = match (archs.first().copied(), cfg["model_type"].as_str()) {
+            (Some("LlamaForCausalLM"), _) | (None, Some("llama")) => "llama",
+            (Some("Qwen2ForCausalLM"), _) | (None, Some("qwen2")) => "qwen2",
+            (a, t) => {
+                return Err(Error::Unsupported(format!(
+                    "architecture {:?}. Supported: {SUPPORTED}",
+                    a.or(t).unwrap_or("(none)")
+                )))
+            }
+        };
+        let scaling = &cfg["rope_scaling"];
+        let kind = scaling["rope_type"].as_str().or(scaling["type"].as_str());
+        if !scaling.is_null() && !matches!(kind, None | Some("default")) {
+            return Err(Error::Unsupported(format!(
+                "rope_scaling {scaling}; only the default rotary embedding is supported yet"
+            )));
+        }
+        let need = |key: &str| {
+            cfg[key]
+                .as_u64()
+                .map(|v| v as usize)
+                .ok_or_else(|| Error::Corrupt(format!("config.json lacks {key:?}")))
+        };
+        let (heads, hidden) = (need("num_attention_heads")?, need("hidden_size")?);
+        let ids = |v: &serde_json::Value| match v {
+            serde_json::Value::Array(a) => a.iter().filter_map(serde_json::Value::as_u64).collect(),
+            v => v.as_u64().into_iter().collect(),
+        };
+        Arch {
+            family: family.into(),
+            vocab_size: need("vocab_size")?,
+            hidden_size: hidden,
+            intermediate_size: need("intermediate_size")?,
+            num_layers: need("num_hidden_layers")?,
+            num_heads: heads,
+            num_kv_heads: cfg["num_key_value_heads"]
+                .as_u64()
+                .map_or(heads, |v| v as usize),
+            head_dim: cfg["head_dim"]
+                .as_u64()
+                .map_or(hidden / heads.max(1), |v| v as usize),
+            rms_norm_eps: cfg["rms_norm_eps"].as_f64().unwrap_or(1e-6) as f32,
+            rope_theta: cfg["rope_theta"].as_f64().unwrap_or(10000.0),
+            context_length: cfg["max_position_embeddings"]
+                .as_u64()
+                .map_or(2048, |v| v as usize),
+            tie_word_embeddings: cfg["tie_word_embeddings"].as_bool().unwrap_or(false)
+                || !tensor("output.weight"),
+            attention_bias: tensor("blk.0.attn_q.bias"),
+            bos_token_id: cfg["bos_token_id"].as_u64(),
+            eos_token_ids: ids(&cfg["eos_token_id"]),
+        }
+        .check()
+    }
+
     fn check(self) -> Result<Arch> {
         let sizes = [
             self.hidden_size,
@@ -119,7 +181,7 @@ impl Arch {
         ];
         if sizes.contains(&0) {
             return Err(Error::Corrupt(format!(
-                "GGUF metadata gives a size of 0: {self:?}"
+                "the model's configuration gives a size of 0: {self:?}"
             )));
         }
         if self.num_kv_heads == 0 || !self.num_heads.is_multiple_of(self.num_kv_heads) {

@@ -96,6 +96,31 @@ impl Blocks {
 }
 
 impl Blocks {
+    /// `quantize_int4`'s layout.
+    pub const INT4: Layout = Layout {
+        bits: 4,
+        block: 32,
+        affine: false,
+    };
+
+    /// A row of floats (a multiple of 32 long) as symmetric 4-bit blocks of 32, as onnxruntime's
+    /// blockwise quantizer (`MlasQuantizeBlockwise`) makes them: the scale is the block's
+    /// value of largest magnitude over −8, so that value is exactly −8 steps, and each weight
+    /// rounds to the nearest step (halves away from zero), offset by the zero point 8.
+    pub fn quantize_int4(&mut self, row: &[f32]) {
+        for block in row.chunks(Self::INT4.block) {
+            let extreme = block
+                .iter()
+                .fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
+            let scale = extreme / -8.0;
+            let inv = if scale == 0.0 { 0.0 } else { 1.0 / scale };
+            let q = block
+                .iter()
+                .map(|&x| ((x * inv).round() + 8.0).clamp(0.0, 15.0) as u8);
+            self.push(scale, 8, q);
+        }
+    }
+
     /// `other`'s rows after these.
     pub fn append(&mut self, other: Blocks) {
         self.q.extend(other.q);

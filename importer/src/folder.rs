@@ -4,12 +4,16 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value as Json};
+use serde_json::{json, Map, Value as Json};
 
 use crate::arch::Arch;
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
+use crate::hf::HfFolder;
 use crate::progress::{Report, Step};
+use crate::source::Source;
+use crate::tokenizer::TokenizerFiles;
+use crate::Precision;
 
 pub struct Options {
     /// The model repository.
@@ -19,6 +23,7 @@ pub struct Options {
     pub force: bool,
     /// `intra_op_num_threads` written to genai_config.json.
     pub threads: u32,
+    pub precision: Precision,
 }
 
 struct Staging {
@@ -88,9 +93,9 @@ impl Staging {
     }
 }
 
-fn manifest(source: &str) -> String {
+fn manifest(source: &str, precision: Precision) -> String {
     format!(
-        "# Imported by inferd-import from {source} (native: the GGUF's own quantization).\n\
+        "# Imported by inferd-import from {source} ({}).\n\
          kind = \"text-generation\"\n\
          file = \"model.onnx\"\n\
          tokenizer = \"tokenizer.json\"\n\
@@ -98,8 +103,19 @@ fn manifest(source: &str) -> String {
          [execution]\n\
          # Decoding runs many small operators back to back: letting ONNX Runtime's threads spin\n\
          # between them is worth the CPU.\n\
-         spin = true\n"
+         spin = true\n",
+        match precision {
+            Precision::Native => "native: the GGUF's own quantization",
+            p => p.name(),
+        }
     )
+}
+
+/// What a checkpoint gives besides its weights.
+struct Parts {
+    arch: Arch,
+    tok: TokenizerFiles,
+    generation: Map<String, Json>,
 }
 
 /// Imports a GGUF file as `o.models/o.name`, telling `report` how far it is: stages `read`,
@@ -107,21 +123,69 @@ fn manifest(source: &str) -> String {
 pub fn import_gguf(src: &Path, o: &Options, report: Report<'_>) -> Result<(PathBuf, Arch)> {
     report(Step::of("read", 0, 1));
     let g = Gguf::open(src)?;
-    let a = Arch::from_gguf(&g)?;
-    let tok = crate::tokenizer::from_gguf(&g, &a.family)?;
+    let arch = Arch::from_gguf(&g)?;
+    let tok = crate::tokenizer::from_gguf(&g, &arch.family)?;
+    let generation = Map::new();
+    let parts = Parts {
+        arch,
+        tok,
+        generation,
+    };
+    import(src, &g, parts, o, report)
+}
+
+/// Imports a Hugging Face checkpoint folder as `o.models/o.name` (`o.precision` fp32 or int4),
+/// with the same stages as `import_gguf`.
+pub fn import_hf(src: &Path, o: &Options, report: Report<'_>) -> Result<(PathBuf, Arch)> {
+    report(Step::of("read", 0, 1));
+    let f = HfFolder::open(src)?;
+    let mut arch = Arch::from_hf(&f.config, |n| f.tensor(n).is_some())?;
+    let generation = f.generation()?;
+    if let Some(bos) = generation.get("bos_token_id").and_then(Json::as_u64) {
+        arch.bos_token_id = Some(bos);
+    }
+    match generation.get("eos_token_id") {
+        Some(Json::Array(ids)) => {
+            arch.eos_token_ids = ids.iter().filter_map(Json::as_u64).collect()
+        }
+        Some(id) if id.is_u64() => arch.eos_token_ids = id.as_u64().into_iter().collect(),
+        _ => {}
+    }
+    let tok = f.tokenizer()?;
+    import(
+        src,
+        &f,
+        Parts {
+            arch,
+            tok,
+            generation,
+        },
+        o,
+        report,
+    )
+}
+
+fn import(
+    src: &Path,
+    weights: &dyn Source,
+    p: Parts,
+    o: &Options,
+    report: Report<'_>,
+) -> Result<(PathBuf, Arch)> {
     let staging = Staging::new(o)?;
     report(Step::of("read", 1, 1));
+    let a = &p.arch;
     let written = (|| {
         let source = src
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let total = g.tensors.len();
-        crate::write_decoder(&g, &a, &source, &staging.dir, &mut *report)?;
+        let total = weights.tensors().len();
+        crate::write_decoder(weights, a, o.precision, &source, &staging.dir, &mut *report)?;
         report(Step::of("convert", total, total));
         report(Step::of("write", 0, 1));
-        staging.json("tokenizer.json", &tok.tokenizer_json)?;
-        let mut cfg = tok.config.clone();
-        if let Some(t) = &tok.chat_template {
+        staging.json("tokenizer.json", &p.tok.tokenizer_json)?;
+        let mut cfg = p.tok.config.clone();
+        if let Some(t) = &p.tok.chat_template {
             cfg.insert("chat_template".into(), json!(t));
             let path = staging.dir.join("chat_template.jinja");
             std::fs::write(&path, t).map_err(io(&path))?;
@@ -132,19 +196,19 @@ pub fn import_gguf(src: &Path, o: &Options, report: Report<'_>) -> Result<(PathB
             .or_insert(json!("PreTrainedTokenizerFast"));
         staging.json("tokenizer_config.json", &Json::Object(cfg))?;
         staging.json("config.json", &a.hf_config())?;
-        staging.json(
-            "generation_config.json",
-            &json!({"bos_token_id": a.bos_token_id, "eos_token_id": a.eos_token_ids}),
-        )?;
+        let mut generation = p.generation.clone();
+        generation.insert("bos_token_id".into(), json!(a.bos_token_id));
+        generation.insert("eos_token_id".into(), json!(a.eos_token_ids));
+        staging.json("generation_config.json", &Json::Object(generation))?;
         staging.json("genai_config.json", &a.genai_config(o.threads))?;
         let path = staging.dir.join("model.toml");
-        std::fs::write(&path, manifest(&source)).map_err(io(&path))?;
+        std::fs::write(&path, manifest(&source, o.precision)).map_err(io(&path))?;
         report(Step::of("write", 1, 1));
         Ok(())
     })();
     let dir = staging.dir.clone();
     match written.and_then(|()| staging.commit(o.force)) {
-        Ok(dest) => Ok((dest, a)),
+        Ok(dest) => Ok((dest, p.arch)),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
             Err(e)

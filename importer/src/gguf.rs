@@ -56,6 +56,8 @@ pub struct TensorInfo {
     /// Innermost first, as GGUF writes them: a weight `[out, in]` is `[in, out]` here.
     pub dims: Vec<u64>,
     pub format: Format,
+    /// Which mapped file holds it (a sharded checkpoint has several; a GGUF file one).
+    pub file: usize,
     /// Bytes from the start of the file.
     pub start: usize,
     pub len: usize,
@@ -222,6 +224,7 @@ impl Gguf {
                         name,
                         dims,
                         format,
+                        file: 0,
                         start,
                         len,
                     }),

@@ -19,11 +19,12 @@ use std::io::Write;
 
 use crate::arch::Arch;
 use crate::error::Result;
-use crate::gguf::Gguf;
 use crate::onnx::{Attr, Data, DataType, Dim, ExternalData, Initializer, Model, ValueInfo};
 use crate::ops::{f32_bytes, Graph, NBits};
 use crate::progress::Report;
+use crate::source::Source;
 use crate::weights::{Weight, Weights};
+use crate::Precision;
 
 mod linear;
 
@@ -35,6 +36,7 @@ pub struct Builder<'a, W: Write> {
     a: &'a Arch,
     w: Weights<'a>,
     g: Graph<W>,
+    precision: Precision,
     /// Names of shared values the prologue makes.
     eps: String,
     scale: String,
@@ -58,11 +60,20 @@ impl<W: Write> std::ops::DerefMut for Builder<'_, W> {
 }
 
 impl<'a, W: Write> Builder<'a, W> {
-    pub fn new(a: &'a Arch, src: &'a Gguf, ext: ExternalData<W>, report: Report<'a>) -> Self {
+    pub fn new(
+        a: &'a Arch,
+        src: &'a dyn Source,
+        precision: Precision,
+        ext: ExternalData<W>,
+        report: Report<'a>,
+    ) -> Self {
+        let mut g = Graph::new(ext);
+        g.int8_activations = precision == Precision::Int4;
         Builder {
             a,
             w: Weights::new(a, src, report),
-            g: Graph::new(ext),
+            g,
+            precision,
             eps: String::new(),
             scale: String::new(),
             half_split: String::new(),
@@ -310,9 +321,10 @@ impl<'a, W: Write> Builder<'a, W> {
     fn embed(&mut self) -> Result<(String, Option<NBits>)> {
         let a = self.a;
         let (v, h) = (a.vocab_size, a.hidden_size);
+        let native = self.precision == Precision::Native;
         match self.w.get("token_embd.weight", v, h, None)? {
             // GatherBlockQuantized has no block minimums.
-            Weight::Blocks(l, b) if !l.affine => {
+            Weight::Blocks(l, b) if native && !l.affine => {
                 let w = self.nbits("token_embd", l, &b, v, h)?;
                 let (rows, k) = (v as i64, w.k as i64);
                 // The same bytes as the head's weight, as the 2-D table GatherBlockQuantized reads.
@@ -350,16 +362,28 @@ impl<'a, W: Write> Builder<'a, W> {
             }
             w => {
                 let floats = w.into_floats();
-                let t = self.external(
-                    "token_embd.weight",
-                    DataType::Float,
-                    &[v as i64, h as i64],
-                    &f32_bytes(&floats),
-                )?;
-                Ok((
-                    self.op("Gather", &[&t.name, "input_ids"], "embed", vec![]),
-                    None,
-                ))
+                let dims = [v as i64, h as i64];
+                if self.precision != Precision::Int4 {
+                    let t = self.external(
+                        "token_embd.weight",
+                        DataType::Float,
+                        &dims,
+                        &f32_bytes(&floats),
+                    )?;
+                    return Ok((
+                        self.op("Gather", &[&t.name, "input_ids"], "embed", vec![]),
+                        None,
+                    ));
+                }
+                // As the Python importer's int4: the table in fp16, rows cast after the lookup.
+                let half: Vec<u8> = floats
+                    .iter()
+                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                    .collect();
+                let t = self.external("token_embd.weight", DataType::Float16, &dims, &half)?;
+                let x = self.op("Gather", &[&t.name, "input_ids"], "", vec![]);
+                let to = Attr::Int(DataType::Float as i64);
+                Ok((self.op("Cast", &[&x], "embed", vec![("to", to)]), None))
             }
         }
     }

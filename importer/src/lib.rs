@@ -12,18 +12,45 @@ pub mod error;
 pub mod folder;
 pub mod gguf;
 pub mod graph;
+pub mod hf;
 pub mod onnx;
 pub mod ops;
 pub mod progress;
+pub mod source;
 pub mod tokenizer;
 pub mod weights;
 
 use std::path::Path;
 
-/// Writes `dir/model.onnx` (and `model.onnx.data`) for a GGUF file's decoder.
+/// What a decoder's weights become.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// A GGUF file's own blocks, transcoded (`blocks.rs`); float tensors as fp32. Every product
+    /// in fp32.
+    Native,
+    /// Every weight as fp32.
+    Fp32,
+    /// Linear layers re-quantized to 4-bit blocks of 32 (round to nearest, symmetric, as
+    /// onnxruntime's blockwise quantizer does) and run with int8 activations, as the Python
+    /// importer's int4; the embedding table fp16.
+    Int4,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Native => "native",
+            Precision::Fp32 => "fp32",
+            Precision::Int4 => "int4",
+        }
+    }
+}
+
+/// Writes `dir/model.onnx` (and `model.onnx.data`) for a decoder whose weights are `src`'s.
 pub fn write_decoder(
-    g: &gguf::Gguf,
+    src: &dyn source::Source,
     a: &arch::Arch,
+    precision: Precision,
     source: &str,
     dir: &Path,
     report: progress::Report<'_>,
@@ -34,8 +61,8 @@ pub fn write_decoder(
     let ext = onnx::ExternalData::new(std::io::BufWriter::new(data), "model.onnx.data");
     let meta = vec![(
         "inferd_import".to_owned(),
-        serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "source": source, "precision": "native"}).to_string(),
+        serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "source": source, "precision": precision.name()}).to_string(),
     )];
-    let (model, _) = graph::Builder::new(a, g, ext, report).build(meta)?;
+    let (model, _) = graph::Builder::new(a, src, precision, ext, report).build(meta)?;
     std::fs::write(dir.join("model.onnx"), model.encode("model.onnx.data")).map_err(io)
 }

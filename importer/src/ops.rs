@@ -34,6 +34,9 @@ pub struct Graph<W: Write> {
     pub nodes: Vec<Node>,
     pub inits: Vec<Initializer>,
     n: usize,
+    /// `MatMulNBits` with `accuracy_level` 4 (int8 activations): for re-quantized weights,
+    /// which are inexact anyway (`Precision::Int4`); transcoded ones compute in fp32.
+    pub int8_activations: bool,
 }
 
 impl<W: Write> Graph<W> {
@@ -43,6 +46,7 @@ impl<W: Write> Graph<W> {
             nodes: Vec::new(),
             inits: Vec::new(),
             n: 0,
+            int8_activations: false,
         }
     }
 
@@ -245,17 +249,21 @@ impl<W: Write> Graph<W> {
         } else {
             self.op("Concat", &[x, x], "", vec![("axis", Attr::Int(-1))])
         };
+        let mut attrs = vec![
+            ("K", Attr::Int(w.k as i64)),
+            ("N", Attr::Int(w.rows as i64)),
+            ("bits", Attr::Int(l.bits.into())),
+            ("block_size", Attr::Int(l.block as i64)),
+        ];
+        if self.int8_activations {
+            attrs.push(("accuracy_level", Attr::Int(4)));
+        }
         let y = self.op_in(
             "MatMulNBits",
             "com.microsoft",
             &[&input, &w.b.name, &w.scales, &w.zeros.name],
             hint,
-            vec![
-                ("K", Attr::Int(w.k as i64)),
-                ("N", Attr::Int(w.rows as i64)),
-                ("bits", Attr::Int(l.bits.into())),
-                ("block_size", Attr::Int(l.block as i64)),
-            ],
+            attrs,
         );
         let Some(mins) = &w.mins else {
             return y;

@@ -4,8 +4,10 @@
 use crate::arch::Arch;
 use crate::blocks::{Blocks, Layout};
 use crate::error::{Error, Result};
-use crate::gguf::{Gguf, TensorInfo};
+use crate::gguf::TensorInfo;
 use crate::progress::{Report, Step};
+use crate::source::Source;
+use crate::Precision;
 
 /// A weight as it will be written.
 pub enum Weight {
@@ -15,6 +17,22 @@ pub enum Weight {
 }
 
 impl Weight {
+    /// As `precision` stores a linear layer's weight.
+    pub fn as_stored(self, precision: Precision, rows: usize) -> Weight {
+        match (precision, self) {
+            (Precision::Native, w) => w,
+            (Precision::Fp32, w) => Weight::Floats(w.into_floats()),
+            (Precision::Int4, w) => {
+                let floats = w.into_floats();
+                let mut b = Blocks::default();
+                for row in floats.chunks(floats.len() / rows.max(1)) {
+                    b.quantize_int4(row);
+                }
+                Weight::Blocks(Blocks::INT4, b)
+            }
+        }
+    }
+
     /// Whether these weights can be one matrix, their rows one after another: all float, or
     /// all blocks of one layout.
     pub fn stackable(ws: &[Weight]) -> bool {
@@ -50,13 +68,13 @@ impl Weight {
 
 pub struct Weights<'a> {
     a: &'a Arch,
-    src: &'a Gguf,
+    src: &'a dyn Source,
     report: Report<'a>,
     read: usize,
 }
 
 impl<'a> Weights<'a> {
-    pub fn new(a: &'a Arch, src: &'a Gguf, report: Report<'a>) -> Self {
+    pub fn new(a: &'a Arch, src: &'a dyn Source, report: Report<'a>) -> Self {
         Weights {
             a,
             src,
@@ -69,7 +87,7 @@ impl<'a> Weights<'a> {
     /// minimums twice: the count stops short of the end, which the importer reports itself).
     fn advance(&mut self) {
         self.read += 1;
-        let total = self.src.tensors.len();
+        let total = self.src.tensors().len();
         (self.report)(Step::of("convert", self.read.min(total - 1), total));
     }
 
@@ -78,7 +96,7 @@ impl<'a> Weights<'a> {
         let t = self
             .src
             .tensor(name)
-            .ok_or_else(|| Error::Corrupt(format!("the GGUF has no tensor {name}")))?;
+            .ok_or_else(|| Error::Corrupt(format!("the checkpoint has no tensor {name}")))?;
         if t.dims.iter().map(|&d| d as usize).ne(dims.iter().copied()) {
             return Err(Error::Corrupt(format!(
                 "{name} has dimensions {:?}, but the metadata implies {dims:?}",
@@ -137,7 +155,7 @@ impl<'a> Weights<'a> {
     /// llama.cpp's rotary permutation of a q/k weight's rows, undone: row (h, j, d) of the
     /// result is row (h, d, j) of the GGUF's (head h, pair member j, pair d).
     pub fn unpermute(&self, heads: usize) -> Option<Vec<usize>> {
-        if self.a.family != "llama" {
+        if self.a.family != "llama" || !self.src.rotary_permuted() {
             return None;
         }
         let dim = self.a.head_dim / 2;

@@ -51,7 +51,7 @@ impl<W: Write> Builder<'_, W> {
             let w = self
                 .w
                 .get(&format!("{}.weight", p.name), p.out, in_f, p.order.clone())?;
-            weights.push(w);
+            weights.push(w.as_stored(self.precision, p.out));
         }
         if !Weight::stackable(&weights) {
             let mut ys = Vec::with_capacity(parts.len());

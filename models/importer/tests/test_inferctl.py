@@ -35,7 +35,9 @@ def test_inferctl_import_without_the_environment_says_how_to_get_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "INFERD_PYTHON"}
     env.update(INFERD_CACHE=str(tmp_path), HOME=str(tmp_path))
     exe = REPO / "target" / "debug" / "inferctl"
-    p = subprocess.run([exe, "import", "x.gguf", "--name", "x"], capture_output=True, text=True, env=env)
+    # Random weights are still the Python importer's (GGUF files and checkpoint folders are not).
+    p = subprocess.run([exe, "import", "--random", CONFIGS / "tiny-qwen2.json", "--name", "x"],
+                       capture_output=True, text=True, env=env)
     assert p.returncode != 0 and "make models" in p.stderr, p.stderr
 
 

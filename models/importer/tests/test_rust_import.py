@@ -6,7 +6,6 @@ larger than 1.1× the GGUF. And a K-quant file (Q4_K and Q6_K, written from Smol
 the tests' encoder, kquants.py): its greedy text equals that of the Python importer's fp32
 import of the same file, which de-quantizes with `gguf` itself."""
 import json
-import os
 import subprocess
 
 import gguf as gg
@@ -15,9 +14,10 @@ import onnxruntime as ort
 import pytest
 
 import kquants
-from conftest import CONFIGS, FIXTURES, REPO, cached_import, tiny_qwen2_source
+from conftest import CONFIGS, FIXTURES, REPO, cached_import, run_import, tiny_qwen2_source
+from test_sources import tiny_hf_folder
 
-TOOL = REPO / "target" / os.environ.get("INFERD_PROFILE", "debug") / "inferd-gguf-onnx"
+INFERCTL = REPO / "target" / "debug" / "inferctl"
 
 
 def session(path):
@@ -44,10 +44,13 @@ def greedy(s, prompt_ids, n):
     return new
 
 
-def rust_import(gguf_path, models):
-    if not TOOL.exists():
-        pytest.fail(f"{TOOL} is missing: run `cargo build --workspace` first (make test does)")
-    subprocess.run([str(TOOL), str(gguf_path), str(models), "smollm2"], check=True, capture_output=True)
+def rust_import(source, models, *flags):
+    """`inferctl import` of a GGUF file or a checkpoint folder, natively (no Python on PATH)."""
+    if not INFERCTL.exists():
+        pytest.fail(f"{INFERCTL} is missing: run `cargo build --workspace` first (make test does)")
+    p = subprocess.run([str(INFERCTL), "import", str(source), "--name", "smollm2", "--models", str(models), *flags],
+                       capture_output=True, text=True, env={"PATH": "/nonexistent", "HOME": str(models)})
+    assert p.returncode == 0, p.stderr
     return models / "smollm2"
 
 
@@ -177,3 +180,30 @@ def test_tiny_qwen2_as_gguf_gives_the_python_importers_logits(gguf, tiny_qwen2, 
     path = tiny_qwen2_gguf(gguf, tiny_qwen2, tmp_path / "tiny-qwen2.gguf")
     ours = session(rust_import(path, tmp_path / "models") / "model.onnx")
     assert_same_logits(ours, session(tiny_qwen2 / "model.onnx"))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_checkpoint_folder_imports_natively_as_the_python_importer_does(gguf, tiny_qwen2, tmp_path, dtype):
+    """tiny-qwen2's random weights as a sharded safetensors folder (F32, or BF16 as most
+    checkpoints are): the native fp32 import's logits are the Python importer's."""
+    import ml_dtypes
+
+    folder = tiny_hf_folder(tmp_path, gguf, tiny_qwen2, dtype=np.dtype(getattr(ml_dtypes, dtype, dtype)))
+    ours = session(rust_import(folder, tmp_path / "rust", "--precision", "fp32") / "model.onnx")
+    run_import([folder, "--name", "py", "--precision", "fp32", "--models", tmp_path / "py"])
+    assert_same_logits(ours, session(tmp_path / "py" / "py" / "model.onnx"))
+
+
+def test_int4_from_a_checkpoint_folder_matches_the_python_importers_int4(gguf, tiny_qwen2, tmp_path):
+    """Re-quantized as onnxruntime's blockwise quantizer does (symmetric, blocks of 32, int8
+    activations), with the same fp16 embedding table: the two importers' int4 give the same
+    logits (equal to the last bit on 2026-12-07, where int4 and fp32 differ by 1.4)."""
+    folder = tiny_hf_folder(tmp_path, gguf, tiny_qwen2)
+    ours = session(rust_import(folder, tmp_path / "rust") / "model.onnx")  # int4: the default for folders
+    run_import([folder, "--name", "py", "--precision", "int4", "--models", tmp_path / "py"])
+    assert_same_logits(ours, session(tmp_path / "py" / "py" / "model.onnx"))
+
+
+def test_a_gguf_imports_natively_at_fp32(gguf, smollm2_fp32, tmp_path):
+    ours = session(rust_import(gguf, tmp_path, "--precision", "fp32") / "model.onnx")
+    assert_same_logits(ours, session(smollm2_fp32 / "model.onnx"))

@@ -1,13 +1,15 @@
-//! `inferctl import`: a GGUF file is imported natively (the `inferd-import` crate: its own
-//! quantization transcoded, no Python). Anything else (a Hugging Face checkpoint folder, random
-//! weights, a GGUF re-quantized to another precision) runs the Python importer in
+//! `inferctl import`: GGUF files and Hugging Face checkpoint folders are imported natively (the
+//! `inferd-import` crate, no Python): a GGUF's own quantization transcoded, or fp32, or int4.
+//! What is left (fp16 graphs, the genai layout, random weights) runs the Python importer in
 //! models/importer, in the environment `make` prepares, its progress and errors passed through.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use inferd_import::folder::{import_gguf, Options};
+use inferd_import::folder::{import_gguf, import_hf, Options};
+use inferd_import::progress::Step;
+use inferd_import::Precision;
 
 use crate::progress::Bars;
 
@@ -24,6 +26,9 @@ pub struct ImportArgs {
     /// int4 (the default for Hugging Face folders)
     #[arg(long)]
     precision: Option<String>,
+    /// optimum (the default) or genai (onnxruntime-genai's model builder layout)
+    #[arg(long)]
+    layout: Option<String>,
     /// Model repository [default: $INFERD_MODELS, else ~/.cache/inferd/models]
     #[arg(long)]
     models: Option<PathBuf>,
@@ -76,30 +81,50 @@ pub fn run(a: ImportArgs) -> Result<i32, String> {
         .clone()
         .or_else(|| std::env::var_os("INFERD_MODELS").map(PathBuf::from))
         .unwrap_or_else(|| cache().join("models"));
-    let gguf = a.random.is_none() && a.source.as_deref().is_some_and(|s| Path::new(s).is_file());
-    match (gguf, a.precision.as_deref()) {
-        (true, None | Some("native")) => Ok(native(&a, models)),
-        (false, Some("native")) => Err("--precision native is for GGUF files, which carry their own quantization; use fp32, fp16 or int4".into()),
+    let path = a.source.as_deref().map(Path::new);
+    let precision = match (path.is_some_and(Path::is_file), a.precision.as_deref()) {
+        (true, None | Some("native")) => Some(Precision::Native),
+        (false, Some("native")) => return Err("--precision native is for GGUF files, which carry their own quantization; use fp32, fp16 or int4".into()),
+        (false, None) | (_, Some("int4")) => Some(Precision::Int4),
+        (_, Some("fp32")) => Some(Precision::Fp32),
+        _ => None,
+    };
+    // fp16 graphs, the genai layout and random weights are still the Python importer's.
+    let native = a.random.is_none() && a.layout.as_deref().is_none_or(|l| l == "optimum");
+    match (path, precision) {
+        (Some(p), _) if !p.exists() => {
+            eprintln!("inferd-import: no such file or folder: {}", p.display());
+            Ok(2)
+        }
+        (Some(p), Some(precision)) if native => Ok(import_natively(p, precision, &a, models)),
         _ => python_import(a, models),
     }
 }
 
-fn native(a: &ImportArgs, models: PathBuf) -> i32 {
+/// The Rust importer: a GGUF file, or a Hugging Face checkpoint folder.
+fn import_natively(src: &Path, precision: Precision, a: &ImportArgs, models: PathBuf) -> i32 {
     let started = Instant::now();
-    let src = Path::new(a.source.as_deref().expect("a GGUF source"));
     let o = Options {
         models,
         name: a.name.clone(),
         force: a.force,
         threads: 2,
+        precision,
     };
     let mut bars = Bars::new();
-    match import_gguf(src, &o, &mut |s| bars.show(s)) {
+    let mut report = |s: Step<'_>| bars.show(s);
+    let done = if src.is_dir() {
+        import_hf(src, &o, &mut report)
+    } else {
+        import_gguf(src, &o, &mut report)
+    };
+    match done {
         Ok((dir, arch)) => {
             eprintln!(
-                "imported {} as {} (native, {}, {} layers) in {:.1} s",
+                "imported {} as {} ({}, {}, {} layers) in {:.1} s",
                 src.display(),
                 dir.display(),
+                precision.name(),
                 arch.family,
                 arch.num_layers,
                 started.elapsed().as_secs_f64()
@@ -122,6 +147,9 @@ fn python_import(a: ImportArgs, models: PathBuf) -> Result<i32, String> {
     cmd.arg("--models").arg(&models);
     if a.force {
         cmd.arg("--force");
+    }
+    if let Some(l) = &a.layout {
+        cmd.args(["--layout", l]);
     }
     if let Some(r) = &a.random {
         cmd.args(["--random", r]);
