@@ -153,6 +153,33 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Why a tensor's GGML type cannot be imported, and what to do instead.
+fn unsupported(name: &str, t: u32) -> Error {
+    const IQ: [(u32, &str); 9] = [
+        (16, "IQ2_XXS"),
+        (17, "IQ2_XS"),
+        (18, "IQ3_XXS"),
+        (19, "IQ1_S"),
+        (20, "IQ4_NL"),
+        (21, "IQ3_S"),
+        (22, "IQ2_S"),
+        (23, "IQ4_XS"),
+        (29, "IQ1_M"),
+    ];
+    let supported = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
+    match IQ.iter().find(|(id, _)| *id == t) {
+        Some((_, iq)) => Error::Unsupported(format!(
+            "tensor {name:?} is {iq}: IQ formats look weights up in a non-linear codebook, which \
+             ONNX Runtime's MatMulNBits (a scale and a zero point a block) cannot express, so it \
+             cannot be transcoded without changing the weights. Use a {supported} file of the \
+             same model (Q4_K_M is the common choice), or import its Hugging Face checkpoint"
+        )),
+        None => Error::Unsupported(format!(
+            "tensor {name:?} has GGML type {t}; supported: {supported}"
+        )),
+    }
+}
+
 impl Gguf {
     pub fn open(path: &Path) -> Result<Gguf> {
         let file = File::open(path).map_err(|e| Error::Io(path.display().to_string(), e))?;
@@ -191,8 +218,7 @@ impl Gguf {
                 )));
             }
             let dims = (0..n_dims).map(|_| r.u64()).collect::<Result<Vec<_>>>()?;
-            let format = Format::from_ggml(r.u32()?)
-                .map_err(|t| Error::Unsupported(format!("tensor {name:?}: GGML type {t}")))?;
+            let format = Format::from_ggml(r.u32()?).map_err(|t| unsupported(&name, t))?;
             let offset = r.u64()?;
             infos.push((name, dims, format, offset));
         }
@@ -272,6 +298,21 @@ mod tests {
         let mut m = memmap2::MmapMut::map_anon(b.len()).unwrap();
         m.copy_from_slice(&b);
         m.make_read_only().unwrap()
+    }
+
+    #[test]
+    fn iq_formats_are_refused_by_name_with_a_way_out() {
+        let mut m = image(&[256], 0).to_vec();
+        let ty = 24 + 9 + 4 + 8; // header, the name "t", its dimension count and one dimension
+        m[ty..ty + 4].copy_from_slice(&20u32.to_le_bytes());
+        let mut map = memmap2::MmapMut::map_anon(m.len()).unwrap();
+        map.copy_from_slice(&m);
+        match Gguf::parse(map.make_read_only().unwrap()) {
+            Err(Error::Unsupported(e)) => {
+                assert!(e.contains("IQ4_NL") && e.contains("Q4_K_M"), "{e}")
+            }
+            _ => panic!("an IQ4_NL tensor was not refused"),
+        }
     }
 
     fn corrupt(m: Mmap) -> String {
