@@ -37,6 +37,8 @@ pub struct Builder<'a, W: Write> {
     w: Weights<'a>,
     g: Graph<W>,
     precision: Precision,
+    /// The activations' type: Float, or Float16 for `Precision::Fp16`.
+    act: DataType,
     /// Names of shared values the prologue makes.
     eps: String,
     scale: String,
@@ -74,6 +76,11 @@ impl<'a, W: Write> Builder<'a, W> {
             w: Weights::new(a, src, report),
             g,
             precision,
+            act: if precision == Precision::Fp16 {
+                DataType::Float16
+            } else {
+                DataType::Float
+            },
             eps: String::new(),
             scale: String::new(),
             half_split: String::new(),
@@ -87,12 +94,8 @@ impl<'a, W: Write> Builder<'a, W> {
         let w = self
             .w
             .floats(&format!("{name}.weight"), self.a.hidden_size)?;
-        let w = self.external(
-            &format!("{name}.weight"),
-            DataType::Float,
-            &[w.len() as i64],
-            &f32_bytes(&w),
-        )?;
+        let w = self.act_weight(&format!("{name}.weight"), &[w.len() as i64], &w)?;
+        let x = &self.cast(x, DataType::Float);
         let sq = self.op("Mul", &[x, x], "", vec![]);
         let var = self.op(
             "ReduceMean",
@@ -105,7 +108,28 @@ impl<'a, W: Write> Builder<'a, W> {
         let root = self.op("Sqrt", &[&sum], "", vec![]);
         let inv = self.op("Reciprocal", &[&root], "", vec![]);
         let y = self.op("Mul", &[x, &inv], "normed", vec![]);
+        let y = self.cast(&y, self.act);
         Ok(self.op("Mul", &[&y, &w.name], name, vec![]))
+    }
+
+    /// `x` as `to` (itself when the activations are fp32: there is nothing to cast).
+    fn cast(&mut self, x: &str, to: DataType) -> String {
+        if self.act == DataType::Float {
+            return x.to_owned();
+        }
+        self.op("Cast", &[x], "", vec![("to", Attr::Int(to as i64))])
+    }
+
+    /// A float weight in the activations' type.
+    fn act_weight(&mut self, name: &str, dims: &[i64], v: &[f32]) -> Result<Initializer> {
+        if self.act == DataType::Float {
+            return self.external(name, DataType::Float, dims, &f32_bytes(v));
+        }
+        let half: Vec<u8> = v
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect();
+        self.external(name, DataType::Float16, dims, &half)
     }
 
     /// x·cos + rotate_half(x)·sin, for x `[B, heads, S, head_dim]`.
@@ -196,8 +220,10 @@ impl<'a, W: Write> Builder<'a, W> {
         let s = self.i64s(&[0, nh as i64, -1, 0]);
         let scores = self.op("Reshape", &[&scores, &s], "", vec![]);
         let mask = self.mask.clone();
+        let scores = self.cast(&scores, DataType::Float);
         let masked = self.op("Add", &[&scores, &mask], "", vec![]);
         let probs = self.op("Softmax", &[&masked], "", vec![("axis", Attr::Int(-1))]);
+        let probs = self.cast(&probs, self.act);
         let s = self.i64s(&[0, kv as i64, -1, 0]);
         let probs = self.op("Reshape", &[&probs, &s], "", vec![]);
         let ctx = self.op("MatMul", &[&probs, &v_all], "ctx", vec![]);
@@ -236,7 +262,16 @@ impl<'a, W: Write> Builder<'a, W> {
         let a = self.a;
         let hd = a.head_dim;
         self.eps = self.f32_scalar("rms_eps", a.rms_norm_eps);
-        self.scale = self.f32_scalar("attn_scale", (1.0 / (hd as f64).sqrt()) as f32);
+        let scale = (1.0 / (hd as f64).sqrt()) as f32;
+        self.scale = match self.act {
+            DataType::Float => self.f32_scalar("attn_scale", scale),
+            dt => self.raw(
+                "attn_scale",
+                dt,
+                &[],
+                half::f16::from_f32(scale).to_le_bytes().to_vec(),
+            ),
+        };
         self.half_split = self.i64s(&[hd as i64 / 2, hd as i64 / 2]);
         let inv_freq: Vec<f32> = (0..hd / 2)
             .map(|i| (1.0 / a.rope_theta.powf((2 * i) as f64 / hd as f64)) as f32)
@@ -264,9 +299,11 @@ impl<'a, W: Write> Builder<'a, W> {
         );
         let one = self.i64s(&[1]);
         let cos = self.op("Cos", &[&emb], "", vec![]);
-        self.cos = self.op("Unsqueeze", &[&cos, &one], "", vec![]);
+        let cos = self.op("Unsqueeze", &[&cos, &one], "", vec![]);
+        self.cos = self.cast(&cos, self.act);
         let sin = self.op("Sin", &[&emb], "", vec![]);
-        self.sin = self.op("Unsqueeze", &[&sin, &one], "", vec![]);
+        let sin = self.op("Unsqueeze", &[&sin, &one], "", vec![]);
+        self.sin = self.cast(&sin, self.act);
         // Causal + padding: query row r (absolute position T−S+r) sees key j ≤ T−S+r with mask 1.
         let (b1, b2) = (self.i64s(&[1]), self.i64s(&[2]));
         let dim1 = |me: &mut Self, input: &str| {
@@ -364,12 +401,7 @@ impl<'a, W: Write> Builder<'a, W> {
                 let floats = w.into_floats();
                 let dims = [v as i64, h as i64];
                 if self.precision != Precision::Int4 {
-                    let t = self.external(
-                        "token_embd.weight",
-                        DataType::Float,
-                        &dims,
-                        &f32_bytes(&floats),
-                    )?;
+                    let t = self.act_weight("token_embd.weight", &dims, &floats)?;
                     return Ok((
                         self.op("Gather", &[&t.name, "input_ids"], "embed", vec![]),
                         None,
@@ -430,12 +462,12 @@ impl<'a, W: Write> Builder<'a, W> {
             for kind in ["key", "value"] {
                 inputs.push(info(
                     &format!("past_key_values.{i}.{kind}"),
-                    DataType::Float,
+                    self.act,
                     vec![named(b), kv.clone(), named(p), hd.clone()],
                 ));
                 outputs.push(info(
                     &format!("present.{i}.{kind}"),
-                    DataType::Float,
+                    self.act,
                     vec![named(b), kv.clone(), named(t), hd.clone()],
                 ));
             }
@@ -463,6 +495,7 @@ impl<'a, W: Write> Builder<'a, W> {
                 self.linear(&x, head, a.hidden_size)?
             }
         };
+        let logits = self.cast(&logits, DataType::Float);
         self.node("Identity", "", &[&logits], &["logits"], vec![]);
         self.g.finish(inputs, outputs, metadata)
     }

@@ -30,6 +30,9 @@ pub enum Precision {
     Native,
     /// Every weight as fp32.
     Fp32,
+    /// Weights and activations in fp16, norms and softmax in fp32, logits returned as fp32 (for
+    /// GPUs; the Python importer's fp16).
+    Fp16,
     /// Linear layers re-quantized to 4-bit blocks of 32 (round to nearest, symmetric, as
     /// onnxruntime's blockwise quantizer does) and run with int8 activations, as the Python
     /// importer's int4; the embedding table fp16.
@@ -41,6 +44,7 @@ impl Precision {
         match self {
             Precision::Native => "native",
             Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
             Precision::Int4 => "int4",
         }
     }

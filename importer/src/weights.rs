@@ -21,7 +21,7 @@ impl Weight {
     pub fn as_stored(self, precision: Precision, rows: usize) -> Weight {
         match (precision, self) {
             (Precision::Native, w) => w,
-            (Precision::Fp32, w) => Weight::Floats(w.into_floats()),
+            (Precision::Fp32 | Precision::Fp16, w) => Weight::Floats(w.into_floats()),
             (Precision::Int4, w) => {
                 let floats = w.into_floats();
                 let mut b = Blocks::default();

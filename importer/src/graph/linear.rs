@@ -7,8 +7,7 @@ use std::io::Write;
 
 use super::Builder;
 use crate::error::Result;
-use crate::onnx::{Attr, DataType};
-use crate::ops::f32_bytes;
+use crate::onnx::Attr;
 use crate::weights::Weight;
 
 /// One `[out, in]` projection: its GGUF name (without `.weight`), and the order of its rows
@@ -101,12 +100,8 @@ impl<W: Write> Builder<'_, W> {
                         t[c * out_f + r] = w[r * in_f + c];
                     }
                 }
-                let init = self.external(
-                    &format!("{name}.weight_T"),
-                    DataType::Float,
-                    &[in_f as i64, out_f as i64],
-                    &f32_bytes(&t),
-                )?;
+                let dims = [in_f as i64, out_f as i64];
+                let init = self.act_weight(&format!("{name}.weight_T"), &dims, &t)?;
                 self.op("MatMul", &[x, &init.name], name, vec![])
             }
         })
@@ -134,12 +129,7 @@ impl<W: Write> Builder<'_, W> {
             .map(|p| p.name.as_str())
             .collect::<Vec<_>>()
             .join("+");
-        let init = self.external(
-            &format!("{name}.bias"),
-            DataType::Float,
-            &[all.len() as i64],
-            &f32_bytes(&all),
-        )?;
+        let init = self.act_weight(&format!("{name}.bias"), &[all.len() as i64], &all)?;
         Ok(self.op("Add", &[y, &init.name], &format!("{name}_bias"), vec![]))
     }
 }

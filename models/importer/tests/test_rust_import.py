@@ -31,7 +31,8 @@ def logits(s, ids):
             "position_ids": np.arange(len(ids), dtype=np.int64)[None]}
     for i in s.get_inputs():
         if i.name.startswith("past_key_values"):
-            feed[i.name] = np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32)
+            dtype = np.float16 if i.type == "tensor(float16)" else np.float32
+            feed[i.name] = np.zeros((1, i.shape[1], 0, i.shape[3]), dtype)
     return s.run(["logits"], feed)[0][0]
 
 
@@ -207,3 +208,18 @@ def test_int4_from_a_checkpoint_folder_matches_the_python_importers_int4(gguf, t
 def test_a_gguf_imports_natively_at_fp32(gguf, smollm2_fp32, tmp_path):
     ours = session(rust_import(gguf, tmp_path, "--precision", "fp32") / "model.onnx")
     assert_same_logits(ours, session(smollm2_fp32 / "model.onnx"))
+
+
+def test_fp16_from_a_checkpoint_folder_matches_the_python_importers_fp16(gguf, tiny_qwen2, tmp_path):
+    """Weights and activations in fp16, norms and softmax in fp32, as the Python importer's fp16."""
+    folder = tiny_hf_folder(tmp_path, gguf, tiny_qwen2)
+    rust = rust_import(folder, tmp_path / "rust", "--precision", "fp16") / "model.onnx"
+    run_import([folder, "--name", "py", "--precision", "fp16", "--models", tmp_path / "py"])
+    py = tmp_path / "py" / "py" / "model.onnx"
+    for path in (rust, py):  # both really fp16: their caches are
+        assert {i.type for i in session(path).get_inputs() if i.name.startswith("past")} == {"tensor(float16)"}
+    fx = json.loads((FIXTURES / "smollm2_fp32_greedy.json").read_text())
+    ours, ref = session(rust), session(py)
+    for case in fx["cases"]:
+        a, b = logits(ours, case["prompt_ids"]), logits(ref, case["prompt_ids"])
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max(), err_msg=case["prompt"])

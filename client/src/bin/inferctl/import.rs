@@ -1,6 +1,6 @@
 //! `inferctl import`: GGUF files and Hugging Face checkpoint folders are imported natively (the
-//! `inferd-import` crate, no Python): a GGUF's own quantization transcoded, or fp32, or int4.
-//! What is left (fp16 graphs, the genai layout, random weights) runs the Python importer in
+//! `inferd-import` crate, no Python): a GGUF's own quantization transcoded, or fp32, fp16 or
+//! int4. What is left (the genai layout, random weights) runs the Python importer in
 //! models/importer, in the environment `make` prepares, its progress and errors passed through.
 
 use std::path::{Path, PathBuf};
@@ -87,9 +87,10 @@ pub fn run(a: ImportArgs) -> Result<i32, String> {
         (false, Some("native")) => return Err("--precision native is for GGUF files, which carry their own quantization; use fp32, fp16 or int4".into()),
         (false, None) | (_, Some("int4")) => Some(Precision::Int4),
         (_, Some("fp32")) => Some(Precision::Fp32),
+        (_, Some("fp16")) => Some(Precision::Fp16),
         _ => None,
     };
-    // fp16 graphs, the genai layout and random weights are still the Python importer's.
+    // The genai layout and random weights are still the Python importer's.
     let native = a.random.is_none() && a.layout.as_deref().is_none_or(|l| l == "optimum");
     match (path, precision) {
         (Some(p), _) if !p.exists() => {
