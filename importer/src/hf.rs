@@ -103,35 +103,32 @@ fn shard(map: &Mmap, file: usize, path: &Path, out: &mut Vec<TensorInfo>) -> Res
         let shape: Option<Vec<u64>> = t["shape"]
             .as_array()
             .and_then(|s| s.iter().map(Json::as_u64).collect());
-        let offsets: Option<Vec<usize>> = t["data_offsets"]
+        let offsets = t["data_offsets"]
             .as_array()
-            .and_then(|s| s.iter().map(|v| v.as_u64().map(|v| v as usize)).collect());
-        let (Some(mut dims), Some([begin, end])) = (
-            shape,
-            offsets
-                .as_deref()
-                .map(<[usize]>::to_vec)
-                .and_then(|o| <[usize; 2]>::try_from(o).ok()),
-        ) else {
+            .and_then(|o| match o.as_slice() {
+                [b, e] => Some((b.as_u64()? as usize, e.as_u64()? as usize)),
+                _ => None,
+            });
+        let (Some(mut dims), Some((begin, end))) = (shape, offsets) else {
             return Err(bad(format!("tensor {name}: no shape or data offsets")));
         };
         dims.reverse();
         let elements = dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d));
         let len = elements.and_then(|e| format.bytes_for(e));
         let start = data.checked_add(begin);
+        let fits = |len: usize, start: usize| {
+            end.checked_sub(begin) == Some(len)
+                && start.checked_add(len).is_some_and(|e| e <= map.len())
+        };
         match (len, start) {
-            (Some(len), Some(start))
-                if end >= begin && end - begin == len && start + len <= map.len() =>
-            {
-                out.push(TensorInfo {
-                    name: gguf,
-                    dims,
-                    format,
-                    file,
-                    start,
-                    len,
-                })
-            }
+            (Some(len), Some(start)) if fits(len, start) => out.push(TensorInfo {
+                name: gguf,
+                dims,
+                format,
+                file,
+                start,
+                len,
+            }),
             _ => {
                 return Err(bad(format!(
                     "tensor {name}: its data does not fit its shape or the file"
@@ -224,7 +221,56 @@ impl Source for HfFolder {
 
 #[cfg(test)]
 mod tests {
-    use super::gguf_name;
+    use super::*;
+
+    /// A one-tensor safetensors image: `header` as its JSON, then `data` bytes.
+    fn image(header: &str, data: usize) -> Mmap {
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend(header.as_bytes());
+        b.resize(b.len() + data, 0);
+        let mut m = memmap2::MmapMut::map_anon(b.len()).unwrap();
+        m.copy_from_slice(&b);
+        m.make_read_only().unwrap()
+    }
+
+    fn read(header: &str, data: usize) -> Result<Vec<TensorInfo>> {
+        let mut out = Vec::new();
+        shard(
+            &image(header, data),
+            0,
+            Path::new("x.safetensors"),
+            &mut out,
+        )
+        .map(|()| out)
+    }
+
+    #[test]
+    fn a_shard_maps_its_tensors_in_place_under_gguf_names() {
+        let h = r#"{"model.norm.weight":{"dtype":"BF16","shape":[4],"data_offsets":[0,8]},"__metadata__":{}}"#;
+        let t = read(h, 8).unwrap();
+        assert_eq!(
+            (t[0].name.as_str(), t[0].format, t[0].len),
+            ("output_norm.weight", Format::Bf16, 8)
+        );
+        assert_eq!(t[0].start, 8 + h.len());
+    }
+
+    #[test]
+    fn bad_shards_are_errors_not_panics() {
+        let t = r#"{"model.norm.weight":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
+        let err = |r: Result<Vec<TensorInfo>>| r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(read(t, 8)).contains("does not fit"));
+        assert!(err(read(&t.replace("16]", "12]"), 16)).contains("does not fit"));
+        assert!(err(read(&t.replace("F32", "I8"), 16)).contains("dtype I8"));
+        assert!(err(read("{not json", 0)).contains("invalid header"));
+        let mut cut = image(t, 16).to_vec();
+        cut[0] = 0xff; // a header longer than the file
+        let mut m = memmap2::MmapMut::map_anon(cut.len()).unwrap();
+        m.copy_from_slice(&cut);
+        let mut out = Vec::new();
+        let e = shard(&m.make_read_only().unwrap(), 0, Path::new("x"), &mut out);
+        assert!(e.unwrap_err().to_string().contains("truncated"));
+    }
 
     #[test]
     fn transformers_names_map_to_gguf_names() {
