@@ -134,8 +134,8 @@ pub fn import_gguf(src: &Path, o: &Options, report: Report<'_>) -> Result<(PathB
     import(src, &g, parts, o, report)
 }
 
-/// Imports a Hugging Face checkpoint folder as `o.models/o.name` (`o.precision` fp32 or int4),
-/// with the same stages as `import_gguf`.
+/// Imports a Hugging Face checkpoint folder as `o.models/o.name`, with the same stages as
+/// `import_gguf` (`Precision::Native` keeps its float weights as fp32).
 pub fn import_hf(src: &Path, o: &Options, report: Report<'_>) -> Result<(PathBuf, Arch)> {
     report(Step::of("read", 0, 1));
     let f = HfFolder::open(src)?;
@@ -152,17 +152,12 @@ pub fn import_hf(src: &Path, o: &Options, report: Report<'_>) -> Result<(PathBuf
         _ => {}
     }
     let tok = f.tokenizer()?;
-    import(
-        src,
-        &f,
-        Parts {
-            arch,
-            tok,
-            generation,
-        },
-        o,
-        report,
-    )
+    let parts = Parts {
+        arch,
+        tok,
+        generation,
+    };
+    import(src, &f, parts, o, report)
 }
 
 fn import(

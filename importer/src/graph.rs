@@ -20,7 +20,7 @@ use std::io::Write;
 use crate::arch::Arch;
 use crate::error::Result;
 use crate::onnx::{Attr, Data, DataType, Dim, ExternalData, Initializer, Model, ValueInfo};
-use crate::ops::{f32_bytes, Graph, NBits};
+use crate::ops::{f16_bytes, f32_bytes, Graph, NBits};
 use crate::progress::Report;
 use crate::source::Source;
 use crate::weights::{Weight, Weights};
@@ -125,11 +125,7 @@ impl<'a, W: Write> Builder<'a, W> {
         if self.act == DataType::Float {
             return self.external(name, DataType::Float, dims, &f32_bytes(v));
         }
-        let half: Vec<u8> = v
-            .iter()
-            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
-            .collect();
-        self.external(name, DataType::Float16, dims, &half)
+        self.external(name, DataType::Float16, dims, &f16_bytes(v))
     }
 
     /// x·cos + rotate_half(x)·sin, for x `[B, heads, S, head_dim]`.
@@ -265,12 +261,7 @@ impl<'a, W: Write> Builder<'a, W> {
         let scale = (1.0 / (hd as f64).sqrt()) as f32;
         self.scale = match self.act {
             DataType::Float => self.f32_scalar("attn_scale", scale),
-            dt => self.raw(
-                "attn_scale",
-                dt,
-                &[],
-                half::f16::from_f32(scale).to_le_bytes().to_vec(),
-            ),
+            dt => self.raw("attn_scale", dt, &[], f16_bytes(&[scale])),
         };
         self.half_split = self.i64s(&[hd as i64 / 2, hd as i64 / 2]);
         let inv_freq: Vec<f32> = (0..hd / 2)
@@ -408,10 +399,7 @@ impl<'a, W: Write> Builder<'a, W> {
                     ));
                 }
                 // As the Python importer's int4: the table in fp16, rows cast after the lookup.
-                let half: Vec<u8> = floats
-                    .iter()
-                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
-                    .collect();
+                let half = f16_bytes(&floats);
                 let t = self.external("token_embd.weight", DataType::Float16, &dims, &half)?;
                 let x = self.op("Gather", &[&t.name, "input_ids"], "", vec![]);
                 let to = Attr::Int(DataType::Float as i64);

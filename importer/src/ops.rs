@@ -13,6 +13,13 @@ pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// `v` rounded to fp16, as little-endian bytes.
+pub fn f16_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter()
+        .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+        .collect()
+}
+
 /// A quantized weight `[rows, cols]` as written: `MatMulNBits`' initializers over `k` inputs
 /// (`cols`, or twice that for 8-bit weights split into 4-bit halves: `Blocks::split`), and for
 /// affine formats the block minimums, transposed to `[cols / block, rows]`. `scales` and `mins`
@@ -147,11 +154,12 @@ impl<W: Write> Graph<W> {
     /// Returns the initializer and the name the graph reads.
     pub fn floats(&mut self, name: &str, dims: &[i64], v: &[f32]) -> Result<(Initializer, String)> {
         if v.iter().all(|&x| f16::from_f32(x).to_f32() == x) {
-            let bytes: Vec<u8> = v
-                .iter()
-                .flat_map(|&x| f16::from_f32(x).to_le_bytes())
-                .collect();
-            let t = self.external(&format!("{name}_f16"), DataType::Float16, dims, &bytes)?;
+            let t = self.external(
+                &format!("{name}_f16"),
+                DataType::Float16,
+                dims,
+                &f16_bytes(v),
+            )?;
             let cast = self.op(
                 "Cast",
                 &[&t.name],

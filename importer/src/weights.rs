@@ -17,13 +17,17 @@ pub enum Weight {
 }
 
 impl Weight {
-    /// As `precision` stores a linear layer's weight.
+    /// As `precision` stores a linear layer's weight (int4 needs rows of whole blocks of 32;
+    /// a layer without them stays float).
     pub fn as_stored(self, precision: Precision, rows: usize) -> Weight {
         match (precision, self) {
             (Precision::Native, w) => w,
             (Precision::Fp32 | Precision::Fp16, w) => Weight::Floats(w.into_floats()),
             (Precision::Int4, w) => {
                 let floats = w.into_floats();
+                if !(floats.len() / rows.max(1)).is_multiple_of(Blocks::INT4.block) {
+                    return Weight::Floats(floats);
+                }
                 let mut b = Blocks::default();
                 for row in floats.chunks(floats.len() / rows.max(1)) {
                     b.quantize_int4(row);
