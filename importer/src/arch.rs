@@ -234,11 +234,18 @@ impl Arch {
     }
 
     /// genai_config.json, so onnxruntime-genai runs the same folder.
-    pub fn genai_config(&self, threads: u32) -> serde_json::Value {
+    pub fn genai_config(&self, threads: u32, layout: crate::Layout) -> serde_json::Value {
         let eos = match self.eos_token_ids.as_slice() {
             [one] => serde_json::json!(one),
             many => serde_json::json!(many),
         };
+        let mut inputs = serde_json::json!({
+            "input_ids": "input_ids", "attention_mask": "attention_mask",
+            "past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value",
+        });
+        if layout == crate::Layout::Optimum {
+            inputs["position_ids"] = "position_ids".into();
+        }
         serde_json::json!({
             "model": {
                 "bos_token_id": self.bos_token_id,
@@ -248,10 +255,7 @@ impl Arch {
                     "filename": "model.onnx",
                     "head_size": self.head_dim,
                     "hidden_size": self.hidden_size,
-                    "inputs": {
-                        "input_ids": "input_ids", "attention_mask": "attention_mask", "position_ids": "position_ids",
-                        "past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value",
-                    },
+                    "inputs": inputs,
                     "outputs": {
                         "logits": "logits", "present_key_names": "present.%d.key", "present_value_names": "present.%d.value",
                     },

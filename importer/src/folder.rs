@@ -13,7 +13,7 @@ use crate::hf::HfFolder;
 use crate::progress::{Report, Step};
 use crate::source::Source;
 use crate::tokenizer::TokenizerFiles;
-use crate::Precision;
+use crate::{Layout, Precision};
 
 pub struct Options {
     /// The model repository.
@@ -24,6 +24,7 @@ pub struct Options {
     /// `intra_op_num_threads` written to genai_config.json.
     pub threads: u32,
     pub precision: Precision,
+    pub layout: Layout,
 }
 
 struct Staging {
@@ -175,7 +176,16 @@ fn import(
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let total = weights.tensors().len();
-        crate::write_decoder(weights, a, o.precision, &source, &staging.dir, &mut *report)?;
+        let (precision, layout) = (o.precision, o.layout);
+        crate::write_decoder(
+            weights,
+            a,
+            precision,
+            layout,
+            &source,
+            &staging.dir,
+            &mut *report,
+        )?;
         report(Step::of("convert", total, total));
         report(Step::of("write", 0, 1));
         staging.json("tokenizer.json", &p.tok.tokenizer_json)?;
@@ -195,7 +205,7 @@ fn import(
         generation.insert("bos_token_id".into(), json!(a.bos_token_id));
         generation.insert("eos_token_id".into(), json!(a.eos_token_ids));
         staging.json("generation_config.json", &Json::Object(generation))?;
-        staging.json("genai_config.json", &a.genai_config(o.threads))?;
+        staging.json("genai_config.json", &a.genai_config(o.threads, o.layout))?;
         let path = staging.dir.join("model.toml");
         std::fs::write(&path, manifest(&source, o.precision)).map_err(io(&path))?;
         report(Step::of("write", 1, 1));

@@ -24,8 +24,9 @@ use crate::ops::{f16_bytes, f32_bytes, Graph, NBits};
 use crate::progress::Report;
 use crate::source::Source;
 use crate::weights::{Weight, Weights};
-use crate::Precision;
+use crate::{Layout, Precision};
 
+mod gqa;
 mod linear;
 
 use linear::Proj;
@@ -39,6 +40,7 @@ pub struct Builder<'a, W: Write> {
     precision: Precision,
     /// The activations' type: Float, or Float16 for `Precision::Fp16`.
     act: DataType,
+    genai: bool,
     /// Names of shared values the prologue makes.
     eps: String,
     scale: String,
@@ -46,6 +48,9 @@ pub struct Builder<'a, W: Write> {
     cos: String,
     sin: String,
     mask: String,
+    /// The genai layout's lengths from the attention mask (`gqa.rs`).
+    seqlens_k: String,
+    total_len: String,
 }
 
 impl<W: Write> std::ops::Deref for Builder<'_, W> {
@@ -65,7 +70,7 @@ impl<'a, W: Write> Builder<'a, W> {
     pub fn new(
         a: &'a Arch,
         src: &'a dyn Source,
-        precision: Precision,
+        (precision, layout): (Precision, Layout),
         ext: ExternalData<W>,
         report: Report<'a>,
     ) -> Self {
@@ -81,12 +86,15 @@ impl<'a, W: Write> Builder<'a, W> {
             } else {
                 DataType::Float
             },
+            genai: layout == Layout::Genai,
             eps: String::new(),
             scale: String::new(),
             half_split: String::new(),
             cos: String::new(),
             sin: String::new(),
             mask: String::new(),
+            seqlens_k: String::new(),
+            total_len: String::new(),
         }
     }
 
@@ -166,6 +174,9 @@ impl<'a, W: Write> Builder<'a, W> {
     }
 
     fn attention(&mut self, x: &str, i: usize) -> Result<String> {
+        if self.genai {
+            return self.gqa_attention(x, i);
+        }
         let a = self.a;
         let (nh, kv, hd) = (a.num_heads, a.num_kv_heads, a.head_dim);
         let p = format!("blk.{i}");
@@ -254,10 +265,13 @@ impl<'a, W: Write> Builder<'a, W> {
     }
 
     /// Rotary tables and the additive attention mask, shared by every layer.
-    fn prologue(&mut self) {
+    fn prologue(&mut self) -> Result<()> {
         let a = self.a;
         let hd = a.head_dim;
         self.eps = self.f32_scalar("rms_eps", a.rms_norm_eps);
+        if self.genai {
+            return self.gqa_prologue();
+        }
         let scale = (1.0 / (hd as f64).sqrt()) as f32;
         self.scale = match self.act {
             DataType::Float => self.f32_scalar("attn_scale", scale),
@@ -331,6 +345,7 @@ impl<'a, W: Write> Builder<'a, W> {
             self.f32_scalar("lowest", f32::MIN),
         );
         self.mask = self.op("Where", &[&allowed, &open, &shut], "mask", vec![]);
+        Ok(())
     }
 
     /// Only the last `num_logits_to_keep` positions reach the LM head (0 keeps all).
@@ -425,9 +440,15 @@ impl<'a, W: Write> Builder<'a, W> {
         let mut inputs = vec![
             info("input_ids", DataType::Int64, vec![named(b), named(s)]),
             info("attention_mask", DataType::Int64, vec![named(b), named(t)]),
-            info("position_ids", DataType::Int64, vec![named(b), named(s)]),
             info(KEEP, DataType::Int64, vec![Dim::Fixed(1)]),
         ];
+        if !self.genai {
+            inputs.push(info(
+                "position_ids",
+                DataType::Int64,
+                vec![named(b), named(s)],
+            ));
+        }
         // An input with a default (an initializer of the same name): callers may leave it out.
         self.inits.push(Initializer {
             name: KEEP.into(),
@@ -445,7 +466,12 @@ impl<'a, W: Write> Builder<'a, W> {
             ],
         )];
         let kv = Dim::Fixed(a.num_kv_heads as i64);
-        let hd = Dim::Fixed(a.head_dim as i64);
+        // The builder's cache shapes leave the head size symbolic (it is in genai_config.json).
+        let hd = if self.genai {
+            named("head_size")
+        } else {
+            Dim::Fixed(a.head_dim as i64)
+        };
         for i in 0..a.num_layers {
             for kind in ["key", "value"] {
                 inputs.push(info(
@@ -460,7 +486,7 @@ impl<'a, W: Write> Builder<'a, W> {
                 ));
             }
         }
-        self.prologue();
+        self.prologue()?;
         let (mut x, table) = self.embed()?;
         for i in 0..a.num_layers {
             let n = self.rms_norm(&x, &format!("blk.{i}.attn_norm"))?;

@@ -39,6 +39,15 @@ pub enum Precision {
     Int4,
 }
 
+/// The decoder graph's layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// optimum's and transformers.js's: `position_ids`, standard operators.
+    Optimum,
+    /// onnxruntime-genai's model builder's: `GroupQueryAttention`, no `position_ids`.
+    Genai,
+}
+
 impl Precision {
     pub fn name(self) -> &'static str {
         match self {
@@ -55,6 +64,7 @@ pub fn write_decoder(
     src: &dyn source::Source,
     a: &arch::Arch,
     precision: Precision,
+    layout: Layout,
     source: &str,
     dir: &Path,
     report: progress::Report<'_>,
@@ -67,6 +77,6 @@ pub fn write_decoder(
         "inferd_import".to_owned(),
         serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "source": source, "precision": precision.name()}).to_string(),
     )];
-    let (model, _) = graph::Builder::new(a, src, precision, ext, report).build(meta)?;
+    let (model, _) = graph::Builder::new(a, src, (precision, layout), ext, report).build(meta)?;
     std::fs::write(dir.join("model.onnx"), model.encode("model.onnx.data")).map_err(io)
 }

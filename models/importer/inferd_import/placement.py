@@ -28,6 +28,12 @@ def _type_name(elem):
     return TensorProto.DataType.Name(elem).lower()
 
 
+# Shape inference knows no contrib operator, so their outputs take the type of an input: the
+# first (MatMulNBits' activations, GroupQueryAttention's query), except where that is quantized
+# data and the output has the type of the scales.
+TYPED_BY = {"GatherBlockQuantized": 2}
+
+
 def element_types(model):
     """Tensor name -> ONNX element type, for every tensor type inference can reach."""
     known = {i.name: i.data_type for i in model.graph.initializer}
@@ -38,9 +44,10 @@ def element_types(model):
             if vi.type.tensor_type.elem_type:
                 known.setdefault(vi.name, vi.type.tensor_type.elem_type)
         carried = [
-            (o, known[n.input[0]])
+            (o, known[n.input[TYPED_BY.get(n.op_type, 0)]])
             for n in g.node
-            if n.domain == "com.microsoft" and n.input and n.input[0] in known
+            if n.domain == "com.microsoft" and len(n.input) > TYPED_BY.get(n.op_type, 0)
+            and n.input[TYPED_BY.get(n.op_type, 0)] in known
             for o in n.output
             if o and o not in known
         ]

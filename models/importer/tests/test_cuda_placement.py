@@ -1,9 +1,11 @@
 """Every graph the importer writes for the GPU runs wholly on ONNX Runtime's CUDA provider: no
 node falls back to the CPU (which would cost a copy across the bus each step and rule out CUDA
 graph capture). Checked against the provider's kernel list, kept as data (cuda_kernels.json)."""
+import subprocess
+
 import pytest
 
-from conftest import CONFIGS, run_import
+from conftest import CONFIGS, REPO, run_import
 from inferd_import.placement import check_file
 
 # GroupQueryAttention has CUDA kernels for float16 and bfloat16 only: the genai layout with
@@ -27,6 +29,25 @@ def test_imported_graphs_have_a_cuda_kernel_for_every_node(tmp_path, gguf, preci
         assert ("com.microsoft/GroupQueryAttention", "T=float") in off, off
     else:
         assert off == [], off
+
+
+@pytest.mark.parametrize("layout", ["optimum", "genai"])
+@pytest.mark.parametrize("precision", ["native", "fp32", "fp16", "int4"])
+def test_the_native_importers_graphs_have_a_cuda_kernel_for_every_node(tmp_path, gguf, precision, layout):
+    """The same for the Rust importer (`inferctl import`), on the real SmolLM2 GGUF: its
+    transcoded blocks (MatMulNBits with uint8 zero points, GatherBlockQuantized, the minimums'
+    term) included."""
+    inferctl = REPO / "target" / "debug" / "inferctl"
+    p = subprocess.run([inferctl, "import", gguf, "--name", "m", "--precision", precision, "--layout", layout,
+                        "--models", tmp_path], capture_output=True, text=True, env={"PATH": "/nonexistent"})
+    assert p.returncode == 0, p.stderr
+    off = check_file(tmp_path / "m" / "model.onnx")
+    if layout == "genai" and precision != "fp16":
+        assert ("com.microsoft/GroupQueryAttention", "T=float") in off, off
+        assert "note: on CUDA" in p.stderr, p.stderr
+    else:
+        assert off == [], off
+        assert "note" not in p.stderr, p.stderr
 
 
 def test_the_kernel_list_catches_what_cuda_lacks():

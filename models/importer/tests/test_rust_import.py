@@ -15,6 +15,7 @@ import pytest
 
 import kquants
 from conftest import CONFIGS, FIXTURES, REPO, cached_import, run_import, tiny_qwen2_source
+from decode import Decoder
 from test_sources import tiny_hf_folder
 
 INFERCTL = REPO / "target" / "debug" / "inferctl"
@@ -223,3 +224,20 @@ def test_fp16_from_a_checkpoint_folder_matches_the_python_importers_fp16(gguf, t
     for case in fx["cases"]:
         a, b = logits(ours, case["prompt_ids"]), logits(ref, case["prompt_ids"])
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max(), err_msg=case["prompt"])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_the_genai_layout_matches_the_python_importers(gguf, tiny_qwen2, tmp_path, precision):
+    """onnxruntime-genai's builder layout (GroupQueryAttention with the rotary embedding inside,
+    no position_ids): the same logits as the Python importer's genai layout, and the same greedy
+    ids through the KV cache (GroupQueryAttention's past and present)."""
+    folder = tiny_hf_folder(tmp_path, gguf, tiny_qwen2)
+    flags = ["--precision", precision, "--layout", "genai"]
+    ours = Decoder(rust_import(folder, tmp_path / "rust", *flags))
+    run_import([folder, "--name", "py", *flags, "--models", tmp_path / "py"])
+    ref = Decoder(tmp_path / "py" / "py")
+    assert not ours.position_ids and ours.kv_dtype == ref.kv_dtype
+    ids = np.array([[1, 4093, 198, 1780, 314]], np.int64)
+    a, b = ours.forward(ids, ours.empty_past(), 0)[0], ref.forward(ids, ref.empty_past(), 0)[0]
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max())
+    assert ours.greedy(ids[0], 8) == ref.greedy(ids[0], 8)

@@ -1,6 +1,6 @@
 //! `inferctl import`: GGUF files and Hugging Face checkpoint folders are imported natively (the
 //! `inferd-import` crate, no Python): a GGUF's own quantization transcoded, or fp32, fp16 or
-//! int4. What is left (the genai layout, random weights) runs the Python importer in
+//! int4, in either layout. Random weights (for tests and benchmarks) run the Python importer in
 //! models/importer, in the environment `make` prepares, its progress and errors passed through.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use inferd_import::folder::{import_gguf, import_hf, Options};
 use inferd_import::progress::Step;
-use inferd_import::Precision;
+use inferd_import::{Layout, Precision};
 
 use crate::progress::Bars;
 
@@ -90,20 +90,32 @@ pub fn run(a: ImportArgs) -> Result<i32, String> {
         (_, Some("fp16")) => Some(Precision::Fp16),
         _ => None,
     };
-    // The genai layout and random weights are still the Python importer's.
-    let native = a.random.is_none() && a.layout.as_deref().is_none_or(|l| l == "optimum");
+    let layout = match a.layout.as_deref() {
+        None | Some("optimum") => Layout::Optimum,
+        Some("genai") => Layout::Genai,
+        Some(l) => return Err(format!("--layout {l}: use optimum or genai")),
+    };
+    // Random weights are still the Python importer's.
+    let native = a.random.is_none();
     match (path, precision) {
         (Some(p), _) if !p.exists() => {
             eprintln!("inferd-import: no such file or folder: {}", p.display());
             Ok(2)
         }
-        (Some(p), Some(precision)) if native => Ok(import_natively(p, precision, &a, models)),
+        (Some(p), Some(precision)) if native => {
+            Ok(import_natively(p, (precision, layout), &a, models))
+        }
         _ => python_import(a, models),
     }
 }
 
 /// The Rust importer: a GGUF file, or a Hugging Face checkpoint folder.
-fn import_natively(src: &Path, precision: Precision, a: &ImportArgs, models: PathBuf) -> i32 {
+fn import_natively(
+    src: &Path,
+    (precision, layout): (Precision, Layout),
+    a: &ImportArgs,
+    models: PathBuf,
+) -> i32 {
     let started = Instant::now();
     let o = Options {
         models,
@@ -111,6 +123,7 @@ fn import_natively(src: &Path, precision: Precision, a: &ImportArgs, models: Pat
         force: a.force,
         threads: 2,
         precision,
+        layout,
     };
     let mut bars = Bars::new();
     let mut report = |s: Step<'_>| bars.show(s);
@@ -130,6 +143,10 @@ fn import_natively(src: &Path, precision: Precision, a: &ImportArgs, models: Pat
                 arch.num_layers,
                 started.elapsed().as_secs_f64()
             );
+            if layout == Layout::Genai && precision != Precision::Fp16 {
+                // GroupQueryAttention has CUDA kernels for fp16 and bf16 only (docs/models.md).
+                eprintln!("note: on CUDA, ONNX Runtime would run GroupQueryAttention (float32) on the CPU; for the GPU, import with --precision fp16 or --layout optimum");
+            }
             0
         }
         Err(e) => {
