@@ -160,6 +160,24 @@ impl<'a, W: Write> Builder<'a, W> {
         self.op("Add", &[&a, &b], "rope", vec![])
     }
 
+    /// Layer `i`'s q, k and v projections of `x` (one product where their formats agree).
+    fn qkv(&mut self, x: &str, i: usize) -> Result<Vec<String>> {
+        let a = self.a;
+        let (nh, kv, hd) = (a.num_heads, a.num_kv_heads, a.head_dim);
+        let proj = |name: &str, out, order| Proj {
+            name: format!("blk.{i}.{name}"),
+            out,
+            bias: a.attention_bias,
+            order,
+        };
+        let parts = vec![
+            proj("attn_q", nh * hd, self.w.unpermute(nh)),
+            proj("attn_k", kv * hd, self.w.unpermute(kv)),
+            proj("attn_v", kv * hd, None),
+        ];
+        self.linears(x, &format!("blk.{i}.attn_qkv"), parts, a.hidden_size)
+    }
+
     /// `[B, S, n·hd]` → `[B, n, S, hd]`
     fn heads(&mut self, y: &str, n: usize) -> String {
         let hd = self.a.head_dim as i64;
@@ -180,18 +198,7 @@ impl<'a, W: Write> Builder<'a, W> {
         let a = self.a;
         let (nh, kv, hd) = (a.num_heads, a.num_kv_heads, a.head_dim);
         let p = format!("blk.{i}");
-        let proj = |name: &str, out, order| Proj {
-            name: format!("{p}.{name}"),
-            out,
-            bias: a.attention_bias,
-            order,
-        };
-        let parts = vec![
-            proj("attn_q", nh * hd, self.w.unpermute(nh)),
-            proj("attn_k", kv * hd, self.w.unpermute(kv)),
-            proj("attn_v", kv * hd, None),
-        ];
-        let qkv = self.linears(x, &format!("{p}.attn_qkv"), parts, a.hidden_size)?;
+        let qkv = self.qkv(x, i)?;
         let q = self.heads(&qkv[0], nh);
         let k = self.heads(&qkv[1], kv);
         let v = self.heads(&qkv[2], kv);

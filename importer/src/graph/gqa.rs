@@ -54,19 +54,7 @@ impl<W: Write> Builder<'_, W> {
     pub(super) fn gqa_attention(&mut self, x: &str, i: usize) -> Result<String> {
         let a = self.a;
         let (nh, kv, hd) = (a.num_heads, a.num_kv_heads, a.head_dim);
-        let p = format!("blk.{i}");
-        let proj = |name: &str, out, order| Proj {
-            name: format!("{p}.{name}"),
-            out,
-            bias: a.attention_bias,
-            order,
-        };
-        let parts = vec![
-            proj("attn_q", nh * hd, self.w.unpermute(nh)),
-            proj("attn_k", kv * hd, self.w.unpermute(kv)),
-            proj("attn_v", kv * hd, None),
-        ];
-        let qkv = self.linears(x, &format!("{p}.attn_qkv"), parts, a.hidden_size)?;
+        let qkv = self.qkv(x, i)?;
         let ctx = self.name("gqa");
         let (past_k, past_v) = (
             format!("past_key_values.{i}.key"),
@@ -96,7 +84,7 @@ impl<W: Write> Builder<'_, W> {
                 ("rotary_interleaved", Attr::Int(0)),
             ],
         );
-        let o = Proj::new(format!("{p}.attn_output"), a.hidden_size);
+        let o = Proj::new(format!("blk.{i}.attn_output"), a.hidden_size);
         self.linear(&ctx, o, nh * hd)
     }
 }
