@@ -23,9 +23,44 @@ pub struct Arch {
     pub attention_bias: bool,
     pub bos_token_id: Option<u64>,
     pub eos_token_ids: Vec<u64>,
+    /// Each rotary frequency's divisor (Llama 3.1's "llama3" rope scaling, GGUF's
+    /// `rope_freqs.weight`); empty for the plain rotary embedding.
+    pub rope_freq_factors: Vec<f64>,
 }
 
-const SUPPORTED: &str = "llama: Llama (SmolLM2, TinyLlama, Llama 2/3 without rope scaling); qwen2: Qwen2 (Qwen2.5, DeepSeek-R1-Distill-Qwen)";
+const SUPPORTED: &str = "llama: Llama (SmolLM2, TinyLlama, Llama 2, Llama 3.x with its llama3 rope scaling); qwen2: Qwen2 (Qwen2.5, DeepSeek-R1-Distill-Qwen)";
+
+/// Llama 3.1's rope scaling as divisors of the rotary frequencies, as llama.cpp's converter
+/// writes them into `rope_freqs.weight` (and transformers' `_compute_llama3_parameters`
+/// computes): wavelengths shorter than `original / high_freq_factor` are kept, longer than
+/// `original / low_freq_factor` divided by `factor`, and those between blended smoothly.
+fn llama3_factors(scaling: &serde_json::Value, base: f64, head_dim: usize) -> Result<Vec<f64>> {
+    let get = |k: &str| {
+        scaling[k]
+            .as_f64()
+            .ok_or_else(|| Error::Corrupt(format!("rope_scaling (llama3) lacks {k:?}")))
+    };
+    let (factor, low, high) = (
+        get("factor")?,
+        get("low_freq_factor")?,
+        get("high_freq_factor")?,
+    );
+    let old = get("original_max_position_embeddings")?;
+    Ok((0..head_dim / 2)
+        .map(|i| {
+            let freq = 1.0 / base.powf((2 * i) as f64 / head_dim as f64);
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            if wavelen < old / high {
+                1.0
+            } else if wavelen > old / low {
+                factor
+            } else {
+                let smooth = (old / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect())
+}
 
 impl Arch {
     pub fn from_gguf(g: &Gguf) -> Result<Arch> {
@@ -56,16 +91,24 @@ impl Arch {
         let scaling = get("rope.scaling.type")
             .and_then(Value::as_str)
             .unwrap_or("none");
-        if scaling != "none" || g.tensor("rope_freqs.weight").is_some() {
+        if scaling != "none" {
             return Err(Error::Unsupported(format!(
-                "rope scaling ({scaling}{}); only the default rotary embedding is supported yet",
-                if g.tensor("rope_freqs.weight").is_some() {
-                    ", rope_freqs"
-                } else {
-                    ""
-                }
+                "rope scaling {scaling:?}; supported: none, and Llama 3's rope_freqs"
             )));
         }
+        // Llama 3.1's scaling, as the converter writes it: a divisor per rotary frequency.
+        let rope_freq_factors = match g.tensor("rope_freqs.weight") {
+            Some(t) => t
+                .format
+                .floats(g.data(t))
+                .ok_or_else(|| {
+                    Error::Unsupported("rope_freqs.weight is not a float tensor".into())
+                })?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+            None => Vec::new(),
+        };
         let a = Arch {
             vocab_size: get("vocab_size")
                 .and_then(Value::as_u64)
@@ -103,6 +146,7 @@ impl Arch {
                 .and_then(Value::as_u64)
                 .into_iter()
                 .collect(),
+            rope_freq_factors,
             family,
         };
         a.check()
@@ -127,9 +171,9 @@ impl Arch {
         };
         let scaling = &cfg["rope_scaling"];
         let kind = scaling["rope_type"].as_str().or(scaling["type"].as_str());
-        if !scaling.is_null() && !matches!(kind, None | Some("default")) {
+        if !scaling.is_null() && !matches!(kind, None | Some("default") | Some("llama3")) {
             return Err(Error::Unsupported(format!(
-                "rope_scaling {scaling}; only the default rotary embedding is supported yet"
+                "rope_scaling {scaling}; supported: the default rotary embedding and llama3"
             )));
         }
         let need = |key: &str| {
@@ -143,7 +187,7 @@ impl Arch {
             serde_json::Value::Array(a) => a.iter().filter_map(serde_json::Value::as_u64).collect(),
             v => v.as_u64().into_iter().collect(),
         };
-        Arch {
+        let mut a = Arch {
             family: family.into(),
             vocab_size: need("vocab_size")?,
             hidden_size: hidden,
@@ -166,8 +210,12 @@ impl Arch {
             attention_bias: tensor("blk.0.attn_q.bias"),
             bos_token_id: cfg["bos_token_id"].as_u64(),
             eos_token_ids: ids(&cfg["eos_token_id"]),
+            rope_freq_factors: Vec::new(),
+        };
+        if kind == Some("llama3") {
+            a.rope_freq_factors = llama3_factors(scaling, a.rope_theta, a.head_dim)?;
         }
-        .check()
+        a.check()
     }
 
     fn check(self) -> Result<Arch> {
@@ -196,6 +244,13 @@ impl Arch {
                 self.head_dim
             )));
         }
+        if !self.rope_freq_factors.is_empty() && self.rope_freq_factors.len() != self.head_dim / 2 {
+            return Err(Error::Corrupt(format!(
+                "{} rope frequency factors for a head of {}",
+                self.rope_freq_factors.len(),
+                self.head_dim
+            )));
+        }
         if self.vocab_size == 0 {
             return Err(Error::Corrupt(
                 "no vocabulary size (neither vocab_size nor tokenizer.ggml.tokens)".into(),
@@ -206,6 +261,17 @@ impl Arch {
 }
 
 impl Arch {
+    /// The rotary embedding's inverse frequencies, after any rope scaling.
+    pub fn inv_freq(&self) -> Vec<f64> {
+        let hd = self.head_dim;
+        (0..hd / 2)
+            .map(|i| {
+                let f = 1.0 / self.rope_theta.powf((2 * i) as f64 / hd as f64);
+                f / self.rope_freq_factors.get(i).copied().unwrap_or(1.0)
+            })
+            .collect()
+    }
+
     /// config.json for the written folder, in transformers' terms.
     pub fn hf_config(&self) -> serde_json::Value {
         let arch = if self.family == "qwen2" {

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::gguf::Gguf;
 use crate::hf::HfFolder;
 use crate::progress::{Report, Step};
+use crate::random::RandomWeights;
 use crate::source::Source;
 use crate::tokenizer::TokenizerFiles;
 use crate::{Layout, Precision};
@@ -159,6 +160,30 @@ pub fn import_hf(src: &Path, o: &Options, report: Report<'_>) -> Result<(PathBuf
         generation,
     };
     import(src, &f, parts, o, report)
+}
+
+/// Imports random weights for an architecture config (`random.rs`) as `o.models/o.name`, with
+/// the tokenizer of `tokenizer` (a GGUF file or a checkpoint folder).
+pub fn import_random(
+    config: &Path,
+    tokenizer: &Path,
+    seed: u64,
+    o: &Options,
+    report: Report<'_>,
+) -> Result<(PathBuf, Arch)> {
+    report(Step::of("read", 0, 1));
+    let (arch, weights) = RandomWeights::new(config, seed)?;
+    let tok = if tokenizer.is_dir() {
+        crate::hf::tokenizer_files(tokenizer)?
+    } else {
+        crate::tokenizer::from_gguf(&Gguf::open(tokenizer)?, &arch.family)?
+    };
+    let parts = Parts {
+        arch,
+        tok,
+        generation: Map::new(),
+    };
+    import(config, &weights, parts, o, report)
 }
 
 fn import(

@@ -285,9 +285,7 @@ impl<'a, W: Write> Builder<'a, W> {
             dt => self.raw("attn_scale", dt, &[], f16_bytes(&[scale])),
         };
         self.half_split = self.i64s(&[hd as i64 / 2, hd as i64 / 2]);
-        let inv_freq: Vec<f32> = (0..hd / 2)
-            .map(|i| (1.0 / a.rope_theta.powf((2 * i) as f64 / hd as f64)) as f32)
-            .collect();
+        let inv_freq: Vec<f32> = a.inv_freq().into_iter().map(|f| f as f32).collect();
         let inv = self.raw(
             "rope_inv_freq",
             DataType::Float,

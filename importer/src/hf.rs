@@ -3,6 +3,7 @@
 //! `generation_config.json`. Every shard is memory-mapped and its tensors renamed to GGUF's
 //! names, so the graph reads them as it reads a GGUF file's.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -22,7 +23,7 @@ pub struct HfFolder {
     tensors: Vec<TensorInfo>,
 }
 
-fn read_json(path: &Path, required: bool) -> Result<Option<Json>> {
+pub(crate) fn read_json(path: &Path, required: bool) -> Result<Option<Json>> {
     match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)
@@ -181,28 +182,32 @@ impl HfFolder {
         )
     }
 
-    /// The tokenizer files as they are; the chat template from `chat_template.jinja` if there is
-    /// one, else `tokenizer_config.json`'s.
     pub fn tokenizer(&self) -> Result<TokenizerFiles> {
-        let tokenizer_json = read_json(&self.dir.join("tokenizer.json"), true)?.expect("required");
-        let mut config = match read_json(&self.dir.join("tokenizer_config.json"), false)? {
-            Some(Json::Object(m)) => m,
-            _ => Map::new(),
-        };
-        let mut chat_template = config
-            .remove("chat_template")
-            .and_then(|t| t.as_str().map(str::to_owned));
-        config.remove("added_tokens_decoder");
-        let jinja = self.dir.join("chat_template.jinja");
-        if let Ok(t) = std::fs::read_to_string(&jinja) {
-            chat_template = Some(t);
-        }
-        Ok(TokenizerFiles {
-            tokenizer_json,
-            config,
-            chat_template,
-        })
+        tokenizer_files(&self.dir)
     }
+}
+
+/// A folder's tokenizer files as they are; the chat template from `chat_template.jinja` if there
+/// is one, else `tokenizer_config.json`'s.
+pub fn tokenizer_files(dir: &Path) -> Result<TokenizerFiles> {
+    let tokenizer_json = read_json(&dir.join("tokenizer.json"), true)?.expect("required");
+    let mut config = match read_json(&dir.join("tokenizer_config.json"), false)? {
+        Some(Json::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let mut chat_template = config
+        .remove("chat_template")
+        .and_then(|t| t.as_str().map(str::to_owned));
+    config.remove("added_tokens_decoder");
+    let jinja = dir.join("chat_template.jinja");
+    if let Ok(t) = std::fs::read_to_string(&jinja) {
+        chat_template = Some(t);
+    }
+    Ok(TokenizerFiles {
+        tokenizer_json,
+        config,
+        chat_template,
+    })
 }
 
 impl Source for HfFolder {
@@ -210,8 +215,8 @@ impl Source for HfFolder {
         &self.tensors
     }
 
-    fn data(&self, t: &TensorInfo) -> &[u8] {
-        &self.maps[t.file][t.start..t.start + t.len]
+    fn data(&self, t: &TensorInfo) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.maps[t.file][t.start..t.start + t.len])
     }
 
     fn rotary_permuted(&self) -> bool {

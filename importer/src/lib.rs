@@ -16,6 +16,7 @@ pub mod hf;
 pub mod onnx;
 pub mod ops;
 pub mod progress;
+pub mod random;
 pub mod source;
 pub mod tokenizer;
 pub mod weights;

@@ -2,13 +2,15 @@
 //! GGUF file, or a Hugging Face checkpoint folder whose names `hf.rs` maps, so the graph is
 //! built one way for both.
 
+use std::borrow::Cow;
+
 use crate::gguf::{Gguf, TensorInfo};
 
 pub trait Source {
     fn tensors(&self) -> &[TensorInfo];
 
-    /// The tensor's bytes, in place in its mapped file.
-    fn data(&self, t: &TensorInfo) -> &[u8];
+    /// The tensor's bytes: in place in a mapped file, or made on demand (random weights).
+    fn data(&self, t: &TensorInfo) -> Cow<'_, [u8]>;
 
     /// Whether llama's q/k rows are in llama.cpp's rotary order (GGUF files), to be undone.
     fn rotary_permuted(&self) -> bool;
@@ -23,8 +25,8 @@ impl Source for Gguf {
         &self.tensors
     }
 
-    fn data(&self, t: &TensorInfo) -> &[u8] {
-        Gguf::data(self, t)
+    fn data(&self, t: &TensorInfo) -> Cow<'_, [u8]> {
+        Cow::Borrowed(Gguf::data(self, t))
     }
 
     fn rotary_permuted(&self) -> bool {

@@ -134,7 +134,7 @@ impl<'a> Weights<'a> {
         let data = self.src.data(t);
         let row_bytes = data.len() / rows;
         let order = order.unwrap_or_else(|| (0..rows).collect());
-        if let Some(floats) = t.format.floats(data) {
+        if let Some(floats) = t.format.floats(&data) {
             let mut out = Vec::with_capacity(rows * cols);
             for &r in &order {
                 out.extend_from_slice(&floats[r * cols..(r + 1) * cols]);

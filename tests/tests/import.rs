@@ -16,7 +16,6 @@ fn a_natively_imported_gguf_gives_transformers_greedy_text() {
         .arg(smollm2_gguf())
         .args(["--name", "smollm2", "--models"])
         .arg(repo.path())
-        .env_remove("INFERD_PYTHON")
         .env("PATH", "/nonexistent")
         .output()
         .unwrap();

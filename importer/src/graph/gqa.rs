@@ -17,9 +17,10 @@ impl<W: Write> Builder<'_, W> {
         let a = self.a;
         let hd = a.head_dim;
         let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        let inv_freq = a.inv_freq();
         for pos in 0..a.context_length {
-            for i in 0..hd / 2 {
-                let angle = pos as f64 / a.rope_theta.powf((2 * i) as f64 / hd as f64);
+            for f in &inv_freq {
+                let angle = pos as f64 * f;
                 cos.push(angle.cos() as f32);
                 sin.push(angle.sin() as f32);
             }

@@ -1,15 +1,31 @@
 """A numpy forward pass of a Llama/Qwen2 decoder, written from the transformers modelling code and
-independent of the graph builder: the reference the ONNX graph is checked against."""
+independent of the graph builder: the reference the ONNX graph is checked against. Rope scaling:
+Llama 3.1's "llama3" (transformers' `_compute_llama3_parameters`, from the config's own numbers),
+when `arch` has a `rope_scaling` dict."""
+import math
+
 import numpy as np
+
+
+def inv_freq(hd, theta, scaling=None):
+    inv = 1.0 / theta ** (np.arange(0, hd, 2) / hd)
+    if not scaling:
+        return inv
+    assert scaling["rope_type"] == "llama3", scaling
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv
+    smooth = (old / wavelen - low) / (high - low)
+    blended = (1 - smooth) * inv / factor + smooth * inv
+    return np.where(wavelen < old / high, inv, np.where(wavelen > old / low, inv / factor, blended))
 
 
 def rms_norm(x, w, eps):
     return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
 
 
-def rope(x, pos, theta):
+def rope(x, pos, inv):
     hd = x.shape[-1]
-    inv = 1.0 / theta ** (np.arange(0, hd, 2) / hd)
     ang = pos[:, None] * inv[None]  # [S, hd/2]
     cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
     x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
@@ -32,7 +48,8 @@ def forward(arch, w, ids):
         q = proj("q_proj").reshape(S, a.num_heads, a.head_dim).transpose(1, 0, 2)
         k = proj("k_proj").reshape(S, a.num_kv_heads, a.head_dim).transpose(1, 0, 2)
         v = proj("v_proj").reshape(S, a.num_kv_heads, a.head_dim).transpose(1, 0, 2)
-        q, k = rope(q, pos, a.rope_theta), rope(k, pos, a.rope_theta)
+        inv = inv_freq(a.head_dim, a.rope_theta, getattr(a, "rope_scaling", None))
+        q, k = rope(q, pos, inv), rope(k, pos, inv)
         k, v = np.repeat(k, rep, 0), np.repeat(v, rep, 0)
         s = q @ k.transpose(0, 2, 1) / np.sqrt(a.head_dim)
         s = np.where(causal, s, -np.inf)

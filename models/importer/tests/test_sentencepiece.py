@@ -104,7 +104,9 @@ GGUF_NAMES = {
 }
 
 
-def write_gguf(path, sp, w):
+def write_gguf(path, sp, w, rope_base=10000.0, rope_freqs=None):
+    """A llama GGUF of weights `w` with `sp`'s vocabulary; `rope_freqs`, Llama 3's per-frequency
+    divisors, as llama.cpp's converter writes them."""
     import gguf
 
     g = gguf.GGUFWriter(str(path), "llama")
@@ -115,7 +117,9 @@ def write_gguf(path, sp, w):
     g.add_head_count(ARCH["heads"])
     g.add_head_count_kv(ARCH["kv_heads"])
     g.add_layer_norm_rms_eps(1e-5)
-    g.add_rope_freq_base(10000.0)
+    g.add_rope_freq_base(rope_base)
+    if rope_freqs is not None:
+        g.add_tensor("rope_freqs.weight", np.asarray(rope_freqs, np.float32))
     g.add_tokenizer_model("llama")
     n = sp.vocab_size()
     g.add_token_list([sp.id_to_piece(i).encode() for i in range(n)])
