@@ -6,7 +6,7 @@ use crate::gguf::{Gguf, Value};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Arch {
-    /// `llama` or `qwen2`.
+    /// `llama`, `qwen2` or `qwen3`.
     pub family: String,
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -21,6 +21,8 @@ pub struct Arch {
     pub tie_word_embeddings: bool,
     /// q/k/v projections carry a bias (Qwen2).
     pub attention_bias: bool,
+    /// q and k are RMS-normalized per head before the rotary embedding (Qwen3).
+    pub qk_norm: bool,
     pub bos_token_id: Option<u64>,
     pub eos_token_ids: Vec<u64>,
     /// Each rotary frequency's divisor (Llama 3.1's "llama3" rope scaling, GGUF's
@@ -28,7 +30,7 @@ pub struct Arch {
     pub rope_freq_factors: Vec<f64>,
 }
 
-const SUPPORTED: &str = "llama: Llama (SmolLM2, TinyLlama, Llama 2, Llama 3.x with its llama3 rope scaling); qwen2: Qwen2 (Qwen2.5, DeepSeek-R1-Distill-Qwen)";
+const SUPPORTED: &str = "llama: Llama (SmolLM2, TinyLlama, Llama 2, Llama 3.x with its llama3 rope scaling); qwen2: Qwen2 (Qwen2.5, DeepSeek-R1-Distill-Qwen); qwen3: Qwen3";
 
 /// Llama 3.1's rope scaling as divisors of the rotary frequencies, as llama.cpp's converter
 /// writes them into `rope_freqs.weight` (and transformers' `_compute_llama3_parameters`
@@ -70,7 +72,7 @@ impl Arch {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        if !matches!(family.as_str(), "llama" | "qwen2") {
+        if !matches!(family.as_str(), "llama" | "qwen2" | "qwen3") {
             return Err(Error::Unsupported(format!(
                 "architecture {family:?}. Supported: {SUPPORTED}"
             )));
@@ -136,6 +138,7 @@ impl Arch {
             context_length: need("context_length")?,
             tie_word_embeddings: g.tensor("output.weight").is_none(),
             attention_bias: g.tensor("blk.0.attn_q.bias").is_some(),
+            qk_norm: g.tensor("blk.0.attn_q_norm.weight").is_some(),
             bos_token_id: g
                 .metadata
                 .get("tokenizer.ggml.bos_token_id")
@@ -162,6 +165,7 @@ impl Arch {
         let family = match (archs.first().copied(), cfg["model_type"].as_str()) {
             (Some("LlamaForCausalLM"), _) | (None, Some("llama")) => "llama",
             (Some("Qwen2ForCausalLM"), _) | (None, Some("qwen2")) => "qwen2",
+            (Some("Qwen3ForCausalLM"), _) | (None, Some("qwen3")) => "qwen3",
             (a, t) => {
                 return Err(Error::Unsupported(format!(
                     "architecture {:?}. Supported: {SUPPORTED}",
@@ -208,6 +212,7 @@ impl Arch {
             tie_word_embeddings: cfg["tie_word_embeddings"].as_bool().unwrap_or(false)
                 || !tensor("output.weight"),
             attention_bias: tensor("blk.0.attn_q.bias"),
+            qk_norm: tensor("blk.0.attn_q_norm.weight"),
             bos_token_id: cfg["bos_token_id"].as_u64(),
             eos_token_ids: ids(&cfg["eos_token_id"]),
             rope_freq_factors: Vec::new(),
@@ -274,10 +279,10 @@ impl Arch {
 
     /// config.json for the written folder, in transformers' terms.
     pub fn hf_config(&self) -> serde_json::Value {
-        let arch = if self.family == "qwen2" {
-            "Qwen2ForCausalLM"
-        } else {
-            "LlamaForCausalLM"
+        let arch = match self.family.as_str() {
+            "qwen2" => "Qwen2ForCausalLM",
+            "qwen3" => "Qwen3ForCausalLM",
+            _ => "LlamaForCausalLM",
         };
         serde_json::json!({
             "architectures": [arch],

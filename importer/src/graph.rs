@@ -99,9 +99,12 @@ impl<'a, W: Write> Builder<'a, W> {
     }
 
     fn rms_norm(&mut self, x: &str, name: &str) -> Result<String> {
-        let w = self
-            .w
-            .floats(&format!("{name}.weight"), self.a.hidden_size)?;
+        self.rms_norm_of(x, name, self.a.hidden_size)
+    }
+
+    /// RMSNorm over the last axis, of `n` values, with the weight `{name}.weight`.
+    fn rms_norm_of(&mut self, x: &str, name: &str, n: usize) -> Result<String> {
+        let w = self.w.floats(&format!("{name}.weight"), n)?;
         let w = self.act_weight(&format!("{name}.weight"), &[w.len() as i64], &w)?;
         let x = &self.cast(x, DataType::Float);
         let sq = self.op("Mul", &[x, x], "", vec![]);
@@ -175,7 +178,22 @@ impl<'a, W: Write> Builder<'a, W> {
             proj("attn_k", kv * hd, self.w.unpermute(kv)),
             proj("attn_v", kv * hd, None),
         ];
-        self.linears(x, &format!("blk.{i}.attn_qkv"), parts, a.hidden_size)
+        let mut qkv = self.linears(x, &format!("blk.{i}.attn_qkv"), parts, a.hidden_size)?;
+        if a.qk_norm {
+            qkv[0] = self.head_norm(&qkv[0], &format!("blk.{i}.attn_q_norm"), nh)?;
+            qkv[1] = self.head_norm(&qkv[1], &format!("blk.{i}.attn_k_norm"), kv)?;
+        }
+        Ok(qkv)
+    }
+
+    /// Qwen3's RMSNorm of each head of `y` `[B, S, n·hd]`, before the rotary embedding.
+    fn head_norm(&mut self, y: &str, name: &str, n: usize) -> Result<String> {
+        let hd = self.a.head_dim;
+        let split = self.i64s(&[0, 0, n as i64, hd as i64]);
+        let heads = self.op("Reshape", &[y, &split], "", vec![]);
+        let normed = self.rms_norm_of(&heads, name, hd)?;
+        let joined = self.i64s(&[0, 0, (n * hd) as i64]);
+        Ok(self.op("Reshape", &[&normed, &joined], "", vec![]))
     }
 
     /// `[B, S, n·hd]` → `[B, n, S, hd]`

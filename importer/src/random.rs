@@ -60,6 +60,7 @@ impl RandomWeights {
         let a = Arch::from_hf(&cfg, |name| match name {
             "output.weight" => !tied,
             "blk.0.attn_q.bias" => bias,
+            "blk.0.attn_q_norm.weight" => family == "qwen3",
             _ => true,
         })?;
         let (h, hd, ffn) = (a.hidden_size, a.head_dim, a.intermediate_size);
@@ -83,6 +84,12 @@ impl RandomWeights {
                 ("ffn_up.weight", vec![h, ffn]),
                 ("ffn_down.weight", vec![ffn, h]),
             ];
+            if a.qk_norm {
+                layer.extend([
+                    ("attn_q_norm.weight", vec![hd]),
+                    ("attn_k_norm.weight", vec![hd]),
+                ]);
+            }
             if a.attention_bias {
                 layer.extend([
                     ("attn_q.bias", vec![q]),

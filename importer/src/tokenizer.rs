@@ -81,7 +81,7 @@ type Parts = (Json, Json, Json, Map<String, Json>);
 
 fn gpt2(g: &Gguf, tokens: &[String], family: &str) -> Parts {
     let merges = split_merges(g).unwrap_or_default();
-    let (normalizer, pre) = if family == "qwen2" {
+    let (normalizer, pre) = if matches!(family, "qwen2" | "qwen3") {
         (
             json!({"type": "NFC"}),
             json!({"type": "Sequence", "pretokenizers": [

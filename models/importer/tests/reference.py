@@ -1,5 +1,6 @@
 """A numpy forward pass of a Llama/Qwen2 decoder, written from the transformers modelling code and
-independent of the graph builder: the reference the ONNX graph is checked against. Rope scaling:
+independent of the graph builder: the reference the ONNX graph is checked against. Qwen3: q and k
+RMS-normalized per head before the rotary embedding, when `arch` has `qk_norm`. Rope scaling:
 Llama 3.1's "llama3" (transformers' `_compute_llama3_parameters`, from the config's own numbers),
 when `arch` has a `rope_scaling` dict."""
 import math
@@ -48,6 +49,9 @@ def forward(arch, w, ids):
         q = proj("q_proj").reshape(S, a.num_heads, a.head_dim).transpose(1, 0, 2)
         k = proj("k_proj").reshape(S, a.num_kv_heads, a.head_dim).transpose(1, 0, 2)
         v = proj("v_proj").reshape(S, a.num_kv_heads, a.head_dim).transpose(1, 0, 2)
+        if getattr(a, "qk_norm", False):
+            q = rms_norm(q, g(f"{p}.self_attn.q_norm.weight"), a.rms_norm_eps)
+            k = rms_norm(k, g(f"{p}.self_attn.k_norm.weight"), a.rms_norm_eps)
         inv = inv_freq(a.head_dim, a.rope_theta, getattr(a, "rope_scaling", None))
         q, k = rope(q, pos, inv), rope(k, pos, inv)
         k, v = np.repeat(k, rep, 0), np.repeat(v, rep, 0)
