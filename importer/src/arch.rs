@@ -6,7 +6,7 @@ use crate::gguf::{Gguf, Value};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Arch {
-    /// `llama`, `qwen2` or `qwen3`.
+    /// `llama`, `mistral`, `qwen2` or `qwen3`.
     pub family: String,
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -23,6 +23,8 @@ pub struct Arch {
     pub attention_bias: bool,
     /// q and k are RMS-normalized per head before the rotary embedding (Qwen3).
     pub qk_norm: bool,
+    /// Each position attends to itself and the `w − 1` before it only (Mistral's sliding window).
+    pub sliding_window: Option<usize>,
     pub bos_token_id: Option<u64>,
     pub eos_token_ids: Vec<u64>,
     /// Each rotary frequency's divisor (Llama 3.1's "llama3" rope scaling, GGUF's
@@ -30,7 +32,7 @@ pub struct Arch {
     pub rope_freq_factors: Vec<f64>,
 }
 
-const SUPPORTED: &str = "llama: Llama (SmolLM2, TinyLlama, Llama 2, Llama 3.x with its llama3 rope scaling); qwen2: Qwen2 (Qwen2.5, DeepSeek-R1-Distill-Qwen); qwen3: Qwen3";
+const SUPPORTED: &str = "llama: Llama (SmolLM2, TinyLlama, Llama 2, Llama 3.x with its llama3 rope scaling); mistral: Mistral (with its sliding window); qwen2: Qwen2 (Qwen2.5, DeepSeek-R1-Distill-Qwen); qwen3: Qwen3";
 
 /// Llama 3.1's rope scaling as divisors of the rotary frequencies, as llama.cpp's converter
 /// writes them into `rope_freqs.weight` (and transformers' `_compute_llama3_parameters`
@@ -72,7 +74,7 @@ impl Arch {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        if !matches!(family.as_str(), "llama" | "qwen2" | "qwen3") {
+        if !matches!(family.as_str(), "llama" | "mistral" | "qwen2" | "qwen3") {
             return Err(Error::Unsupported(format!(
                 "architecture {family:?}. Supported: {SUPPORTED}"
             )));
@@ -139,6 +141,9 @@ impl Arch {
             tie_word_embeddings: g.tensor("output.weight").is_none(),
             attention_bias: g.tensor("blk.0.attn_q.bias").is_some(),
             qk_norm: g.tensor("blk.0.attn_q_norm.weight").is_some(),
+            sliding_window: get("attention.sliding_window")
+                .and_then(Value::as_u64)
+                .map(|w| w as usize),
             bos_token_id: g
                 .metadata
                 .get("tokenizer.ggml.bos_token_id")
@@ -166,6 +171,7 @@ impl Arch {
             (Some("LlamaForCausalLM"), _) | (None, Some("llama")) => "llama",
             (Some("Qwen2ForCausalLM"), _) | (None, Some("qwen2")) => "qwen2",
             (Some("Qwen3ForCausalLM"), _) | (None, Some("qwen3")) => "qwen3",
+            (Some("MistralForCausalLM"), _) | (None, Some("mistral")) => "mistral",
             (a, t) => {
                 return Err(Error::Unsupported(format!(
                     "architecture {:?}. Supported: {SUPPORTED}",
@@ -179,6 +185,11 @@ impl Arch {
             return Err(Error::Unsupported(format!(
                 "rope_scaling {scaling}; supported: the default rotary embedding and llama3"
             )));
+        }
+        if cfg["use_sliding_window"].as_bool() == Some(true) {
+            return Err(Error::Unsupported(
+                "use_sliding_window (Qwen2's per-layer window); Mistral's sliding window is supported".into(),
+            ));
         }
         let need = |key: &str| {
             cfg[key]
@@ -213,6 +224,10 @@ impl Arch {
                 || !tensor("output.weight"),
             attention_bias: tensor("blk.0.attn_q.bias"),
             qk_norm: tensor("blk.0.attn_q_norm.weight"),
+            sliding_window: match family {
+                "mistral" => cfg["sliding_window"].as_u64().map(|w| w as usize),
+                _ => None,
+            },
             bos_token_id: cfg["bos_token_id"].as_u64(),
             eos_token_ids: ids(&cfg["eos_token_id"]),
             rope_freq_factors: Vec::new(),
@@ -282,6 +297,7 @@ impl Arch {
         let arch = match self.family.as_str() {
             "qwen2" => "Qwen2ForCausalLM",
             "qwen3" => "Qwen3ForCausalLM",
+            "mistral" => "MistralForCausalLM",
             _ => "LlamaForCausalLM",
         };
         serde_json::json!({

@@ -353,7 +353,14 @@ impl<'a, W: Write> Builder<'a, W> {
         );
         let c = self.op("Unsqueeze", &[&cols, &ax0], "", vec![]);
         let r = self.op("Unsqueeze", &[&rows, &ax1], "", vec![]);
-        let causal = self.op("LessOrEqual", &[&c, &r], "", vec![]);
+        let mut causal = self.op("LessOrEqual", &[&c, &r], "", vec![]);
+        if let Some(w) = a.sliding_window {
+            // Mistral: and fewer than `w` positions back.
+            let back = self.op("Sub", &[&r, &c], "", vec![]);
+            let w = self.i64_scalar(w as i64);
+            let near = self.op("Less", &[&back, &w], "", vec![]);
+            causal = self.op("And", &[&causal, &near], "", vec![]);
+        }
         let m = self.op(
             "Cast",
             &["attention_mask"],

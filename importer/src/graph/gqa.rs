@@ -83,6 +83,11 @@ impl<W: Write> Builder<'_, W> {
                 ("kv_num_heads", Attr::Int(kv as i64)),
                 ("do_rotary", Attr::Int(1)),
                 ("rotary_interleaved", Attr::Int(0)),
+                // Mistral's window, as the model builder writes it (-1: none).
+                (
+                    "local_window_size",
+                    Attr::Int(a.sliding_window.map_or(-1, |w| w as i64)),
+                ),
             ],
         );
         let o = Proj::new(format!("blk.{i}.attn_output"), a.hidden_size);

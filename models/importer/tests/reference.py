@@ -1,6 +1,7 @@
 """A numpy forward pass of a Llama/Qwen2 decoder, written from the transformers modelling code and
 independent of the graph builder: the reference the ONNX graph is checked against. Qwen3: q and k
-RMS-normalized per head before the rotary embedding, when `arch` has `qk_norm`. Rope scaling:
+RMS-normalized per head before the rotary embedding, when `arch` has `qk_norm`. Mistral: attention
+within `sliding_window` positions, when `arch` has one. Rope scaling:
 Llama 3.1's "llama3" (transformers' `_compute_llama3_parameters`, from the config's own numbers),
 when `arch` has a `rope_scaling` dict."""
 import math
@@ -41,6 +42,9 @@ def forward(arch, w, ids):
     pos = np.arange(S, dtype=np.float64)
     x = g("model.embed_tokens.weight")[ids]
     causal = np.tril(np.ones((S, S), bool))
+    window = getattr(a, "sliding_window", None)
+    if window:  # Mistral: each position sees itself and the window − 1 before it
+        causal &= np.subtract.outer(np.arange(S), np.arange(S)) < window
     rep = a.num_heads // a.num_kv_heads
     for i in range(a.num_layers):
         p = f"model.layers.{i}"

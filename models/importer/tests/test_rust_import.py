@@ -17,6 +17,7 @@ import kquants
 from conftest import CONFIGS, FIXTURES, REPO, cached_import, run_import, tiny_qwen2_source
 from decode import Decoder
 from test_sources import tiny_hf_folder
+from tiny_models import write_gguf
 
 INFERCTL = REPO / "target" / "debug" / "inferctl"
 
@@ -147,35 +148,14 @@ def tiny_qwen2_gguf(src_gguf, tiny_qwen2, path):
     llama's q/k), with SmolLM2's tokenizer, which tiny-qwen2 was imported with."""
     cfg = json.loads((CONFIGS / "tiny-qwen2.json").read_text())
     src = tiny_qwen2_source(tiny_qwen2)
-    w = gg.GGUFWriter(str(path), "qwen2")
-    for key, value in [("context_length", cfg["max_position_embeddings"]), ("embedding_length", cfg["hidden_size"]),
-                       ("feed_forward_length", cfg["intermediate_size"]), ("block_count", cfg["num_hidden_layers"]),
-                       ("attention.head_count", cfg["num_attention_heads"]), ("attention.head_count_kv", cfg["num_key_value_heads"])]:
-        w.add_uint32(f"qwen2.{key}", value)
-    w.add_float32("qwen2.attention.layer_norm_rms_epsilon", cfg["rms_norm_eps"])
-    w.add_float32("qwen2.rope.freq_base", cfg["rope_theta"])
-    r = gg.GGUFReader(str(src_gguf))
-    for f in r.fields.values():
-        if f.name.startswith("tokenizer."):
-            sub = f.types[-1] if f.types[0] == gg.GGUFValueType.ARRAY else None
-            w.add_key_value(f.name, f.contents(), f.types[0], sub_type=sub)
-    names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-             "output.weight": "lm_head.weight"}
-    parts = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "attn_output": "self_attn.o_proj",
-             "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
-             **{f"attn_{x}": f"self_attn.{x}_proj" for x in "qkv"}}
+    names = ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
     for i in range(cfg["num_hidden_layers"]):
-        for g, hf in parts.items():
-            names[f"blk.{i}.{g}.weight"] = f"model.layers.{i}.{hf}.weight"
-        for x in "qkv":
-            names[f"blk.{i}.attn_{x}.bias"] = f"model.layers.{i}.self_attn.{x}_proj.bias"
-    for g, hf in names.items():
-        w.add_tensor(g, np.ascontiguousarray(src.tensor(hf), np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+        p = f"model.layers.{i}"
+        names += [f"{p}.input_layernorm.weight", f"{p}.post_attention_layernorm.weight"]
+        names += [f"{p}.self_attn.{x}_proj.weight" for x in "qkvo"] + [f"{p}.self_attn.{x}_proj.bias" for x in "qkv"]
+        names += [f"{p}.mlp.{x}_proj.weight" for x in ("gate", "up", "down")]
+    w = {n: np.ascontiguousarray(src.tensor(n), np.float32) for n in names}
+    return write_gguf(path, cfg, "qwen2", w, src_gguf)
 
 
 def test_tiny_qwen2_as_gguf_gives_the_python_importers_logits(gguf, tiny_qwen2, tmp_path):
