@@ -6,7 +6,7 @@ use crate::gguf::{Gguf, Value};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Arch {
-    /// `llama`, `mistral`, `qwen2` or `qwen3`.
+    /// `llama`, `mistral`, `phi3`, `qwen2` or `qwen3`.
     pub family: String,
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -32,7 +32,7 @@ pub struct Arch {
     pub rope_freq_factors: Vec<f64>,
 }
 
-const SUPPORTED: &str = "llama: Llama (SmolLM2, TinyLlama, Llama 2, Llama 3.x with its llama3 rope scaling); mistral: Mistral (with its sliding window); qwen2: Qwen2 (Qwen2.5, DeepSeek-R1-Distill-Qwen); qwen3: Qwen3";
+const SUPPORTED: &str = "llama: Llama (SmolLM2, TinyLlama, Llama 2, Llama 3.x with its llama3 rope scaling); mistral: Mistral (with its sliding window); phi3: Phi-3 (fused projections; not longrope or partial rotary yet); qwen2: Qwen2 (Qwen2.5, DeepSeek-R1-Distill-Qwen); qwen3: Qwen3";
 
 /// Llama 3.1's rope scaling as divisors of the rotary frequencies, as llama.cpp's converter
 /// writes them into `rope_freqs.weight` (and transformers' `_compute_llama3_parameters`
@@ -74,7 +74,10 @@ impl Arch {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        if !matches!(family.as_str(), "llama" | "mistral" | "qwen2" | "qwen3") {
+        if !matches!(
+            family.as_str(),
+            "llama" | "mistral" | "phi3" | "qwen2" | "qwen3"
+        ) {
             return Err(Error::Unsupported(format!(
                 "architecture {family:?}. Supported: {SUPPORTED}"
             )));
@@ -99,6 +102,21 @@ impl Arch {
             return Err(Error::Unsupported(format!(
                 "rope scaling {scaling:?}; supported: none, and Llama 3's rope_freqs"
             )));
+        }
+        let rotary = get("rope.dimension_count").and_then(Value::as_u64);
+        let head = get("attention.key_length")
+            .and_then(Value::as_u64)
+            .unwrap_or(hidden as u64 / heads.max(1) as u64);
+        if rotary.is_some_and(|r| r != head) {
+            return Err(Error::Unsupported(format!(
+                "a partial rotary embedding ({} of {head} dimensions); it must cover the whole head",
+                rotary.unwrap_or_default()
+            )));
+        }
+        if g.tensor("rope_factors_long.weight").is_some() {
+            return Err(Error::Unsupported(
+                "longrope rope scaling (rope_factors_long/short); supported: none, and Llama 3's rope_freqs".into(),
+            ));
         }
         // Llama 3.1's scaling, as the converter writes it: a divisor per rotary frequency.
         let rope_freq_factors = match g.tensor("rope_freqs.weight") {
@@ -172,6 +190,7 @@ impl Arch {
             (Some("Qwen2ForCausalLM"), _) | (None, Some("qwen2")) => "qwen2",
             (Some("Qwen3ForCausalLM"), _) | (None, Some("qwen3")) => "qwen3",
             (Some("MistralForCausalLM"), _) | (None, Some("mistral")) => "mistral",
+            (Some("Phi3ForCausalLM"), _) | (None, Some("phi3")) => "phi3",
             (a, t) => {
                 return Err(Error::Unsupported(format!(
                     "architecture {:?}. Supported: {SUPPORTED}",
@@ -184,6 +203,15 @@ impl Arch {
         if !scaling.is_null() && !matches!(kind, None | Some("default") | Some("llama3")) {
             return Err(Error::Unsupported(format!(
                 "rope_scaling {scaling}; supported: the default rotary embedding and llama3"
+            )));
+        }
+        if cfg["partial_rotary_factor"]
+            .as_f64()
+            .is_some_and(|f| f < 1.0)
+        {
+            return Err(Error::Unsupported(format!(
+                "partial_rotary_factor {} (Phi-4-mini's partial rotary embedding); the rotary embedding must cover the whole head",
+                cfg["partial_rotary_factor"]
             )));
         }
         if cfg["use_sliding_window"].as_bool() == Some(true) {
@@ -225,7 +253,7 @@ impl Arch {
             attention_bias: tensor("blk.0.attn_q.bias"),
             qk_norm: tensor("blk.0.attn_q_norm.weight"),
             sliding_window: match family {
-                "mistral" => cfg["sliding_window"].as_u64().map(|w| w as usize),
+                "mistral" | "phi3" => cfg["sliding_window"].as_u64().map(|w| w as usize),
                 _ => None,
             },
             bos_token_id: cfg["bos_token_id"].as_u64(),
@@ -298,6 +326,7 @@ impl Arch {
             "qwen2" => "Qwen2ForCausalLM",
             "qwen3" => "Qwen3ForCausalLM",
             "mistral" => "MistralForCausalLM",
+            "phi3" => "Phi3ForCausalLM",
             _ => "LlamaForCausalLM",
         };
         serde_json::json!({

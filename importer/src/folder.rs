@@ -124,8 +124,9 @@ struct Parts {
 /// `convert` (a step a tensor) and `write`.
 pub fn import_gguf(src: &Path, o: &Options, report: Report<'_>) -> Result<(PathBuf, Arch)> {
     report(Step::of("read", 0, 1));
-    let g = Gguf::open(src)?;
+    let mut g = Gguf::open(src)?;
     let arch = Arch::from_gguf(&g)?;
+    crate::source::unfuse(&mut g.tensors, &arch)?;
     let tok = crate::tokenizer::from_gguf(&g, &arch.family)?;
     let generation = Map::new();
     let parts = Parts {
@@ -140,8 +141,9 @@ pub fn import_gguf(src: &Path, o: &Options, report: Report<'_>) -> Result<(PathB
 /// `import_gguf` (`Precision::Native` keeps its float weights as fp32).
 pub fn import_hf(src: &Path, o: &Options, report: Report<'_>) -> Result<(PathBuf, Arch)> {
     report(Step::of("read", 0, 1));
-    let f = HfFolder::open(src)?;
+    let mut f = HfFolder::open(src)?;
     let mut arch = Arch::from_hf(&f.config, |n| f.tensor(n).is_some())?;
+    f.unfuse(&arch)?;
     let generation = f.generation()?;
     if let Some(bos) = generation.get("bos_token_id").and_then(Json::as_u64) {
         arch.bos_token_id = Some(bos);

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use serde_json::{Map, Value as Json};
 
+use crate::arch::Arch;
 use crate::blocks::Format;
 use crate::error::{Error, Result};
 use crate::gguf::TensorInfo;
@@ -60,6 +61,8 @@ fn gguf_name(hf: &str) -> Option<String> {
         "self_attn.k_proj" => "attn_k",
         "self_attn.v_proj" => "attn_v",
         "self_attn.o_proj" => "attn_output",
+        "self_attn.qkv_proj" => "attn_qkv",
+        "mlp.gate_up_proj" => "ffn_gate_up",
         "self_attn.q_norm" => "attn_q_norm",
         "self_attn.k_norm" => "attn_k_norm",
         "mlp.gate_proj" => "ffn_gate",
@@ -186,6 +189,11 @@ impl HfFolder {
 
     pub fn tokenizer(&self) -> Result<TokenizerFiles> {
         tokenizer_files(&self.dir)
+    }
+
+    /// Phi-3's fused projections as separate ones (`source::unfuse`).
+    pub fn unfuse(&mut self, a: &Arch) -> Result<()> {
+        crate::source::unfuse(&mut self.tensors, a)
     }
 }
 

@@ -4,6 +4,8 @@
 
 use std::borrow::Cow;
 
+use crate::arch::Arch;
+use crate::error::{Error, Result};
 use crate::gguf::{Gguf, TensorInfo};
 
 pub trait Source {
@@ -32,4 +34,58 @@ impl Source for Gguf {
     fn rotary_permuted(&self) -> bool {
         true
     }
+}
+
+/// Phi-3's fused projections as the separate ones the graph reads: each layer's `attn_qkv`
+/// (q, k and v rows, one after another) and `ffn_gate_up` (gate, then up; a GGUF's `ffn_up` of
+/// twice the width) become views of their rows, with no copy.
+pub fn unfuse(tensors: &mut Vec<TensorInfo>, a: &Arch) -> Result<()> {
+    let (q, kv) = (a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim);
+    let ffn = a.intermediate_size;
+    let mut out = Vec::with_capacity(tensors.len());
+    for t in tensors.drain(..) {
+        // Rows are the outermost dimension (GGUF lists dimensions innermost first).
+        let rows = t.dims.last().map_or(0, |&r| r as usize);
+        let Some((prefix, module, kind)) = t
+            .name
+            .rsplit_once('.')
+            .and_then(|(rest, kind)| rest.rsplit_once('.').map(|(p, m)| (p, m, kind)))
+        else {
+            out.push(t);
+            continue;
+        };
+        let parts: &[(&str, usize)] = match module {
+            "attn_qkv" => &[("attn_q", q), ("attn_k", kv), ("attn_v", kv)],
+            "ffn_gate_up" => &[("ffn_gate", ffn), ("ffn_up", ffn)],
+            "ffn_up" if rows == 2 * ffn => &[("ffn_gate", ffn), ("ffn_up", ffn)],
+            _ => {
+                out.push(t);
+                continue;
+            }
+        };
+        let want: usize = parts.iter().map(|p| p.1).sum();
+        if rows != want {
+            return Err(Error::Corrupt(format!(
+                "{} has {rows} rows, but the configuration implies {want}",
+                t.name
+            )));
+        }
+        let row_bytes = t.len / rows;
+        let mut at = 0;
+        for &(name, n) in parts {
+            let mut dims = t.dims.clone();
+            *dims.last_mut().expect("a tensor with rows") = n as u64;
+            out.push(TensorInfo {
+                name: format!("{prefix}.{name}.{kind}"),
+                dims,
+                format: t.format,
+                file: t.file,
+                start: t.start + at * row_bytes,
+                len: n * row_bytes,
+            });
+            at += n;
+        }
+    }
+    *tensors = out;
+    Ok(())
 }

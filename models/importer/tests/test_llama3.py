@@ -92,13 +92,20 @@ def test_a_llama3_checkpoint_folder_with_rope_scaling(spm, tiny_llama, reference
     np.testing.assert_allclose(native(folder, tmp_path / "models"), want, atol=1e-4, rtol=0)
 
 
-def test_other_rope_scaling_is_refused_by_name(tmp_path, spm, tiny_llama):
+def native_fails(source, models):
+    """`inferctl import` of `source`, which must fail with exit status 2; its message."""
+    p = subprocess.run([REPO / "target" / "debug" / "inferctl", "import", source, "--name", "m", "--models", models],
+                       capture_output=True, text=True, env={"PATH": "/nonexistent"})
+    assert p.returncode == 2, p.stderr
+    return p.stderr
+
+
+def test_other_rope_scaling_is_refused_by_name(tmp_path):
     folder = tmp_path / "ckpt"
     folder.mkdir()
     save_file({"model.norm.weight": np.ones(ARCH["hidden"], np.float32)}, str(folder / "model.safetensors"))
     cfg = {"architectures": ["LlamaForCausalLM"], "vocab_size": 8, "hidden_size": 64, "intermediate_size": 8,
            "num_hidden_layers": 1, "num_attention_heads": 4, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}
     (folder / "config.json").write_text(json.dumps(cfg))
-    p = subprocess.run([REPO / "target" / "debug" / "inferctl", "import", folder, "--name", "m", "--models",
-                        tmp_path / "m"], capture_output=True, text=True, env={"PATH": "/nonexistent"})
-    assert p.returncode == 2 and "yarn" in p.stderr and "llama3" in p.stderr, p.stderr
+    err = native_fails(folder, tmp_path / "m")
+    assert "yarn" in err and "llama3" in err, err
