@@ -168,36 +168,31 @@ pub struct Packed {
     pub b: Vec<u8>,
     /// `[rows × blocks]`
     pub scales: Vec<f32>,
-    /// uint8, `[rows × ⌈blocks / 2⌉]` for 4 bits (two to a byte, as the weights), else
-    /// `[rows × blocks]`.
+    /// uint8, `[rows × ⌈blocks / 2⌉]` (two to a byte, as the weights).
     pub zeros: Vec<u8>,
     /// `[rows, blocks]` for affine formats.
     pub mins: Option<Vec<f32>>,
 }
 
 impl Blocks {
-    /// The initializers of a weight of `rows` rows whose blocks are these, in row order.
+    /// The initializers of a 4-bit weight of `rows` rows whose blocks are these, in row order
+    /// (8-bit formats are split into 4-bit halves first: `split`).
     pub fn pack(&self, l: Layout, rows: usize) -> Packed {
+        debug_assert_eq!(l.bits, 4, "8-bit blocks are split before they are packed");
         let nibbles = |v: &[u8]| -> Vec<u8> {
             v.chunks(2)
                 .map(|p| p[0] | (p.get(1).copied().unwrap_or(0) << 4))
                 .collect()
         };
         let per_row = self.zeros.len() / rows.max(1);
-        let (b, zeros) = match l.bits {
-            4 => (
-                nibbles(&self.q),
-                self.zeros
-                    .chunks(per_row.max(1))
-                    .flat_map(nibbles)
-                    .collect(),
-            ),
-            _ => (self.q.clone(), self.zeros.clone()),
-        };
         Packed {
-            b,
+            b: nibbles(&self.q),
             scales: self.scales.clone(),
-            zeros,
+            zeros: self
+                .zeros
+                .chunks(per_row.max(1))
+                .flat_map(nibbles)
+                .collect(),
             mins: l.affine.then(|| self.mins.clone()),
         }
     }

@@ -6,14 +6,18 @@
 //!            num_logits_to_keep [1] (default 0: every position)
 //!   outputs  logits [B, kept, vocab] (float32), present.{i}.key/value [B, kv_heads, T, head_dim]
 //!
-//! Weights are GGUF's own: block-quantized ones become `MatMulNBits` initializers without being
-//! re-quantized (`blocks.rs`, `ops.rs`), and a quantized embedding table is read by
-//! `GatherBlockQuantized` and, when the LM head is tied to it, shared with the head's
-//! `MatMulNBits` (two initializers over the same bytes of the external data file). Float weights
-//! are written as float32, and so is an embedding table with block minimums, which
-//! `GatherBlockQuantized` cannot read. Each weight is read from the memory-mapped GGUF
-//! (`weights.rs`) and written out before the next, so memory stays at about the largest tensor
-//! (or a layer's q, k and v together).
+//! or in the genai layout (`gqa.rs`: GroupQueryAttention, no `position_ids`). Activations are
+//! fp32, or fp16 for `Precision::Fp16` (norms and softmax in fp32, logits returned as fp32).
+//!
+//! With `Precision::Native` weights are the source's own: block-quantized ones become
+//! `MatMulNBits` initializers without being re-quantized (`blocks.rs`, `ops.rs`), and a quantized
+//! embedding table is read by `GatherBlockQuantized` and, when the LM head is tied to it, shared
+//! with the head's `MatMulNBits` (two initializers over the same bytes of the external data
+//! file). Float weights are written as float32, and so is an embedding table with block minimums,
+//! which `GatherBlockQuantized` cannot read. Other precisions convert each weight as it is read
+//! (`Weight::as_stored`). Each weight is read from its mapped source (`weights.rs`) and written
+//! out before the next, so memory stays at about the largest tensor (or a layer's q, k and v
+//! together).
 
 use std::io::Write;
 

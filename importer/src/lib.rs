@@ -1,10 +1,12 @@
-//! inferd's model importer, in Rust: reads GGUF files (memory-mapped) and transcodes their
-//! quantized weights into ONNX Runtime's `MatMulNBits` blocks without de-quantizing them.
+//! inferd's model importer, in Rust: reads GGUF files and Hugging Face checkpoint folders
+//! (memory-mapped) and writes ONNX model folders, a GGUF's quantized weights transcoded into
+//! ONNX Runtime's `MatMulNBits` blocks without being de-quantized.
 //!
-//! `folder::import_gguf` writes a whole model folder from a GGUF file: the decoder graph
-//! (`graph.rs`, written by `onnx.rs`), the tokenizer rebuilt from GGUF metadata
-//! (`tokenizer.rs`), configs and manifest. Hugging Face checkpoint folders, the genai layout and
-//! `--random` weights are still the Python importer's (models/importer).
+//! `folder::import_gguf`, `import_hf` and `import_random` write a whole model folder: the decoder
+//! graph (`graph.rs`, written by `onnx.rs`) from a `source::Source` of tensors (`gguf.rs`,
+//! `hf.rs`, `random.rs`), the tokenizer (rebuilt from GGUF metadata by `tokenizer.rs`, or the
+//! folder's own), configs and manifest. The Python importer (models/importer) is the tests'
+//! reference.
 
 pub mod arch;
 pub mod blocks;

@@ -151,8 +151,8 @@ impl<W: Write> Graph<W> {
     /// fp32 values for the graph: stored as fp16 and cast when every value is exactly an fp16
     /// (as GGUF's scales and minimums mostly are: an fp16 times a small integer), which halves
     /// them on disk; ONNX Runtime folds the cast into a constant when it loads the model.
-    /// Returns the initializer and the name the graph reads.
-    pub fn floats(&mut self, name: &str, dims: &[i64], v: &[f32]) -> Result<(Initializer, String)> {
+    /// Returns the name the graph reads.
+    pub fn floats(&mut self, name: &str, dims: &[i64], v: &[f32]) -> Result<String> {
         if v.iter().all(|&x| f16::from_f32(x).to_f32() == x) {
             let t = self.external(
                 &format!("{name}_f16"),
@@ -160,17 +160,12 @@ impl<W: Write> Graph<W> {
                 dims,
                 &f16_bytes(v),
             )?;
-            let cast = self.op(
-                "Cast",
-                &[&t.name],
-                name,
-                vec![("to", Attr::Int(DataType::Float as i64))],
-            );
-            return Ok((t, cast));
+            let to = vec![("to", Attr::Int(DataType::Float as i64))];
+            return Ok(self.op("Cast", &[&t.name], name, to));
         }
-        let t = self.external(name, DataType::Float, dims, &f32_bytes(v))?;
-        let n = t.name.clone();
-        Ok((t, n))
+        Ok(self
+            .external(name, DataType::Float, dims, &f32_bytes(v))?
+            .name)
     }
 
     /// Writes a quantized `[rows, cols]` weight whose blocks are `b`, in row order. Every
@@ -201,13 +196,11 @@ impl<W: Write> Graph<W> {
             &[rows as i64, blocks as i64, (l.block / 2) as i64],
             &p.b,
         )?;
-        let scales = self
-            .floats(
-                &format!("{name}.weight_scales"),
-                &[rows as i64, blocks as i64],
-                &p.scales,
-            )?
-            .1;
+        let scales = self.floats(
+            &format!("{name}.weight_scales"),
+            &[rows as i64, blocks as i64],
+            &p.scales,
+        )?;
         let z = self.external(
             &format!("{name}.weight_zp"),
             DataType::Uint8,
@@ -223,14 +216,8 @@ impl<W: Write> Graph<W> {
                         t[k * rows + r] = m[r * blocks + k];
                     }
                 }
-                Some(
-                    self.floats(
-                        &format!("{name}.weight_mins_T"),
-                        &[blocks as i64, rows as i64],
-                        &t,
-                    )?
-                    .1,
-                )
+                let dims = [blocks as i64, rows as i64];
+                Some(self.floats(&format!("{name}.weight_mins_T"), &dims, &t)?)
             }
             None => None,
         };

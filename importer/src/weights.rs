@@ -1,5 +1,6 @@
-//! The GGUF's weights in the graph's terms: by GGUF name, dimensions checked, rows in
-//! transformers' order, block-quantized ones transcoded (`blocks.rs`), float ones as f32.
+//! A source's weights in the graph's terms: by GGUF name, dimensions checked, rows in
+//! transformers' order, block-quantized ones transcoded (`blocks.rs`), float ones as f32; and as
+//! a precision stores them (`Weight::as_stored`).
 
 use crate::arch::Arch;
 use crate::blocks::{Blocks, Layout};
