@@ -51,7 +51,7 @@ pub struct ImportArgs {
 }
 
 /// What is imported.
-enum From<'a> {
+enum Input<'a> {
     Gguf(&'a Path),
     Folder(&'a Path),
     Random(&'a Path, &'a Path),
@@ -66,22 +66,22 @@ pub fn run(a: ImportArgs) -> Result<i32, String> {
         .or_else(|| std::env::var_os("INFERD_CACHE").map(|c| PathBuf::from(c).join("models")))
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/inferd/models")))
         .ok_or("no model repository: pass --models DIR or set INFERD_MODELS")?;
-    let from =
+    let input =
         match (&a.source, &a.random, &a.tokenizer) {
             (Some(p), _, _) if !p.exists() => {
                 eprintln!("inferd-import: no such file or folder: {}", p.display());
                 return Ok(2);
             }
-            (Some(p), _, _) if p.is_dir() => From::Folder(p),
-            (Some(p), _, _) => From::Gguf(p),
-            (None, Some(config), Some(tok)) => From::Random(config, tok),
+            (Some(p), _, _) if p.is_dir() => Input::Folder(p),
+            (Some(p), _, _) => Input::Gguf(p),
+            (None, Some(config), Some(tok)) => Input::Random(config, tok),
             _ => return Err(
                 "give a .gguf file or a checkpoint folder, or --random CONFIG --tokenizer SOURCE"
                     .into(),
             ),
         };
-    let precision = match (&from, a.precision.as_deref()) {
-        (From::Gguf(_), None | Some("native")) => Precision::Native,
+    let precision = match (&input, a.precision.as_deref()) {
+        (Input::Gguf(_), None | Some("native")) => Precision::Native,
         (_, None | Some("int4")) => Precision::Int4,
         (_, Some("fp32")) => Precision::Fp32,
         (_, Some("fp16")) => Precision::Fp16,
@@ -101,17 +101,17 @@ pub fn run(a: ImportArgs) -> Result<i32, String> {
         precision,
         layout,
     };
-    Ok(import(from, &o, a.seed))
+    Ok(import(input, &o, a.seed))
 }
 
-fn import(from: From<'_>, o: &Options, seed: u64) -> i32 {
+fn import(input: Input<'_>, o: &Options, seed: u64) -> i32 {
     let started = Instant::now();
     let mut bars = Bars::new();
     let mut report = |s: Step<'_>| bars.show(s);
-    let (done, what) = match from {
-        From::Gguf(p) => (import_gguf(p, o, &mut report), p.display().to_string()),
-        From::Folder(p) => (import_hf(p, o, &mut report), p.display().to_string()),
-        From::Random(config, tok) => (
+    let (done, what) = match input {
+        Input::Gguf(p) => (import_gguf(p, o, &mut report), p.display().to_string()),
+        Input::Folder(p) => (import_hf(p, o, &mut report), p.display().to_string()),
+        Input::Random(config, tok) => (
             import_random(config, tok, seed, o, &mut report),
             format!("random weights for {} (seed {seed})", config.display()),
         ),
