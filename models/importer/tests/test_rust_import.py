@@ -1,10 +1,16 @@
-"""The Rust importer's decoder (importer/src/graph.rs) for the real SmolLM2 GGUF, its weights
-transcoded rather than re-quantized, against the Python importer's fp32 import of the same file:
-logits to fp32 tolerance (every product runs in fp32, the Q8_0 table and LM head as two 4-bit
-halves), transformers' greedy ids (tests/fixtures/smollm2_fp32_greedy.json), and a folder no
-larger than 1.1× the GGUF. And a K-quant file (Q4_K and Q6_K, written from SmolLM2's weights by
-the tests' encoder, kquants.py): its greedy text equals that of the Python importer's fp32
-import of the same file, which de-quantizes with `gguf` itself."""
+"""The native importer (`inferctl import`, importer/) against the Python importer, the reference:
+
+- the real SmolLM2 GGUF, its weights transcoded rather than re-quantized: the logits of the
+  Python importer's fp32 import of the same file to fp32 tolerance (every product runs in fp32,
+  the Q8_0 table and LM head as two 4-bit halves), transformers' greedy ids
+  (tests/fixtures/smollm2_fp32_greedy.json), a folder no larger than 1.1× the GGUF; and at fp32;
+- a K-quant file (Q4_K and Q6_K, written from SmolLM2's weights by the tests' encoder,
+  kquants.py): the logits and greedy text of the Python importer's fp32 import of it, which
+  de-quantizes with `gguf` itself;
+- the Qwen2 path (q/k/v bias, grouped-query attention, an untied head): tiny-qwen2's random
+  weights as a GGUF, and as sharded checkpoint folders (F32, BF16) at fp32, fp16 and int4, in
+  both layouts: the Python importer's logits for the same weights and precision.
+"""
 import json
 import subprocess
 
