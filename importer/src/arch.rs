@@ -6,7 +6,7 @@ use crate::gguf::{Gguf, Value};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Arch {
-    /// `llama`, `mistral`, `phi3`, `qwen2` or `qwen3`.
+    /// `llama`, `mistral`, `phi3`, `qwen2`, `qwen3` or `gemma2`.
     pub family: String,
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -23,8 +23,13 @@ pub struct Arch {
     pub attention_bias: bool,
     /// q and k are RMS-normalized per head before the rotary embedding (Qwen3).
     pub qk_norm: bool,
-    /// Each position attends to itself and the `w − 1` before it only (Mistral's sliding window).
+    /// Each position attends to itself and the `w − 1` before it only (Mistral's sliding window;
+    /// Gemma 2's on its even layers).
     pub sliding_window: Option<usize>,
+    /// Gemma 2: the window on even layers only; embeddings scaled by √hidden; norms around the
+    /// attention and the MLP outputs too (`post_attention_norm`, `post_ffw_norm`); a GELU (tanh)
+    /// gated MLP; attention scores and logits soft-capped (`cap · tanh(x / cap)`).
+    pub gemma: Option<Gemma>,
     pub bos_token_id: Option<u64>,
     pub eos_token_ids: Vec<u64>,
     /// Each rotary frequency's divisor (Llama 3.1's "llama3" rope scaling, GGUF's
@@ -32,7 +37,35 @@ pub struct Arch {
     pub rope_freq_factors: Vec<f64>,
 }
 
-const SUPPORTED: &str = "llama: Llama (SmolLM2, TinyLlama, Llama 2, Llama 3.x with its llama3 rope scaling); mistral: Mistral (with its sliding window); phi3: Phi-3 (fused projections; not longrope or partial rotary yet); qwen2: Qwen2 (Qwen2.5, DeepSeek-R1-Distill-Qwen); qwen3: Qwen3";
+const SUPPORTED: &str = "llama: Llama (SmolLM2, TinyLlama, Llama 2, Llama 3.x with its llama3 rope scaling); mistral: Mistral (with its sliding window); phi3: Phi-3 (fused projections; not longrope or partial rotary yet); qwen2: Qwen2 (Qwen2.5, DeepSeek-R1-Distill-Qwen); qwen3: Qwen3; gemma2: Gemma 2";
+
+/// What Gemma 2 adds to a Llama decoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gemma {
+    /// The norms' weights are stored as `w` and scale by `1 + w` (transformers); llama.cpp's
+    /// converter stores `1 + w` already.
+    pub norm_offset: f32,
+    pub attn_softcap: Option<f32>,
+    pub final_softcap: Option<f32>,
+    /// Queries scale by `query_pre_attn_scalar^−½` (not always `head_dim^−½`).
+    pub query_scale: f32,
+}
+
+impl Arch {
+    /// Whether layer `i` attends within the sliding window only.
+    pub fn windowed(&self, i: usize) -> bool {
+        self.sliding_window.is_some() && (self.gemma.is_none() || i.is_multiple_of(2))
+    }
+
+    /// The queries' scale: `head_dim^−½`, or Gemma 2's own.
+    pub fn query_scale(&self) -> f32 {
+        self.gemma
+            .as_ref()
+            .map_or((1.0 / (self.head_dim as f64).sqrt()) as f32, |g| {
+                g.query_scale
+            })
+    }
+}
 
 /// Llama 3.1's rope scaling as divisors of the rotary frequencies, as llama.cpp's converter
 /// writes them into `rope_freqs.weight` (and transformers' `_compute_llama3_parameters`
@@ -76,7 +109,7 @@ impl Arch {
             .to_owned();
         if !matches!(
             family.as_str(),
-            "llama" | "mistral" | "phi3" | "qwen2" | "qwen3"
+            "llama" | "mistral" | "phi3" | "qwen2" | "qwen3" | "gemma2"
         ) {
             return Err(Error::Unsupported(format!(
                 "architecture {family:?}. Supported: {SUPPORTED}"
@@ -162,6 +195,16 @@ impl Arch {
             sliding_window: get("attention.sliding_window")
                 .and_then(Value::as_u64)
                 .map(|w| w as usize),
+            gemma: (family == "gemma2").then(|| {
+                let cap = |k: &str| get(k).and_then(Value::as_f64).map(|c| c as f32);
+                Gemma {
+                    norm_offset: 0.0,
+                    attn_softcap: cap("attn_logit_softcapping"),
+                    final_softcap: cap("final_logit_softcapping"),
+                    // GGUF has no query_pre_attn_scalar; llama.cpp uses head_dim (2B and 9B).
+                    query_scale: (1.0 / (head as f64).sqrt()) as f32,
+                }
+            }),
             bos_token_id: g
                 .metadata
                 .get("tokenizer.ggml.bos_token_id")
@@ -191,6 +234,7 @@ impl Arch {
             (Some("Qwen3ForCausalLM"), _) | (None, Some("qwen3")) => "qwen3",
             (Some("MistralForCausalLM"), _) | (None, Some("mistral")) => "mistral",
             (Some("Phi3ForCausalLM"), _) | (None, Some("phi3")) => "phi3",
+            (Some("Gemma2ForCausalLM"), _) | (None, Some("gemma2")) => "gemma2",
             (a, t) => {
                 return Err(Error::Unsupported(format!(
                     "architecture {:?}. Supported: {SUPPORTED}",
@@ -253,9 +297,21 @@ impl Arch {
             attention_bias: tensor("blk.0.attn_q.bias"),
             qk_norm: tensor("blk.0.attn_q_norm.weight"),
             sliding_window: match family {
-                "mistral" | "phi3" => cfg["sliding_window"].as_u64().map(|w| w as usize),
+                "mistral" | "phi3" | "gemma2" => cfg["sliding_window"].as_u64().map(|w| w as usize),
                 _ => None,
             },
+            gemma: (family == "gemma2").then(|| {
+                let cap = |k: &str| cfg[k].as_f64().map(|c| c as f32);
+                let scalar = cfg["query_pre_attn_scalar"]
+                    .as_f64()
+                    .unwrap_or_else(|| cfg["head_dim"].as_f64().unwrap_or(256.0));
+                Gemma {
+                    norm_offset: 1.0,
+                    attn_softcap: cap("attn_logit_softcapping"),
+                    final_softcap: cap("final_logit_softcapping"),
+                    query_scale: (1.0 / scalar.sqrt()) as f32,
+                }
+            }),
             bos_token_id: cfg["bos_token_id"].as_u64(),
             eos_token_ids: ids(&cfg["eos_token_id"]),
             rope_freq_factors: Vec::new(),
@@ -327,6 +383,7 @@ impl Arch {
             "qwen3" => "Qwen3ForCausalLM",
             "mistral" => "MistralForCausalLM",
             "phi3" => "Phi3ForCausalLM",
+            "gemma2" => "Gemma2ForCausalLM",
             _ => "LlamaForCausalLM",
         };
         serde_json::json!({

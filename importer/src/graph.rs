@@ -30,6 +30,7 @@ use crate::source::Source;
 use crate::weights::{Weight, Weights};
 use crate::{Layout, Precision};
 
+mod gemma;
 mod gqa;
 mod linear;
 
@@ -52,6 +53,8 @@ pub struct Builder<'a, W: Write> {
     cos: String,
     sin: String,
     mask: String,
+    /// The mask of layers that attend within the sliding window (`Arch::windowed`).
+    local_mask: String,
     /// The genai layout's lengths from the attention mask (`gqa.rs`).
     seqlens_k: String,
     total_len: String,
@@ -97,6 +100,7 @@ impl<'a, W: Write> Builder<'a, W> {
             cos: String::new(),
             sin: String::new(),
             mask: String::new(),
+            local_mask: String::new(),
             seqlens_k: String::new(),
             total_len: String::new(),
         }
@@ -108,7 +112,10 @@ impl<'a, W: Write> Builder<'a, W> {
 
     /// RMSNorm over the last axis, of `n` values, with the weight `{name}.weight`.
     fn rms_norm_of(&mut self, x: &str, name: &str, n: usize) -> Result<String> {
-        let w = self.w.floats(&format!("{name}.weight"), n)?;
+        let mut w = self.w.floats(&format!("{name}.weight"), n)?;
+        if let Some(g) = &self.a.gemma {
+            w.iter_mut().for_each(|x| *x += g.norm_offset);
+        }
         let w = self.act_weight(&format!("{name}.weight"), &[w.len() as i64], &w)?;
         let x = &self.cast(x, DataType::Float);
         let sq = self.op("Mul", &[x, x], "", vec![]);
@@ -133,6 +140,14 @@ impl<'a, W: Write> Builder<'a, W> {
             return x.to_owned();
         }
         self.op("Cast", &[x], "", vec![("to", Attr::Int(to as i64))])
+    }
+
+    /// A scalar constant in the activations' type.
+    fn act_scalar(&mut self, hint: &str, v: f32) -> String {
+        match self.act {
+            DataType::Float => self.f32_scalar(hint, v),
+            dt => self.raw(hint, dt, &[], f16_bytes(&[v])),
+        }
     }
 
     /// A float weight in the activations' type.
@@ -255,8 +270,15 @@ impl<'a, W: Write> Builder<'a, W> {
         let scores = self.op("MatMul", &[&qg, &kt], "scores", vec![]);
         let s = self.i64s(&[0, nh as i64, -1, 0]);
         let scores = self.op("Reshape", &[&scores, &s], "", vec![]);
-        let mask = self.mask.clone();
-        let scores = self.cast(&scores, DataType::Float);
+        let mut scores = self.cast(&scores, DataType::Float);
+        if let Some(cap) = a.gemma.as_ref().and_then(|g| g.attn_softcap) {
+            scores = self.softcap(&scores, cap);
+        }
+        let mask = if a.windowed(i) {
+            self.local_mask.clone()
+        } else {
+            self.mask.clone()
+        };
         let masked = self.op("Add", &[&scores, &mask], "", vec![]);
         let probs = self.op("Softmax", &[&masked], "", vec![("axis", Attr::Int(-1))]);
         let probs = self.cast(&probs, self.act);
@@ -286,8 +308,12 @@ impl<'a, W: Write> Builder<'a, W> {
         ];
         let gate_up = self.linears(x, &format!("{p}.ffn_gate_up"), parts, a.hidden_size)?;
         let (gate, up) = (&gate_up[0], &gate_up[1]);
-        let sig = self.op("Sigmoid", &[gate], "", vec![]);
-        let act = self.op("Mul", &[gate, &sig], "silu", vec![]);
+        let act = if a.gemma.is_some() {
+            self.gelu_tanh(gate)
+        } else {
+            let sig = self.op("Sigmoid", &[gate], "", vec![]);
+            self.op("Mul", &[gate, &sig], "silu", vec![])
+        };
         let h = self.op("Mul", &[&act, up], "", vec![]);
         let down = Proj::new(format!("{p}.ffn_down"), a.hidden_size);
         self.linear(&h, down, a.intermediate_size)
@@ -301,11 +327,7 @@ impl<'a, W: Write> Builder<'a, W> {
         if self.genai {
             return self.gqa_prologue();
         }
-        let scale = (1.0 / (hd as f64).sqrt()) as f32;
-        self.scale = match self.act {
-            DataType::Float => self.f32_scalar("attn_scale", scale),
-            dt => self.raw("attn_scale", dt, &[], f16_bytes(&[scale])),
-        };
+        self.scale = self.act_scalar("attn_scale", a.query_scale());
         self.half_split = self.i64s(&[hd as i64 / 2, hd as i64 / 2]);
         let inv_freq: Vec<f32> = a.inv_freq().into_iter().map(|f| f as f32).collect();
         let inv = self.raw(
@@ -357,14 +379,7 @@ impl<'a, W: Write> Builder<'a, W> {
         );
         let c = self.op("Unsqueeze", &[&cols, &ax0], "", vec![]);
         let r = self.op("Unsqueeze", &[&rows, &ax1], "", vec![]);
-        let mut causal = self.op("LessOrEqual", &[&c, &r], "", vec![]);
-        if let Some(w) = a.sliding_window {
-            // Mistral: and fewer than `w` positions back.
-            let back = self.op("Sub", &[&r, &c], "", vec![]);
-            let w = self.i64_scalar(w as i64);
-            let near = self.op("Less", &[&back, &w], "", vec![]);
-            causal = self.op("And", &[&causal, &near], "", vec![]);
-        }
+        let causal = self.op("LessOrEqual", &[&c, &r], "", vec![]);
         let m = self.op(
             "Cast",
             &["attention_mask"],
@@ -372,13 +387,24 @@ impl<'a, W: Write> Builder<'a, W> {
             vec![("to", Attr::Int(DataType::Bool as i64))],
         );
         let pad = self.op("Unsqueeze", &[&m, &ax12], "", vec![]);
-        let causal = self.op("Unsqueeze", &[&causal, &ax01], "", vec![]);
-        let allowed = self.op("And", &[&causal, &pad], "", vec![]);
         let (open, shut) = (
             self.f32_scalar("zero", 0.0),
             self.f32_scalar("lowest", f32::MIN),
         );
-        self.mask = self.op("Where", &[&allowed, &open, &shut], "mask", vec![]);
+        let mask = |me: &mut Self, allowed: &str, hint: &str| {
+            let allowed = me.op("Unsqueeze", &[allowed, &ax01], "", vec![]);
+            let allowed = me.op("And", &[&allowed, &pad], "", vec![]);
+            me.op("Where", &[&allowed, &open, &shut], hint, vec![])
+        };
+        self.mask = mask(self, &causal, "mask");
+        if let Some(w) = a.sliding_window {
+            // And fewer than `w` positions back (Mistral's window; Gemma 2's local layers).
+            let back = self.op("Sub", &[&r, &c], "", vec![]);
+            let w = self.i64_scalar(w as i64);
+            let near = self.op("Less", &[&back, &w], "", vec![]);
+            let local = self.op("And", &[&causal, &near], "", vec![]);
+            self.local_mask = mask(self, &local, "local_mask");
+        }
         Ok(())
     }
 
@@ -521,13 +547,16 @@ impl<'a, W: Write> Builder<'a, W> {
             }
         }
         self.prologue()?;
-        let (mut x, table) = self.embed()?;
+        let (x, table) = self.embed()?;
+        let mut x = self.scale_embeddings(&x);
         for i in 0..a.num_layers {
             let n = self.rms_norm(&x, &format!("blk.{i}.attn_norm"))?;
             let h = self.attention(&n, i)?;
+            let h = self.post_norm(&h, &format!("blk.{i}.post_attention_norm"))?;
             x = self.op("Add", &[&x, &h], "resid", vec![]);
             let n = self.rms_norm(&x, &format!("blk.{i}.ffn_norm"))?;
             let h = self.mlp(&n, i)?;
+            let h = self.post_norm(&h, &format!("blk.{i}.post_ffw_norm"))?;
             x = self.op("Add", &[&x, &h], "resid", vec![]);
         }
         let kept = self.keep_last(&x);
@@ -544,6 +573,7 @@ impl<'a, W: Write> Builder<'a, W> {
             }
         };
         let logits = self.cast(&logits, DataType::Float);
+        let logits = self.final_softcap(&logits);
         self.node("Identity", "", &[&logits], &["logits"], vec![]);
         self.g.finish(inputs, outputs, metadata)
     }

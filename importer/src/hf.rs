@@ -40,7 +40,9 @@ pub(crate) fn read_json(path: &Path, required: bool) -> Result<Option<Json>> {
 }
 
 /// transformers' name of a decoder tensor → GGUF's; `None` for what the graph does not read.
-fn gguf_name(hf: &str) -> Option<String> {
+/// Gemma 2's `post_attention_layernorm` is the norm of the attention's output, where Llama's is
+/// the one before the MLP (Gemma 2 calls that `pre_feedforward_layernorm`).
+fn gguf_name(hf: &str, gemma: bool) -> Option<String> {
     let fixed = match hf {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
         "model.norm.weight" => Some("output_norm.weight"),
@@ -56,7 +58,10 @@ fn gguf_name(hf: &str) -> Option<String> {
     let (module, kind) = part.rsplit_once('.')?;
     let short = match module {
         "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" if gemma => "post_attention_norm",
         "post_attention_layernorm" => "ffn_norm",
+        "pre_feedforward_layernorm" => "ffn_norm",
+        "post_feedforward_layernorm" => "post_ffw_norm",
         "self_attn.q_proj" => "attn_q",
         "self_attn.k_proj" => "attn_k",
         "self_attn.v_proj" => "attn_v",
@@ -75,7 +80,12 @@ fn gguf_name(hf: &str) -> Option<String> {
 
 /// The tensors of one `.safetensors` file: an 8-byte header length, a JSON header of names,
 /// dtypes, shapes and data offsets, then the data.
-fn shard(map: &Mmap, file: usize, path: &Path, out: &mut Vec<TensorInfo>) -> Result<()> {
+fn shard(
+    map: &Mmap,
+    (file, gemma): (usize, bool),
+    path: &Path,
+    out: &mut Vec<TensorInfo>,
+) -> Result<()> {
     let bad = |why: String| Error::Corrupt(format!("{}: {why}", path.display()));
     let n = map
         .get(..8)
@@ -92,7 +102,7 @@ fn shard(map: &Mmap, file: usize, path: &Path, out: &mut Vec<TensorInfo>) -> Res
         if name == "__metadata__" {
             continue;
         }
-        let Some(gguf) = gguf_name(&name) else {
+        let Some(gguf) = gguf_name(&name, gemma) else {
             continue;
         };
         let format = match t["dtype"].as_str() {
@@ -148,6 +158,7 @@ fn shard(map: &Mmap, file: usize, path: &Path, out: &mut Vec<TensorInfo>) -> Res
 impl HfFolder {
     pub fn open(dir: &Path) -> Result<HfFolder> {
         let config = read_json(&dir.join("config.json"), true)?.expect("required");
+        let gemma = config["model_type"] == "gemma2";
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| Error::Io(dir.display().to_string(), e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -166,7 +177,7 @@ impl HfFolder {
             let file = File::open(path).map_err(io)?;
             // SAFETY: as for GGUF files (gguf.rs): only read, every slice bounds-checked.
             let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-            shard(&map, i, path, &mut tensors)?;
+            shard(&map, (i, gemma), path, &mut tensors)?;
             maps.push(map);
         }
         Ok(HfFolder {
@@ -252,7 +263,7 @@ mod tests {
         let mut out = Vec::new();
         shard(
             &image(header, data),
-            0,
+            (0, false),
             Path::new("x.safetensors"),
             &mut out,
         )
@@ -283,13 +294,18 @@ mod tests {
         let mut m = memmap2::MmapMut::map_anon(cut.len()).unwrap();
         m.copy_from_slice(&cut);
         let mut out = Vec::new();
-        let e = shard(&m.make_read_only().unwrap(), 0, Path::new("x"), &mut out);
+        let e = shard(
+            &m.make_read_only().unwrap(),
+            (0, false),
+            Path::new("x"),
+            &mut out,
+        );
         assert!(e.unwrap_err().to_string().contains("truncated"));
     }
 
     #[test]
     fn transformers_names_map_to_gguf_names() {
-        let n = |s| gguf_name(s);
+        let n = |s| gguf_name(s, false);
         assert_eq!(
             n("model.layers.3.self_attn.k_proj.bias").as_deref(),
             Some("blk.3.attn_k.bias")

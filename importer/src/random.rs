@@ -84,6 +84,12 @@ impl RandomWeights {
                 ("ffn_up.weight", vec![h, ffn]),
                 ("ffn_down.weight", vec![ffn, h]),
             ];
+            if a.gemma.is_some() {
+                layer.extend([
+                    ("post_attention_norm.weight", vec![h]),
+                    ("post_ffw_norm.weight", vec![h]),
+                ]);
+            }
             if a.qk_norm {
                 layer.extend([
                     ("attn_q_norm.weight", vec![hd]),

@@ -67,6 +67,20 @@ impl<W: Write> Builder<'_, W> {
             self.cos.clone(),
             self.sin.clone(),
         );
+        let window = if a.windowed(i) {
+            a.sliding_window.map_or(-1, |w| w as i64)
+        } else {
+            -1
+        };
+        let mut attrs = vec![
+            ("num_heads", Attr::Int(nh as i64)),
+            ("kv_num_heads", Attr::Int(kv as i64)),
+            ("do_rotary", Attr::Int(1)),
+            ("rotary_interleaved", Attr::Int(0)),
+            // Mistral's window, Gemma 2's on its local layers, as the model builder writes it.
+            ("local_window_size", Attr::Int(window)),
+        ];
+        attrs.extend(self.gqa_gemma_attrs());
         self.node(
             "GroupQueryAttention",
             "com.microsoft",
@@ -78,17 +92,7 @@ impl<W: Write> Builder<'_, W> {
                 &format!("present.{i}.key"),
                 &format!("present.{i}.value"),
             ],
-            vec![
-                ("num_heads", Attr::Int(nh as i64)),
-                ("kv_num_heads", Attr::Int(kv as i64)),
-                ("do_rotary", Attr::Int(1)),
-                ("rotary_interleaved", Attr::Int(0)),
-                // Mistral's window, as the model builder writes it (-1: none).
-                (
-                    "local_window_size",
-                    Attr::Int(a.sliding_window.map_or(-1, |w| w as i64)),
-                ),
-            ],
+            attrs,
         );
         let o = Proj::new(format!("blk.{i}.attn_output"), a.hidden_size);
         self.linear(&ctx, o, nh * hd)

@@ -71,3 +71,43 @@ def forward(arch, w, ids):
     x = rms_norm(x, g("model.norm.weight"), a.rms_norm_eps)
     head = "model.embed_tokens.weight" if a.tie_word_embeddings else "lm_head.weight"
     return x @ g(head).T
+
+
+def gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def gemma2_forward(cfg, w, ids):
+    """Gemma 2, from transformers' modeling_gemma2 and its config: embeddings scaled by
+    √hidden; RMSNorm weights stored as w and applied as 1 + w; a norm on each block's output as
+    well as its input; queries scaled by query_pre_attn_scalar^−½; attention scores and final
+    logits soft-capped (cap · tanh(x / cap)); even layers attend within the sliding window; a
+    GELU (tanh) gated MLP; the head tied to the embeddings."""
+    g = lambda n: np.asarray(w[n], np.float64)
+    eps, hd = cfg["rms_norm_eps"], cfg["head_dim"]
+    nh, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    norm = lambda x, name: rms_norm(x, 1 + g(name), eps)
+    cap = lambda x, c: c * np.tanh(x / c) if c else x
+    S = len(ids)
+    pos = np.arange(S, dtype=np.float64)
+    inv = inv_freq(hd, cfg["rope_theta"])
+    causal = np.tril(np.ones((S, S), bool))
+    local = causal & (np.subtract.outer(np.arange(S), np.arange(S)) < cfg["sliding_window"])
+    x = g("model.embed_tokens.weight")[ids] * np.sqrt(cfg["hidden_size"])
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}"
+        h = norm(x, f"{p}.input_layernorm.weight")
+        heads = lambda n, name: (h @ g(f"{p}.self_attn.{name}.weight").T).reshape(S, n, hd).transpose(1, 0, 2)
+        q, k, v = rope(heads(nh, "q_proj"), pos, inv), rope(heads(kv, "k_proj"), pos, inv), heads(kv, "v_proj")
+        k, v = np.repeat(k, nh // kv, 0), np.repeat(v, nh // kv, 0)
+        s = cap(q @ k.transpose(0, 2, 1) * cfg["query_pre_attn_scalar"] ** -0.5, cfg["attn_logit_softcapping"])
+        s = np.where(local if i % 2 == 0 else causal, s, -np.inf)
+        s = np.exp(s - s.max(-1, keepdims=True))
+        s /= s.sum(-1, keepdims=True)
+        h = (s @ v).transpose(1, 0, 2).reshape(S, -1) @ g(f"{p}.self_attn.o_proj.weight").T
+        x = x + norm(h, f"{p}.post_attention_layernorm.weight")
+        h = norm(x, f"{p}.pre_feedforward_layernorm.weight")
+        act = gelu_tanh(h @ g(f"{p}.mlp.gate_proj.weight").T) * (h @ g(f"{p}.mlp.up_proj.weight").T)
+        x = x + norm(act @ g(f"{p}.mlp.down_proj.weight").T, f"{p}.post_feedforward_layernorm.weight")
+    x = norm(x, "model.norm.weight")
+    return cap(x @ g("model.embed_tokens.weight").T, cfg["final_logit_softcapping"])

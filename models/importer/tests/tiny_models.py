@@ -69,9 +69,10 @@ def write_folder(folder, cfg, w, tokenizer_json):
     return folder
 
 
-def write_gguf(path, cfg, arch, w, tokenizer_gguf, extra=()):
-    """`arch`'s metadata keys from `cfg` (and `extra` ones), the tokenizer keys of
-    `tokenizer_gguf`; llama's q/k rows permuted as llama.cpp's converter does."""
+def write_gguf(path, cfg, arch, w, tokenizer_gguf, extra=(), names=None):
+    """`arch`'s metadata keys from `cfg` (and `extra` ones: integers, or floats), the tokenizer
+    keys of `tokenizer_gguf`; llama's q/k rows permuted as llama.cpp's converter does; tensors
+    named by `names` (transformers' name → GGUF's) where given, else `gguf_name`."""
     g = gg.GGUFWriter(str(path), arch)
     hd = head_dim(cfg)
     for key, value in [("context_length", cfg["max_position_embeddings"]), ("embedding_length", cfg["hidden_size"]),
@@ -79,7 +80,7 @@ def write_gguf(path, cfg, arch, w, tokenizer_gguf, extra=()):
                        ("attention.head_count", cfg["num_attention_heads"]),
                        ("attention.head_count_kv", cfg["num_key_value_heads"]),
                        ("attention.key_length", hd), ("attention.value_length", hd), *extra]:
-        g.add_uint32(f"{arch}.{key}", value)
+        (g.add_float32 if isinstance(value, float) else g.add_uint32)(f"{arch}.{key}", value)
     g.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", cfg["rms_norm_eps"])
     g.add_float32(f"{arch}.rope.freq_base", cfg["rope_theta"])
     r = gg.GGUFReader(str(tokenizer_gguf))
@@ -92,7 +93,7 @@ def write_gguf(path, cfg, arch, w, tokenizer_gguf, extra=()):
             x = permute(x, cfg["num_attention_heads"])
         elif arch == "llama" and name.endswith("k_proj.weight"):
             x = permute(x, cfg["num_key_value_heads"])
-        g.add_tensor(gguf_name(name), x)
+        g.add_tensor((names or {}).get(name) or gguf_name(name), x)
     g.write_header_to_file()
     g.write_kv_data_to_file()
     g.write_tensors_to_file()
