@@ -52,6 +52,32 @@ pub struct Gemma {
 }
 
 impl Arch {
+    /// A small Llama, for unit tests to adjust.
+    #[cfg(test)]
+    pub fn test_default() -> Arch {
+        Arch {
+            family: "llama".into(),
+            vocab_size: 32,
+            hidden_size: 8,
+            intermediate_size: 16,
+            num_layers: 1,
+            num_heads: 2,
+            num_kv_heads: 1,
+            head_dim: 4,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            context_length: 64,
+            tie_word_embeddings: true,
+            attention_bias: false,
+            qk_norm: false,
+            sliding_window: None,
+            gemma: None,
+            bos_token_id: None,
+            eos_token_ids: vec![2],
+            rope_freq_factors: Vec::new(),
+        }
+    }
+
     /// Whether layer `i` attends within the sliding window only.
     pub fn windowed(&self, i: usize) -> bool {
         self.sliding_window.is_some() && (self.gemma.is_none() || i.is_multiple_of(2))

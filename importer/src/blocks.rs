@@ -471,6 +471,19 @@ mod tests {
     }
 
     #[test]
+    fn int4_puts_a_blocks_extreme_at_minus_8_steps_and_rounds_halves_away_from_zero() {
+        let mut row = vec![0f32; 32];
+        row[0] = -2.0; // the extreme: scale −2 / −8 = 0.25
+        row[1] = 0.125; // half a step: rounds away from zero, to 1 step
+        row[2] = 1.0;
+        let mut b = Blocks::default();
+        b.quantize_int4(&row);
+        assert_eq!((b.scales[0], b.zeros[0]), (0.25, 8));
+        assert_eq!(&b.q[..3], &[0, 9, 12]);
+        assert_eq!(&b.dequantize()[..3], &[-2.0, 0.25, 1.0]);
+    }
+
+    #[test]
     fn split_halves_add_up_to_the_8_bit_weights() {
         // Two rows of two blocks of 4, with Q8_0's, Q5_0's and Q6_K's zero points.
         let (rows, block) = (2, 4);

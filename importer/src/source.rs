@@ -89,3 +89,54 @@ pub fn unfuse(tensors: &mut Vec<TensorInfo>, a: &Arch) -> Result<()> {
     *tensors = out;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocks::Format;
+
+    fn tensor(name: &str, rows: u64, cols: u64) -> TensorInfo {
+        TensorInfo {
+            name: name.into(),
+            dims: vec![cols, rows],
+            format: Format::F32,
+            file: 0,
+            start: 1000,
+            len: (rows * cols * 4) as usize,
+        }
+    }
+
+    #[test]
+    fn fused_projections_become_views_of_their_rows() {
+        let a = Arch {
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 8,
+            intermediate_size: 16,
+            ..Arch::test_default()
+        };
+        let mut t = vec![
+            tensor("blk.0.attn_qkv.weight", 32 + 16 + 16, 8),
+            tensor("blk.0.ffn_up.weight", 32, 8),
+            tensor("blk.0.ffn_down.weight", 8, 16),
+        ];
+        unfuse(&mut t, &a).unwrap();
+        let names: Vec<_> = t
+            .iter()
+            .map(|t| (t.name.as_str(), t.start, t.dims[1]))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("blk.0.attn_q.weight", 1000, 32),
+                ("blk.0.attn_k.weight", 1000 + 32 * 32, 16),
+                ("blk.0.attn_v.weight", 1000 + 48 * 32, 16),
+                ("blk.0.ffn_gate.weight", 1000, 16),
+                ("blk.0.ffn_up.weight", 1000 + 16 * 32, 16),
+                ("blk.0.ffn_down.weight", 1000, 8),
+            ]
+        );
+        let mut bad = vec![tensor("blk.0.attn_qkv.weight", 60, 8)];
+        assert!(unfuse(&mut bad, &a).unwrap_err().to_string().contains("64"));
+    }
+}
