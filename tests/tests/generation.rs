@@ -119,18 +119,9 @@ fn seeds_stop_strings_and_chat_templates() {
     assert_eq!(text, "The capital of France is ");
     assert_eq!(info_str(&info, "finish_reason"), "stop");
 
-    let args = [
-        "smollm2",
-        "1",
-        "user",
-        "What is the capital of France?",
-        "1",
-        "max_tokens",
-        "u",
-        "12",
-    ];
-    let v = busctl_json(&d.bus, "ChatComplete", "sa(ss)a{sv}", &args);
-    assert!(v["data"][0].as_str().unwrap().contains("Paris"), "{v}");
+    let question = "What is the capital of France?";
+    let (text, info) = chat(&d, "smollm2", question, &["max_tokens", "u", "12"]);
+    assert!(text.contains("Paris"), "{text} {info}");
 }
 
 #[test]

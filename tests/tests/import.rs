@@ -37,16 +37,7 @@ fn a_natively_imported_gguf_gives_transformers_greedy_text() {
     // The README's `inferctl chat smollm2` question: its first tokens nearly tie (0.08 apart), so
     // int8 activations on the LM head answered in French nonsense. The reference is the Python
     // importer's fp32 import of the same GGUF, greedy in Python onnxruntime, 2026-12-07.
-    let args = [
-        "smollm2",
-        "1",
-        "user",
-        "What is the capital of France?",
-        "1",
-        "temperature",
-        "d",
-        "0",
-    ];
-    let v = busctl_json(&d.bus, "ChatComplete", "sa(ss)a{sv}", &args);
-    assert_eq!(v["data"][0], "The capital of France is Paris.", "{v}");
+    let question = "What is the capital of France?";
+    let (text, info) = chat(&d, "smollm2", question, &["temperature", "d", "0"]);
+    assert_eq!(text, "The capital of France is Paris.", "{info}");
 }

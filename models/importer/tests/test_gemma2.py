@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from reference import gemma2_forward
-from tiny_models import IDS, native_logits, weights, write_folder, write_gguf
+from tiny_models import IDS, folder_logits, native_logits, weights, write_gguf
 
 CFG = {"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "vocab_size": 49152, "hidden_size": 64,
        "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -43,8 +43,8 @@ def checked(cfg):
 @pytest.mark.parametrize("layout", ["optimum", "genai"])
 def test_a_gemma2_checkpoint_folder(tiny_qwen2, tmp_path, layout):
     w, want = checked(CFG)
-    folder = write_folder(tmp_path / "ckpt", CFG, w, tiny_qwen2 / "tokenizer.json")
-    np.testing.assert_allclose(native_logits(folder, tmp_path / "m", "--layout", layout), want, atol=1e-4, rtol=0)
+    got = folder_logits(CFG, w, tiny_qwen2 / "tokenizer.json", tmp_path, layout)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("layout", ["optimum", "genai"])

@@ -2,13 +2,11 @@
 positions), imported natively from a tiny random checkpoint folder (MistralForCausalLM) and a
 llama GGUF with `llama.attention.sliding_window`, in both layouts: the logits of the numpy
 reference (reference.py), with a window shorter than the prompt so that it matters."""
-import types
-
 import numpy as np
 import pytest
 
 from reference import forward
-from tiny_models import IDS, native_logits, weights, write_folder, write_gguf
+from tiny_models import folder_logits, native_logits, reference_logits, weights, write_gguf
 
 WINDOW = 4
 CFG = {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "vocab_size": 49152, "hidden_size": 64,
@@ -20,20 +18,14 @@ CFG = {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "vocab_
 @pytest.fixture(scope="module")
 def reference():
     w = weights(CFG, 9)
-    a = types.SimpleNamespace(num_heads=4, num_kv_heads=2, head_dim=16, num_layers=2, rms_norm_eps=1e-5,
-                              rope_theta=CFG["rope_theta"], attention_bias=False, tie_word_embeddings=False,
-                              sliding_window=WINDOW)
-    want = forward(a, w.__getitem__, np.array(IDS))
-    a.sliding_window = None
-    assert np.abs(want - forward(a, w.__getitem__, np.array(IDS))).max() > 1e-2, "the window must matter"
-    return w, want
+    return w, reference_logits(forward, CFG, w, "sliding_window", WINDOW)
 
 
 @pytest.mark.parametrize("layout", ["optimum", "genai"])
 def test_a_mistral_checkpoint_folder(reference, tiny_qwen2, tmp_path, layout):
     w, want = reference
-    folder = write_folder(tmp_path / "ckpt", CFG, w, tiny_qwen2 / "tokenizer.json")
-    np.testing.assert_allclose(native_logits(folder, tmp_path / "m", "--layout", layout), want, atol=1e-4, rtol=0)
+    got = folder_logits(CFG, w, tiny_qwen2 / "tokenizer.json", tmp_path, layout)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("layout", ["optimum", "genai"])

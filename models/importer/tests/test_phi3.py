@@ -4,7 +4,6 @@ and a sliding window), imported natively from a tiny random checkpoint folder an
 reference (reference.py) on the separate projections. Longrope and a partial rotary embedding
 (Phi-3-128k, Phi-4-mini) are refused by name."""
 import json
-import types
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from safetensors.numpy import save_file
 
 from reference import forward
 from test_llama3 import native_fails
-from tiny_models import IDS, native_logits, weights, write_folder, write_gguf
+from tiny_models import folder_logits, native_logits, reference_logits, weights, write_gguf
 
 WINDOW = 6
 CFG = {"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "vocab_size": 49152, "hidden_size": 64,
@@ -33,17 +32,14 @@ def fused(w):
 @pytest.fixture(scope="module")
 def reference():
     w = weights(CFG, 13)
-    a = types.SimpleNamespace(num_heads=4, num_kv_heads=4, head_dim=16, num_layers=2, rms_norm_eps=1e-5,
-                              rope_theta=CFG["rope_theta"], attention_bias=False, tie_word_embeddings=False,
-                              sliding_window=WINDOW)
-    return fused(w), forward(a, w.__getitem__, np.array(IDS))
+    return fused(w), reference_logits(forward, CFG, w, "sliding_window", WINDOW)
 
 
 @pytest.mark.parametrize("layout", ["optimum", "genai"])
 def test_a_phi3_checkpoint_folder(reference, tiny_qwen2, tmp_path, layout):
     w, want = reference
-    folder = write_folder(tmp_path / "ckpt", CFG, w, tiny_qwen2 / "tokenizer.json")
-    np.testing.assert_allclose(native_logits(folder, tmp_path / "m", "--layout", layout), want, atol=1e-4, rtol=0)
+    got = folder_logits(CFG, w, tiny_qwen2 / "tokenizer.json", tmp_path, layout)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
 def test_a_phi3_gguf(reference, gguf, tmp_path):

@@ -1,13 +1,11 @@
 """Qwen3 (q and k RMS-normalized per head before the rotary embedding; an explicit head_dim that
 is not hidden / heads; no q/k/v bias), imported natively from a tiny random checkpoint in both
 formats, a checkpoint folder and a qwen3 GGUF: the logits of the numpy reference (reference.py)."""
-import types
-
 import numpy as np
 import pytest
 
 from reference import forward
-from tiny_models import IDS, native_logits, weights, write_folder, write_gguf
+from tiny_models import folder_logits, native_logits, reference_logits, weights, write_gguf
 
 CFG = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": 49152, "hidden_size": 64,
        "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -18,20 +16,14 @@ CFG = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size
 @pytest.fixture(scope="module")
 def reference():
     w = weights(CFG, 5, qk_norm=True)
-    a = types.SimpleNamespace(num_heads=4, num_kv_heads=2, head_dim=32, num_layers=2, rms_norm_eps=1e-6,
-                              rope_theta=CFG["rope_theta"], attention_bias=False, tie_word_embeddings=False,
-                              qk_norm=True)
-    want = forward(a, w.__getitem__, np.array(IDS))
-    a.qk_norm = False
-    assert np.abs(want - forward(a, w.__getitem__, np.array(IDS))).max() > 1e-2, "the q/k norms must matter"
-    return w, want
+    return w, reference_logits(forward, CFG, w, "qk_norm", True)
 
 
 @pytest.mark.parametrize("layout", ["optimum", "genai"])
 def test_a_qwen3_checkpoint_folder(reference, tiny_qwen2, tmp_path, layout):
     w, want = reference
-    folder = write_folder(tmp_path / "ckpt", CFG, w, tiny_qwen2 / "tokenizer.json")
-    np.testing.assert_allclose(native_logits(folder, tmp_path / "m", "--layout", layout), want, atol=1e-4, rtol=0)
+    got = folder_logits(CFG, w, tiny_qwen2 / "tokenizer.json", tmp_path, layout)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
 def test_a_qwen3_gguf(reference, gguf, tmp_path):

@@ -4,6 +4,7 @@ tests, which compare those logits with the numpy reference (reference.py)."""
 import json
 import shutil
 import subprocess
+import types
 
 import gguf as gg
 import numpy as np
@@ -108,3 +109,26 @@ def native_logits(source, models, *flags):
     assert p.returncode == 0, p.stderr
     d = Decoder(models / "m")
     return d.forward(np.array([IDS], np.int64), d.empty_past(), 0)[0][0]
+
+
+def arch(cfg, **extra):
+    """`cfg` as reference.forward's architecture (plus `extra` fields: qk_norm, sliding_window)."""
+    return types.SimpleNamespace(
+        num_heads=cfg["num_attention_heads"], num_kv_heads=cfg["num_key_value_heads"], head_dim=head_dim(cfg),
+        num_layers=cfg["num_hidden_layers"], rms_norm_eps=cfg["rms_norm_eps"], rope_theta=cfg["rope_theta"],
+        attention_bias=False, tie_word_embeddings=cfg["tie_word_embeddings"], **extra)
+
+
+def reference_logits(forward, cfg, w, feature, on):
+    """reference.forward's logits for IDS with `feature` set to `on`, checked to differ from
+    those without it (so a test of the feature can fail)."""
+    want = forward(arch(cfg, **{feature: on}), w.__getitem__, np.array(IDS))
+    plain = forward(arch(cfg, **{feature: None}), w.__getitem__, np.array(IDS))
+    assert np.abs(want - plain).max() > 1e-2, f"{feature} must change the logits"
+    return want
+
+
+def folder_logits(cfg, w, tokenizer_json, tmp_path, layout):
+    """The native fp32 import of `w` written as a checkpoint folder, in `layout`."""
+    folder = write_folder(tmp_path / "ckpt", cfg, w, tokenizer_json)
+    return native_logits(folder, tmp_path / "m", "--layout", layout)
