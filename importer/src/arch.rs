@@ -39,6 +39,35 @@ pub struct Arch {
 
 const SUPPORTED: &str = "llama: Llama (SmolLM2, TinyLlama, Llama 2, Llama 3.x with its llama3 rope scaling); mistral: Mistral (with its sliding window); phi3: Phi-3 (fused projections; not longrope or partial rotary yet); qwen2: Qwen2 (Qwen2.5, DeepSeek-R1-Distill-Qwen); qwen3: Qwen3; gemma2: Gemma 2";
 
+/// The supported family closest to an unsupported architecture name (a GGUF
+/// `general.architecture` or a transformers class), for the refusal to point at: the same
+/// family's supported generation, else the plain Llama decoder most others derive from.
+pub fn nearest(name: &str) -> &'static str {
+    let n = name.to_ascii_lowercase();
+    const BY_PREFIX: [(&str, &str); 9] = [
+        ("gemma", "gemma2"),
+        ("qwen3", "qwen3"),
+        ("qwen", "qwen2"),
+        ("phi", "phi3"),
+        ("mistral", "mistral"),
+        ("ministral", "mistral"),
+        ("mixtral", "mistral"),
+        ("deepseek", "qwen2"),
+        ("smollm3", "llama"),
+    ];
+    BY_PREFIX
+        .iter()
+        .find(|(prefix, _)| n.starts_with(prefix))
+        .map_or("llama", |(_, family)| family)
+}
+
+fn unsupported_architecture(name: &str) -> Error {
+    Error::Unsupported(format!(
+        "architecture {name:?}; the nearest supported one is {}. Supported: {SUPPORTED}",
+        nearest(name)
+    ))
+}
+
 /// What Gemma 2 adds to a Llama decoder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gemma {
@@ -137,9 +166,7 @@ impl Arch {
             family.as_str(),
             "llama" | "mistral" | "phi3" | "qwen2" | "qwen3" | "gemma2"
         ) {
-            return Err(Error::Unsupported(format!(
-                "architecture {family:?}. Supported: {SUPPORTED}"
-            )));
+            return Err(unsupported_architecture(&family));
         }
         let get = |key: &str| g.metadata.get(&format!("{family}.{key}"));
         let need = |key: &str| {
@@ -261,12 +288,7 @@ impl Arch {
             (Some("MistralForCausalLM"), _) | (None, Some("mistral")) => "mistral",
             (Some("Phi3ForCausalLM"), _) | (None, Some("phi3")) => "phi3",
             (Some("Gemma2ForCausalLM"), _) | (None, Some("gemma2")) => "gemma2",
-            (a, t) => {
-                return Err(Error::Unsupported(format!(
-                    "architecture {:?}. Supported: {SUPPORTED}",
-                    a.or(t).unwrap_or("(none)")
-                )))
-            }
+            (a, t) => return Err(unsupported_architecture(a.or(t).unwrap_or("(none)"))),
         };
         let scaling = &cfg["rope_scaling"];
         let kind = scaling["rope_type"].as_str().or(scaling["type"].as_str());

@@ -113,6 +113,15 @@ fn manifest(source: &str, precision: Precision) -> String {
     )
 }
 
+/// A finished import.
+pub struct Imported {
+    /// The published model folder.
+    pub dir: PathBuf,
+    pub arch: Arch,
+    /// What the user should know about the result (`TokenizerFiles::warnings`).
+    pub warnings: Vec<String>,
+}
+
 /// What a checkpoint gives besides its weights.
 struct Parts {
     arch: Arch,
@@ -122,12 +131,12 @@ struct Parts {
 
 /// Imports a GGUF file as `o.models/o.name`, telling `report` how far it is: stages `read`,
 /// `convert` (a step a tensor) and `write`.
-pub fn import_gguf(src: &Path, o: &Options, report: Report<'_>) -> Result<(PathBuf, Arch)> {
+pub fn import_gguf(src: &Path, o: &Options, report: Report<'_>) -> Result<Imported> {
     report(Step::of("read", 0, 1));
     let mut g = Gguf::open(src)?;
     let arch = Arch::from_gguf(&g)?;
     crate::source::unfuse(&mut g.tensors, &arch)?;
-    let tok = crate::tokenizer::from_gguf(&g, &arch.family)?;
+    let tok = crate::tokenizer::from_gguf(&g)?;
     let generation = Map::new();
     let parts = Parts {
         arch,
@@ -139,7 +148,7 @@ pub fn import_gguf(src: &Path, o: &Options, report: Report<'_>) -> Result<(PathB
 
 /// Imports a Hugging Face checkpoint folder as `o.models/o.name`, with the same stages as
 /// `import_gguf` (`Precision::Native` keeps its float weights as fp32).
-pub fn import_hf(src: &Path, o: &Options, report: Report<'_>) -> Result<(PathBuf, Arch)> {
+pub fn import_hf(src: &Path, o: &Options, report: Report<'_>) -> Result<Imported> {
     report(Step::of("read", 0, 1));
     let mut f = HfFolder::open(src)?;
     let mut arch = Arch::from_hf(&f.config, |n| f.tensor(n).is_some())?;
@@ -172,13 +181,13 @@ pub fn import_random(
     seed: u64,
     o: &Options,
     report: Report<'_>,
-) -> Result<(PathBuf, Arch)> {
+) -> Result<Imported> {
     report(Step::of("read", 0, 1));
     let (arch, weights) = RandomWeights::new(config, seed)?;
     let tok = if tokenizer.is_dir() {
         crate::hf::tokenizer_files(tokenizer)?
     } else {
-        crate::tokenizer::from_gguf(&Gguf::open(tokenizer)?, &arch.family)?
+        crate::tokenizer::from_gguf(&Gguf::open(tokenizer)?)?
     };
     let parts = Parts {
         arch,
@@ -194,7 +203,7 @@ fn import(
     p: Parts,
     o: &Options,
     report: Report<'_>,
-) -> Result<(PathBuf, Arch)> {
+) -> Result<Imported> {
     let staging = Staging::new(o)?;
     report(Step::of("read", 1, 1));
     let a = &p.arch;
@@ -240,7 +249,11 @@ fn import(
     })();
     let dir = staging.dir.clone();
     match written.and_then(|()| staging.commit(o.force)) {
-        Ok(dest) => Ok((dest, p.arch)),
+        Ok(dir) => Ok(Imported {
+            dir,
+            arch: p.arch,
+            warnings: p.tok.warnings,
+        }),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
             Err(e)

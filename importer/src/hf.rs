@@ -228,6 +228,7 @@ pub fn tokenizer_files(dir: &Path) -> Result<TokenizerFiles> {
         tokenizer_json,
         config,
         chat_template,
+        warnings: Vec::new(),
     })
 }
 

@@ -17,6 +17,7 @@ pub mod graph;
 pub mod hf;
 pub mod onnx;
 pub mod ops;
+pub mod pretokenizer;
 pub mod progress;
 pub mod random;
 pub mod source;

@@ -2,10 +2,12 @@
 //! transformers converts it (as the Python importer's gguf_tokenizer.py does), so the result
 //! tokenizes exactly as the tokenizer.json users download:
 //!
-//! - `gpt2` (byte-level BPE): GPT2Converter for Llama-family vocabularies such as SmolLM2,
-//!   Qwen2Converter for Qwen2;
-//! - `llama` (SentencePiece BPE, as in TinyLlama and Llama 2): GGUFLlamaConverter, with merges
-//!   rebuilt from the piece scores, byte fallback and the legacy `▁` normalizer.
+//! - `gpt2` (byte-level BPE): the text split the model's tokenizer.json uses, named by
+//!   `tokenizer.ggml.pre` (`pretokenizer.rs`); an unknown name falls back to GPT-2's split with
+//!   a warning;
+//! - `llama` (SentencePiece BPE, as in Llama 2, Mistral, Phi-3 and Gemma): GGUFLlamaConverter,
+//!   with merges rebuilt from the piece scores, byte fallback and the `▁` normalizer (no dummy
+//!   prefix where `tokenizer.ggml.add_space_prefix` is false, as in Gemma).
 
 use std::collections::HashMap;
 
@@ -13,17 +15,19 @@ use serde_json::{json, Map, Value as Json};
 
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, Value};
+use crate::pretokenizer::{byte_level_parts, ByteLevelParts, KNOWN};
 
 const CONTROL: u64 = 3;
 const USER_DEFINED: u64 = 4;
 const SPACE: &str = "\u{2581}";
-const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// tokenizer.json, and the tokenizer_config.json entries that go with it.
 pub struct TokenizerFiles {
     pub tokenizer_json: Json,
     pub config: Map<String, Json>,
     pub chat_template: Option<String>,
+    /// What the import output should tell the user (an unknown pre-tokenizer name).
+    pub warnings: Vec<String>,
 }
 
 fn strings(g: &Gguf, key: &str) -> Vec<String> {
@@ -34,10 +38,6 @@ fn strings(g: &Gguf, key: &str) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
-}
-
-fn byte_level(add_prefix_space: bool, use_regex: bool) -> Json {
-    json!({"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": true, "use_regex": use_regex})
 }
 
 fn bpe(tokens: &[String], merges: Vec<[String; 2]>) -> Map<String, Json> {
@@ -79,20 +79,27 @@ fn split_merges(g: &Gguf) -> Option<Vec<[String; 2]>> {
 /// (normalizer, pre_tokenizer, decoder, model)
 type Parts = (Json, Json, Json, Map<String, Json>);
 
-fn gpt2(g: &Gguf, tokens: &[String], family: &str) -> Parts {
+/// Byte-level BPE split as `pre` names it; GPT-2's split, with a warning, for a name the table
+/// does not know (llama.cpp falls back the same way, with its own warning).
+fn gpt2(g: &Gguf, tokens: &[String], pre: Option<&str>, warnings: &mut Vec<String>) -> Parts {
     let merges = split_merges(g).unwrap_or_default();
-    let (normalizer, pre) = if matches!(family, "qwen2" | "qwen3") {
-        (
-            json!({"type": "NFC"}),
-            json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": QWEN2_PATTERN}, "behavior": "Isolated", "invert": false},
-                byte_level(false, false),
-            ]}),
-        )
-    } else {
-        (Json::Null, byte_level(false, true))
-    };
-    (normalizer, pre, byte_level(true, true), bpe(tokens, merges))
+    let name = pre.unwrap_or("default");
+    let parts = byte_level_parts(name).unwrap_or_else(|| {
+        warnings.push(format!(
+            "the GGUF's pre-tokenizer {name:?} is not known to this importer (known: {}); its text is split as GPT-2's is, so token ids may differ from the model's own tokenizer. Import the Hugging Face checkpoint folder, which carries tokenizer.json, to be sure.",
+            KNOWN.join(", ")
+        ));
+        byte_level_parts("gpt-2").expect("gpt-2 is in the table")
+    });
+    let ByteLevelParts {
+        normalizer,
+        pre_tokenizer,
+        ignore_merges,
+    } = parts;
+    let mut model = bpe(tokens, merges);
+    model.insert("ignore_merges".into(), json!(ignore_merges));
+    let decoder = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true});
+    (normalizer, pre_tokenizer, decoder, model)
 }
 
 /// BPE merges equivalent to SentencePiece's rule (merge the adjacent pair whose joined piece
@@ -157,23 +164,32 @@ fn sentencepiece(g: &Gguf, tokens: &[String]) -> Result<Parts> {
     );
     model.insert("fuse_unk".into(), json!(true));
     model.insert("byte_fallback".into(), json!(true));
+    let replace = json!({"type": "Replace", "pattern": {"String": " "}, "content": SPACE});
+    let (normalizer, mut decoders) = match g.metadata.get("tokenizer.ggml.add_space_prefix") {
+        // Gemma's: spaces escaped, no dummy prefix to strip again.
+        Some(Value::Bool(false)) => (replace, Vec::new()),
+        _ => (
+            json!({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": SPACE}, replace]}),
+            vec![json!({"type": "Strip", "content": " ", "start": 1, "stop": 0})],
+        ),
+    };
+    decoders.splice(
+        0..0,
+        [
+            json!({"type": "ByteFallback"}),
+            json!({"type": "Fuse"}),
+            json!({"type": "Replace", "pattern": {"String": SPACE}, "content": " "}),
+        ],
+    );
     Ok((
-        json!({"type": "Sequence", "normalizers": [
-            {"type": "Prepend", "prepend": SPACE},
-            {"type": "Replace", "pattern": {"String": " "}, "content": SPACE},
-        ]}),
+        normalizer,
         Json::Null,
-        json!({"type": "Sequence", "decoders": [
-            {"type": "ByteFallback"},
-            {"type": "Fuse"},
-            {"type": "Replace", "pattern": {"String": SPACE}, "content": " "},
-            {"type": "Strip", "content": " ", "start": 1, "stop": 0},
-        ]}),
+        json!({"type": "Sequence", "decoders": decoders}),
         model,
     ))
 }
 
-pub fn from_gguf(g: &Gguf, family: &str) -> Result<TokenizerFiles> {
+pub fn from_gguf(g: &Gguf) -> Result<TokenizerFiles> {
     let kind = g
         .metadata
         .get("tokenizer.ggml.model")
@@ -181,16 +197,9 @@ pub fn from_gguf(g: &Gguf, family: &str) -> Result<TokenizerFiles> {
         .unwrap_or("");
     let tokens = strings(g, "tokenizer.ggml.tokens");
     let pre = g.metadata.get("tokenizer.ggml.pre").and_then(Value::as_str);
+    let mut warnings = Vec::new();
     let ((normalizer, pre, decoder, model), add_bos_default) = match kind {
-        // Byte-level BPE splits text by a pattern llama.cpp names in `tokenizer.ggml.pre`; the
-        // GPT-2 pattern (SmolLM2's "smollm") and Qwen2's are the ones rebuilt here.
-        "gpt2" if !matches!(pre, None | Some("default" | "gpt-2" | "smollm" | "qwen2" | "deepseek-r1-qwen")) => {
-            return Err(Error::Unsupported(format!(
-                "GGUF pre-tokenizer {:?} (gpt-2, smollm and qwen2 are supported); import the Hugging Face checkpoint folder instead, which carries tokenizer.json",
-                pre.unwrap_or_default()
-            )))
-        }
-        "gpt2" => (gpt2(g, &tokens, family), false),
+        "gpt2" => (gpt2(g, &tokens, pre, &mut warnings), false),
         "llama" => (sentencepiece(g, &tokens)?, true),
         other => {
             return Err(Error::Unsupported(format!(
@@ -273,5 +282,6 @@ pub fn from_gguf(g: &Gguf, family: &str) -> Result<TokenizerFiles> {
             .get("tokenizer.chat_template")
             .and_then(Value::as_str)
             .map(str::to_owned),
+        warnings,
     })
 }

@@ -109,3 +109,14 @@ def test_other_rope_scaling_is_refused_by_name(tmp_path):
     (folder / "config.json").write_text(json.dumps(cfg))
     err = native_fails(folder, tmp_path / "m")
     assert "yarn" in err and "llama3" in err, err
+
+
+@pytest.mark.parametrize("cls,nearest", [("Gemma3ForCausalLM", "gemma2"), ("Qwen2MoeForCausalLM", "qwen2"),
+                                         ("MixtralForCausalLM", "mistral"), ("GPTNeoXForCausalLM", "llama")])
+def test_another_architecture_is_refused_naming_the_nearest(tmp_path, cls, nearest):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    save_file({"model.norm.weight": np.ones(ARCH["hidden"], np.float32)}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"architectures": [cls], "vocab_size": 8, "hidden_size": 64}))
+    err = native_fails(folder, tmp_path / "m")
+    assert f'"{cls}"' in err and f"the nearest supported one is {nearest}" in err, err

@@ -104,6 +104,18 @@ GGUF_NAMES = {
 }
 
 
+def add_vocabulary(g, sp):
+    """`sp`'s vocabulary as llama.cpp's converter writes a SentencePiece model's."""
+    g.add_tokenizer_model("llama")
+    n = sp.vocab_size()
+    g.add_token_list([sp.id_to_piece(i).encode() for i in range(n)])
+    g.add_token_scores([sp.get_score(i) for i in range(n)])
+    g.add_token_types([token_type(sp, i) for i in range(n)])
+    g.add_bos_token_id(sp.bos_id())
+    g.add_eos_token_id(sp.eos_id())
+    g.add_unk_token_id(sp.unk_id())
+
+
 def write_gguf(path, sp, w, rope_base=10000.0, rope_freqs=None):
     """A llama GGUF of weights `w` with `sp`'s vocabulary; `rope_freqs`, Llama 3's per-frequency
     divisors, as llama.cpp's converter writes them."""
@@ -120,14 +132,7 @@ def write_gguf(path, sp, w, rope_base=10000.0, rope_freqs=None):
     g.add_rope_freq_base(rope_base)
     if rope_freqs is not None:
         g.add_tensor("rope_freqs.weight", np.asarray(rope_freqs, np.float32))
-    g.add_tokenizer_model("llama")
-    n = sp.vocab_size()
-    g.add_token_list([sp.id_to_piece(i).encode() for i in range(n)])
-    g.add_token_scores([sp.get_score(i) for i in range(n)])
-    g.add_token_types([token_type(sp, i) for i in range(n)])
-    g.add_bos_token_id(sp.bos_id())
-    g.add_eos_token_id(sp.eos_id())
-    g.add_unk_token_id(sp.unk_id())
+    add_vocabulary(g, sp)
     g.add_add_bos_token(True)
     g.add_chat_template(CHAT_TEMPLATE)
     for name, x in w.items():

@@ -117,15 +117,18 @@ fn import(input: Input<'_>, o: &Options, seed: u64) -> i32 {
         ),
     };
     match done {
-        Ok((dir, arch)) => {
+        Ok(done) => {
             eprintln!(
                 "imported {what} as {} ({}, {}, {} layers) in {:.1} s",
-                dir.display(),
+                done.dir.display(),
                 o.precision.name(),
-                arch.family,
-                arch.num_layers,
+                done.arch.family,
+                done.arch.num_layers,
                 started.elapsed().as_secs_f64()
             );
+            for w in &done.warnings {
+                eprintln!("warning: {w}");
+            }
             if o.layout == Layout::Genai && o.precision != Precision::Fp16 {
                 // GroupQueryAttention has CUDA kernels for fp16 and bf16 only (docs/models.md).
                 eprintln!("note: on CUDA, ONNX Runtime would run GroupQueryAttention (float32) on the CPU; for the GPU, import with --precision fp16 or --layout optimum");

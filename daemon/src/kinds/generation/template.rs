@@ -1,6 +1,9 @@
 //! Chat templates: the model's own Jinja template, rendered with minijinja in the way
 //! transformers' `apply_chat_template` renders it (trim_blocks, lstrip_blocks, Python string
-//! methods, `raise_exception`).
+//! methods, `raise_exception`, `strftime_now`). Tested against transformers' renderings of the
+//! families' real templates (tests/fixtures/chat_templates.json).
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use minijinja::{context, Environment, Error, ErrorKind};
 
@@ -18,6 +21,13 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
             Err(Error::new(ErrorKind::InvalidOperation, msg))
+        });
+        // Llama 3.2's template dates its system prompt with this.
+        env.add_function("strftime_now", |format: String| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            strftime(&format, now)
         });
         env.add_template_owned("chat", source.to_owned())
             .map_err(|e| format!("chat template does not parse: {e}"))?;
@@ -39,6 +49,59 @@ impl ChatTemplate {
         })
         .map_err(|e| format!("chat template: {e}"))
     }
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+/// Python's `strftime` for the date fields templates use (`%d %b %Y`, `%Y-%m-%d`, `%B`), at
+/// `unix_secs` in UTC; other `%` fields are kept as written.
+fn strftime(format: &str, unix_secs: u64) -> String {
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = (unix_secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let name = MONTHS[(month - 1) as usize];
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('d') => out.push_str(&format!("{day:02}")),
+            Some('m') => out.push_str(&format!("{month:02}")),
+            Some('Y') => out.push_str(&year.to_string()),
+            Some('b') => out.push_str(&name[..3]),
+            Some('B') => out.push_str(name),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -85,5 +148,72 @@ mod tests {
             .render(&[], &facts())
             .unwrap_err()
             .contains("roles must alternate"));
+    }
+
+    #[test]
+    fn strftime_formats_dates_as_python() {
+        // 2024-07-26 12:00 UTC; 2000-02-29; 1970-01-01.
+        assert_eq!(strftime("%d %b %Y", 1_721_995_200), "26 Jul 2024");
+        assert_eq!(
+            strftime("%Y-%m-%d (%B) 100%%", 951_782_400),
+            "2000-02-29 (February) 100%"
+        );
+        assert_eq!(strftime("%d %b %Y %H", 0), "01 Jan 1970 %H");
+    }
+
+    /// Each family's real template (fetched by `make fetch` into $INFERD_CACHE/templates) renders
+    /// as transformers renders it, or fails with the template's own error.
+    #[test]
+    fn family_templates_render_as_transformers_does() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let fixture: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("tests/fixtures/chat_templates.json")).unwrap(),
+        )
+        .unwrap();
+        let cache = std::env::var_os("INFERD_CACHE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/inferd")
+            });
+        let today = |fmt: &str| {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+            strftime(fmt, now.as_secs())
+        };
+        let cases = fixture["cases"].as_array().unwrap();
+        assert!(cases.len() >= 27);
+        for case in cases {
+            let what = format!("{} / {}", case["family"], case["conversation"]);
+            let path = cache
+                .join("templates")
+                .join(case["template"].as_str().unwrap());
+            let source = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}; run `make fetch`", path.display()));
+            let mut f = facts();
+            f.bos_token = case["bos_token"].as_str().map(str::to_owned);
+            f.eos_token = case["eos_token"].as_str().map(str::to_owned);
+            let messages: Vec<(String, String)> = case["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    let s = |k: &str| m[k].as_str().unwrap().to_owned();
+                    (s("role"), s("content"))
+                })
+                .collect();
+            let got = ChatTemplate::new(&source)
+                .unwrap_or_else(|e| panic!("{what}: {e}"))
+                .render(&messages, &f);
+            match (case["text"].as_str(), case["error"].as_str()) {
+                (Some(want), _) => {
+                    let want = want.replace("@@strftime_now(%d %b %Y)@@", &today("%d %b %Y"));
+                    assert_eq!(got.as_deref(), Ok(want.as_str()), "{what}");
+                }
+                (_, Some(error)) => {
+                    let e = got.expect_err(&what);
+                    assert!(e.contains(error), "{what}: {e}");
+                }
+                _ => panic!("{what}: the case has neither text nor error"),
+            }
+        }
     }
 }
