@@ -7,15 +7,17 @@ export INFERD_MODELS := $(CACHE)/models
 export INFERD_CACHE := $(CACHE)
 export INFERD_BENCH_MODELS := $(CACHE)/bench-models
 VENV := $(CACHE)/venv
+# The importer package from this checkout, whichever checkout the venv's editable install names.
+export PYTHONPATH := $(CURDIR)/models/importer
 CARGO ?= cargo
 
 GGUF := $(CACHE)/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
 PY := $(VENV)/bin/python
 # Imports the end-to-end tests use, keyed by the importer's code so a change re-imports them.
-IMPORTER_HASH := $(shell cat models/importer/inferd_import/*.py models/importer/inferd_import/sources/*.py models/intent/* models/testdata/make_think_model.py | sha256sum | cut -c1-12)
+IMPORTER_HASH := $(shell cat models/importer/inferd_import/*.py models/importer/inferd_import/sources/*.py models/intent/* models/testdata/*.py models/importer/tests/reference.py models/importer/tests/tiny_models.py models/importer/tests/test_{gemma2,llama3,mistral,phi3,qwen3}.py | sha256sum | cut -c1-12)
 export INFERD_TEST_MODELS := $(CACHE)/test-models/$(IMPORTER_HASH)
 
-.PHONY: gpu-bench bench-models builder-models run test test-models fetch models build check-tools lint pytest bench bench-check fixtures dbus-xml clean-cache deb package-check reliability soak fuzz
+.PHONY: gpu-bench bench-shapes bench-models builder-models run test test-models fetch models build check-tools lint pytest bench bench-check fixtures dbus-xml clean-cache deb package-check reliability soak fuzz
 
 ## Fetch ONNX Runtime and the default models, build in release, serve in the foreground.
 run: models build
@@ -65,7 +67,8 @@ pytest: $(VENV)/ok
 	$(PY) -m pytest -q scripts/test_bench_check.py
 
 ## LLM imports for the end-to-end tests (fp32 SmolLM2 for golden text, random tiny-qwen2 in both
-## layouts, the scripted reasoning model `think`).
+## layouts, the scripted reasoning model `think`), and a tiny checkpoint of each family with its
+## reference greedy text.
 test-models: fetch $(VENV)/ok
 	@test -f "$(INFERD_TEST_MODELS)/smollm2-fp32/model.onnx" || \
 	  $(PY) -m inferd_import "$(GGUF)" --name smollm2-fp32 --precision fp32 --models "$(INFERD_TEST_MODELS)" --force
@@ -79,6 +82,8 @@ test-models: fetch $(VENV)/ok
 	    --precision fp32 --layout genai --models "$(INFERD_TEST_MODELS)" --force
 	@test -f "$(INFERD_TEST_MODELS)/think/model.onnx" || \
 	  $(PY) models/testdata/make_think_model.py "$(INFERD_TEST_MODELS)/smollm2-fp32" "$(INFERD_TEST_MODELS)/think"
+	@test -f "$(INFERD_TEST_MODELS)/families/gemma2.json" || { rm -rf "$(INFERD_TEST_MODELS)/families" && \
+	  $(PY) models/testdata/make_family_models.py "$(INFERD_TEST_MODELS)/tiny-qwen2/tokenizer.json" "$(INFERD_TEST_MODELS)/families"; }
 
 ## Download (once, sha256-verified) into $(CACHE).
 fetch:
@@ -128,6 +133,12 @@ bench-models: models test-models build $(VENV)/ok
 	@test -f "$(CACHE)/bench-models/r1-distill-qwen-1.5b-shape/model.onnx" || \
 	  $(PY) -m inferd_import --random models/configs/r1-distill-qwen-1.5b-shape.json --tokenizer "$(GGUF)" \
 	    --name r1-distill-qwen-1.5b-shape --precision int4 --models "$(CACHE)/bench-models" --force
+
+## The DeepSeek-R1 distill shapes alone (1.5B, 7B, 8B; native int4 imports made once, minutes
+## each), their section of docs/benchmarks.md rewritten.
+bench-shapes: models build $(VENV)/ok
+	cd scripts && $(abspath $(PY)) bench_shapes.py --inferd $(abspath target/release/inferd) \
+	  --inferctl $(abspath target/release/inferctl) --gguf "$(GGUF)" --out $(abspath docs/benchmarks.md)
 
 ## A bench run compared with the committed one (docs/bench.json): every figure is a ratio to a
 ## reference measured in the same run; fails when one is more than 15% worse.

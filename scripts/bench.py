@@ -107,12 +107,12 @@ def start_mosquitto(tmp):
     raise SystemExit("mosquitto did not start")
 
 
-def start_inferd(inferd, models, addr, config=None):
+def start_inferd(inferd, models, addr, config=None, tries=200):
     cmd = [inferd, "--models", models, "--bus", addr, "--log-level", "warn"]
     if config:
         cmd += ["--config", str(config)]
     p = subprocess.Popen(cmd)
-    for _ in range(200):
+    for _ in range(tries):
         r = subprocess.run(["busctl", "--address", addr, "call", "org.inferd.Inferd1", "/org/inferd/Inferd1",
                             "org.inferd.Inferd1", "ListModels"], capture_output=True, text=True)
         if r.returncode == 0 and "loading" not in r.stdout:
@@ -203,7 +203,7 @@ def main():
             # Generation: a repository with the int4 default and the fp32 test import.
             gen_repo = tmp / "gen"
             gen_repo.mkdir()
-            from bench_generation import builder_exports, deepseek_shape, link_model, section
+            from bench_generation import builder_exports, link_model, section
             import bench_import
             imports = tmp / "imports"
             imports.mkdir()
@@ -220,15 +220,10 @@ def main():
             finally:
                 g.terminate()
                 g.wait()
-            r1_repo = tmp / "r1"
-            r1_repo.mkdir()
-            link_model(Path(os.environ["INFERD_BENCH_MODELS"]) / "r1-distill-qwen-1.5b-shape", r1_repo / "r1-distill-qwen-1.5b-shape")
-            r = start_inferd(args.inferd, str(r1_repo), addr)
-            try:
-                gen_md += deepseek_shape(addr, str(r1_repo), r.pid)
-            finally:
-                r.terminate()
-                r.wait()
+            import bench_shapes
+            gen_md += bench_shapes.section(
+                args.inferctl, args.gguf, Path(os.environ["INFERD_BENCH_MODELS"]) / "native", tmp,
+                lambda repo, a: start_inferd(args.inferd, repo, a, tries=3000), addr)
         finally:
             bus.terminate()
             bus.wait()

@@ -25,7 +25,7 @@ def long_prompt(tok, target=512):
 
 def inferd_complete(addr, model, prompt, max_tokens=128):
     out = subprocess.run(
-        ["busctl", "--address", addr, "--json=short", "call", "org.inferd.Inferd1", "/org/inferd/Inferd1",
+        ["busctl", "--address", addr, "--json=short", "--timeout=600", "call", "org.inferd.Inferd1", "/org/inferd/Inferd1",
          "org.inferd.Inferd1", "Complete", "ssa{sv}", model, prompt, "1", "max_tokens", "u", str(max_tokens)],
         capture_output=True, text=True, check=True)
     info = json.loads(out.stdout)["data"][1]
@@ -266,25 +266,3 @@ def ort_batch_gains(folder, batches=(1, 2, 4), past=60, steps=30):
 
     one = rate(1)
     return {b: 1.0 if b == 1 else rate(b) / one for b in batches}
-
-
-def deepseek_shape(addr, models_dir, pid, runs=3):
-    """Decode speed and peak RSS of the DeepSeek-R1-Distill-Qwen-1.5B shape (random weights, int4)."""
-    name = "r1-distill-qwen-1.5b-shape"
-    folder = Path(models_dir) / name
-    out = [inferd_complete(addr, name, "Hello, tell me about rivers.", 32) for _ in range(runs)]
-    tps = statistics.median(r["tokens_per_second"] for r in out)
-    hwm = next(int(l.split()[1]) for l in Path(f"/proc/{pid}/status").read_text().splitlines() if l.startswith("VmHWM"))
-    cfg = json.loads((folder / "config.json").read_text())
-    per_token = sum(f.stat().st_size for f in folder.glob("model.onnx*")) - cfg["vocab_size"] * cfg["hidden_size"] * 2
-    bw = memcpy_bandwidth()
-    return f"""
-### DeepSeek-R1-Distill-Qwen-1.5B shape (`models/configs/r1-distill-qwen-1.5b-shape.json`, int4)
-
-Random weights at the real shape (28 layers, hidden 1536, 12 heads, 2 KV heads, vocab 151,936),
-imported with `--random … --precision int4`; greedy, 32 new tokens, {runs} runs, median.
-
-| decode tok/s | peak RSS of inferd | weights read per token | bandwidth bound | fraction |
-|---:|---:|---:|---:|---:|
-| {tps:.1f} | {hwm / 1024:.0f} MiB | {per_token / 1e6:.0f} MB | {bw / per_token:.1f} tok/s | {tps / (bw / per_token):.0%} |
-"""

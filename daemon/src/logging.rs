@@ -4,6 +4,7 @@
 //! Fields named `model`, `request_id` and `provider` on an event become the journal fields
 //! `MODEL=`, `REQUEST_ID=` and `PROVIDER=` (`journalctl -u inferd MODEL=smollm2`).
 
+use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
 
 use tracing_journald::{Priority, PriorityMappings};
@@ -70,9 +71,12 @@ pub fn init(level: &str) -> LogHandle {
     } else {
         (None, None)
     };
-    let plain = journal
-        .is_none()
-        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    // Colour for a person at a terminal only: not in a file `make run` is piped into.
+    let plain = journal.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+    });
     tracing_subscriber::registry()
         .with(filter)
         .with(journal)

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, Value};
+use crate::rope::{llama3_factors, LongRope};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Arch {
@@ -35,9 +36,14 @@ pub struct Arch {
     /// Each rotary frequency's divisor (Llama 3.1's "llama3" rope scaling, GGUF's
     /// `rope_freqs.weight`); empty for the plain rotary embedding.
     pub rope_freq_factors: Vec<f64>,
+    /// The leading dimensions of each head that rotate (Phi-4-mini's partial rotary embedding:
+    /// fewer than `head_dim`); the rest pass through.
+    pub rotary_dim: usize,
+    /// Phi-3-128k's and Phi-4-mini's scaling (`rope.rs`).
+    pub longrope: Option<LongRope>,
 }
 
-const SUPPORTED: &str = "llama: Llama (SmolLM2, TinyLlama, Llama 2, Llama 3.x with its llama3 rope scaling); mistral: Mistral (with its sliding window); phi3: Phi-3 (fused projections; not longrope or partial rotary yet); qwen2: Qwen2 (Qwen2.5, DeepSeek-R1-Distill-Qwen); qwen3: Qwen3; gemma2: Gemma 2";
+const SUPPORTED: &str = "llama: Llama (SmolLM2, TinyLlama, Llama 2, Llama 3.x with its llama3 rope scaling); mistral: Mistral (with its sliding window); phi3: Phi-3 and Phi-4-mini (fused projections, longrope, partial rotary); qwen2: Qwen2 (Qwen2.5, DeepSeek-R1-Distill-Qwen); qwen3: Qwen3; gemma2: Gemma 2";
 
 /// The supported family closest to an unsupported architecture name (a GGUF
 /// `general.architecture` or a transformers class), for the refusal to point at: the same
@@ -104,6 +110,8 @@ impl Arch {
             bos_token_id: None,
             eos_token_ids: vec![2],
             rope_freq_factors: Vec::new(),
+            rotary_dim: 4,
+            longrope: None,
         }
     }
 
@@ -120,38 +128,6 @@ impl Arch {
                 g.query_scale
             })
     }
-}
-
-/// Llama 3.1's rope scaling as divisors of the rotary frequencies, as llama.cpp's converter
-/// writes them into `rope_freqs.weight` (and transformers' `_compute_llama3_parameters`
-/// computes): wavelengths shorter than `original / high_freq_factor` are kept, longer than
-/// `original / low_freq_factor` divided by `factor`, and those between blended smoothly.
-fn llama3_factors(scaling: &serde_json::Value, base: f64, head_dim: usize) -> Result<Vec<f64>> {
-    let get = |k: &str| {
-        scaling[k]
-            .as_f64()
-            .ok_or_else(|| Error::Corrupt(format!("rope_scaling (llama3) lacks {k:?}")))
-    };
-    let (factor, low, high) = (
-        get("factor")?,
-        get("low_freq_factor")?,
-        get("high_freq_factor")?,
-    );
-    let old = get("original_max_position_embeddings")?;
-    Ok((0..head_dim / 2)
-        .map(|i| {
-            let freq = 1.0 / base.powf((2 * i) as f64 / head_dim as f64);
-            let wavelen = 2.0 * std::f64::consts::PI / freq;
-            if wavelen < old / high {
-                1.0
-            } else if wavelen > old / low {
-                factor
-            } else {
-                let smooth = (old / wavelen - low) / (high - low);
-                1.0 / ((1.0 - smooth) / factor + smooth)
-            }
-        })
-        .collect())
 }
 
 impl Arch {
@@ -184,39 +160,57 @@ impl Arch {
         let scaling = get("rope.scaling.type")
             .and_then(Value::as_str)
             .unwrap_or("none");
-        if scaling != "none" {
+        if !matches!(scaling, "none" | "longrope" | "su") {
             return Err(Error::Unsupported(format!(
-                "rope scaling {scaling:?}; supported: none, and Llama 3's rope_freqs"
+                "rope scaling {scaling:?}; supported: none, Llama 3's rope_freqs and Phi-3's longrope"
             )));
         }
-        let rotary = get("rope.dimension_count").and_then(Value::as_u64);
         let head = get("attention.key_length")
             .and_then(Value::as_u64)
-            .unwrap_or(hidden as u64 / heads.max(1) as u64);
-        if rotary.is_some_and(|r| r != head) {
-            return Err(Error::Unsupported(format!(
-                "a partial rotary embedding ({} of {head} dimensions); it must cover the whole head",
-                rotary.unwrap_or_default()
-            )));
-        }
-        if g.tensor("rope_factors_long.weight").is_some() {
-            return Err(Error::Unsupported(
-                "longrope rope scaling (rope_factors_long/short); supported: none, and Llama 3's rope_freqs".into(),
-            ));
-        }
-        // Llama 3.1's scaling, as the converter writes it: a divisor per rotary frequency.
-        let rope_freq_factors = match g.tensor("rope_freqs.weight") {
-            Some(t) => t
-                .format
-                .floats(g.data(t))
-                .ok_or_else(|| {
-                    Error::Unsupported("rope_freqs.weight is not a float tensor".into())
-                })?
-                .into_iter()
-                .map(f64::from)
-                .collect(),
-            None => Vec::new(),
+            .map_or(hidden / heads.max(1), |v| v as usize);
+        let rotary_dim = get("rope.dimension_count")
+            .and_then(Value::as_u64)
+            .map_or(head, |r| r as usize);
+        let floats = |name: &str| -> Result<Option<Vec<f64>>> {
+            g.tensor(name)
+                .map(|t| {
+                    t.format
+                        .floats(g.data(t))
+                        .map(|v| v.into_iter().map(f64::from).collect())
+                        .ok_or_else(|| Error::Unsupported(format!("{name} is not a float tensor")))
+                })
+                .transpose()
         };
+        let context_length = need("context_length")?;
+        // Phi-3's longrope as the converter writes it: both factor lists as tensors.
+        let longrope = match (
+            floats("rope_factors_short.weight")?,
+            floats("rope_factors_long.weight")?,
+        ) {
+            (Some(short), Some(long)) => {
+                let original = get("rope.scaling.original_context_length")
+                    .and_then(Value::as_u64)
+                    .map_or(context_length, |v| v as usize);
+                Some(LongRope {
+                    short,
+                    long,
+                    original_context: original,
+                    attention_factor: get("rope.scaling.attn_factor")
+                        .and_then(Value::as_f64)
+                        .unwrap_or_else(|| {
+                            LongRope::default_attention_factor(context_length, original)
+                        }),
+                })
+            }
+            (None, None) => None,
+            _ => {
+                return Err(Error::Corrupt(
+                    "longrope needs both rope_factors_short and rope_factors_long".into(),
+                ))
+            }
+        };
+        // Llama 3.1's scaling, as the converter writes it: a divisor per rotary frequency.
+        let rope_freq_factors = floats("rope_freqs.weight")?.unwrap_or_default();
         let a = Arch {
             vocab_size: get("vocab_size")
                 .and_then(Value::as_u64)
@@ -241,7 +235,7 @@ impl Arch {
             rope_theta: get("rope.freq_base")
                 .and_then(Value::as_f64)
                 .unwrap_or(10000.0),
-            context_length: need("context_length")?,
+            context_length,
             tie_word_embeddings: g.tensor("output.weight").is_none(),
             attention_bias: g.tensor("blk.0.attn_q.bias").is_some(),
             qk_norm: g.tensor("blk.0.attn_q_norm.weight").is_some(),
@@ -269,6 +263,8 @@ impl Arch {
                 .into_iter()
                 .collect(),
             rope_freq_factors,
+            rotary_dim,
+            longrope,
             family,
         };
         a.check()
@@ -292,18 +288,11 @@ impl Arch {
         };
         let scaling = &cfg["rope_scaling"];
         let kind = scaling["rope_type"].as_str().or(scaling["type"].as_str());
-        if !scaling.is_null() && !matches!(kind, None | Some("default") | Some("llama3")) {
-            return Err(Error::Unsupported(format!(
-                "rope_scaling {scaling}; supported: the default rotary embedding and llama3"
-            )));
-        }
-        if cfg["partial_rotary_factor"]
-            .as_f64()
-            .is_some_and(|f| f < 1.0)
+        if !scaling.is_null()
+            && !matches!(kind, None | Some("default" | "llama3" | "longrope" | "su"))
         {
             return Err(Error::Unsupported(format!(
-                "partial_rotary_factor {} (Phi-4-mini's partial rotary embedding); the rotary embedding must cover the whole head",
-                cfg["partial_rotary_factor"]
+                "rope_scaling {scaling}; supported: the default rotary embedding, llama3 and longrope"
             )));
         }
         if cfg["use_sliding_window"].as_bool() == Some(true) {
@@ -363,9 +352,17 @@ impl Arch {
             bos_token_id: cfg["bos_token_id"].as_u64(),
             eos_token_ids: ids(&cfg["eos_token_id"]),
             rope_freq_factors: Vec::new(),
+            rotary_dim: 0,
+            longrope: None,
         };
-        if kind == Some("llama3") {
-            a.rope_freq_factors = llama3_factors(scaling, a.rope_theta, a.head_dim)?;
+        let partial = cfg["partial_rotary_factor"].as_f64().unwrap_or(1.0);
+        a.rotary_dim = (a.head_dim as f64 * partial) as usize;
+        match kind {
+            Some("llama3") => {
+                a.rope_freq_factors = llama3_factors(scaling, a.rope_theta, a.rotary_dim)?
+            }
+            Some("longrope" | "su") => a.longrope = Some(LongRope::from_hf(cfg, a.context_length)?),
+            _ => {}
         }
         a.check()
     }
@@ -396,12 +393,29 @@ impl Arch {
                 self.head_dim
             )));
         }
-        if !self.rope_freq_factors.is_empty() && self.rope_freq_factors.len() != self.head_dim / 2 {
-            return Err(Error::Corrupt(format!(
-                "{} rope frequency factors for a head of {}",
-                self.rope_freq_factors.len(),
-                self.head_dim
+        if self.rotary_dim == 0 || self.rotary_dim > self.head_dim || self.rotary_dim % 2 == 1 {
+            return Err(Error::Unsupported(format!(
+                "a rotary embedding over {} of {} dimensions (it must be even and within the head)",
+                self.rotary_dim, self.head_dim
             )));
+        }
+        let half = self.rotary_dim / 2;
+        let lists = [Some(&self.rope_freq_factors).filter(|f| !f.is_empty())]
+            .into_iter()
+            .chain(
+                self.longrope
+                    .iter()
+                    .flat_map(|l| [Some(&l.short), Some(&l.long)]),
+            )
+            .flatten();
+        for list in lists {
+            if list.len() != half {
+                return Err(Error::Corrupt(format!(
+                    "{} rope frequency factors for a rotary embedding of {} dimensions",
+                    list.len(),
+                    self.rotary_dim
+                )));
+            }
         }
         if self.vocab_size == 0 {
             return Err(Error::Corrupt(
@@ -413,15 +427,24 @@ impl Arch {
 }
 
 impl Arch {
-    /// The rotary embedding's inverse frequencies, after any rope scaling.
+    /// The rotary embedding's inverse frequencies, after any rope scaling (longrope's short
+    /// factors: `inv_freq_long` has the others).
     pub fn inv_freq(&self) -> Vec<f64> {
-        let hd = self.head_dim;
-        (0..hd / 2)
-            .map(|i| {
-                let f = 1.0 / self.rope_theta.powf((2 * i) as f64 / hd as f64);
-                f / self.rope_freq_factors.get(i).copied().unwrap_or(1.0)
-            })
-            .collect()
+        let divisors = match &self.longrope {
+            Some(l) => &l.short,
+            None => &self.rope_freq_factors,
+        };
+        crate::rope::inv_freq(self.rope_theta, self.rotary_dim, divisors)
+    }
+
+    /// Longrope's inverse frequencies beyond the original context.
+    pub fn inv_freq_long(&self) -> Option<Vec<f64>> {
+        let l = self.longrope.as_ref()?;
+        Some(crate::rope::inv_freq(
+            self.rope_theta,
+            self.rotary_dim,
+            &l.long,
+        ))
     }
 
     /// config.json for the written folder, in transformers' terms.
@@ -434,7 +457,7 @@ impl Arch {
             "gemma2" => "Gemma2ForCausalLM",
             _ => "LlamaForCausalLM",
         };
-        serde_json::json!({
+        let mut cfg = serde_json::json!({
             "architectures": [arch],
             "model_type": self.family,
             "vocab_size": self.vocab_size,
@@ -451,7 +474,16 @@ impl Arch {
             "attention_bias": self.attention_bias,
             "bos_token_id": self.bos_token_id,
             "eos_token_id": self.eos_token_ids,
-        })
+        });
+        if self.rotary_dim != self.head_dim {
+            cfg["partial_rotary_factor"] = (self.rotary_dim as f64 / self.head_dim as f64).into();
+        }
+        if let Some(l) = &self.longrope {
+            cfg["original_max_position_embeddings"] = l.original_context.into();
+            cfg["rope_scaling"] = serde_json::json!({"rope_type": "longrope", "short_factor": l.short,
+                "long_factor": l.long, "attention_factor": l.attention_factor});
+        }
+        cfg
     }
 
     /// genai_config.json, so onnxruntime-genai runs the same folder.

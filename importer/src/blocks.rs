@@ -308,21 +308,29 @@ impl Format {
 
     /// Float weights as f32 (`None` for block formats).
     pub fn floats(self, data: &[u8]) -> Option<Vec<f32>> {
-        Some(match self {
-            Format::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Format::F16 => data
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Format::Bf16 => data
-                .chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            _ => return None,
-        })
+        let mut out = Vec::with_capacity(data.len() / 2);
+        self.append_floats(data, &mut out).then_some(out)
+    }
+
+    /// Appends a float tensor's values (`data`, any whole number of them) to `out`, so rows can
+    /// be gathered without a copy of the whole tensor; false for a block format.
+    pub fn append_floats(self, data: &[u8], out: &mut Vec<f32>) -> bool {
+        match self {
+            Format::F32 => out.extend(
+                data.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
+            Format::F16 => out.extend(
+                data.chunks_exact(2)
+                    .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
+            ),
+            Format::Bf16 => out.extend(
+                data.chunks_exact(2)
+                    .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+            ),
+            _ => return false,
+        }
+        true
     }
 
     /// Appends the `MatMulNBits` blocks of one GGUF block (`self.block().1` bytes).

@@ -33,6 +33,7 @@ use crate::{Layout, Precision};
 mod gemma;
 mod gqa;
 mod linear;
+mod rotary;
 
 use linear::Proj;
 
@@ -50,6 +51,8 @@ pub struct Builder<'a, W: Write> {
     eps: String,
     scale: String,
     half_split: String,
+    /// `[rotary_dim, head_dim − rotary_dim]`, for a partial rotary embedding; empty otherwise.
+    rotary_split: String,
     cos: String,
     sin: String,
     mask: String,
@@ -97,6 +100,7 @@ impl<'a, W: Write> Builder<'a, W> {
             eps: String::new(),
             scale: String::new(),
             half_split: String::new(),
+            rotary_split: String::new(),
             cos: String::new(),
             sin: String::new(),
             mask: String::new(),
@@ -156,30 +160,6 @@ impl<'a, W: Write> Builder<'a, W> {
             return self.external(name, DataType::Float, dims, &f32_bytes(v));
         }
         self.external(name, DataType::Float16, dims, &f16_bytes(v))
-    }
-
-    /// x·cos + rotate_half(x)·sin, for x `[B, heads, S, head_dim]`.
-    fn rotate(&mut self, x: &str) -> String {
-        let (h1, h2) = (self.name("half"), self.name("half"));
-        let split = self.half_split.clone();
-        self.node(
-            "Split",
-            "",
-            &[x, &split],
-            &[&h1, &h2],
-            vec![("axis", Attr::Int(-1))],
-        );
-        let neg = self.op("Neg", &[&h2], "", vec![]);
-        let rot = self.op(
-            "Concat",
-            &[&neg, &h1],
-            "rot_half",
-            vec![("axis", Attr::Int(-1))],
-        );
-        let (cos, sin) = (self.cos.clone(), self.sin.clone());
-        let a = self.op("Mul", &[x, &cos], "", vec![]);
-        let b = self.op("Mul", &[&rot, &sin], "", vec![]);
-        self.op("Add", &[&a, &b], "rope", vec![])
     }
 
     /// Layer `i`'s q, k and v projections of `x` (one product where their formats agree).
@@ -322,42 +302,12 @@ impl<'a, W: Write> Builder<'a, W> {
     /// Rotary tables and the additive attention mask, shared by every layer.
     fn prologue(&mut self) -> Result<()> {
         let a = self.a;
-        let hd = a.head_dim;
         self.eps = self.f32_scalar("rms_eps", a.rms_norm_eps);
         if self.genai {
             return self.gqa_prologue();
         }
         self.scale = self.act_scalar("attn_scale", a.query_scale());
-        self.half_split = self.i64s(&[hd as i64 / 2, hd as i64 / 2]);
-        let inv_freq: Vec<f32> = a.inv_freq().into_iter().map(|f| f as f32).collect();
-        let inv = self.raw(
-            "rope_inv_freq",
-            DataType::Float,
-            &[inv_freq.len() as i64],
-            f32_bytes(&inv_freq),
-        );
-        let pos = self.op(
-            "Cast",
-            &["position_ids"],
-            "",
-            vec![("to", Attr::Int(DataType::Float as i64))],
-        );
-        let last = self.i64s(&[-1]);
-        let pos = self.op("Unsqueeze", &[&pos, &last], "", vec![]);
-        let freqs = self.op("Mul", &[&pos, &inv], "", vec![]);
-        let emb = self.op(
-            "Concat",
-            &[&freqs, &freqs],
-            "",
-            vec![("axis", Attr::Int(-1))],
-        );
-        let one = self.i64s(&[1]);
-        let cos = self.op("Cos", &[&emb], "", vec![]);
-        let cos = self.op("Unsqueeze", &[&cos, &one], "", vec![]);
-        self.cos = self.cast(&cos, self.act);
-        let sin = self.op("Sin", &[&emb], "", vec![]);
-        let sin = self.op("Unsqueeze", &[&sin, &one], "", vec![]);
-        self.sin = self.cast(&sin, self.act);
+        self.rotary_tables();
         // Causal + padding: query row r (absolute position T−S+r) sees key j ≤ T−S+r with mask 1.
         let (b1, b2) = (self.i64s(&[1]), self.i64s(&[2]));
         let dim1 = |me: &mut Self, input: &str| {

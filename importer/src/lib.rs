@@ -20,6 +20,7 @@ pub mod ops;
 pub mod pretokenizer;
 pub mod progress;
 pub mod random;
+pub mod rope;
 pub mod source;
 pub mod tokenizer;
 pub mod weights;

@@ -135,10 +135,14 @@ impl<'a> Weights<'a> {
         let data = self.src.data(t);
         let row_bytes = data.len() / rows;
         let order = order.unwrap_or_else(|| (0..rows).collect());
-        if let Some(floats) = t.format.floats(&data) {
-            let mut out = Vec::with_capacity(rows * cols);
+        // Float rows are converted as they are gathered: one fp32 copy of the tensor, not two
+        // (an 8B model's LM head is 2 GB in fp32).
+        let mut out = Vec::new();
+        if t.format.append_floats(&[], &mut out) {
+            out.reserve_exact(rows * cols);
             for &r in &order {
-                out.extend_from_slice(&floats[r * cols..(r + 1) * cols]);
+                t.format
+                    .append_floats(&data[r * row_bytes..(r + 1) * row_bytes], &mut out);
             }
             return Ok(Weight::Floats(out));
         }

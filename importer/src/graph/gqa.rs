@@ -15,7 +15,19 @@ impl<W: Write> Builder<'_, W> {
     /// Rotary tables `[context, head_dim / 2]`, and the mask's lengths, shared by every layer.
     pub(super) fn gqa_prologue(&mut self) -> Result<()> {
         let a = self.a;
-        let hd = a.head_dim;
+        if a.longrope.is_some() {
+            // GroupQueryAttention reads one table; the builder switches two with an If node.
+            return Err(crate::error::Error::Unsupported(
+                "longrope in the genai layout (GroupQueryAttention takes one rotary table); import with --layout optimum".into(),
+            ));
+        }
+        // With a partial rotary embedding the tables are narrower than the head.
+        let hd = a.rotary_dim;
+        if hd < a.head_dim && !(hd / 2).is_multiple_of(8) {
+            return Err(crate::error::Error::Unsupported(format!(
+                "a partial rotary embedding of {hd} dimensions in the genai layout (GroupQueryAttention needs half of it to be a multiple of 8); import with --layout optimum"
+            )));
+        }
         let (mut cos, mut sin) = (Vec::new(), Vec::new());
         let inv_freq = a.inv_freq();
         for pos in 0..a.context_length {

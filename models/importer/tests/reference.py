@@ -3,16 +3,22 @@ independent of the graph builder: the reference the ONNX graph is checked agains
 RMS-normalized per head before the rotary embedding, when `arch` has `qk_norm`. Mistral: attention
 within `sliding_window` positions, when `arch` has one. Rope scaling:
 Llama 3.1's "llama3" (transformers' `_compute_llama3_parameters`, from the config's own numbers),
-when `arch` has a `rope_scaling` dict."""
+and Phi-3's "longrope" (`_compute_longrope_parameters` with its dynamic update: the long factors
+once the sequence is longer than the original context; cos and sin scaled by the attention
+factor), when `arch` has a `rope_scaling` dict. A partial rotary embedding (Phi-4-mini) when
+`arch` has `partial_rotary_factor`: only the leading dimensions of each head rotate."""
 import math
 
 import numpy as np
 
 
-def inv_freq(hd, theta, scaling=None):
+def inv_freq(hd, theta, scaling=None, seq_len=0):
     inv = 1.0 / theta ** (np.arange(0, hd, 2) / hd)
     if not scaling:
         return inv
+    if scaling["rope_type"] == "longrope":
+        long = seq_len > scaling["original_max_position_embeddings"]
+        return inv / np.asarray(scaling["long_factor" if long else "short_factor"])
     assert scaling["rope_type"] == "llama3", scaling
     factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
     old = scaling["original_max_position_embeddings"]
@@ -26,12 +32,14 @@ def rms_norm(x, w, eps):
     return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
 
 
-def rope(x, pos, inv):
-    hd = x.shape[-1]
-    ang = pos[:, None] * inv[None]  # [S, hd/2]
+def rope(x, pos, inv, scale=1.0):
+    """The rotary embedding on the leading 2·len(inv) dimensions of x; the rest pass."""
+    rd = 2 * len(inv)
+    x, rest = x[..., :rd], x[..., rd:]
+    ang = pos[:, None] * inv[None]  # [S, rd/2]
     cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
-    x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
-    return x * cos + np.concatenate([-x2, x1], -1) * sin
+    x1, x2 = x[..., : rd // 2], x[..., rd // 2 :]
+    return np.concatenate([(x * cos + np.concatenate([-x2, x1], -1) * sin) * scale, rest], -1)
 
 
 def forward(arch, w, ids):
@@ -56,8 +64,11 @@ def forward(arch, w, ids):
         if getattr(a, "qk_norm", False):
             q = rms_norm(q, g(f"{p}.self_attn.q_norm.weight"), a.rms_norm_eps)
             k = rms_norm(k, g(f"{p}.self_attn.k_norm.weight"), a.rms_norm_eps)
-        inv = inv_freq(a.head_dim, a.rope_theta, getattr(a, "rope_scaling", None))
-        q, k = rope(q, pos, inv), rope(k, pos, inv)
+        scaling = getattr(a, "rope_scaling", None)
+        rd = int(a.head_dim * (getattr(a, "partial_rotary_factor", None) or 1.0))
+        inv = inv_freq(rd, a.rope_theta, scaling, seq_len=S)
+        scale = scaling.get("attention_factor", 1.0) if scaling else 1.0
+        q, k = rope(q, pos, inv, scale), rope(k, pos, inv, scale)
         k, v = np.repeat(k, rep, 0), np.repeat(v, rep, 0)
         s = q @ k.transpose(0, 2, 1) / np.sqrt(a.head_dim)
         s = np.where(causal, s, -np.inf)

@@ -92,9 +92,10 @@ def test_a_llama3_checkpoint_folder_with_rope_scaling(spm, tiny_llama, reference
     np.testing.assert_allclose(native(folder, tmp_path / "models"), want, atol=1e-4, rtol=0)
 
 
-def native_fails(source, models):
+def native_fails(source, models, *flags):
     """`inferctl import` of `source`, which must fail with exit status 2; its message."""
-    p = subprocess.run([REPO / "target" / "debug" / "inferctl", "import", source, "--name", "m", "--models", models],
+    p = subprocess.run([REPO / "target" / "debug" / "inferctl", "import", source, "--name", "m", "--models", models,
+                        *flags],
                        capture_output=True, text=True, env={"PATH": "/nonexistent"})
     assert p.returncode == 2, p.stderr
     return p.stderr

@@ -112,11 +112,12 @@ def native_logits(source, models, *flags):
 
 
 def arch(cfg, **extra):
-    """`cfg` as reference.forward's architecture (plus `extra` fields: qk_norm, sliding_window)."""
-    return types.SimpleNamespace(
-        num_heads=cfg["num_attention_heads"], num_kv_heads=cfg["num_key_value_heads"], head_dim=head_dim(cfg),
-        num_layers=cfg["num_hidden_layers"], rms_norm_eps=cfg["rms_norm_eps"], rope_theta=cfg["rope_theta"],
-        attention_bias=False, tie_word_embeddings=cfg["tie_word_embeddings"], **extra)
+    """`cfg` as reference.forward's architecture, `extra` fields added or replaced (qk_norm,
+    sliding_window, attention_bias, rope_scaling, partial_rotary_factor)."""
+    return types.SimpleNamespace(**{
+        "num_heads": cfg["num_attention_heads"], "num_kv_heads": cfg["num_key_value_heads"], "head_dim": head_dim(cfg),
+        "num_layers": cfg["num_hidden_layers"], "rms_norm_eps": cfg["rms_norm_eps"], "rope_theta": cfg["rope_theta"],
+        "attention_bias": False, "tie_word_embeddings": cfg["tie_word_embeddings"], **extra})
 
 
 def reference_logits(forward, cfg, w, feature, on):

@@ -13,13 +13,12 @@ use inferd_import::{Layout, Precision};
 
 use crate::progress::Bars;
 
+/// Where an import goes and what it becomes (shared by `import` and `pull`).
 #[derive(Args)]
-pub struct ImportArgs {
-    /// A .gguf file or a Hugging Face checkpoint folder
-    source: Option<PathBuf>,
+pub struct Target {
     /// Model name in the repository
     #[arg(long)]
-    name: String,
+    pub name: Option<String>,
     /// native (a GGUF file's own quantization; the default for GGUF files), fp32, fp16 or
     /// int4 (the default for checkpoint folders and --random)
     #[arg(long)]
@@ -34,6 +33,14 @@ pub struct ImportArgs {
     /// Replace an existing model folder
     #[arg(long)]
     force: bool,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// A .gguf file or a Hugging Face checkpoint folder
+    source: Option<PathBuf>,
+    #[command(flatten)]
+    target: Target,
     /// Build deterministic random weights from an architecture config.json
     #[arg(
         long,
@@ -51,7 +58,7 @@ pub struct ImportArgs {
 }
 
 /// What is imported.
-enum Input<'a> {
+pub enum Input<'a> {
     Gguf(&'a Path),
     Folder(&'a Path),
     Random(&'a Path, &'a Path),
@@ -59,13 +66,6 @@ enum Input<'a> {
 
 /// Runs the import; returns its exit status code (2: the import failed, and said why).
 pub fn run(a: ImportArgs) -> Result<i32, String> {
-    let models = a
-        .models
-        .clone()
-        .or_else(|| std::env::var_os("INFERD_MODELS").map(PathBuf::from))
-        .or_else(|| std::env::var_os("INFERD_CACHE").map(|c| PathBuf::from(c).join("models")))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/inferd/models")))
-        .ok_or("no model repository: pass --models DIR or set INFERD_MODELS")?;
     let input =
         match (&a.source, &a.random, &a.tokenizer) {
             (Some(p), _, _) if !p.exists() => {
@@ -80,7 +80,26 @@ pub fn run(a: ImportArgs) -> Result<i32, String> {
                     .into(),
             ),
         };
-    let precision = match (&input, a.precision.as_deref()) {
+    let name = a.target.name.clone().ok_or("--name is required")?;
+    run_on(input, &a.target, &name, a.seed)
+}
+
+/// The user's cache folder: $INFERD_CACHE, else ~/.cache/inferd.
+pub fn cache_dir() -> Option<PathBuf> {
+    std::env::var_os("INFERD_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/inferd")))
+}
+
+/// Imports `input` as `name` as `t` asks; the exit status code.
+pub fn run_on(input: Input<'_>, t: &Target, name: &str, seed: u64) -> Result<i32, String> {
+    let models = t
+        .models
+        .clone()
+        .or_else(|| std::env::var_os("INFERD_MODELS").map(PathBuf::from))
+        .or_else(|| cache_dir().map(|c| c.join("models")))
+        .ok_or("no model repository: pass --models DIR or set INFERD_MODELS")?;
+    let precision = match (&input, t.precision.as_deref()) {
         (Input::Gguf(_), None | Some("native")) => Precision::Native,
         (_, None | Some("int4")) => Precision::Int4,
         (_, Some("fp32")) => Precision::Fp32,
@@ -88,20 +107,20 @@ pub fn run(a: ImportArgs) -> Result<i32, String> {
         (_, Some("native")) => return Err("--precision native is for GGUF files, which carry their own quantization; use fp32, fp16 or int4".into()),
         (_, Some(p)) => return Err(format!("--precision {p}: use native, fp32, fp16 or int4")),
     };
-    let layout = match a.layout.as_deref() {
+    let layout = match t.layout.as_deref() {
         None | Some("optimum") => Layout::Optimum,
         Some("genai") => Layout::Genai,
         Some(l) => return Err(format!("--layout {l}: use optimum or genai")),
     };
     let o = Options {
         models,
-        name: a.name.clone(),
-        force: a.force,
+        name: name.to_owned(),
+        force: t.force,
         threads: 2,
         precision,
         layout,
     };
-    Ok(import(input, &o, a.seed))
+    Ok(import(input, &o, seed))
 }
 
 fn import(input: Input<'_>, o: &Options, seed: u64) -> i32 {

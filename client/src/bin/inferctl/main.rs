@@ -1,10 +1,12 @@
 //! `inferctl`: the command-line client of inferd.
 
 mod generate;
+mod hub;
 mod import;
 mod mqtt_cmd;
 mod output;
 mod progress;
+mod pull;
 mod tensor_arg;
 
 use std::collections::HashMap;
@@ -78,6 +80,8 @@ pub enum Command {
     },
     /// Import a GGUF file or Hugging Face checkpoint as an ONNX text-generation model
     Import(import::ImportArgs),
+    /// Download a model from the Hugging Face Hub (HF_ENDPOINT, HF_TOKEN) and import it
+    Pull(pull::PullArgs),
     /// Classify texts with a classification model
     Classify {
         model: String,
@@ -190,7 +194,7 @@ async fn run(bus: &str, json: bool, command: Command) -> Result<(), Error> {
             output::classes(&texts, &out, json);
         }
         // Handled in main, before any bus connection.
-        Command::Import(_) => {}
+        Command::Import(_) | Command::Pull(_) => {}
         Command::Infer { model, inputs } => {
             let mut tensors = HashMap::new();
             for arg in &inputs {
@@ -207,15 +211,18 @@ async fn run(bus: &str, json: bool, command: Command) -> Result<(), Error> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The importer runs locally and needs no bus; it prints its own errors.
-    if let Command::Import(args) = cli.command {
-        return match import::run(args) {
-            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
+    let local = |done: Result<i32, String>| match done {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    let command = match cli.command {
+        Command::Import(args) => return local(import::run(args)),
+        Command::Pull(args) => return local(pull::run(args)),
+        other => other,
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -228,8 +235,8 @@ fn main() -> ExitCode {
     };
     let work = async {
         match &cli.mqtt.mqtt {
-            Some(url) => mqtt_cmd::run(url, &cli.mqtt, cli.json, cli.command).await,
-            None => run(&cli.bus, cli.json, cli.command).await,
+            Some(url) => mqtt_cmd::run(url, &cli.mqtt, cli.json, command).await,
+            None => run(&cli.bus, cli.json, command).await,
         }
     };
     match rt.block_on(work) {

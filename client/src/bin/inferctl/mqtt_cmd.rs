@@ -198,7 +198,7 @@ pub async fn run(url: &str, a: &MqttArgs, json_out: bool, command: Command) -> R
                     .into(),
             ))
         }
-        Command::Import(_) => {}
+        Command::Import(_) | Command::Pull(_) => {}
     }
     Ok(())
 }
