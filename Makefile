@@ -58,7 +58,7 @@ soak: fetch check-tools test-models
 	$(CARGO) build --workspace
 	mkdir -p "$(RELIABILITY_OUT)"
 	INFERD_SOAK_SECS=$(DURATION) INFERD_RELIABILITY_OUT="$(RELIABILITY_OUT)" \
-	  $(CARGO) test -p inferd-e2e --test reliability soak
+	  $(CARGO) test -p inferd-e2e --test reliability soak -- --ignored
 	python3 scripts/reliability_report.py "$(RELIABILITY_OUT)" docs/reliability.md
 
 ## The importer's tests alone (needs `make fetch`).
@@ -117,6 +117,7 @@ package-check: deb
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 scripts/module_cycles.py daemon/src
 
 check-tools:
 	@for t in dbus-daemon busctl gdbus setpriv cc mosquitto mosquitto_pub mosquitto_sub mosquitto_passwd openssl systemd-analyze systemd-sysusers dpkg-deb unshare; do \

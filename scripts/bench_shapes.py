@@ -80,7 +80,7 @@ def main():
     import subprocess
     import tempfile
 
-    from bench import start_bus, start_inferd
+    from bench_daemon import start_bus, start_inferd
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--inferd", required=True)

@@ -26,6 +26,9 @@ done
 [ -d "$root/var/lib/inferd/models" ] || fail "missing /var/lib/inferd/models"
 ok "every file in place"
 if find "$root" -name 'libonnxruntime*' | grep -q .; then fail "ONNX Runtime must not be bundled"; fi
+# The tests' GPU simulation (the simulate-gpu feature) is not in the packaged daemon.
+if grep -qa INFERD_SIMULATE_TENSORRT "$root/usr/bin/inferd"; then fail "the packaged inferd reads INFERD_SIMULATE_TENSORRT"; fi
+ok "no test hooks in the packaged daemon"
 
 unit=$root/lib/systemd/system/inferd.service
 exec_start=$(sed -n 's/^ExecStart=//p' "$unit")

@@ -77,43 +77,93 @@ pub fn element_count(shape: &[u64]) -> Option<usize> {
 
 /// Tensors in JSON (the MQTT payloads): `{"dtype", "shape", "data": [...]}`, or `"data_b64"`
 /// holding the little-endian element bytes in base64.
+/// One value of a tensor as it was written: a JSON value (MQTT, `--json`) or a word of text
+/// (`inferctl --input x=float32:2:1,2`). Each says what it is in each dtype, so both encode
+/// through `push`.
+pub trait Scalar {
+    fn f32(&self) -> Option<f32>;
+    fn f16(&self) -> Option<half::f16>;
+    fn i64(&self) -> Option<i64>;
+    fn u64(&self) -> Option<u64>;
+    fn bool(&self) -> Option<bool>;
+    /// The value as an error message shows it.
+    fn shown(&self) -> String;
+}
+
+impl Scalar for serde_json::Value {
+    fn f32(&self) -> Option<f32> {
+        self.as_f64().map(|x| x as f32)
+    }
+    fn f16(&self) -> Option<half::f16> {
+        self.as_f64().map(half::f16::from_f64)
+    }
+    fn i64(&self) -> Option<i64> {
+        self.as_i64()
+    }
+    fn u64(&self) -> Option<u64> {
+        self.as_u64()
+    }
+    fn bool(&self) -> Option<bool> {
+        match self {
+            serde_json::Value::Bool(b) => Some(*b),
+            n => n.as_u64().filter(|&x| x <= 1).map(|x| x == 1),
+        }
+    }
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Scalar for &str {
+    fn f32(&self) -> Option<f32> {
+        self.parse().ok()
+    }
+    fn f16(&self) -> Option<half::f16> {
+        self.parse().ok().map(half::f16::from_f32)
+    }
+    fn i64(&self) -> Option<i64> {
+        self.parse().ok()
+    }
+    fn u64(&self) -> Option<u64> {
+        self.parse().ok()
+    }
+    fn bool(&self) -> Option<bool> {
+        match *self {
+            "true" | "1" => Some(true),
+            "false" | "0" => Some(false),
+            _ => None,
+        }
+    }
+    fn shown(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+/// Appends `v`'s little-endian bytes as a `dtype` element, or says it is not one.
+pub fn push(dtype: DType, v: &impl Scalar, out: &mut Vec<u8>) -> Result<(), String> {
+    let bad = || format!("{} is not a valid {dtype}", v.shown());
+    match dtype {
+        DType::Float32 => out.extend(v.f32().ok_or_else(bad)?.to_le_bytes()),
+        DType::Float16 => out.extend(v.f16().ok_or_else(bad)?.to_le_bytes()),
+        DType::Int64 => out.extend(v.i64().ok_or_else(bad)?.to_le_bytes()),
+        DType::Int32 => {
+            let x = v.i64().and_then(|x| i32::try_from(x).ok());
+            out.extend(x.ok_or_else(bad)?.to_le_bytes())
+        }
+        DType::Uint8 => out.push(v.u64().and_then(|x| u8::try_from(x).ok()).ok_or_else(bad)?),
+        DType::Bool => out.push(u8::from(v.bool().ok_or_else(bad)?)),
+    }
+    Ok(())
+}
+
 pub mod json {
     use base64::Engine as _;
     use half::f16;
     use serde_json::{json, Value};
 
-    use super::{element_count, DType, WireTensor};
+    use super::{element_count, push, DType, WireTensor};
 
     const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-    fn push(dtype: DType, v: &Value, out: &mut Vec<u8>) -> Result<(), String> {
-        let bad = || format!("{v} is not a valid {dtype}");
-        match dtype {
-            DType::Float32 => out.extend((v.as_f64().ok_or_else(bad)? as f32).to_le_bytes()),
-            DType::Float16 => out.extend(f16::from_f64(v.as_f64().ok_or_else(bad)?).to_le_bytes()),
-            DType::Int64 => out.extend(v.as_i64().ok_or_else(bad)?.to_le_bytes()),
-            DType::Int32 => {
-                let x = v
-                    .as_i64()
-                    .and_then(|x| i32::try_from(x).ok())
-                    .ok_or_else(bad)?;
-                out.extend(x.to_le_bytes())
-            }
-            DType::Uint8 => out.push(
-                v.as_u64()
-                    .and_then(|x| u8::try_from(x).ok())
-                    .ok_or_else(bad)?,
-            ),
-            DType::Bool => out.push(match v {
-                Value::Bool(b) => u8::from(*b),
-                Value::Number(n) if n.as_u64() == Some(0) || n.as_u64() == Some(1) => {
-                    n.as_u64().unwrap_or(0) as u8
-                }
-                _ => return Err(bad()),
-            }),
-        }
-        Ok(())
-    }
 
     /// Reads one tensor; errors say which field is wrong.
     pub fn from_json(v: &Value) -> Result<WireTensor, String> {

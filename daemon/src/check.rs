@@ -56,7 +56,7 @@ pub fn check(config: &Config) -> usize {
 
 /// The shipped unit allows loopback only (`IPAddressDeny=any`, `IPAddressAllow=localhost`):
 /// says which drop-in line a broker elsewhere needs.
-fn broker_network(m: &crate::frontend::mqtt::config::MqttConfig) {
+fn broker_network(m: &crate::config::mqtt::MqttConfig) {
     use std::net::ToSocketAddrs;
     let Ok(e) = m.endpoint() else { return };
     match (e.host.as_str(), e.port).to_socket_addrs() {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod frontend;
+pub mod gpu;
 pub mod health;
 pub mod kinds;
 pub mod limits;
@@ -17,18 +18,20 @@ pub mod manifest;
 pub mod memory;
 pub mod metrics;
 pub mod onnx_files;
+pub mod pool;
 pub mod repository;
 pub mod runtime;
 pub mod service;
 pub mod tensor;
+pub mod work;
 
 /// Entry points for the fuzz targets in `fuzz/`; not an API.
 #[doc(hidden)]
 pub mod fuzz {
-    pub use crate::engine::job::Reasoning;
     pub use crate::frontend::mqtt::fuzz::handler_path as mqtt_handler;
     pub use crate::frontend::mqtt::fuzz_parse as mqtt_request;
     pub use crate::kinds::fuzz_text::{Detokenizer, ReasoningSplitter, StopMatcher};
+    pub use crate::work::job::Reasoning;
 }
 
 use std::time::Duration;
@@ -83,7 +86,7 @@ pub async fn run(
         "loaded ONNX Runtime"
     );
     let models = config.models_dir();
-    let ctx = kinds::LoadContext::new(&runtime, &config);
+    let ctx = engine::LoadContext::new(&runtime, &config);
     let engine =
         Engine::start(Repository::new(&models), ctx).map_err(|source| StartError::Repository {
             path: models.clone(),

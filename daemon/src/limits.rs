@@ -4,8 +4,8 @@
 
 use serde::Deserialize;
 
-use crate::engine::job::{GenerateRequest, Prompt, Tensors};
 use crate::error::{Error, Result};
+use crate::work::job::{GenerateRequest, Prompt, Tensors};
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -100,7 +100,7 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::job::GenOptions;
+    use crate::work::job::GenOptions;
 
     #[test]
     fn each_limit_names_its_key() {

@@ -2,7 +2,7 @@
 //! object is read or refused by the same code D-Bus uses.
 #![no_main]
 
-use inferd::engine::job::{Priority, Ticket, Transport};
+use inferd::work::job::{Priority, Ticket, Transport};
 use inferd::frontend::options;
 use libfuzzer_sys::fuzz_target;
 

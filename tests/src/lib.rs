@@ -324,6 +324,22 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once it contains `needle` (polled; fails after 10 s).
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the log never said {needle:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().map_or(0, |c| c.id() as i32)
     }
@@ -431,24 +447,37 @@ pub struct Launch<'a> {
 
 /// `gdbus monitor` of every signal from inferd that an ordinary (non-eavesdropping) client
 /// would receive.
-pub struct Monitor(Child);
+pub struct Monitor {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+    seen: String,
+}
 
 impl Monitor {
+    /// Starts it and returns once its match rule is in place: gdbus adds the rule before it
+    /// asks who owns the name, and the bus answers in order, so the owner line comes after.
     pub fn start(bus: &str) -> Monitor {
-        let child = Command::new("gdbus")
+        let mut child = Command::new("gdbus")
             .args(["monitor", "--address", bus, "--dest", "org.inferd.Inferd1"])
             .stdout(Stdio::piped())
             .spawn()
             .expect("start gdbus monitor");
-        // Give it time to add its match rule before anything is sent.
-        std::thread::sleep(Duration::from_millis(400));
-        Monitor(child)
+        let mut out = BufReader::new(child.stdout.take().expect("piped"));
+        let mut seen = String::new();
+        while !seen.contains("is owned by") {
+            let before = seen.len();
+            out.read_line(&mut seen).expect("gdbus monitor output");
+            assert!(seen.len() > before, "gdbus monitor ended early: {seen}");
+        }
+        Monitor { child, out, seen }
     }
 
     /// Stops it (after a moment for signals in flight) and returns what it printed.
-    pub fn stop(self) -> String {
+    pub fn stop(mut self) -> String {
         std::thread::sleep(Duration::from_millis(300));
-        send_signal(&self.0, nix::sys::signal::Signal::SIGTERM);
-        stdout(&finish(self.0))
+        send_signal(&self.child, nix::sys::signal::Signal::SIGTERM);
+        std::io::Read::read_to_string(&mut self.out, &mut self.seen).expect("gdbus output");
+        let _ = self.child.wait();
+        self.seen
     }
 }

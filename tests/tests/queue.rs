@@ -86,7 +86,7 @@ fn wait_for(d: &Daemon, model: &str, check: impl Fn(&serde_json::Value) -> bool)
 fn requests_past_their_deadline_fail_with_timeout_running_or_queued() {
     let (_bus, _repo, d) = start(&slow_manifest(4, "timeout_ms = 300"));
     let busy = spawn_slow(&d, HOLD_ITERS);
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for(&d, "slow", |m| m["active"] == 1);
     let late = finish(spawn_slow(&d, 10));
     let e = assert_error(&late, "Timeout");
     assert!(e.contains("past its deadline"), "{e}");
@@ -100,14 +100,10 @@ fn requests_past_their_deadline_fail_with_timeout_running_or_queued() {
 fn a_request_whose_caller_left_is_skipped() {
     let (_bus, _repo, d) = start(&slow_manifest(4, ""));
     let busy = spawn_slow(&d, HOLD_ITERS);
-    std::thread::sleep(Duration::from_millis(200));
+    wait_for(&d, "slow", |m| m["active"] == 1);
     let mut gone = spawn_slow(&d, HOLD_ITERS);
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        d.models()["slow"]["queue_depth"],
-        1,
-        "the second request should be queued"
-    );
+    // The second request queues behind the first.
+    wait_for(&d, "slow", |m| m["queue_depth"] == 1);
     gone.kill().unwrap();
     gone.wait().unwrap();
     assert!(finish(busy).status.success());
@@ -119,8 +115,9 @@ fn a_request_whose_caller_left_is_skipped() {
 fn sigterm_answers_accepted_requests_then_exits_cleanly() {
     let (_bus, _repo, mut d) = start(&slow_manifest(4, ""));
     let busy = spawn_slow(&d, HOLD_ITERS);
+    wait_for(&d, "slow", |m| m["active"] == 1);
     let queued = spawn_slow(&d, 10);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(&d, "slow", |m| m["queue_depth"] == 1);
     let status = d.stop();
     assert!(status.success(), "exit status {status}");
     let busy = finish(busy);

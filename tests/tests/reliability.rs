@@ -292,6 +292,7 @@ fn r2_many_clients_mixed_load() {
     );
     assert_eq!(results.len(), total);
     assert!(errors.is_empty(), "errors within capacity: {errors:?}");
+
     assert!(
         refused > 0,
         "a queue of 2 never refused {clients} concurrent requests"
@@ -300,13 +301,13 @@ fn r2_many_clients_mixed_load() {
         over_results.iter().flatten().all(|e| e == "Overloaded"),
         "{over_results:?}"
     );
-    if full_scale() {
-        assert!(
-            growth < 0.05,
-            "RSS grew {:.1}% after warm-up",
-            growth * 100.0
-        );
-    }
+    // Short runs (make test) check a loose bound that only a leak crosses.
+    let bound = if full_scale() { 0.05 } else { 0.5 };
+    assert!(
+        growth < bound,
+        "RSS grew {:.1}% after warm-up",
+        growth * 100.0
+    );
 }
 
 /// R5: streaming generations whose client disconnects mid-stream: every sequence is freed,
@@ -372,9 +373,10 @@ fn r5_vanishing_streaming_clients() {
                "freed": format!("active = 0 at most {} ms after a wave left", slowest_free.as_millis()),
                "rss": format!("{} → {} ({:+.1}%)", mib(rss_after_first), mib(rss_end), growth * 100.0)}),
     );
-    if full_scale() {
-        assert!(growth < 0.05, "RSS grew {:.1}%", growth * 100.0);
-    }
+    // Short runs (make test) check a loose bound that only a leak crosses: their RSS is still
+    // settling after the first wave.
+    let bound = if full_scale() { 0.05 } else { 0.5 };
+    assert!(growth < bound, "RSS grew {:.1}%", growth * 100.0);
 }
 
 /// One request to the `slow` test model (a loop of 20,000 iterations).
@@ -406,21 +408,27 @@ fn r6_sigterm_under_load_answers_everything_it_accepted() {
     );
     let mut d = Daemon::start(&bus, &repo);
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let outcomes = rt.block_on(async {
         let mut tasks = Vec::new();
         for i in 0..n {
             let addr = d.bus.clone();
+            let sent = sent.clone();
             tasks.push(tokio::spawn(async move {
                 // Spread over a second, so some arrive after SIGTERM.
                 tokio::time::sleep(Duration::from_millis((i * 1000 / n) as u64)).await;
                 let proxy = proxy(&addr).await;
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match slow_infer(&proxy).await {
                     Ok(_) => "ok".to_owned(),
                     Err(e) => e.short_name().to_owned(),
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // SIGTERM with 40% of the requests sent, the rest still to come.
+        while sent.load(std::sync::atomic::Ordering::Relaxed) < n * 2 / 5 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         d.signal(nix::sys::signal::Signal::SIGTERM);
         let mut out = Vec::new();
         for t in tasks {
@@ -436,7 +444,7 @@ fn r6_sigterm_under_load_answers_everything_it_accepted() {
     record(
         "R6 SIGTERM under load",
         json!({"load": format!("{n} Infer requests on a slow model (one at a time) over 1 s"),
-               "faults": "SIGTERM 0.4 s in", "sent": n,
+               "faults": "SIGTERM once 40% are sent", "sent": n,
                "answered": counts.get("ok").copied().unwrap_or(0), "lost": 0, "duplicates": 0,
                "errors": counts.iter().filter(|(k, _)| *k != "ok").collect::<BTreeMap<_, _>>(),
                "rss": "-"}),
@@ -454,8 +462,10 @@ fn r6_sigterm_under_load_answers_everything_it_accepted() {
 
 /// Soak: mixed D-Bus load (8 clients) and a steady MQTT stream for `INFERD_SOAK_SECS` (default
 /// 120; `make soak DURATION=3600`). Reports RSS and latency drift between the first and the
-/// last window; fails on any error and on RSS growth past 10% after the first window.
+/// last window; fails on any error and on RSS growth past 10% after the first window. Minutes
+/// long, so `make soak` runs it, not `make test`.
 #[test]
+#[ignore = "minutes long: `make soak` runs it"]
 fn soak_mixed_load_without_drift() {
     let _serial = serial();
     let secs: u64 = std::env::var("INFERD_SOAK_SECS")

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use inferd_client::ModelState;
 
-use super::pool::Pool;
 use super::{Engine, Slot};
 use crate::error::LoadError;
 use crate::manifest::ModelSpec;
+use crate::pool::Pool;
 
 impl Engine {
     /// Makes room for `spec` under its pool's budget by parking the least recently used idle
@@ -25,8 +25,8 @@ impl Engine {
         }
         // From the manifest as it is now (it may have changed since the last load), outside
         // the lock: the first question to a GPU initialises the CUDA driver.
-        let pool = Pool::planned(&spec.manifest.execution, ctx);
-        let Some(budget) = pool.budget(ctx) else {
+        let pool = ctx.planned_pool(&spec.manifest.execution);
+        let Some(budget) = ctx.budget(pool) else {
             return Ok(());
         };
         let mut slots = self.slots();
@@ -51,7 +51,7 @@ impl Engine {
                 spec.name,
                 need >> 20,
                 pool.describe(),
-                pool.budget_key(ctx),
+                ctx.budget_key(pool),
                 budget >> 20,
                 (used - freeable) >> 20
             )));
@@ -70,7 +70,7 @@ impl Engine {
         let Some(pool) = slots.get(loaded).and_then(Slot::pool) else {
             return;
         };
-        let Some(budget) = pool.budget(ctx) else {
+        let Some(budget) = ctx.budget(pool) else {
             return;
         };
         let used: u64 = slots
@@ -87,7 +87,7 @@ impl Engine {
                 used_mib = used >> 20,
                 budget_mib = budget >> 20,
                 "loaded models exceed {} and none is idle",
-                pool.budget_key(ctx)
+                ctx.budget_key(pool)
             );
         }
         self.parked(&parked, loaded);
@@ -109,7 +109,7 @@ impl Engine {
                 pool: pool.to_string(),
                 models_bytes: bytes,
                 estimated,
-                budget_bytes: pool.budget(&self.inner.ctx),
+                budget_bytes: self.inner.ctx.budget(pool),
             })
             .collect()
     }

@@ -5,17 +5,16 @@
 //! worker thread, so a slow or failing model never holds up the others.
 
 mod budget;
-pub mod gpu;
-pub mod job;
+mod context;
+mod load;
 mod observe;
-pub mod pool;
 pub mod providers;
-pub mod queue;
 mod requests;
 mod slot;
-mod stats;
 pub mod trt_cache;
 mod worker;
+
+pub use context::LoadContext;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,13 +26,12 @@ use inferd_client::{ModelState, ModelStatus};
 use tokio::sync::{broadcast, oneshot};
 
 use self::providers::Mode;
-use self::queue::Queue;
 use self::slot::{Serving, Slot};
 use crate::error::{Error, LoadError, Result};
-use crate::kinds;
 use crate::limits::Limits;
 use crate::manifest::ModelSpec;
 use crate::repository::Repository;
+use crate::work::queue::Queue;
 
 /// A model changed state; frontends turn this into signals and status messages.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,7 +47,7 @@ pub struct Engine {
 
 struct Inner {
     repo: Repository,
-    ctx: kinds::LoadContext,
+    ctx: LoadContext,
     slots: Mutex<HashMap<String, Slot>>,
     /// Every worker thread ever started, joined at shutdown.
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -68,7 +66,7 @@ pub type LoadResult = oneshot::Receiver<std::result::Result<(), String>>;
 
 impl Engine {
     /// Scans the repository and starts loading every model in the background.
-    pub fn start(repo: Repository, ctx: kinds::LoadContext) -> std::io::Result<Engine> {
+    pub fn start(repo: Repository, ctx: LoadContext) -> std::io::Result<Engine> {
         let engine = Engine {
             inner: Arc::new(Inner {
                 repo,
@@ -261,12 +259,8 @@ impl Engine {
     /// built version replaces it, and a failed build leaves it serving.
     fn start_build(&self, spec: ModelSpec) {
         tracing::info!(model = %spec.name, "serving while the TensorRT engine builds");
-        let name = spec.name.clone();
         // Its outcome shows in the model's status; nobody waits for it here.
-        drop(self.spawn_worker(spec, Mode::Build, |slot| {
-            slot.serving(&name).ok()?;
-            Some(slot.begin_build())
-        }));
+        drop(self.spawn_worker(spec, Mode::Build, Slot::begin_build));
     }
 
     /// Registers a load with `begin` (which may decline) and starts its worker thread.
@@ -304,7 +298,7 @@ impl Engine {
         let loaded_name = name.clone();
         let build_spec = spec.clone();
         let serving_spec = spec.clone();
-        let on_loaded = move |result: std::result::Result<kinds::Loaded, LoadError>| {
+        let on_loaded = move |result: std::result::Result<load::Loaded, LoadError>| {
             let failure = result.as_ref().err().map(ToString::to_string);
             let pending = result
                 .as_ref()

@@ -2,9 +2,9 @@
 //! line with the request id. A request whose future is dropped (its caller left) counts as
 //! `abandoned`.
 
-use super::job::Ticket;
 use super::Engine;
 use crate::error::{Error, Result};
+use crate::work::job::Ticket;
 
 pub(super) struct Observed<'a> {
     engine: &'a Engine,

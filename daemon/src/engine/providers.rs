@@ -14,10 +14,10 @@ use std::time::Duration;
 use ort::ep;
 use ort::session::Session;
 
-use super::gpu::{self, Simulation};
+use super::context::LoadContext;
 use super::trt_cache::{self, EngineDir};
 use crate::error::LoadError;
-use crate::kinds::LoadContext;
+use crate::gpu::{self, Simulation};
 use crate::manifest::{Execution, ModelSpec, Provider};
 
 /// What a load is for.

@@ -11,16 +11,16 @@ use inferd_client::ModelState;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::job::{
-    Classes, EmbedOutput, EmbedRequest, Event, Events, GenerateRequest, Generation, Job,
-    PromptTokens, Tensors, TextTokens, Ticket,
-};
-use super::queue;
 use super::slot::Serving;
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::kinds::Prepare;
 use crate::manifest::Kind;
+use crate::work::job::{
+    Classes, EmbedOutput, EmbedRequest, Event, Events, GenerateRequest, Generation, Job,
+    PromptTokens, Tensors, TextTokens, Ticket,
+};
+use crate::work::queue;
 
 impl Engine {
     /// The serving version of a ready model of the given kind.
@@ -110,14 +110,14 @@ impl Engine {
                     Err(e) => Err((job, e)),
                 };
                 pushed.map_err(|(job, e)| {
-                    queue::Job::fail(job, e.clone());
+                    queue::Queued::fail(job, e.clone());
                     e
                 })?;
                 Ok(deadline)
             }
             Err((job, e)) => {
                 // Answered here so a generation's outcome is recorded like any other.
-                queue::Job::fail(job, e.clone());
+                queue::Queued::fail(job, e.clone());
                 Err(e)
             }
         }

@@ -18,7 +18,7 @@ use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
 
-use super::gpu::GpuFacts;
+use crate::gpu::GpuFacts;
 use crate::manifest::{ModelSpec, TensorRtOptions};
 
 /// What the key is made of; written next to the engine as `key.txt`.

@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::job::Job;
-use super::pool::Pool;
+use super::context::LoadContext;
+use super::load::{self, Loaded};
 use super::providers::Mode;
-use super::queue::{BatchPolicy, Queue};
 use crate::error::LoadError;
-use crate::kinds::{self, LoadContext, Loaded};
 use crate::manifest::ModelSpec;
+use crate::pool::Pool;
+use crate::work::job::Job;
+use crate::work::queue::{BatchPolicy, Queue};
 
 /// Starts the thread. `on_loaded` reports the load result and says whether to serve; it returns
 /// false when the load was superseded meanwhile (unloaded, or a newer version started).
@@ -34,9 +35,9 @@ pub fn spawn(
             // one, a slow load must not hold up the others. TensorRT engine builds take
             // minutes and never wait; what overlaps one is estimated instead.
             let exclusive = ctx.budgeted() && mode == Mode::Serve;
-            let planned = Pool::planned(&spec.manifest.execution, &ctx);
+            let planned = ctx.planned_pool(&spec.manifest.execution);
             let (loaded, grew) = measured(exclusive, planned, || {
-                catch_unwind(AssertUnwindSafe(|| kinds::load(&spec, &ctx, mode)))
+                catch_unwind(AssertUnwindSafe(|| load::load(&spec, &ctx, mode)))
                     .unwrap_or_else(|_| Err(LoadError::Incompatible("the loader panicked".into())))
             });
             let (mut model, mut info) = match loaded {

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use crate::engine::job::{EmbedRequest, GenOptions, Priority, Reasoning, Ticket};
 use crate::error::{Error, Result};
+use crate::work::job::{EmbedRequest, GenOptions, Priority, Reasoning, Ticket};
 
 /// Typed reads of one request's options. Implementations accept any integer where an integer
 /// is meant and an integer where a float is meant; `None` means absent.
@@ -232,7 +232,7 @@ mod tests {
     fn base() -> Ticket {
         Ticket::new(
             "t1",
-            crate::engine::job::Transport::Mqtt,
+            crate::work::job::Transport::Mqtt,
             Priority::Background,
         )
     }

@@ -12,10 +12,10 @@ use ort::value::Tensor as OrtTensor;
 use super::classify;
 use super::texts::TextEncoder;
 use super::Model;
-use crate::engine::job::{Classes, EmbedOutput, Job, Reply, TextTokens};
-use crate::engine::queue::Queue;
 use crate::error::{Error, LoadError, Result};
 use crate::manifest::{EmbeddingOptions, Kind, ModelSpec, Pooling};
+use crate::work::job::{Classes, EmbedOutput, Job, Reply, TextTokens};
+use crate::work::queue::Queue;
 
 pub struct Embedding {
     name: String,
@@ -280,7 +280,7 @@ impl Model for Embedding {
                         "model {:?} does not serve this request; use {method}",
                         self.name
                     );
-                    crate::engine::queue::Job::fail(other, Error::InvalidInput(msg))
+                    crate::work::queue::Queued::fail(other, Error::InvalidInput(msg))
                 }
             }
         }

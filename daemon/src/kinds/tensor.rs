@@ -7,11 +7,11 @@
 use ort::session::Session;
 
 use super::Model;
-use crate::engine::job::{Job, Reply, Tensors};
-use crate::engine::queue::Queue;
 use crate::error::{Error, LoadError, Result};
 use crate::manifest::ModelSpec;
 use crate::tensor::{Spec, Tensor};
+use crate::work::job::{Job, Reply, Tensors};
+use crate::work::queue::Queue;
 
 pub struct TensorModel {
     name: String,
@@ -132,7 +132,7 @@ impl Model for TensorModel {
         for job in batch {
             match job {
                 Job::Infer { inputs, reply } => jobs.push((inputs, reply)),
-                other => crate::engine::queue::Job::fail(
+                other => crate::work::queue::Queued::fail(
                     other,
                     Error::InvalidInput(format!(
                         "model {:?} is a tensor model; use Infer",

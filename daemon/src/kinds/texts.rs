@@ -4,8 +4,8 @@
 
 use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::engine::job::{EmbedRequest, TextTokens};
 use crate::error::{Error, LoadError, Result};
+use crate::work::job::{EmbedRequest, TextTokens};
 
 pub struct TextEncoder {
     tokenizer: Tokenizer,

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use inferd::engine::job::EmbedRequest;
 use inferd::engine::Engine;
+use inferd::work::job::EmbedRequest;
 use inferd_client::mqtt::{MqttClient, Target};
 use inferd_client::Inferd1Proxy;
 use serde_json::json;
@@ -242,7 +242,7 @@ async fn main() {
                 },
                 ..Default::default()
             };
-            let ctx = inferd::kinds::LoadContext::new(&runtime, &config);
+            let ctx = inferd::engine::LoadContext::new(&runtime, &config);
             let engine =
                 Engine::start(inferd::repository::Repository::new(models), ctx).expect("engine");
             engine.load(&model).await.expect("load");
@@ -250,9 +250,9 @@ async fn main() {
                 texts: vec![TEXT.to_owned()],
                 truncate: true,
             };
-            let ticket = inferd::engine::job::Ticket::new(
+            let ticket = inferd::work::job::Ticket::new(
                 "bench",
-                inferd::engine::job::Transport::Dbus,
+                inferd::work::job::Transport::Dbus,
                 Default::default(),
             );
             for _ in 0..50 {

@@ -1,7 +1,6 @@
 //! Parses `--input NAME=DTYPE:SHAPE:VALUES` and `--input NAME=FILE.npy` into wire tensors.
 
-use half::f16;
-use inferd_client::tensor::element_count;
+use inferd_client::tensor::{element_count, push};
 use inferd_client::{DType, WireTensor};
 
 pub fn parse(arg: &str) -> Result<(String, WireTensor), String> {
@@ -50,21 +49,7 @@ fn inline(spec: &str) -> Result<WireTensor, String> {
     }
     let mut data = Vec::with_capacity(count * dtype.size());
     for v in values {
-        let bad = || format!("{v:?} is not a valid {dtype}");
-        match dtype {
-            DType::Float32 => data.extend(v.parse::<f32>().map_err(|_| bad())?.to_le_bytes()),
-            DType::Float16 => {
-                data.extend(f16::from_f32(v.parse::<f32>().map_err(|_| bad())?).to_le_bytes())
-            }
-            DType::Int64 => data.extend(v.parse::<i64>().map_err(|_| bad())?.to_le_bytes()),
-            DType::Int32 => data.extend(v.parse::<i32>().map_err(|_| bad())?.to_le_bytes()),
-            DType::Uint8 => data.push(v.parse::<u8>().map_err(|_| bad())?),
-            DType::Bool => data.push(match v {
-                "true" | "1" => 1,
-                "false" | "0" => 0,
-                _ => return Err(format!("{v:?} is not a bool")),
-            }),
-        }
+        push(dtype, &v, &mut data)?;
     }
     Ok((dtype.name().to_owned(), shape, data))
 }

@@ -16,13 +16,13 @@ use super::callers::Callers;
 use super::errors::for_request;
 use super::options::{Dict, Options};
 use super::request;
-use crate::engine::job::{
-    self, EmbedOutput, Event, GenerateRequest, Priority, Prompt, Reasoning, Tensors, Ticket,
-    Transport,
-};
 use crate::engine::Engine;
 use crate::frontend::options;
 use crate::tensor::Tensor;
+use crate::work::job::{
+    self, EmbedOutput, Event, GenerateRequest, Priority, Prompt, Reasoning, Tensors, Ticket,
+    Transport,
+};
 
 pub struct Service {
     pub engine: Engine,

@@ -120,8 +120,8 @@ impl Options for Dict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::job::{Priority, Reasoning, Ticket, Transport};
     use crate::frontend::options::{generation, only};
+    use crate::work::job::{Priority, Reasoning, Ticket, Transport};
 
     fn dict(pairs: Vec<(&str, Value<'static>)>) -> Dict {
         pairs

@@ -14,7 +14,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
 use zbus::{interface, Connection};
 
-use crate::engine::job::{Channel, Event, FinishReason, Usage};
+use crate::work::job::{Channel, Event, FinishReason, Usage};
 
 pub const REQUEST_PATH: &str = "/org/inferd/Inferd1/request";
 

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rumqttc::QoS;
 
-use super::config::MqttConfig;
 use super::intake::{Decision, Intake, Run};
 use super::link::{Encoded, Message, Out, PublishError};
 use super::reply::ReplyPolicy;
 use super::topics::Topics;
 use super::wire;
+use crate::config::mqtt::MqttConfig;
 
 /// The fake broker's Maximum Packet Size: small, so too-large answers happen.
 const BROKER_MAX: usize = 4096;

@@ -5,10 +5,10 @@
 
 use serde_json::{Map, Value};
 
-use super::config::GrantConfig;
 use super::routes::matches;
 use super::wire::WireError;
-use crate::engine::job::Priority;
+use crate::config::mqtt::GrantConfig;
+use crate::work::job::Priority;
 
 #[derive(Debug, Clone)]
 pub struct Grants(Vec<(String, Vec<Priority>)>);

@@ -16,8 +16,8 @@ use super::ops::{self, Call};
 use super::routes::Router;
 use super::topics::Op;
 use super::wire::{self, WireError};
-use crate::engine::job::{Channel, Event, FinishReason, Priority, Ticket, Transport, Usage};
 use crate::engine::Engine;
+use crate::work::job::{Channel, Event, FinishReason, Priority, Ticket, Transport, Usage};
 
 pub struct Handler {
     engine: Engine,

@@ -11,13 +11,13 @@ use rumqttc::QoS;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::config::MqttConfig;
 use super::dedupe::{Dedupe, Key, Seen};
 use super::grants::Grants;
 use super::link::{Message, Out};
 use super::reply::{ReplyPolicy, ReplyTo};
 use super::topics::{Op, Target, Topics};
 use super::wire::{self, WireError};
+use crate::config::mqtt::MqttConfig;
 
 /// A request that passed every check: run it.
 pub struct Run {

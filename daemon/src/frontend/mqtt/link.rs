@@ -15,7 +15,7 @@ use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::{v5, QoS};
 use tokio::sync::{mpsc, watch};
 
-use super::config::MqttConfig;
+use crate::config::mqtt::MqttConfig;
 
 /// A message the broker delivered, the same on both protocol versions.
 #[derive(Debug, Clone)]
@@ -100,7 +100,7 @@ pub enum Encoded {
 impl Encoded {
     /// The packet for `o`: `Err` when its topic cannot be encoded or it is larger than `max`.
     pub fn new(o: Out, v5: bool, max: usize) -> Result<Encoded, PublishError> {
-        if let Err(why) = super::reply::encodable(&o.topic) {
+        if let Err(why) = super::topics::encodable(&o.topic) {
             return Err(PublishError::Topic {
                 topic: o.topic,
                 why,

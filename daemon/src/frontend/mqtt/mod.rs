@@ -4,7 +4,6 @@
 //!
 //! link.rs owns the connection; handler.rs takes each message; ops.rs runs it on the engine.
 
-pub mod config;
 mod dedupe;
 #[doc(hidden)]
 pub mod fuzz;
@@ -29,12 +28,12 @@ use rumqttc::QoS;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use self::config::MqttConfig;
 use self::handler::Handler;
 use self::intake::Intake;
 use self::link::{Client, Connect, Out};
 use self::topics::Topics;
 use crate::config::ConfigError;
+use crate::config::MqttConfig;
 use crate::engine::Engine;
 
 /// A running MQTT frontend; `close` publishes the offline status and disconnects.

@@ -11,11 +11,11 @@ use super::topics::Op;
 use super::wire::{self, WireError};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::engine::job::{self, Event, FinishReason, GenerateRequest, Prompt, Ticket};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::frontend::options;
 use crate::tensor::Tensor;
+use crate::work::job::{self, Event, FinishReason, GenerateRequest, Prompt, Ticket};
 
 /// A finished request: its result and usage, or an error.
 pub type Answer = Result<(Value, Option<Value>), WireError>;

@@ -38,7 +38,7 @@ impl ReplyPolicy {
                 format!("reply topic {:?}: {why}", shorten(topic)),
             ))
         };
-        if let Err(why) = encodable(topic) {
+        if let Err(why) = super::topics::encodable(topic) {
             return bad(why);
         }
         if topic.len() > self.max_len {
@@ -73,35 +73,6 @@ fn under(topic: &str, prefix: &str) -> bool {
     topic
         .strip_prefix(prefix)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
-
-/// What any topic inferd publishes to must be for a broker to take it: a non-empty topic name
-/// (no wildcards) of at most 65,535 bytes with no control characters and no noncharacters
-/// (U+0000 is forbidden by the protocol, the rest by its advice; mosquitto disconnects a client
-/// that sends any of them).
-pub fn encodable(topic: &str) -> Result<(), String> {
-    if topic.is_empty() {
-        return Err("it is empty".into());
-    }
-    if topic.contains(['+', '#']) {
-        return Err("it has a wildcard ('+' or '#')".into());
-    }
-    if let Some(c) = topic.chars().find(|c| c.is_control()) {
-        return Err(format!("it has the control character {c:?}"));
-    }
-    if let Some(c) = topic.chars().find(|&c| noncharacter(c)) {
-        return Err(format!("it has the noncharacter {c:?}"));
-    }
-    if topic.len() > u16::MAX as usize {
-        return Err(format!("{} bytes; MQTT allows 65535", topic.len()));
-    }
-    Ok(())
-}
-
-/// U+FDD0..U+FDEF and the last two code points of every plane.
-fn noncharacter(c: char) -> bool {
-    let c = c as u32;
-    (0xFDD0..=0xFDEF).contains(&c) || c & 0xFFFE == 0xFFFE
 }
 
 /// A topic for a log line: the first 64 characters.

@@ -12,13 +12,13 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::config::RouteConfig;
 use super::link::{Client, Message, Out, PublishError};
 use super::ops::Call;
 use super::topics::Op;
 use super::wire::WireError;
-use crate::engine::job::{Priority, Ticket, Transport};
+use crate::config::mqtt::RouteConfig;
 use crate::engine::Engine;
+use crate::work::job::{Priority, Ticket, Transport};
 
 /// The `+` levels of `topic` matched by `filter`, or `None` if it does not match.
 pub fn matches(filter: &str, topic: &str) -> Option<Vec<String>> {

@@ -91,6 +91,35 @@ impl Topics {
     }
 }
 
+/// What any topic inferd publishes to must be for a broker to take it: a non-empty topic name
+/// (no wildcards) of at most 65,535 bytes with no control characters and no noncharacters
+/// (U+0000 is forbidden by the protocol, the rest by its advice; mosquitto disconnects a client
+/// that sends any of them).
+pub fn encodable(topic: &str) -> Result<(), String> {
+    if topic.is_empty() {
+        return Err("it is empty".into());
+    }
+    if topic.contains(['+', '#']) {
+        return Err("it has a wildcard ('+' or '#')".into());
+    }
+    if let Some(c) = topic.chars().find(|c| c.is_control()) {
+        return Err(format!("it has the control character {c:?}"));
+    }
+    if let Some(c) = topic.chars().find(|&c| noncharacter(c)) {
+        return Err(format!("it has the noncharacter {c:?}"));
+    }
+    if topic.len() > u16::MAX as usize {
+        return Err(format!("{} bytes; MQTT allows 65535", topic.len()));
+    }
+    Ok(())
+}
+
+/// U+FDD0..U+FDEF and the last two code points of every plane.
+fn noncharacter(c: char) -> bool {
+    let c = c as u32;
+    (0xFDD0..=0xFDEF).contains(&c) || c & 0xFFFE == 0xFFFE
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,8 +2,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::engine::job::{Channel, FinishReason, Usage};
 use crate::error::Error;
+use crate::work::job::{Channel, FinishReason, Usage};
 
 /// A parsed request payload: `{"id", "input", "options", "reply_to", "stream"}`.
 #[derive(Debug)]

@@ -12,11 +12,20 @@ use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, Memory
 use ort::session::Session;
 use ort::value::{DynTensor, DynTensorValueType, DynValue, TensorElementType};
 
-use super::kv_batch::Align;
 use super::CacheLayout;
-use crate::engine::gpu::{self, Copy2d};
 use crate::error::{Error, Result};
+use crate::gpu::{self, Copy2d};
 use inferd_client::DType;
+
+/// Which end of the cache a row's positions sit at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Align {
+    /// Behind left padding: graphs with `position_ids`.
+    #[default]
+    Right,
+    /// From position 0, padding on the right: GroupQueryAttention.
+    Left,
+}
 
 /// Where a destination row comes from: (source tensor, row in it, positions to keep).
 pub type Pick = (usize, usize, usize);

@@ -21,20 +21,11 @@
 use ort::session::Session;
 use ort::value::DynValue;
 
+pub use super::cache::Align;
 use super::cache::{self, Pick};
 use super::forward::{self, Output, Step};
 use super::CacheLayout;
 use crate::error::Result;
-
-/// Which end of the cache a row's positions sit at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Align {
-    /// Behind left padding: graphs with `position_ids`.
-    #[default]
-    Right,
-    /// From position 0, padding on the right: GroupQueryAttention.
-    Left,
-}
 
 #[derive(Default)]
 pub struct KvBatch {

@@ -48,13 +48,13 @@ pub use self::prompt::PromptEncoder;
 use self::sequence::Sequence;
 use self::template::ChatTemplate;
 use super::Model;
-use crate::engine::job::{Event, Job};
-use crate::engine::pool::Pool;
-use crate::engine::queue::{BatchPolicy, Queue};
 use crate::error::{Error, LoadError, Result};
 use crate::manifest::ModelSpec;
 use crate::onnx_files::ModelFile;
+use crate::pool::Pool;
 use crate::tensor::Spec;
+use crate::work::job::{Event, Job};
+use crate::work::queue::{BatchPolicy, Queue};
 use inferd_client::DType;
 
 /// Shape facts of the graph's KV cache.
@@ -122,7 +122,7 @@ fn kv_memory(name: &str, session: &Session, pool: Pool) -> KvMemory {
     let Pool::Gpu(device) = pool else {
         return KvMemory::host();
     };
-    if crate::engine::gpu::simulation().is_some() {
+    if crate::gpu::simulation().is_some() {
         return KvMemory::host();
     }
     KvMemory::cuda(session, device).unwrap_or_else(|e| {
@@ -291,7 +291,7 @@ impl TextGeneration {
         } = job
         else {
             let msg = format!("model {:?} is a text-generation model; use Generate, Chat, Complete or ChatComplete", self.name);
-            crate::engine::queue::Job::fail(job, Error::InvalidInput(msg));
+            crate::work::queue::Queued::fail(job, Error::InvalidInput(msg));
             return;
         };
         let need = req.prompt.tokens.len() + req.prompt.max_new;

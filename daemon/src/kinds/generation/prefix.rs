@@ -11,7 +11,7 @@
 use ort::value::DynValue;
 
 use super::cache;
-use super::kv_batch::Align;
+use super::cache::Align;
 use super::CacheLayout;
 use crate::error::Result;
 

@@ -9,8 +9,8 @@ use tokenizers::Tokenizer;
 use super::facts::Facts;
 use super::template::ChatTemplate;
 use super::text;
-use crate::engine::job::{GenerateRequest, Prompt, PromptTokens};
 use crate::error::{Error, Result};
+use crate::work::job::{GenerateRequest, Prompt, PromptTokens};
 
 pub struct PromptEncoder {
     name: String,

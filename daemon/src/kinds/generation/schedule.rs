@@ -9,8 +9,8 @@ use ort::value::DynValue;
 
 use super::sequence::Sequence;
 use super::TextGeneration;
-use crate::engine::job::{Job, Priority};
-use crate::engine::queue::Queue;
+use crate::work::job::{Job, Priority};
+use crate::work::queue::Queue;
 
 impl TextGeneration {
     /// Whether a sequence that needs `need` positions fits beside the running ones.

@@ -14,8 +14,8 @@ use super::forward::{self, Step};
 use super::sampler::{Sampler, SamplingParams};
 use super::text::{Detokenizer, ReasoningSplitter, StopMatcher, THINK_CLOSE};
 use super::CacheLayout;
-use crate::engine::job::{Channel, Event, Events, FinishReason, Generation, Priority, Usage};
 use crate::error::{Error, Result};
+use crate::work::job::{Channel, Event, Events, FinishReason, Generation, Priority, Usage};
 
 pub struct Sequence {
     events: Events,

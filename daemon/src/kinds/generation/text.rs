@@ -2,7 +2,7 @@
 //! never splits a UTF-8 character, stop strings that are never half-shown, and the split of
 //! `<think>…</think>` reasoning from the answer, with tags that may arrive in pieces.
 
-use crate::engine::job::{Channel, Reasoning};
+use crate::work::job::{Channel, Reasoning};
 
 /// Incremental decoding. `decode(ids)` must decode a token slice; text is released only when
 /// the decoded suffix is complete (no trailing U+FFFD from a partial byte sequence).

@@ -1,6 +1,14 @@
 //! The daemon's TOML configuration. Unknown keys are errors with their line and column, so a typo
 //! never silently falls back to a default.
 
+mod dbus;
+mod engine;
+pub mod mqtt;
+
+pub use self::dbus::{Bus, DbusConfig};
+pub use self::engine::EngineConfig;
+pub use self::mqtt::MqttConfig;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -35,7 +43,7 @@ pub struct Config {
     pub dbus: DbusConfig,
     pub engine: EngineConfig,
     /// Absent: MQTT is off.
-    pub mqtt: Option<crate::frontend::mqtt::config::MqttConfig>,
+    pub mqtt: Option<MqttConfig>,
     pub systemd: SystemdConfig,
     pub metrics: MetricsConfig,
     /// How big one request may be (every transport).
@@ -70,76 +78,6 @@ pub struct RuntimeConfig {
 pub struct ModelsConfig {
     /// The model repository.
     pub dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DbusConfig {
-    /// `session`, `system`, or a D-Bus address such as `unix:path=/run/bus`.
-    pub bus: Option<String>,
-    /// Extra uids allowed to call management methods (root and the daemon's uid always are).
-    pub admin_uids: Vec<u32>,
-    /// Members of this group may call management methods.
-    pub admin_group: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EngineConfig {
-    /// Where TensorRT engine and timing caches live.
-    pub state_dir: Option<PathBuf>,
-    /// How long shutdown waits for accepted requests before giving up on them.
-    pub shutdown_timeout_ms: u64,
-    /// The least share (0..=1) of a model's work that background requests get while
-    /// interactive ones wait.
-    pub background_share: f64,
-    /// Bytes the loaded models may take together in host RAM, and on each GPU unless
-    /// `gpu_memory_budget` is set (measured after each load); loading past it unloads the
-    /// least recently used idle models in the same pool first. Absent: no limit.
-    pub memory_budget: Option<u64>,
-    /// Bytes the models on each GPU may take together, measured in that device's memory.
-    /// Absent: `memory_budget` applies to each GPU too.
-    pub gpu_memory_budget: Option<u64>,
-    /// Unload a model after this many idle seconds (a manifest's `keep_alive_s` wins); the
-    /// next request reloads it. Absent: models stay loaded.
-    pub keep_alive_s: Option<u64>,
-    /// A request loads a parked model again at most this often per model; more wait.
-    pub min_wake_interval_ms: u64,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            state_dir: None,
-            shutdown_timeout_ms: 10_000,
-            background_share: 0.1,
-            memory_budget: None,
-            gpu_memory_budget: None,
-            keep_alive_s: None,
-            min_wake_interval_ms: 2000,
-        }
-    }
-}
-
-/// Which bus the D-Bus frontend connects to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Bus {
-    Session,
-    System,
-    Address(String),
-}
-
-impl Bus {
-    pub fn parse(s: &str) -> Result<Bus, ConfigError> {
-        match s {
-            "session" => Ok(Bus::Session),
-            "system" => Ok(Bus::System),
-            a if a.contains(':') => Ok(Bus::Address(a.to_owned())),
-            other => Err(ConfigError::Invalid(format!(
-                "dbus.bus = {other:?}: expected \"session\", \"system\" or a D-Bus address"
-            ))),
-        }
-    }
 }
 
 /// Command-line values that take precedence over the file.

@@ -12,7 +12,8 @@ pub struct Stats {
     pub skipped: AtomicU64,
     pub timed_out: AtomicU64,
     pub rejected: AtomicU64,
-    /// Sequences a generation worker is decoding now.
+    /// Requests the worker is running now: a batch's, or the sequences a generation worker
+    /// is decoding.
     pub active: AtomicU64,
     /// Tokens decoded in steps shared with other sequences (continuous batching).
     pub batched_tokens: AtomicU64,

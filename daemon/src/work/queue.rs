@@ -14,12 +14,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::job::Priority;
+pub use super::priority::Priority;
 pub use super::stats::Stats;
 use crate::error::Error;
 
 /// A unit of work a queue can carry.
-pub trait Job: Send {
+pub trait Queued: Send {
     /// True when nobody waits for the answer any more.
     fn is_abandoned(&self) -> bool;
     /// Answers the job with an error.
@@ -61,9 +61,9 @@ pub struct Queue<J> {
 }
 
 /// A run in progress (see `Queue::running`).
-pub struct Running<'a, J: Job>(&'a Queue<J>);
+pub struct Running<'a, J: Queued>(&'a Queue<J>);
 
-impl<J: Job> Drop for Running<'_, J> {
+impl<J: Queued> Drop for Running<'_, J> {
     fn drop(&mut self) {
         let mut st = self.0.lock();
         st.running_until = None;
@@ -78,7 +78,7 @@ pub struct BatchPolicy {
     pub max_wait: Duration,
 }
 
-impl<J: Job> Queue<J> {
+impl<J: Queued> Queue<J> {
     pub fn new(model: &str, capacity: usize, share: f64, stats: Arc<Stats>) -> Self {
         Queue {
             model: model.to_owned(),
@@ -212,6 +212,10 @@ impl<J: Job> Queue<J> {
     pub fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 
     /// Fails expired entries and drops abandoned ones anywhere in the queue.
@@ -353,7 +357,7 @@ mod tests {
         reply: oneshot::Sender<Result<u32, Error>>,
     }
 
-    impl Job for Fake {
+    impl Queued for Fake {
         fn is_abandoned(&self) -> bool {
             self.reply.is_closed()
         }

@@ -6,38 +6,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub use super::priority::Priority;
 use super::queue;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 pub type Reply<T> = oneshot::Sender<Result<T>>;
 pub type Tensors = BTreeMap<String, Tensor>;
-
-/// How urgently a request wants its answer. Interactive requests go ahead of queued background
-/// ones, and a background generation yields its batch slot to them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Priority {
-    #[default]
-    Interactive = 0,
-    Background = 1,
-}
-
-impl Priority {
-    pub fn parse(s: &str) -> Option<Priority> {
-        match s {
-            "interactive" => Some(Priority::Interactive),
-            "background" => Some(Priority::Background),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Interactive => "interactive",
-            Priority::Background => "background",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -378,7 +353,7 @@ pub enum Job {
     },
 }
 
-impl queue::Job for Job {
+impl queue::Queued for Job {
     fn is_abandoned(&self) -> bool {
         match self {
             Job::Embed { reply, .. } => reply.is_closed(),

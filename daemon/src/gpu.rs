@@ -18,17 +18,24 @@ pub struct GpuFacts {
     pub tensorrt: String,
 }
 
-/// `INFERD_SIMULATE_TENSORRT`: `slow:MS` pretends TensorRT registered and an engine build takes
-/// MS milliseconds (the session runs on the CPU); `fail` makes registration fail. It exists so
-/// the engine-build lifecycle (fallback, status, cache) and the GPU memory budget are testable
-/// on machines with no GPU: a simulated device's memory in use is the process's RSS, where the
-/// simulated sessions really live.
+/// `INFERD_SIMULATE_TENSORRT`, in builds with the `simulate-gpu` feature only (the end-to-end
+/// tests enable it; release builds and the .deb do not have it): `slow:MS` pretends TensorRT
+/// registered and an engine build takes MS milliseconds (the session runs on the CPU); `fail`
+/// makes registration fail. It exists so the engine-build lifecycle (fallback, status, cache)
+/// and the GPU memory budget are testable on machines with no GPU: a simulated device's memory
+/// in use is the process's RSS, where the simulated sessions really live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Simulation {
     Slow(u64),
     Fail,
 }
 
+#[cfg(not(feature = "simulate-gpu"))]
+pub fn simulation() -> Option<Simulation> {
+    None
+}
+
+#[cfg(feature = "simulate-gpu")]
 pub fn simulation() -> Option<Simulation> {
     let v = std::env::var("INFERD_SIMULATE_TENSORRT").ok()?;
     match v.as_str() {

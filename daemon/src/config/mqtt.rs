@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use super::ConfigError;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,7 +108,7 @@ impl GrantConfig {
             return Err(bad("priorities is empty".into()));
         }
         for p in &self.priorities {
-            if crate::engine::job::Priority::parse(p).is_none() {
+            if crate::work::job::Priority::parse(p).is_none() {
                 return Err(bad(format!(
                     "priority {p:?}: expected \"interactive\" or \"background\""
                 )));

@@ -4,7 +4,6 @@
 
 use std::fmt;
 
-use crate::kinds::LoadContext;
 use crate::manifest::{Execution, Provider};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -25,24 +24,11 @@ impl Pool {
         }
     }
 
-    /// Before a load: the pool of the first provider in the manifest's list that ONNX Runtime
-    /// has and whose device answers. A provider can still fail to register; the load then
-    /// measures where it landed.
-    pub fn planned(exec: &Execution, ctx: &LoadContext) -> Pool {
-        let simulated = |p| p == Provider::Tensorrt && super::gpu::simulation().is_some();
-        exec.providers
-            .iter()
-            .filter(|&&p| p == Provider::Cpu || simulated(p) || ctx.has(p))
-            .map(|&p| Pool::of(p, exec))
-            .find(|&pool| pool == Pool::Host || pool.used().is_some())
-            .unwrap_or(Pool::Host)
-    }
-
     /// Bytes in use now: the process's RSS, or everything in use on the device.
     pub fn used(self) -> Option<u64> {
         match self {
             Pool::Host => crate::memory::rss_bytes(),
-            Pool::Gpu(d) => super::gpu::memory_used(d).ok(),
+            Pool::Gpu(d) => crate::gpu::memory_used(d).ok(),
         }
     }
 
@@ -51,23 +37,6 @@ impl Pool {
         match self {
             Pool::Host => "host RAM".into(),
             Pool::Gpu(d) => format!("GPU {d} memory"),
-        }
-    }
-
-    /// The budget for this pool: a GPU's is `engine.gpu_memory_budget`, or else
-    /// `engine.memory_budget`, per device.
-    pub fn budget(self, ctx: &LoadContext) -> Option<u64> {
-        match self {
-            Pool::Host => ctx.memory_budget,
-            Pool::Gpu(_) => ctx.gpu_memory_budget.or(ctx.memory_budget),
-        }
-    }
-
-    /// The config key that sets `budget`, for error messages.
-    pub fn budget_key(self, ctx: &LoadContext) -> &'static str {
-        match self {
-            Pool::Gpu(_) if ctx.gpu_memory_budget.is_some() => "engine.gpu_memory_budget",
-            _ => "engine.memory_budget",
         }
     }
 }
