@@ -282,6 +282,21 @@ pub struct ModelSpec {
     pub tokenizer_path: Option<PathBuf>,
 }
 
+impl GenerationManifest {
+    /// The sampling choices the manifest makes (its keys sit directly under `[generation]`,
+    /// where unknown keys are errors, so they are listed there rather than flattened).
+    pub fn sampling(&self) -> crate::work::job::Sampling {
+        crate::work::job::Sampling {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: None,
+        }
+    }
+}
+
 impl Manifest {
     pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
         let m: Manifest = toml::from_str(text).map_err(|e| ManifestError::Parse {

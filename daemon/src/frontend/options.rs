@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::work::job::{EmbedRequest, GenOptions, Priority, Reasoning, Ticket};
+use crate::work::job::{EmbedRequest, GenOptions, Priority, Reasoning, Sampling, Ticket};
 
 /// Typed reads of one request's options. Implementations accept any integer where an integer
 /// is meant and an integer where a float is meant; `None` means absent.
@@ -116,22 +116,25 @@ pub fn generation(opts: &impl Options, t: &mut Ticket) -> Result<GenOptions> {
     };
     let o = GenOptions {
         max_tokens: u32_opt("max_tokens")?,
-        temperature: opts.float("temperature")?,
-        top_k: u32_opt("top_k")?,
-        top_p: opts.float("top_p")?,
-        min_p: opts.float("min_p")?,
-        repetition_penalty: opts.float("repetition_penalty")?,
-        seed: opts.uint("seed")?,
+        sampling: Sampling {
+            temperature: opts.float("temperature")?,
+            top_k: u32_opt("top_k")?,
+            top_p: opts.float("top_p")?,
+            min_p: opts.float("min_p")?,
+            repetition_penalty: opts.float("repetition_penalty")?,
+            seed: opts.uint("seed")?,
+        },
         stop: opts.strings("stop")?,
         reasoning,
         reasoning_budget: u32_opt("reasoning_budget")?,
         truncate: opts.boolean("truncate")?.unwrap_or(false),
     };
+    let s = &o.sampling;
     for (k, v, lo, hi) in [
-        ("temperature", o.temperature, 0.0, 100.0),
-        ("top_p", o.top_p, 0.0, 1.0),
-        ("min_p", o.min_p, 0.0, 1.0),
-        ("repetition_penalty", o.repetition_penalty, 0.01, 100.0),
+        ("temperature", s.temperature, 0.0, 100.0),
+        ("top_p", s.top_p, 0.0, 1.0),
+        ("min_p", s.min_p, 0.0, 1.0),
+        ("repetition_penalty", s.repetition_penalty, 0.01, 100.0),
     ] {
         if v.is_some_and(|v| !(lo..=hi).contains(&v)) {
             return Err(Error::InvalidInput(format!(
@@ -249,7 +252,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (o.max_tokens, o.temperature, o.seed, o.reasoning),
+            (
+                o.max_tokens,
+                o.sampling.temperature,
+                o.sampling.seed,
+                o.reasoning
+            ),
             (Some(8), Some(1.0), Some(42), Reasoning::Hide)
         );
         assert_eq!(

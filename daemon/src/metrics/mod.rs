@@ -98,57 +98,25 @@ impl Metrics {
             rss: Gauge::default(),
         };
         let r = &mut m.registry;
-        r.register(
-            "requests",
-            "Requests answered, by model, op, transport and outcome",
-            m.requests.clone(),
-        );
-        r.register("queue_depth", "Requests waiting", m.queue_depth.clone());
-        r.register(
-            "active_sequences",
-            "Generations being decoded",
-            m.active_sequences.clone(),
-        );
-        r.register(
-            "model_state",
-            "1 for the state each model is in",
-            m.model_state.clone(),
-        );
-        r.register(
-            "model_memory_bytes",
-            "Memory a model took when it loaded, in its pool (host RSS growth, or GPU memory)",
-            m.model_memory.clone(),
-        );
-        r.register(
-            "time_to_first_token_seconds",
-            "From admission to the first generated token",
-            m.ttft.clone(),
-        );
-        r.register(
-            "tokens_per_second",
-            "Decode speed of each finished generation",
-            m.tokens_per_second.clone(),
-        );
-        r.register(
-            "batch_size",
-            "Rows per model run (texts, tensor rows, or sequences per decode step)",
-            m.batch_size.clone(),
-        );
-        r.register(
-            "model_load_seconds",
-            "Time to load a model and open its session",
-            m.load_seconds.clone(),
-        );
-        r.register(
-            "mqtt_connected",
-            "1 while connected to the MQTT broker",
-            m.mqtt_connected.clone(),
-        );
-        r.register(
-            "process_resident_memory_bytes",
-            "Resident set size of the daemon",
-            m.rss.clone(),
-        );
+        // name, help, metric: one line each.
+        macro_rules! register {
+            ($($name:literal, $help:literal, $metric:expr;)*) => {
+                $(r.register($name, $help, $metric.clone());)*
+            };
+        }
+        register! {
+            "requests", "Requests answered, by model, op, transport and outcome", m.requests;
+            "queue_depth", "Requests waiting", m.queue_depth;
+            "active_sequences", "Generations being decoded", m.active_sequences;
+            "model_state", "1 for the state each model is in", m.model_state;
+            "model_memory_bytes", "Memory a model took when it loaded, in its pool (host RSS growth, or GPU memory)", m.model_memory;
+            "time_to_first_token_seconds", "From admission to the first generated token", m.ttft;
+            "tokens_per_second", "Decode speed of each finished generation", m.tokens_per_second;
+            "batch_size", "Rows per model run (texts, tensor rows, or sequences per decode step)", m.batch_size;
+            "model_load_seconds", "Time to load a model and open its session", m.load_seconds;
+            "mqtt_connected", "1 while connected to the MQTT broker", m.mqtt_connected;
+            "process_resident_memory_bytes", "Resident set size of the daemon", m.rss;
+        }
         m
     }
 

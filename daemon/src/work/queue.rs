@@ -507,20 +507,24 @@ mod tests {
         assert!(q.next_batch(policy, |_, _| true).is_none());
     }
 
+    /// Queues a job for each id in `ids`; their answers' receivers, which must stay alive.
+    fn fill(
+        q: &Queue<Fake>,
+        ids: std::ops::Range<u32>,
+        lane: Priority,
+    ) -> Vec<oneshot::Receiver<Result<u32, Error>>> {
+        ids.map(|id| {
+            let (j, rx) = job(id, 0);
+            q.push(j, lane, None).unwrap();
+            rx
+        })
+        .collect()
+    }
+
     #[test]
     fn interactive_goes_first_and_background_gets_its_share() {
         let q = Queue::new("m", 64, 0.25, Default::default());
-        let mut rxs = Vec::new();
-        for id in 0..8 {
-            let (j, rx) = job(id, 0);
-            q.push(j, B, None).unwrap();
-            rxs.push(rx);
-        }
-        for id in 100..112 {
-            let (j, rx) = job(id, 0);
-            q.push(j, I, None).unwrap();
-            rxs.push(rx);
-        }
+        let _waiting = [fill(&q, 0..8, B), fill(&q, 100..112, I)];
         let order: Vec<u32> = q.try_take(20).into_iter().map(|j| j.id).collect();
         // One background take per four interactive ones while both wait, then the rest.
         assert_eq!(
@@ -532,12 +536,7 @@ mod tests {
     #[test]
     fn a_background_flood_does_not_shut_out_interactive() {
         let q = Queue::new("m", 2, 0.1, Default::default());
-        let mut rxs = Vec::new();
-        for id in 0..2 {
-            let (j, rx) = job(id, 0);
-            q.push(j, B, None).unwrap();
-            rxs.push(rx);
-        }
+        let _waiting = fill(&q, 0..2, B);
         let (j, _r) = job(9, 0);
         assert!(matches!(
             q.push(j, B, None),
@@ -564,17 +563,7 @@ mod tests {
     #[test]
     fn a_share_of_a_tenth_is_one_take_in_eleven() {
         let q = Queue::new("m", 64, 0.1, Default::default());
-        let mut rxs = Vec::new();
-        for id in 0..2 {
-            let (j, rx) = job(id, 0);
-            q.push(j, B, None).unwrap();
-            rxs.push(rx);
-        }
-        for id in 100..130 {
-            let (j, rx) = job(id, 0);
-            q.push(j, I, None).unwrap();
-            rxs.push(rx);
-        }
+        let _waiting = [fill(&q, 0..2, B), fill(&q, 100..130, I)];
         let order: Vec<u32> = q.try_take(32).into_iter().map(|j| j.id).collect();
         let first_background = order.iter().position(|&id| id < 100).unwrap();
         assert_eq!(first_background, 10, "{order:?}");

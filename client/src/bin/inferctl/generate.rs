@@ -4,18 +4,13 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use clap::Args;
-use inferd_client::mqtt::{MqttClient, MqttStream};
+use inferd_client::mqtt::MqttStream;
 use inferd_client::stream::{Input, Stream, StreamEvent};
 use inferd_client::Error;
 use serde_json::json;
 use zbus::zvariant::{OwnedValue, Value};
-use zbus::Connection;
 
-/// How inferctl reaches the daemon.
-pub enum Transport<'a> {
-    Bus(&'a Connection),
-    Mqtt(&'a MqttClient),
-}
+use crate::transport::Transport;
 
 /// Generation options shared by `generate` and `chat`.
 #[derive(Args, Clone)]
@@ -115,12 +110,12 @@ impl Source {
         args: &GenArgs,
     ) -> Result<Source, Error> {
         Ok(match t {
-            Transport::Bus(conn) => {
+            Transport::Bus { conn, .. } => {
                 let (keys, values): (Vec<String>, Vec<Value>) = args.options().into_iter().unzip();
                 let options = keys.iter().map(String::as_str).zip(values).collect();
                 Source::Bus(Stream::start(conn, model, input, options).await?)
             }
-            Transport::Mqtt(c) => {
+            Transport::Mqtt { client: c, .. } => {
                 let (op, input) = match input {
                     Input::Prompt(p) => ("generate", json!({"prompt": p})),
                     Input::Messages(m) => (

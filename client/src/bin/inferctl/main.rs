@@ -1,5 +1,6 @@
 //! `inferctl`: the command-line client of inferd.
 
+mod commands;
 mod generate;
 mod hub;
 mod import;
@@ -8,13 +9,12 @@ mod output;
 mod progress;
 mod pull;
 mod tensor_arg;
+mod transport;
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use inferd_client::{Error, Inferd1Proxy, ModelStatus};
-use zbus::zvariant::Value;
+use inferd_client::{Error, Inferd1Proxy};
 
 /// Talk to the inferd daemon over D-Bus, or over MQTT with --mqtt.
 #[derive(Parser)]
@@ -108,104 +108,12 @@ async fn connect(bus: &str) -> zbus::Result<zbus::Connection> {
     }
 }
 
-async fn run(bus: &str, json: bool, command: Command) -> Result<(), Error> {
+/// Runs a daemon command over D-Bus.
+async fn over_dbus(bus: &str, json: bool, command: Command) -> Result<(), Error> {
     let conn = connect(bus).await?;
     let proxy = Inferd1Proxy::new(&conn).await?;
-    match command {
-        Command::Models => {
-            let models = proxy
-                .list_models()
-                .await?
-                .iter()
-                .map(ModelStatus::from_dict)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| Error::Internal(format!("unexpected reply: {e}")))?;
-            output::models(&models, json);
-        }
-        Command::Health => {
-            let h = inferd_client::Health::from_dict(&proxy.health().await?)
-                .map_err(|e| Error::Internal(format!("unexpected reply: {e}")))?;
-            output::health(&h, json);
-            if h.status == "degraded" {
-                std::process::exit(2);
-            }
-        }
-        Command::Load { name } => proxy.load_model(&name).await?,
-        Command::Unload { name } => proxy.unload_model(&name).await?,
-        Command::Reload => proxy.reload().await?,
-        Command::Warmup { name } => {
-            let status = ModelStatus::from_dict(&proxy.warmup(&name).await?)
-                .map_err(|e| Error::Internal(format!("unexpected reply: {e}")))?;
-            output::models(&[status], json);
-        }
-        Command::Embed {
-            model,
-            texts,
-            similarity,
-            no_truncate,
-            timeout_ms,
-        } => {
-            let mut opts: HashMap<&str, Value<'_>> = HashMap::new();
-            if no_truncate {
-                opts.insert("truncate", Value::Bool(false));
-            }
-            if let Some(t) = timeout_ms {
-                opts.insert("timeout_ms", Value::U32(t));
-            }
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let (vectors, info) = proxy.embed_with_info(&model, &refs, opts).await?;
-            let field = |k: &str| info.get(k).and_then(|v| v.try_clone().ok());
-            let truncated: Vec<bool> = field("truncated")
-                .and_then(|v| v.try_into().ok())
-                .unwrap_or_default();
-            let tokens: Vec<u32> = field("tokens")
-                .and_then(|v| v.try_into().ok())
-                .unwrap_or_default();
-            for (i, _) in truncated.iter().enumerate().filter(|(_, t)| **t) {
-                eprintln!(
-                    "warning: text {} was truncated to the model's max_length",
-                    i + 1
-                );
-            }
-            let info = serde_json::json!({ "truncated": truncated, "tokens": tokens });
-            output::embeddings(&texts, &vectors, &info, similarity, json);
-        }
-        Command::Generate {
-            model,
-            prompt,
-            options,
-        } => {
-            let t = generate::Transport::Bus(&conn);
-            generate::generate(&t, &model, &prompt, &options, json).await?
-        }
-        Command::Chat {
-            model,
-            system,
-            options,
-        } => generate::chat(&generate::Transport::Bus(&conn), &model, system, &options).await?,
-        Command::Classify {
-            model,
-            texts,
-            top_k,
-        } => {
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let opts = HashMap::from([("top_k", Value::U32(top_k))]);
-            let out = proxy.classify(&model, &refs, opts).await?;
-            output::classes(&texts, &out, json);
-        }
-        // Handled in main, before any bus connection.
-        Command::Import(_) | Command::Pull(_) => {}
-        Command::Infer { model, inputs } => {
-            let mut tensors = HashMap::new();
-            for arg in &inputs {
-                let (name, t) = tensor_arg::parse(arg).map_err(Error::InvalidInput)?;
-                tensors.insert(name, t);
-            }
-            let out = proxy.infer(&model, tensors).await?;
-            output::tensors(&out, json);
-        }
-    }
-    Ok(())
+    let t = transport::Transport::Bus { conn: &conn, proxy };
+    commands::run(&t, json, command).await
 }
 
 fn main() -> ExitCode {
@@ -236,7 +144,7 @@ fn main() -> ExitCode {
     let work = async {
         match &cli.mqtt.mqtt {
             Some(url) => mqtt_cmd::run(url, &cli.mqtt, cli.json, command).await,
-            None => run(&cli.bus, cli.json, command).await,
+            None => over_dbus(&cli.bus, cli.json, command).await,
         }
     };
     match rt.block_on(work) {

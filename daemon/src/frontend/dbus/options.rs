@@ -180,7 +180,7 @@ mod tests {
         let mut t = ticket();
         let o = generation(&d, &mut t).unwrap();
         assert_eq!(
-            (o.max_tokens, o.temperature, o.seed),
+            (o.max_tokens, o.sampling.temperature, o.sampling.seed),
             (Some(8), Some(1.0), Some(42))
         );
         assert_eq!(

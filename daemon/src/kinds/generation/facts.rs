@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::error::LoadError;
 use crate::manifest::{resolve_inside, GenerationManifest};
+use crate::work::job::Sampling;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Facts {
@@ -18,11 +19,9 @@ pub struct Facts {
     pub eos_token: Option<String>,
     pub chat_template: Option<String>,
     pub max_tokens: u32,
-    pub temperature: f64,
-    pub top_k: u32,
-    pub top_p: f64,
-    pub min_p: f64,
-    pub repetition_penalty: f64,
+    /// The model's sampling defaults (the manifest's, else generation_config.json's); a
+    /// request's options go over them.
+    pub sampling: Sampling,
 }
 
 fn read_json(dir: &Path, name: &str) -> Result<Value, LoadError> {
@@ -98,6 +97,18 @@ pub fn read(dir: &Path, m: &GenerationManifest) -> Result<Facts, LoadError> {
     let num = |k: &str| gen[k].as_f64();
     // As in transformers, sampling is off unless the model's generation config turns it on.
     let sampling = gen["do_sample"] == Value::Bool(true);
+    let files = Sampling {
+        temperature: Some(if sampling {
+            num("temperature").unwrap_or(1.0)
+        } else {
+            0.0
+        }),
+        top_k: num("top_k").map(|x| x as u32),
+        top_p: num("top_p"),
+        min_p: None,
+        repetition_penalty: num("repetition_penalty"),
+        seed: None,
+    };
     Ok(Facts {
         context_length,
         bos: m
@@ -110,26 +121,7 @@ pub fn read(dir: &Path, m: &GenerationManifest) -> Result<Facts, LoadError> {
             .max_tokens
             .or_else(|| gen["max_new_tokens"].as_u64().map(|x| x as u32))
             .unwrap_or(512),
-        temperature: m
-            .temperature
-            .or_else(|| {
-                if sampling {
-                    num("temperature").or(Some(1.0))
-                } else {
-                    None
-                }
-            })
-            .unwrap_or(0.0),
-        top_k: m
-            .top_k
-            .or_else(|| num("top_k").map(|x| x as u32))
-            .unwrap_or(0),
-        top_p: m.top_p.or_else(|| num("top_p")).unwrap_or(1.0),
-        min_p: m.min_p.unwrap_or(0.0),
-        repetition_penalty: m
-            .repetition_penalty
-            .or_else(|| num("repetition_penalty"))
-            .unwrap_or(1.0),
+        sampling: m.sampling().or(files),
         eos,
     })
 }
@@ -162,7 +154,11 @@ mod tests {
             (f.bos_token.as_deref(), f.eos_token.as_deref()),
             (Some("<s>"), Some("</s>"))
         );
-        assert_eq!(f.temperature, 0.0, "do_sample = false means greedy");
+        assert_eq!(
+            f.sampling.temperature,
+            Some(0.0),
+            "do_sample = false means greedy"
+        );
         std::fs::write(
             d.path().join("generation_config.json"),
             r#"{"eos_token_id":2,"do_sample":true,"temperature":0.6}"#,
@@ -171,10 +167,14 @@ mod tests {
         assert_eq!(
             read(d.path(), &GenerationManifest::default())
                 .unwrap()
+                .sampling
                 .temperature,
-            0.6
+            Some(0.6)
         );
-        assert_eq!(f.top_k, 0, "genai's search defaults are not the model's");
+        assert_eq!(
+            f.sampling.top_k, None,
+            "genai's search defaults are not the model's"
+        );
         let m = GenerationManifest {
             context_length: Some(100),
             eos_token_ids: Some(vec![7]),
@@ -183,8 +183,8 @@ mod tests {
         };
         let f = read(d.path(), &m).unwrap();
         assert_eq!(
-            (f.context_length, f.eos, f.temperature),
-            (100, vec![7], 0.9)
+            (f.context_length, f.eos, f.sampling.temperature),
+            (100, vec![7], Some(0.9))
         );
     }
 

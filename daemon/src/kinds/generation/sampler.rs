@@ -4,37 +4,37 @@
 //! The generator is SplitMix64, written out here so the same seed gives the same text on every
 //! platform and every release.
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct SamplingParams {
-    pub temperature: f64,
-    pub top_k: usize,
-    pub top_p: f64,
-    pub min_p: f64,
-    pub repetition_penalty: f64,
-    pub seed: u64,
-}
+use crate::work::job::Sampling;
 
-impl Default for SamplingParams {
-    fn default() -> Self {
-        SamplingParams {
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            repetition_penalty: 1.0,
-            seed: 0,
-        }
-    }
+/// A request's sampling choices with the defaults filled in: greedy, no truncation, no
+/// penalty, seed 0.
+#[derive(Debug, Clone, PartialEq)]
+struct Params {
+    temperature: f64,
+    top_k: usize,
+    top_p: f64,
+    min_p: f64,
+    repetition_penalty: f64,
 }
 
 pub struct Sampler {
-    p: SamplingParams,
+    p: Params,
     state: u64,
 }
 
 impl Sampler {
-    pub fn new(p: SamplingParams) -> Self {
-        Sampler { state: p.seed, p }
+    pub fn new(s: Sampling) -> Self {
+        let p = Params {
+            temperature: s.temperature.unwrap_or(0.0),
+            top_k: s.top_k.unwrap_or(0) as usize,
+            top_p: s.top_p.unwrap_or(1.0),
+            min_p: s.min_p.unwrap_or(0.0),
+            repetition_penalty: s.repetition_penalty.unwrap_or(1.0),
+        };
+        Sampler {
+            state: s.seed.unwrap_or(0),
+            p,
+        }
     }
 
     fn next_f64(&mut self) -> f64 {
@@ -120,10 +120,10 @@ pub fn argmax(l: &[f32]) -> u32 {
 mod tests {
     use super::*;
 
-    fn params(temperature: f64, seed: u64) -> SamplingParams {
-        SamplingParams {
-            temperature,
-            seed,
+    fn params(temperature: f64, seed: u64) -> Sampling {
+        Sampling {
+            temperature: Some(temperature),
+            seed: Some(seed),
             ..Default::default()
         }
     }
@@ -149,16 +149,16 @@ mod tests {
     fn top_k_one_and_tiny_top_p_are_greedy() {
         let logits = [1.0, 5.0, 4.9, 0.0];
         for p in [
-            SamplingParams {
-                top_k: 1,
+            Sampling {
+                top_k: Some(1),
                 ..params(1.5, 3)
             },
-            SamplingParams {
-                top_p: 0.01,
+            Sampling {
+                top_p: Some(0.01),
                 ..params(1.5, 3)
             },
-            SamplingParams {
-                min_p: 0.99,
+            Sampling {
+                min_p: Some(0.99),
                 ..params(1.5, 3)
             },
         ] {
@@ -169,8 +169,8 @@ mod tests {
 
     #[test]
     fn repetition_penalty_pushes_seen_tokens_down() {
-        let mut s = Sampler::new(SamplingParams {
-            repetition_penalty: 2.0,
+        let mut s = Sampler::new(Sampling {
+            repetition_penalty: Some(2.0),
             ..params(0.0, 0)
         });
         assert_eq!(s.sample(&[3.0, 2.0], &[0]), 1);
@@ -192,13 +192,13 @@ mod tests {
                 .map(|i| ((i * 37 + step * 11) % 97) as f32 / 9.0 - 4.0)
                 .collect()
         };
-        let mut s = Sampler::new(SamplingParams {
-            temperature: 0.8,
-            top_k: 40,
-            top_p: 0.95,
-            min_p: 0.02,
-            repetition_penalty: 1.1,
-            seed: 1234,
+        let mut s = Sampler::new(Sampling {
+            temperature: Some(0.8),
+            top_k: Some(40),
+            top_p: Some(0.95),
+            min_p: Some(0.02),
+            repetition_penalty: Some(1.1),
+            seed: Some(1234),
         });
         let mut ids = Vec::new();
         for step in 0..PINNED.len() {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::facts::Facts;
 use super::forward::{self, Step};
-use super::sampler::{Sampler, SamplingParams};
+use super::sampler::Sampler;
 use super::text::{Detokenizer, ReasoningSplitter, StopMatcher, THINK_CLOSE};
 use super::CacheLayout;
 use crate::error::{Error, Result};
@@ -61,14 +61,6 @@ impl Sequence {
         let o = &req.options;
         let (tokens, max_new, thinking) =
             (req.prompt.tokens, req.prompt.max_new, req.prompt.thinking);
-        let params = SamplingParams {
-            temperature: o.temperature.unwrap_or(facts.temperature),
-            top_k: o.top_k.unwrap_or(facts.top_k) as usize,
-            top_p: o.top_p.unwrap_or(facts.top_p),
-            min_p: o.min_p.unwrap_or(facts.min_p),
-            repetition_penalty: o.repetition_penalty.unwrap_or(facts.repetition_penalty),
-            seed: o.seed.unwrap_or(0),
-        };
         Sequence {
             prompt_len: tokens.len(),
             tokens,
@@ -81,7 +73,7 @@ impl Sequence {
             reasoning_tokens: 0,
             reasoning_budget: o.reasoning_budget.map(|b| b as usize),
             forced: VecDeque::new(),
-            sampler: Sampler::new(params),
+            sampler: Sampler::new(o.sampling.or(facts.sampling)),
             detok: Detokenizer::default(),
             stops: StopMatcher::new(o.stop.clone()),
             splitter: ReasoningSplitter::new(o.reasoning, thinking),

@@ -117,11 +117,7 @@ mod tests {
             eos_token: None,
             chat_template: None,
             max_tokens: 1,
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            repetition_penalty: 1.0,
+            sampling: Default::default(),
         }
     }
 

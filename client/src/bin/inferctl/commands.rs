@@ -1,0 +1,80 @@
+//! The commands that talk to a daemon, written once over either transport (`transport.rs`).
+
+use std::collections::HashMap;
+
+use inferd_client::Error;
+
+use crate::transport::{HealthReport, Manage, Transport};
+use crate::{generate, output, tensor_arg, Command};
+
+pub async fn run(t: &Transport<'_>, json: bool, command: Command) -> Result<(), Error> {
+    match command {
+        Command::Models => output::models(&t.models().await?, json),
+        Command::Health => match t.health().await? {
+            HealthReport::Daemon(h) => {
+                output::health(&h, json);
+                if h.status == "degraded" {
+                    std::process::exit(2);
+                }
+            }
+            HealthReport::Statuses(s) => {
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default())
+            }
+        },
+        Command::Load { name } => drop(t.manage(Manage::Load(&name)).await?),
+        Command::Unload { name } => drop(t.manage(Manage::Unload(&name)).await?),
+        Command::Reload => drop(t.manage(Manage::Reload).await?),
+        Command::Warmup { name } => {
+            if let Some(status) = t.manage(Manage::Warmup(&name)).await? {
+                output::models(&[status], json);
+            }
+        }
+        Command::Embed {
+            model,
+            texts,
+            similarity,
+            no_truncate,
+            timeout_ms,
+        } => {
+            let (vectors, info) = t.embed(&model, &texts, !no_truncate, timeout_ms).await?;
+            let truncated = info["truncated"].as_array().cloned().unwrap_or_default();
+            for (i, _) in truncated
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.as_bool() == Some(true))
+            {
+                eprintln!(
+                    "warning: text {} was truncated to the model's max_length",
+                    i + 1
+                );
+            }
+            output::embeddings(&texts, &vectors, &info, similarity, json);
+        }
+        Command::Generate {
+            model,
+            prompt,
+            options,
+        } => generate::generate(t, &model, &prompt, &options, json).await?,
+        Command::Chat {
+            model,
+            system,
+            options,
+        } => generate::chat(t, &model, system, &options).await?,
+        Command::Classify {
+            model,
+            texts,
+            top_k,
+        } => output::classes(&texts, &t.classify(&model, &texts, top_k).await?, json),
+        Command::Infer { model, inputs } => {
+            let mut tensors = HashMap::new();
+            for arg in &inputs {
+                let (name, tensor) = tensor_arg::parse(arg).map_err(Error::InvalidInput)?;
+                tensors.insert(name, tensor);
+            }
+            output::tensors(&t.infer(&model, tensors).await?, json);
+        }
+        // Handled in main, before any connection.
+        Command::Import(_) | Command::Pull(_) => {}
+    }
+    Ok(())
+}
