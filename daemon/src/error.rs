@@ -74,6 +74,17 @@ pub enum LoadError {
     EngineBuild(String),
     #[error("memory budget: {0}")]
     MemoryBudget(String),
+    /// The model folder's configuration files (generation_config.json and the like) are
+    /// unreadable or lack what the kind needs.
     #[error("{0}")]
-    Incompatible(String),
+    ModelFiles(String),
+    /// The graph's inputs and outputs do not fit the manifest's kind.
+    #[error("{0}")]
+    Graph(String),
+    #[error("cannot start a worker thread: {0}")]
+    Worker(#[source] std::io::Error),
+    #[error("the loader panicked")]
+    Panicked,
+    #[error("inferd is shutting down")]
+    ShuttingDown,
 }

@@ -10,6 +10,25 @@ use std::sync::{Mutex, OnceLock};
 
 use libloading::{Library, Symbol};
 
+/// Why a GPU question has no answer: the driver or TensorRT is missing, or a driver call failed.
+/// Kept (cloned) with a device's probe, so the same reason is told each time.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GpuError {
+    #[error("no CUDA driver: {0}")]
+    NoDriver(String),
+    #[error("{library}: {message}")]
+    Symbol {
+        library: &'static str,
+        message: String,
+    },
+    #[error("CUDA driver: {call} failed with error {code}")]
+    Call { call: &'static str, code: i32 },
+    #[error("TensorRT is not installed: {0}")]
+    NoTensorRt(String),
+    #[error("no /proc/self/status to measure the simulated GPU's memory")]
+    NoRss,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GpuFacts {
     /// e.g. `NVIDIA H200 (sm_90)`.
@@ -48,14 +67,14 @@ pub fn simulation() -> Option<Simulation> {
 }
 
 /// Probes once per device and process; the answer (or why there is none) is kept.
-pub fn facts(device: i32) -> Result<GpuFacts, String> {
+pub fn facts(device: i32) -> Result<GpuFacts, GpuError> {
     if simulation().is_some() {
         return Ok(GpuFacts {
             gpu: "simulated GPU".into(),
             tensorrt: "simulated".into(),
         });
     }
-    type Probed = Vec<(i32, Result<GpuFacts, String>)>;
+    type Probed = Vec<(i32, Result<GpuFacts, GpuError>)>;
     static CACHE: OnceLock<Mutex<Probed>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -80,16 +99,17 @@ fn open(names: &[&str]) -> Result<Library, String> {
     Err(errors.join("; "))
 }
 
-fn probe(device: i32) -> Result<GpuFacts, String> {
+fn probe(device: i32) -> Result<GpuFacts, GpuError> {
     let gpu = driver()?.describe(device)?;
-    let nvinfer = open(&["libnvinfer.so.10", "libnvinfer.so"])
-        .map_err(|e| format!("TensorRT is not installed: {e}"))?;
+    let nvinfer = open(&["libnvinfer.so.10", "libnvinfer.so"]).map_err(GpuError::NoTensorRt)?;
     // SAFETY: TensorRT's C entry point `int32_t getInferLibVersion()`.
     let v = unsafe {
-        let version: Symbol<unsafe extern "C" fn() -> i32> =
-            nvinfer
-                .get(b"getInferLibVersion\0")
-                .map_err(|e| format!("libnvinfer: {e}"))?;
+        let version: Symbol<unsafe extern "C" fn() -> i32> = nvinfer
+            .get(b"getInferLibVersion\0")
+            .map_err(|e| GpuError::Symbol {
+            library: "libnvinfer",
+            message: e.to_string(),
+        })?;
         version()
     };
     // NV_TENSORRT_VERSION: major * 10000 + minor * 100 + patch (TensorRT 10).
@@ -102,9 +122,9 @@ fn probe(device: i32) -> Result<GpuFacts, String> {
 /// Bytes in use on CUDA device `device` (all processes: what the driver reports as total minus
 /// free). The device's primary context, which ONNX Runtime's CUDA and TensorRT providers share,
 /// is retained on first use and kept.
-pub fn memory_used(device: i32) -> Result<u64, String> {
+pub fn memory_used(device: i32) -> Result<u64, GpuError> {
     if simulation().is_some() {
-        return crate::memory::rss_bytes().ok_or_else(|| "no /proc/self/status".into());
+        return crate::memory::rss_bytes().ok_or(GpuError::NoRss);
     }
     driver()?.memory_used(device)
 }
@@ -131,7 +151,7 @@ pub unsafe fn device_fill(
     ordinal: i32,
     zero: Option<(*mut c_void, usize)>,
     copies: &[Copy2d],
-) -> Result<(), String> {
+) -> Result<(), GpuError> {
     let d = driver()?;
     d.within(ordinal, || {
         if let Some((dst, bytes)) = zero {
@@ -183,8 +203,8 @@ struct Memcpy2d {
 }
 
 /// The CUDA driver, opened and initialised once per process.
-fn driver() -> Result<&'static Driver, String> {
-    static DRIVER: OnceLock<Result<Driver, String>> = OnceLock::new();
+fn driver() -> Result<&'static Driver, GpuError> {
+    static DRIVER: OnceLock<Result<Driver, GpuError>> = OnceLock::new();
     DRIVER
         .get_or_init(Driver::open)
         .as_ref()
@@ -211,15 +231,17 @@ struct Driver {
 }
 
 impl Driver {
-    fn open() -> Result<Driver, String> {
-        let lib =
-            open(&["libcuda.so.1", "libcuda.so"]).map_err(|e| format!("no CUDA driver: {e}"))?;
+    fn open() -> Result<Driver, GpuError> {
+        let lib = open(&["libcuda.so.1", "libcuda.so"]).map_err(GpuError::NoDriver)?;
         /// SAFETY: `T` must be the symbol's C signature; the copy outlives `lib` only
         /// inside `Driver`, which keeps `lib`.
-        unsafe fn get<T: Copy>(lib: &Library, name: &[u8]) -> Result<T, String> {
+        unsafe fn get<T: Copy>(lib: &Library, name: &[u8]) -> Result<T, GpuError> {
             lib.get::<T>(name)
                 .map(|s| *s)
-                .map_err(|e| format!("libcuda: {e}"))
+                .map_err(|e| GpuError::Symbol {
+                    library: "libcuda",
+                    message: e.to_string(),
+                })
         }
         // SAFETY: each type is the entry point's signature in cuda.h.
         unsafe {
@@ -242,7 +264,7 @@ impl Driver {
         }
     }
 
-    fn device(&self, ordinal: i32) -> Result<c_int, String> {
+    fn device(&self, ordinal: i32) -> Result<c_int, GpuError> {
         let mut dev = 0;
         // SAFETY: an out-pointer to a local; the driver was initialised in `open`.
         check("cuDeviceGet", unsafe {
@@ -252,7 +274,7 @@ impl Driver {
     }
 
     /// e.g. `NVIDIA H200 (sm_90)`.
-    fn describe(&self, ordinal: i32) -> Result<String, String> {
+    fn describe(&self, ordinal: i32) -> Result<String, GpuError> {
         let dev = self.device(ordinal)?;
         let mut name = [0 as c_char; 256];
         let (mut major, mut minor) = (0, 0);
@@ -277,7 +299,7 @@ impl Driver {
         Ok(format!("{name} (sm_{major}{minor})"))
     }
 
-    fn memory_used(&self, ordinal: i32) -> Result<u64, String> {
+    fn memory_used(&self, ordinal: i32) -> Result<u64, GpuError> {
         let (mut free, mut total) = (0usize, 0usize);
         self.within(ordinal, || {
             // SAFETY: out-pointers to locals; the context is current.
@@ -291,7 +313,11 @@ impl Driver {
     /// Runs `f` with device `ordinal`'s primary context (which ONNX Runtime's CUDA and TensorRT
     /// providers share; retained on first use and kept) current on this thread, restoring the
     /// thread's own current context afterwards.
-    fn within<T>(&self, ordinal: i32, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    fn within<T>(
+        &self,
+        ordinal: i32,
+        f: impl FnOnce() -> Result<T, GpuError>,
+    ) -> Result<T, GpuError> {
         let ctx = {
             let mut contexts = self.contexts.lock().unwrap_or_else(|p| p.into_inner());
             match contexts.get(&ordinal) {
@@ -321,10 +347,10 @@ impl Driver {
     }
 }
 
-fn check(what: &str, rc: c_int) -> Result<(), String> {
+fn check(call: &'static str, rc: c_int) -> Result<(), GpuError> {
     match rc {
         0 => Ok(()),
-        rc => Err(format!("CUDA driver: {what} failed with error {rc}")),
+        code => Err(GpuError::Call { call, code }),
     }
 }
 
@@ -336,7 +362,7 @@ mod tests {
     fn device_memory_is_measured_or_explained() {
         match super::memory_used(0) {
             Ok(bytes) => assert!(bytes > 0),
-            Err(e) => assert!(e.contains("CUDA driver"), "{e}"),
+            Err(e) => assert!(e.to_string().contains("CUDA driver"), "{e}"),
         }
     }
 
@@ -347,7 +373,7 @@ mod tests {
         // SAFETY: nothing to zero or copy.
         match unsafe { super::device_fill(0, None, &[]) } {
             Ok(()) => {}
-            Err(e) => assert!(e.contains("CUDA driver"), "{e}"),
+            Err(e) => assert!(e.to_string().contains("CUDA driver"), "{e}"),
         }
     }
 }

@@ -61,8 +61,22 @@ struct Inner {
     tokenizing: Arc<tokio::sync::Semaphore>,
 }
 
-/// Resolves when a load finishes: `Err` carries the reason it failed.
-pub type LoadResult = oneshot::Receiver<std::result::Result<(), String>>;
+/// Why a load someone waits for did not end with its version serving.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LoadFailure {
+    /// The load failed; the reason, as the model's status records it.
+    #[error("{0}")]
+    Failed(String),
+    #[error("inferd is shutting down")]
+    ShuttingDown,
+    #[error("nothing serves to build an engine for")]
+    NothingToBuild,
+    #[error("superseded by a newer load, an unload, or shutdown")]
+    Superseded,
+}
+
+/// Resolves when a load finishes.
+pub type LoadResult = oneshot::Receiver<std::result::Result<(), LoadFailure>>;
 
 impl Engine {
     /// Scans the repository and starts loading every model in the background.
@@ -247,7 +261,7 @@ impl Engine {
             tracing::error!(model = %spec.name, "{reason}");
             self.with_slot(&spec.name, |s| s.manifest_failed(reason.clone()));
             let (tx, rx) = oneshot::channel();
-            let _ = tx.send(Err(reason));
+            let _ = tx.send(Err(LoadFailure::Failed(reason)));
             return rx;
         }
         self.spawn_worker(spec, Mode::Serve, |slot| {
@@ -272,7 +286,7 @@ impl Engine {
     ) -> LoadResult {
         let (done_tx, done_rx) = oneshot::channel();
         if self.inner.stopping.load(Ordering::Acquire) {
-            let _ = done_tx.send(Err("inferd is shutting down".into()));
+            let _ = done_tx.send(Err(LoadFailure::ShuttingDown));
             return done_rx;
         }
         let name = spec.name.clone();
@@ -282,7 +296,7 @@ impl Engine {
             begin(slot).map(|generation| (generation, slot.stats.clone(), slot.state()))
         };
         let Some((generation, stats, state)) = started else {
-            let _ = done_tx.send(Err("nothing serves to build an engine for".into()));
+            let _ = done_tx.send(Err(LoadFailure::NothingToBuild));
             return done_rx;
         };
         self.notify(&name, state);
@@ -317,8 +331,8 @@ impl Engine {
             }
             let outcome = match (serve, failure) {
                 (true, _) => Ok(()),
-                (false, Some(reason)) => Err(reason),
-                (false, None) => Err("superseded by a newer load, an unload, or shutdown".into()),
+                (false, Some(reason)) => Err(LoadFailure::Failed(reason)),
+                (false, None) => Err(LoadFailure::Superseded),
             };
             let _ = done_tx.send(outcome);
             serve
@@ -331,8 +345,7 @@ impl Engine {
             }
             Err(e) => {
                 tracing::error!(model = %name, "cannot start a worker thread: {e}");
-                let reason = LoadError::Incompatible(format!("cannot start a worker thread: {e}"));
-                self.finish_load(&name, generation, Err(reason));
+                self.finish_load(&name, generation, Err(LoadError::Worker(e)));
             }
         }
         done_rx
@@ -391,9 +404,7 @@ impl Engine {
         result: std::result::Result<Serving, LoadError>,
     ) -> bool {
         let result = match result {
-            Ok(_) if self.inner.stopping.load(Ordering::Acquire) => {
-                Err(LoadError::Incompatible("inferd is shutting down".into()))
-            }
+            Ok(_) if self.inner.stopping.load(Ordering::Acquire) => Err(LoadError::ShuttingDown),
             other => other,
         };
         let (serve, state) = {
@@ -440,7 +451,7 @@ async fn wait_loaded(name: &str, done: LoadResult) -> Result<()> {
         Ok(Err(reason)) => Err(Error::ModelNotReady {
             name: name.to_owned(),
             state: ModelState::Failed,
-            reason: Some(reason),
+            reason: Some(reason.to_string()),
         }),
         Err(_) => Err(Error::Internal(format!(
             "the load of {name:?} was abandoned"

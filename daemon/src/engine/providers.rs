@@ -102,7 +102,7 @@ fn plan_tensorrt(spec: &ModelSpec, ctx: &LoadContext, mode: Mode, rest: &[Provid
     let exec = &spec.manifest.execution;
     let facts = match gpu::facts(exec.tensorrt.device_id) {
         Ok(f) => f,
-        Err(e) => return Trt::Skip(e),
+        Err(e) => return Trt::Skip(e.to_string()),
     };
     let dir = match trt_cache::engine_dir(spec, &ctx.state_dir, &ctx.runtime_version, &facts) {
         Ok(d) => d,

@@ -41,7 +41,7 @@ fn version(bytes: u64) -> Serving {
 }
 
 fn failure(why: &str) -> LoadError {
-    LoadError::Incompatible(why.into())
+    LoadError::Graph(why.into())
 }
 
 fn ready(fp: &str) -> Slot {

@@ -38,7 +38,7 @@ pub fn spawn(
             let planned = ctx.planned_pool(&spec.manifest.execution);
             let (loaded, grew) = measured(exclusive, planned, || {
                 catch_unwind(AssertUnwindSafe(|| load::load(&spec, &ctx, mode)))
-                    .unwrap_or_else(|_| Err(LoadError::Incompatible("the loader panicked".into())))
+                    .unwrap_or_else(|_| Err(LoadError::Panicked))
             });
             let (mut model, mut info) = match loaded {
                 Ok(ok) => ok,

@@ -13,7 +13,7 @@ pub fn labels(
 ) -> Result<Vec<String>, LoadError> {
     let labels = if manifest.is_empty() {
         from_config(dir).ok_or_else(|| {
-            LoadError::Incompatible(
+            LoadError::Graph(
                 "no labels: set [classification] labels in model.toml or id2label in config.json"
                     .into(),
             )
@@ -22,7 +22,7 @@ pub fn labels(
         manifest.to_vec()
     };
     if let Some(w) = width.filter(|&w| w != labels.len()) {
-        return Err(LoadError::Incompatible(format!(
+        return Err(LoadError::Graph(format!(
             "the model has {w} outputs but {} labels",
             labels.len()
         )));

@@ -63,7 +63,7 @@ impl Embedding {
         let path = spec
             .tokenizer_path
             .clone()
-            .ok_or_else(|| LoadError::Incompatible("embedding model without a tokenizer".into()))?;
+            .ok_or_else(|| LoadError::Graph("embedding model without a tokenizer".into()))?;
         let mut opts = spec.manifest.embedding.clone();
         let classifier = spec.manifest.kind == Kind::Classification;
         if classifier {
@@ -75,7 +75,7 @@ impl Embedding {
         let has = |n: &str| session.inputs().iter().any(|i| i.name() == n);
         for required in ["input_ids", "attention_mask"] {
             if !has(required) {
-                return Err(LoadError::Incompatible(format!(
+                return Err(LoadError::Graph(format!(
                     "embedding model has no {required:?} input"
                 )));
             }
@@ -83,7 +83,7 @@ impl Embedding {
         let output = match &opts.output {
             Some(o) if session.outputs().iter().any(|x| x.name() == o) => o.clone(),
             Some(o) => {
-                return Err(LoadError::Incompatible(format!(
+                return Err(LoadError::Graph(format!(
                     "embedding.output = {o:?} is not an output of the model"
                 )))
             }
@@ -91,7 +91,7 @@ impl Embedding {
                 .outputs()
                 .first()
                 .map(|o| o.name().to_owned())
-                .ok_or_else(|| LoadError::Incompatible("model has no outputs".into()))?,
+                .ok_or_else(|| LoadError::Graph("model has no outputs".into()))?,
         };
         let labels = if classifier {
             let width = session

@@ -44,7 +44,7 @@ impl TensorModel {
         outputs: &[Spec],
     ) -> Result<Self, LoadError> {
         if let Some(s) = inputs.iter().chain(outputs).find(|s| s.dtype.is_none()) {
-            return Err(LoadError::Incompatible(format!(
+            return Err(LoadError::Graph(format!(
                 "{:?} has a type inferd does not support (float32, float16, int64, int32, uint8, bool)",
                 s.name
             )));

@@ -95,7 +95,7 @@ impl KvMemory {
             // each source's shape and type), and ONNX Runtime's CUDA allocator zeroes nothing,
             // so the whole tensor is zeroed.
             Some(d) => unsafe { gpu::device_fill(d, Some((base, bytes)), &copies) }
-                .map_err(Error::Internal)?,
+                .map_err(|e| Error::Internal(e.to_string()))?,
             // SAFETY: as above; ort zeroes host tensors it allocates.
             None => copies.iter().for_each(|c| unsafe { host_copy(c) }),
         }

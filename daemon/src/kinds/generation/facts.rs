@@ -28,7 +28,7 @@ fn read_json(dir: &Path, name: &str) -> Result<Value, LoadError> {
     let path = dir.join(name);
     match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text)
-            .map_err(|e| LoadError::Incompatible(format!("{}: invalid JSON: {e}", path.display()))),
+            .map_err(|e| LoadError::ModelFiles(format!("{}: invalid JSON: {e}", path.display()))),
         Err(_) => Ok(Value::Null),
     }
 }
@@ -59,7 +59,7 @@ pub fn read(dir: &Path, m: &GenerationManifest) -> Result<Facts, LoadError> {
             let path = resolve_inside(dir, "generation.chat_template", file)?;
             Some(
                 std::fs::read_to_string(&path)
-                    .map_err(|e| LoadError::Incompatible(format!("{}: {e}", path.display())))?,
+                    .map_err(|e| LoadError::ModelFiles(format!("{}: {e}", path.display())))?,
             )
         }
         None => std::fs::read_to_string(dir.join("chat_template.jinja"))
@@ -76,7 +76,7 @@ pub fn read(dir: &Path, m: &GenerationManifest) -> Result<Facts, LoadError> {
         .or_else(|| cfg["max_position_embeddings"].as_u64().map(|x| x as usize))
         .or_else(|| tok["model_max_length"].as_u64().map(|x| x as usize))
         .ok_or_else(|| {
-            LoadError::Incompatible(
+            LoadError::ModelFiles(
                 "no context length: set [generation] context_length in model.toml".into(),
             )
         })?;
@@ -88,7 +88,7 @@ pub fn read(dir: &Path, m: &GenerationManifest) -> Result<Facts, LoadError> {
         .or_else(|| ids(&cfg["eos_token_id"]))
         .unwrap_or_default();
     if eos.is_empty() {
-        return Err(LoadError::Incompatible(
+        return Err(LoadError::ModelFiles(
             "no EOS token id: set [generation] eos_token_ids in model.toml".into(),
         ));
     }

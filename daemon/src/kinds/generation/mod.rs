@@ -141,7 +141,7 @@ impl TextGeneration {
         pool: Pool,
         background_share: f64,
     ) -> Result<(Self, PromptEncoder), LoadError> {
-        let bad = |m: String| LoadError::Incompatible(m);
+        let bad = |m: String| LoadError::Graph(m);
         let has = |n: &str| inputs.iter().any(|s| s.name == n);
         for n in ["input_ids", "attention_mask"] {
             if !has(n) {
