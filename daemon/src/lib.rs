@@ -21,6 +21,7 @@ pub mod onnx_files;
 pub mod pool;
 pub mod repository;
 pub mod runtime;
+pub mod sampling;
 pub mod service;
 pub mod tensor;
 pub mod work;

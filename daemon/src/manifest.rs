@@ -285,8 +285,8 @@ pub struct ModelSpec {
 impl GenerationManifest {
     /// The sampling choices the manifest makes (its keys sit directly under `[generation]`,
     /// where unknown keys are errors, so they are listed there rather than flattened).
-    pub fn sampling(&self) -> crate::work::job::Sampling {
-        crate::work::job::Sampling {
+    pub fn sampling(&self) -> crate::sampling::Sampling {
+        crate::sampling::Sampling {
             temperature: self.temperature,
             top_k: self.top_k,
             top_p: self.top_p,

@@ -76,12 +76,13 @@ fn cancel_ends_a_stream_and_status_follows_the_daemon() {
         c.publish("inferd/n1/cancel", QoS::AtLeastOnce, false, json!({"id": "long"}).to_string())
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Had either cancel been taken, the stream would end within a step: five more pieces
+        // after them, none the last, show it goes on.
         let mut later = Vec::new();
-        while let Ok(p) = rx.try_recv() {
+        for _ in 0..5 {
+            let p = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap().unwrap();
             later.push(json_of(&p));
         }
-        assert!(later.len() > 2, "the generation stopped streaming: {later:?}");
         assert!(later.iter().all(|v| v["done"] != true), "a stranger cancelled it: {later:?}");
         // ... its requester can (the cancel's Response Topic is the request's).
         let own = json!({"id": "long"}).to_string();
