@@ -1,6 +1,6 @@
-//! A Hugging Face tokenizer.json rebuilt from GGUF `tokenizer.ggml.*` metadata, the way
-//! transformers converts it (as the Python importer's gguf_tokenizer.py does), so the result
-//! tokenizes exactly as the tokenizer.json users download:
+//! A Hugging Face tokenizer.json rebuilt from GGUF `tokenizer.ggml.*` metadata, so the result
+//! tokenizes as the model's own tokenizer.json does (tested against its ids on llama.cpp's
+//! vocabulary files):
 //!
 //! - `gpt2` (byte-level BPE): the text split the model's tokenizer.json uses, named by
 //!   `tokenizer.ggml.pre` (`pretokenizer.rs`); an unknown name falls back to GPT-2's split with
@@ -83,7 +83,15 @@ type Parts = (Json, Json, Json, Map<String, Json>);
 /// does not know (llama.cpp falls back the same way, with its own warning).
 fn gpt2(g: &Gguf, tokens: &[String], pre: Option<&str>, warnings: &mut Vec<String>) -> Parts {
     let merges = split_merges(g).unwrap_or_default();
-    let name = pre.unwrap_or("default");
+    let Some(name) = pre else {
+        // Written by a converter from before llama.cpp named the splits; it warns too.
+        warnings.push("the GGUF names no pre-tokenizer (tokenizer.ggml.pre): its text is split as GPT-2's is, so token ids may differ from the model's own tokenizer. Import the Hugging Face checkpoint folder, or a GGUF from a newer converter, to be sure.".into());
+        return gpt2_parts(
+            tokens,
+            merges,
+            byte_level_parts("default").expect("in the table"),
+        );
+    };
     let parts = byte_level_parts(name).unwrap_or_else(|| {
         warnings.push(format!(
             "the GGUF's pre-tokenizer {name:?} is not known to this importer (known: {}); its text is split as GPT-2's is, so token ids may differ from the model's own tokenizer. Import the Hugging Face checkpoint folder, which carries tokenizer.json, to be sure.",
@@ -91,6 +99,10 @@ fn gpt2(g: &Gguf, tokens: &[String], pre: Option<&str>, warnings: &mut Vec<Strin
         ));
         byte_level_parts("gpt-2").expect("gpt-2 is in the table")
     });
+    gpt2_parts(tokens, merges, parts)
+}
+
+fn gpt2_parts(tokens: &[String], merges: Vec<[String; 2]>, parts: ByteLevelParts) -> Parts {
     let ByteLevelParts {
         normalizer,
         pre_tokenizer,

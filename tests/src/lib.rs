@@ -446,10 +446,10 @@ pub struct Launch<'a> {
 }
 
 /// `gdbus monitor` of every signal from inferd that an ordinary (non-eavesdropping) client
-/// would receive.
+/// would receive; its lines arrive on a channel, so waiting for one has a deadline.
 pub struct Monitor {
     child: Child,
-    out: BufReader<std::process::ChildStdout>,
+    lines: std::sync::mpsc::Receiver<String>,
     seen: String,
 }
 
@@ -462,21 +462,45 @@ impl Monitor {
             .stdout(Stdio::piped())
             .spawn()
             .expect("start gdbus monitor");
-        let mut out = BufReader::new(child.stdout.take().expect("piped"));
-        let mut seen = String::new();
-        while !seen.contains("is owned by") {
-            let before = seen.len();
-            out.read_line(&mut seen).expect("gdbus monitor output");
-            assert!(seen.len() > before, "gdbus monitor ended early: {seen}");
-        }
-        Monitor { child, out, seen }
+        let out = BufReader::new(child.stdout.take().expect("piped"));
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut m = Monitor {
+            child,
+            lines,
+            seen: String::new(),
+        };
+        m.wait_for("is owned by");
+        m
     }
 
-    /// Stops it (after a moment for signals in flight) and returns what it printed.
-    pub fn stop(mut self) -> String {
-        std::thread::sleep(Duration::from_millis(300));
-        send_signal(&self.child, nix::sys::signal::Signal::SIGTERM);
-        std::io::Read::read_to_string(&mut self.out, &mut self.seen).expect("gdbus output");
+    /// Waits (up to 10 s) until a line contains `needle`; everything seen so far.
+    fn wait_for(&mut self, needle: &str) -> &str {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.seen.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push_str(&line);
+                    self.seen.push('\n');
+                }
+                Err(_) => panic!("gdbus monitor never printed {needle:?}:\n{}", self.seen),
+            }
+        }
+        &self.seen
+    }
+
+    /// Stops it once it has printed `last` (a signal sent after the ones the test is about: the
+    /// bus delivers in order), and returns what it printed.
+    pub fn stop_after(mut self, last: &str) -> String {
+        self.wait_for(last);
+        let _ = self.child.kill();
         let _ = self.child.wait();
         self.seen
     }

@@ -193,7 +193,7 @@ fn model_state_changes_are_signalled() {
     let monitor = Monitor::start(&d.bus);
     assert!(inferctl(&d.bus, &["unload", "ops"]).status.success());
     assert!(inferctl(&d.bus, &["load", "ops"]).status.success());
-    let text = monitor.stop();
+    let text = monitor.stop_after("ModelStateChanged ('ops', 'ready')");
     let order: Vec<&str> = ["'unloaded'", "'loading'", "'ready'"]
         .into_iter()
         .filter(|s| text.contains(&format!("ModelStateChanged ('ops', {s})")))

@@ -330,7 +330,7 @@ fn only_the_caller_sees_and_cancels_its_stream() {
     );
     // A broadcast signal proves the monitor was listening all along.
     assert!(inferctl(&d.bus, &["unload", "tiny"]).status.success());
-    let seen = monitor.stop();
+    let seen = monitor.stop_after("ModelStateChanged ('tiny', 'unloaded')");
     assert!(
         seen.contains("ModelStateChanged"),
         "the monitor heard nothing:\n{seen}"

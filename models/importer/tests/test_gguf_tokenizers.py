@@ -68,12 +68,13 @@ def field(reader, key):
     return None if f is None else f.contents()
 
 
-def copy_with(src, dest, **changes):
-    """A copy of vocabulary file `src` with some tokenizer keys changed."""
+def copy_with(src, dest, drop=(), **changes):
+    """A copy of vocabulary file `src` with some tokenizer keys changed, and those in `drop` left
+    out."""
     r = gg.GGUFReader(str(src))
     w = gg.GGUFWriter(str(dest), field(r, "general.architecture"))
     for key, f in r.fields.items():
-        if key.startswith("tokenizer.") and key not in changes:
+        if key.startswith("tokenizer.") and key not in changes and key not in drop:
             w.add_key_value(key, f.contents(), f.types[0], f.types[-1] if f.types[0] == gg.GGUFValueType.ARRAY else None)
     for key, value in changes.items():
         w.add_string(key, value)
@@ -119,6 +120,16 @@ def test_an_unknown_split_is_a_warning(name, tmp_path):
     tok, warnings = rebuild(vocab(name), tmp_path)
     assert len(warnings) == 1 and f'"{name}"' in warnings[0] and "GPT-2" in warnings[0], warnings
     assert tok.encode("Hello world", add_special_tokens=False).ids
+
+
+def test_no_split_named_is_gpt2s_with_a_warning(tmp_path):
+    """A GGUF from a converter older than `tokenizer.ggml.pre`: GPT-2's split, as llama.cpp
+    does, and said."""
+    path = copy_with(vocab("gpt-2"), tmp_path / "old.gguf", drop=("tokenizer.ggml.pre",))
+    tok, warnings = rebuild(path, tmp_path / "out")
+    assert len(warnings) == 1 and "names no pre-tokenizer" in warnings[0], warnings
+    for text, want in corpus("gpt-2"):
+        assert tok.encode(text, add_special_tokens=False).ids == want, text
 
 
 def test_gemma_sentencepiece_has_no_dummy_prefix(tmp_path):

@@ -228,7 +228,7 @@ impl TextGeneration {
             .as_deref()
             .map(ChatTemplate::new)
             .transpose()
-            .map_err(bad)?;
+            .map_err(|e| bad(e.to_string()))?;
         let max_sequences = spec.manifest.generation.max_sequences.unwrap_or(8).max(1);
         let room = KvRoom::new(
             &layout,

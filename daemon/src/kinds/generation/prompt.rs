@@ -46,7 +46,7 @@ impl PromptEncoder {
                 })?;
                 (
                     t.render(messages, &self.facts)
-                        .map_err(Error::InvalidInput)?,
+                        .map_err(|e| Error::InvalidInput(e.to_string()))?,
                     false,
                 )
             }

@@ -13,8 +13,18 @@ pub struct ChatTemplate {
     env: Environment<'static>,
 }
 
+/// A template that does not parse (a load error), or one that fails for these messages (the
+/// request's error: a template's own `raise_exception` lands here).
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("chat template does not parse: {0}")]
+    Parse(#[source] Error),
+    #[error("chat template: {0}")]
+    Render(#[source] Error),
+}
+
 impl ChatTemplate {
-    pub fn new(source: &str) -> Result<Self, String> {
+    pub fn new(source: &str) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -30,24 +40,31 @@ impl ChatTemplate {
             strftime(&format, now)
         });
         env.add_template_owned("chat", source.to_owned())
-            .map_err(|e| format!("chat template does not parse: {e}"))?;
+            .map_err(TemplateError::Parse)?;
         Ok(ChatTemplate { env })
     }
 
     /// The prompt for `messages`, ending with the assistant's turn opened.
-    pub fn render(&self, messages: &[(String, String)], facts: &Facts) -> Result<String, String> {
+    pub fn render(
+        &self,
+        messages: &[(String, String)],
+        facts: &Facts,
+    ) -> Result<String, TemplateError> {
         let msgs: Vec<_> = messages
             .iter()
             .map(|(role, content)| context! { role => role, content => content })
             .collect();
-        let tmpl = self.env.get_template("chat").map_err(|e| e.to_string())?;
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(TemplateError::Render)?;
         tmpl.render(context! {
             messages => msgs,
             add_generation_prompt => true,
             bos_token => facts.bos_token.clone().unwrap_or_default(),
             eos_token => facts.eos_token.clone().unwrap_or_default(),
         })
-        .map_err(|e| format!("chat template: {e}"))
+        .map_err(TemplateError::Render)
     }
 }
 
@@ -143,6 +160,7 @@ mod tests {
         assert!(t
             .render(&[], &facts())
             .unwrap_err()
+            .to_string()
             .contains("roles must alternate"));
     }
 
@@ -198,7 +216,8 @@ mod tests {
                 .collect();
             let got = ChatTemplate::new(&source)
                 .unwrap_or_else(|e| panic!("{what}: {e}"))
-                .render(&messages, &f);
+                .render(&messages, &f)
+                .map_err(|e| e.to_string());
             match (case["text"].as_str(), case["error"].as_str()) {
                 (Some(want), _) => {
                     let want = want.replace("@@strftime_now(%d %b %Y)@@", &today("%d %b %Y"));
