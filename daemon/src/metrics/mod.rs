@@ -107,7 +107,7 @@ impl Metrics {
         register! {
             "requests", "Requests answered, by model, op, transport and outcome", m.requests;
             "queue_depth", "Requests waiting", m.queue_depth;
-            "active_sequences", "Generations being decoded", m.active_sequences;
+            "active_sequences", "Sequences being decoded, or requests in the run under way", m.active_sequences;
             "model_state", "1 for the state each model is in", m.model_state;
             "model_memory_bytes", "Memory a model took when it loaded, in its pool (host RSS growth, or GPU memory)", m.model_memory;
             "time_to_first_token_seconds", "From admission to the first generated token", m.ttft;
