@@ -7,13 +7,13 @@ as shell assignments (ORT_DYLIB_PATH=..., INFERD_MODELS=...) for the Makefile.
 Usage: fetch.py [--cache DIR]
 """
 import argparse
+import fnmatch
 import hashlib
 import os
 import platform
 import shutil
 import subprocess
 import sys
-import fnmatch
 import tarfile
 import tempfile
 import tomllib
