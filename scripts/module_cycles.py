@@ -46,16 +46,11 @@ def main(src):
     files = {module_of(src, f): f for f in src.rglob("*.rs")}
     graph = {}
     for mod, f in files.items():
-        is_dir_mod = f.name in ("mod.rs", "lib.rs", "main.rs")
         edges = set()
         for root, rest in PATH.findall(code(f.read_text())):
             names = rest.split("::")[1:]
-            if root == "crate":
-                base = ()
-            elif root == "self":
-                base = mod if is_dir_mod else mod[:-1] + mod[-1:]
-            else:  # super: the parent of this module
-                base = mod[:-1]
+            # crate: the root; self: this module; super: its parent.
+            base = {"crate": (), "self": mod, "super": mod[:-1]}[root]
             target = base + tuple(names)
             while target and target not in files:
                 target = target[:-1]

@@ -103,6 +103,26 @@ impl<W: Write> Graph<W> {
         });
     }
 
+    /// `x` split along its last axis into the pieces `sizes` (an int64 constant) gives, one
+    /// output a hint.
+    pub fn split_last(&mut self, x: &str, sizes: &str, hints: &[&str]) -> Vec<String> {
+        let outs: Vec<String> = hints.iter().map(|h| self.name(h)).collect();
+        let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
+        self.node(
+            "Split",
+            "",
+            &[x, sizes],
+            &refs,
+            vec![("axis", Attr::Int(-1))],
+        );
+        outs
+    }
+
+    /// `parts` joined along their last axis.
+    pub fn concat_last(&mut self, parts: &[&str], hint: &str) -> String {
+        self.op("Concat", parts, hint, vec![("axis", Attr::Int(-1))])
+    }
+
     /// A small constant, inline in the model.
     pub fn raw(&mut self, hint: &str, dtype: DataType, dims: &[i64], bytes: Vec<u8>) -> String {
         let name = self.name(hint);
@@ -242,7 +262,7 @@ impl<W: Write> Graph<W> {
         let input = if w.k == w.cols {
             x.to_owned()
         } else {
-            self.op("Concat", &[x, x], "", vec![("axis", Attr::Int(-1))])
+            self.concat_last(&[x, x], "")
         };
         let mut attrs = vec![
             ("K", Attr::Int(w.k as i64)),

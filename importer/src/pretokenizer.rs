@@ -71,6 +71,14 @@ fn sequence(mut steps: Vec<Json>, last: Json) -> Json {
     json!({"type": "Sequence", "pretokenizers": steps})
 }
 
+fn splits_then_digits(patterns: &[&str], individual: bool) -> Json {
+    let steps = patterns
+        .iter()
+        .map(|p| split(p))
+        .chain([digits(individual)]);
+    sequence(steps.collect(), byte_level(false))
+}
+
 /// The parts for `pre`, or `None` for a name this table does not know (the caller falls back
 /// to GPT-2's split and says so).
 pub fn byte_level_parts(pre: &str) -> Option<ByteLevelParts> {
@@ -93,22 +101,9 @@ pub fn byte_level_parts(pre: &str) -> Option<ByteLevelParts> {
         "qwen2" | "deepseek-r1-qwen" => nfc(QWEN2),
         // Qwen3.5's tokenizer.json has no normalizer, unlike Qwen2's.
         "qwen35" => plain(sequence(vec![split(QWEN35)], byte_level(false))),
-        "deepseek-llm" => plain(sequence(
-            DEEPSEEK_LLM
-                .iter()
-                .map(|p| split(p))
-                .chain([digits(false)])
-                .collect(),
-            byte_level(false),
-        )),
-        "deepseek-coder" => plain(sequence(
-            DEEPSEEK_CODER
-                .iter()
-                .map(|p| split(p))
-                .chain([digits(true)])
-                .collect(),
-            byte_level(false),
-        )),
+        // Their tokenizer.json split numbers last: in runs (llm) or one digit each (coder).
+        "deepseek-llm" => plain(splits_then_digits(&DEEPSEEK_LLM, false)),
+        "deepseek-coder" => plain(splits_then_digits(&DEEPSEEK_CODER, true)),
         "starcoder" | "refact" | "smollm" => plain(sequence(vec![digits(true)], byte_level(true))),
         _ => return None,
     })

@@ -135,18 +135,16 @@ impl<'a> Weights<'a> {
         let data = self.src.data(t);
         let row_bytes = data.len() / rows;
         let order = order.unwrap_or_else(|| (0..rows).collect());
-        // Float rows are converted as they are gathered: one fp32 copy of the tensor, not two
-        // (an 8B model's LM head is 2 GB in fp32).
-        let mut out = Vec::new();
-        if t.format.append_floats(&[], &mut out) {
-            out.reserve_exact(rows * cols);
+        let Some(layout) = t.format.nbits() else {
+            // Float rows are converted as they are gathered: one fp32 copy of the tensor, not
+            // two (an 8B model's LM head is 2 GB in fp32).
+            let mut out = Vec::with_capacity(rows * cols);
             for &r in &order {
                 t.format
                     .append_floats(&data[r * row_bytes..(r + 1) * row_bytes], &mut out);
             }
             return Ok(Weight::Floats(out));
-        }
-        let layout = t.format.nbits().expect("block formats have a layout");
+        };
         let (_, block_bytes) = t.format.block();
         let mut blocks = Blocks::default();
         for &r in &order {

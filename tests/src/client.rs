@@ -176,3 +176,18 @@ pub fn max_abs_diff(a: &Value, b: &Value) -> f64 {
         .map(|(x, y)| (x.as_f64().expect("num") - y.as_f64().expect("num")).abs())
         .fold(0.0, f64::max)
 }
+
+/// `inferctl import SOURCE --name NAME --models REPO FLAGS…` as the .deb runs it, with no Python
+/// on PATH; fails the test unless it succeeds.
+pub fn import_model(source: &std::path::Path, name: &str, repo: &std::path::Path, flags: &[&str]) {
+    let out = Command::new(bin("inferctl"))
+        .arg("import")
+        .arg(source)
+        .args(["--name", name, "--models"])
+        .arg(repo)
+        .args(flags)
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{name}: {}", stderr(&out));
+}

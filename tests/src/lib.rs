@@ -326,14 +326,14 @@ impl Daemon {
 
     /// The log once it contains `needle` (polled; fails after 10 s).
     pub fn wait_log(&self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let log = self.log();
             if log.contains(needle) {
                 return log;
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                Instant::now() < deadline,
                 "the log never said {needle:?}:\n{log}"
             );
             std::thread::sleep(Duration::from_millis(20));

@@ -6,8 +6,6 @@
 //! sliding window, Phi-4-mini's fused projections, partial rotary embedding and longrope, and
 //! Gemma 2.
 
-use std::process::Command;
-
 use inferd_e2e::*;
 
 const FAMILIES: [&str; 6] = ["llama3", "qwen2", "qwen3", "mistral", "phi4-mini", "gemma2"];
@@ -18,15 +16,7 @@ fn every_family_generates_the_reference_greedy_text() {
     let bus = Bus::start();
     let repo = Repo::new();
     for f in FAMILIES {
-        let out = Command::new(bin("inferctl"))
-            .arg("import")
-            .arg(dir.join(f))
-            .args(["--name", f, "--precision", "fp32", "--models"])
-            .arg(repo.path())
-            .env("PATH", "/nonexistent")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{f}: {}", stderr(&out));
+        import_model(&dir.join(f), f, repo.path(), &["--precision", "fp32"]);
     }
     let d = Daemon::start(&bus, &repo);
     for f in FAMILIES {

@@ -3,23 +3,13 @@
 //! models` imports the default `smollm2` this way, so this is the README's first example, which
 //! goes through the chat template and its default system prompt.
 
-use std::process::Command;
-
 use inferd_e2e::*;
 
 #[test]
 fn a_natively_imported_gguf_gives_transformers_greedy_text() {
     let bus = Bus::start();
     let repo = Repo::new();
-    let out = Command::new(bin("inferctl"))
-        .arg("import")
-        .arg(smollm2_gguf())
-        .args(["--name", "smollm2", "--models"])
-        .arg(repo.path())
-        .env("PATH", "/nonexistent")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    import_model(&smollm2_gguf(), "smollm2", repo.path(), &[]);
     let d = Daemon::start(&bus, &repo);
     let m = d.models()["smollm2"].clone();
     assert_eq!(m["state"], "ready", "{m}");

@@ -1,7 +1,7 @@
 //! Loading a model: the session opened on the manifest's providers (`providers.rs`), the kind's
 //! model built around it (`kinds::build`), and what the engine learns from the load (`Loaded`).
 
-pub use super::context::LoadContext;
+use super::context::LoadContext;
 use super::providers::{self, Placement};
 use crate::error::LoadError;
 use crate::kinds::{self, Model, Prepare};

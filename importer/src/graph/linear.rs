@@ -7,7 +7,6 @@ use std::io::Write;
 
 use super::Builder;
 use crate::error::Result;
-use crate::onnx::Attr;
 use crate::weights::Weight;
 
 /// One `[out, in]` projection: its GGUF name (without `.weight`), and the order of its rows
@@ -66,18 +65,10 @@ impl<W: Write> Builder<'_, W> {
         if parts.len() == 1 {
             return Ok(vec![y]);
         }
-        let outs: Vec<String> = parts.iter().map(|p| self.name(&p.name)).collect();
         let sizes: Vec<i64> = parts.iter().map(|p| p.out as i64).collect();
         let sizes = self.i64s(&sizes);
-        let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
-        self.node(
-            "Split",
-            "",
-            &[&y, &sizes],
-            &refs,
-            vec![("axis", Attr::Int(-1))],
-        );
-        Ok(outs)
+        let hints: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
+        Ok(self.split_last(&y, &sizes, &hints))
     }
 
     fn product(

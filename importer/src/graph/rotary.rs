@@ -52,12 +52,7 @@ impl<W: Write> Builder<'_, W> {
             }
         };
         let freqs = self.op("Mul", &[&pos, &inv], "", vec![]);
-        let emb = self.op(
-            "Concat",
-            &[&freqs, &freqs],
-            "",
-            vec![("axis", Attr::Int(-1))],
-        );
+        let emb = self.concat_last(&[&freqs, &freqs], "");
         let one = self.i64s(&[1]);
         let (mut cos, mut sin) = (
             self.op("Cos", &[&emb], "", vec![]),
@@ -80,41 +75,23 @@ impl<W: Write> Builder<'_, W> {
         if self.rotary_split.is_empty() {
             return self.rotate_all(x);
         }
-        let (r, pass) = (self.name("rot"), self.name("pass"));
         let split = self.rotary_split.clone();
-        self.node(
-            "Split",
-            "",
-            &[x, &split],
-            &[&r, &pass],
-            vec![("axis", Attr::Int(-1))],
-        );
+        let [r, pass]: [String; 2] = self
+            .split_last(x, &split, &["rot", "pass"])
+            .try_into()
+            .expect("two pieces");
         let rotated = self.rotate_all(&r);
-        self.op(
-            "Concat",
-            &[&rotated, &pass],
-            "rope",
-            vec![("axis", Attr::Int(-1))],
-        )
+        self.concat_last(&[&rotated, &pass], "rope")
     }
 
     fn rotate_all(&mut self, x: &str) -> String {
-        let (h1, h2) = (self.name("half"), self.name("half"));
         let split = self.half_split.clone();
-        self.node(
-            "Split",
-            "",
-            &[x, &split],
-            &[&h1, &h2],
-            vec![("axis", Attr::Int(-1))],
-        );
+        let [h1, h2]: [String; 2] = self
+            .split_last(x, &split, &["half", "half"])
+            .try_into()
+            .expect("two halves");
         let neg = self.op("Neg", &[&h2], "", vec![]);
-        let rot = self.op(
-            "Concat",
-            &[&neg, &h1],
-            "rot_half",
-            vec![("axis", Attr::Int(-1))],
-        );
+        let rot = self.concat_last(&[&neg, &h1], "rot_half");
         let (cos, sin) = (self.cos.clone(), self.sin.clone());
         let a = self.op("Mul", &[x, &cos], "", vec![]);
         let b = self.op("Mul", &[&rot, &sin], "", vec![]);

@@ -7,17 +7,15 @@ tokenizer metadata as llama.cpp's converter writes it, and `.inp`/`.out` a test 
 whitespace runs, CJK, emoji, code) with the ids that model's tokenizer.json gave for each text
 (`tokenizer.encode(text, add_special_tokens=False)` in llama.cpp's convert_hf_to_gguf_update.py).
 Gemma's SentencePiece convention (no dummy prefix) is checked against SentencePiece itself."""
-import io
 import os
 import subprocess
 
 import gguf as gg
 import pytest
-import sentencepiece
 from tokenizers import Tokenizer
 
 from conftest import CACHE, REPO
-from test_sentencepiece import add_vocabulary, texts, train_corpus
+from test_sentencepiece import add_vocabulary, texts, train
 
 VOCAB = CACHE / "vocab"
 TOOL = REPO / "target" / os.environ.get("INFERD_PROFILE", "debug") / "inferd-gguf-tokenizer"
@@ -136,14 +134,7 @@ def test_gemma_sentencepiece_has_no_dummy_prefix(tmp_path):
     """Gemma's SentencePiece model adds no `▁` in front of the text; its GGUF says so with
     `tokenizer.ggml.add_space_prefix = false`. The reference is SentencePiece, trained here with
     Gemma's setting."""
-    out = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(train_corpus()), model_writer=out, model_type="bpe", vocab_size=500,
-        byte_fallback=True, split_digits=True, normalization_rule_name="identity", add_dummy_prefix=False,
-        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, character_coverage=1.0,
-        user_defined_symbols=["<|user|>", "<|assistant|>"], minloglevel=2,
-    )
-    sp = sentencepiece.SentencePieceProcessor(model_proto=out.getvalue())
+    sp = train(add_dummy_prefix=False)
     w = gg.GGUFWriter(str(tmp_path / "gemma.gguf"), "gemma2")
     add_vocabulary(w, sp)
     w.add_add_space_prefix(False)

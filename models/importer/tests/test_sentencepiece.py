@@ -35,17 +35,22 @@ def train_corpus(n=4000, seed=3):
     return lines
 
 
-@pytest.fixture(scope="module")
-def spm():
+def train(add_dummy_prefix=True):
+    """A SentencePiece BPE model on `train_corpus`, with Llama 2 / TinyLlama's trainer settings
+    that matter for encoding (Gemma's differ in `add_dummy_prefix`)."""
     out = io.BytesIO()
-    # Llama 2 / TinyLlama's trainer settings that matter for encoding.
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(train_corpus()), model_writer=out, model_type="bpe", vocab_size=500,
-        byte_fallback=True, split_digits=True, normalization_rule_name="identity", add_dummy_prefix=True,
-        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, character_coverage=1.0,
-        user_defined_symbols=["<|user|>", "<|assistant|>"], minloglevel=2,
+        byte_fallback=True, split_digits=True, normalization_rule_name="identity",
+        add_dummy_prefix=add_dummy_prefix, remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
+        character_coverage=1.0, user_defined_symbols=["<|user|>", "<|assistant|>"], minloglevel=2,
     )
     return sentencepiece.SentencePieceProcessor(model_proto=out.getvalue())
+
+
+@pytest.fixture(scope="module")
+def spm():
+    return train()
 
 
 def token_type(sp, i):

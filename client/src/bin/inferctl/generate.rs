@@ -115,7 +115,8 @@ impl Source {
                 let options = keys.iter().map(String::as_str).zip(values).collect();
                 Source::Bus(Stream::start(conn, model, input, options).await?)
             }
-            Transport::Mqtt { client: c, .. } => {
+            Transport::Mqtt(b) => {
+                let c = b.client;
                 let (op, input) = match input {
                     Input::Prompt(p) => ("generate", json!({"prompt": p})),
                     Input::Messages(m) => (

@@ -5,7 +5,7 @@ use clap::Args;
 use inferd_client::mqtt::{MqttClient, Target};
 use inferd_client::Error;
 
-use crate::transport::Transport;
+use crate::transport::{Broker, Transport};
 use crate::{commands, Command};
 
 #[derive(Args)]
@@ -40,11 +40,11 @@ pub async fn run(url: &str, a: &MqttArgs, json_out: bool, command: Command) -> R
         }
     };
     let client = MqttClient::connect(url, &a.prefix, &a.replies, target.clone()).await?;
-    let t = Transport::Mqtt {
+    let t = Transport::Mqtt(Broker {
         client: &client,
         target,
         url,
         prefix: &a.prefix,
-    };
+    });
     commands::run(&t, json_out, command).await
 }

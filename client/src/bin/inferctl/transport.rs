@@ -15,13 +15,35 @@ pub enum Transport<'a> {
         conn: &'a Connection,
         proxy: Inferd1Proxy<'a>,
     },
-    Mqtt {
-        client: &'a MqttClient,
-        target: Target,
-        /// The broker's URL and the daemons' prefix, for messages.
-        url: &'a str,
-        prefix: &'a str,
-    },
+    Mqtt(Broker<'a>),
+}
+
+/// The daemons `--node`/`--pool` names, behind the broker at `url`.
+pub struct Broker<'a> {
+    pub client: &'a MqttClient,
+    pub target: Target,
+    /// The broker's URL and the daemons' prefix, for messages.
+    pub url: &'a str,
+    pub prefix: &'a str,
+}
+
+impl Broker<'_> {
+    /// Their retained statuses, by node.
+    async fn statuses(&self) -> serde_json::Map<String, Json> {
+        self.client
+            .statuses(Duration::from_millis(500))
+            .await
+            .into_iter()
+            .filter(|(node, _)| match &self.target {
+                Target::Node(n) => n == node,
+                Target::Pool => true,
+            })
+            .collect()
+    }
+
+    fn nobody(&self, what: &str) -> Error {
+        Error::ModelNotFound(format!("no {what} under {}/ on {}", self.prefix, self.url))
+    }
 }
 
 /// Management calls: D-Bus only, where callers are authorized.
@@ -64,31 +86,6 @@ fn status_rows(node: &str, status: &Json) -> Vec<ModelStatus> {
 }
 
 impl Transport<'_> {
-    /// The retained statuses of the daemons `--node`/`--pool` names.
-    async fn statuses(&self) -> serde_json::Map<String, Json> {
-        let Transport::Mqtt { client, target, .. } = self else {
-            return Default::default();
-        };
-        client
-            .statuses(Duration::from_millis(500))
-            .await
-            .into_iter()
-            .filter(|(node, _)| match target {
-                Target::Node(n) => n == node,
-                Target::Pool => true,
-            })
-            .collect()
-    }
-
-    fn nobody(&self, what: &str) -> Error {
-        match self {
-            Transport::Mqtt { url, prefix, .. } => {
-                Error::ModelNotFound(format!("no {what} under {prefix}/ on {url}"))
-            }
-            Transport::Bus { .. } => Error::ModelNotFound(what.to_owned()),
-        }
-    }
-
     pub async fn models(&self) -> Result<Vec<ModelStatus>, Error> {
         match self {
             Transport::Bus { proxy, .. } => proxy
@@ -98,8 +95,8 @@ impl Transport<'_> {
                 .map(ModelStatus::from_dict)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(unexpected),
-            Transport::Mqtt { .. } => {
-                let rows: Vec<ModelStatus> = self
+            Transport::Mqtt(b) => {
+                let rows: Vec<ModelStatus> = b
                     .statuses()
                     .await
                     .iter()
@@ -107,7 +104,7 @@ impl Transport<'_> {
                     .flat_map(|(node, s)| status_rows(node, s))
                     .collect();
                 if rows.is_empty() {
-                    return Err(self.nobody("online inferd"));
+                    return Err(b.nobody("online inferd"));
                 }
                 Ok(rows)
             }
@@ -119,10 +116,10 @@ impl Transport<'_> {
             Transport::Bus { proxy, .. } => Health::from_dict(&proxy.health().await?)
                 .map(HealthReport::Daemon)
                 .map_err(unexpected),
-            Transport::Mqtt { .. } => {
-                let statuses = self.statuses().await;
+            Transport::Mqtt(b) => {
+                let statuses = b.statuses().await;
                 if statuses.is_empty() {
-                    return Err(self.nobody("inferd status"));
+                    return Err(b.nobody("inferd status"));
                 }
                 Ok(HealthReport::Statuses(statuses))
             }
@@ -177,7 +174,7 @@ impl Transport<'_> {
                     .unwrap_or_default();
                 Ok((vectors, json!({ "truncated": truncated, "tokens": tokens })))
             }
-            Transport::Mqtt { client, .. } => {
+            Transport::Mqtt(Broker { client, .. }) => {
                 let mut options = json!({});
                 if !truncate {
                     options["truncate"] = json!(false);
@@ -210,7 +207,7 @@ impl Transport<'_> {
                 let opts = HashMap::from([("top_k", Value::U32(top_k))]);
                 Ok(proxy.classify(model, &refs, opts).await?)
             }
-            Transport::Mqtt { client, .. } => {
+            Transport::Mqtt(Broker { client, .. }) => {
                 let r = client
                     .request(
                         model,
@@ -247,7 +244,7 @@ impl Transport<'_> {
         use inferd_client::tensor::json::{from_json, to_json};
         match self {
             Transport::Bus { proxy, .. } => Ok(proxy.infer(model, inputs).await?),
-            Transport::Mqtt { client, .. } => {
+            Transport::Mqtt(Broker { client, .. }) => {
                 let inputs: serde_json::Map<String, Json> = inputs
                     .iter()
                     .map(|(n, t)| (n.clone(), to_json(t)))
