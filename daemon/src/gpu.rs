@@ -15,7 +15,7 @@ use libloading::{Library, Symbol};
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GpuError {
     #[error("no CUDA driver: {0}")]
-    NoDriver(String),
+    NoDriver(NotLoaded),
     #[error("{library}: {message}")]
     Symbol {
         library: &'static str,
@@ -24,7 +24,7 @@ pub enum GpuError {
     #[error("CUDA driver: {call} failed with error {code}")]
     Call { call: &'static str, code: i32 },
     #[error("TensorRT is not installed: {0}")]
-    NoTensorRt(String),
+    NoTensorRt(NotLoaded),
     #[error("no /proc/self/status to measure the simulated GPU's memory")]
     NoRss,
 }
@@ -86,7 +86,18 @@ pub fn facts(device: i32) -> Result<GpuFacts, GpuError> {
     r
 }
 
-fn open(names: &[&str]) -> Result<Library, String> {
+/// What the dynamic loader said for each name tried (kept as text: probe results are cached
+/// and cloned, and `libloading::Error` is not `Clone`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotLoaded(Vec<String>);
+
+impl std::fmt::Display for NotLoaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("; "))
+    }
+}
+
+fn open(names: &[&str]) -> Result<Library, NotLoaded> {
     let mut errors = Vec::new();
     for name in names {
         // SAFETY: loading a vendor library runs its initialisers; these are the libraries ONNX
@@ -96,7 +107,7 @@ fn open(names: &[&str]) -> Result<Library, String> {
             Err(e) => errors.push(e.to_string()),
         }
     }
-    Err(errors.join("; "))
+    Err(NotLoaded(errors))
 }
 
 fn probe(device: i32) -> Result<GpuFacts, GpuError> {

@@ -24,6 +24,7 @@ pub mod runtime;
 pub mod sampling;
 pub mod service;
 pub mod tensor;
+pub mod toml_file;
 pub mod work;
 
 /// Entry points for the fuzz targets in `fuzz/`; not an API.
@@ -95,7 +96,7 @@ pub async fn run(
         })?;
     engine.set_limits(config.limits.clone());
     if let Some(listen) = &config.metrics.listen {
-        let endpoint = metrics::Endpoint::parse(listen).map_err(ConfigError::Invalid)?;
+        let endpoint = metrics::Endpoint::parse(listen).map_err(ConfigError::from)?;
         metrics::serve(&endpoint, engine.clone())
             .await
             .map_err(|source| StartError::Metrics {

@@ -15,8 +15,8 @@ pub enum ManifestError {
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error(transparent)]
+    File(#[from] crate::toml_file::TomlFileError),
     #[error("{key} = {value:?} is not allowed: {reason}")]
     UnsafePath {
         key: &'static str,
@@ -25,8 +25,12 @@ pub enum ManifestError {
     },
     #[error("invalid manifest: {0}")]
     Invalid(String),
-    #[error("model file {path}: {message}")]
-    ModelFile { path: PathBuf, message: String },
+    #[error("model file {path}: {source}")]
+    ModelFile {
+        path: PathBuf,
+        #[source]
+        source: crate::onnx_files::OnnxFileError,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -299,10 +303,7 @@ impl GenerationManifest {
 
 impl Manifest {
     pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
-        let m: Manifest = toml::from_str(text).map_err(|e| ManifestError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let m: Manifest = crate::toml_file::parse(text, path)?;
         m.validate()?;
         Ok(m)
     }
@@ -354,10 +355,7 @@ impl ModelSpec {
     /// Reads `<dir>/model.toml` and resolves its paths inside `dir`.
     pub fn load(name: &str, dir: &Path) -> Result<ModelSpec, ManifestError> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let text = crate::toml_file::read(&path)?;
         let manifest = Manifest::parse(&text, &path)?;
         let model_path = resolve_inside(dir, "file", &manifest.file)?;
         let tokenizer_path = manifest
@@ -380,10 +378,10 @@ impl ModelSpec {
     /// like the manifest's own paths: relative, no `..`, and inside the model folder after
     /// symlinks. Returns what the file holds.
     pub fn inspect_model(&self) -> Result<crate::onnx_files::ModelFile, ManifestError> {
-        let model = crate::onnx_files::inspect(&self.model_path).map_err(|message| {
+        let model = crate::onnx_files::inspect(&self.model_path).map_err(|source| {
             ManifestError::ModelFile {
                 path: self.model_path.clone(),
-                message,
+                source,
             }
         })?;
         let root = self

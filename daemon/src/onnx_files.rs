@@ -14,6 +14,46 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
+/// Why a model file was refused before ONNX Runtime saw it.
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxFileError {
+    #[error("cannot read it: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a readable ONNX model: {0}")]
+    Malformed(Malformed),
+    #[error("it has EPContext nodes, which name files of their own; inferd does not load them")]
+    EpContext,
+    #[error("an external-data location names a memory address, not a file")]
+    MemoryAddress,
+}
+
+/// How the protobuf itself is broken.
+#[derive(Debug, thiserror::Error)]
+pub enum Malformed {
+    #[error("truncated")]
+    Truncated,
+    #[error("a varint longer than 10 bytes")]
+    LongVarint,
+    #[error("a field larger than the file")]
+    HugeField,
+    #[error("a field runs past its message")]
+    Overrun,
+    #[error("a {0}-byte string where a file name belongs")]
+    LongString(u64),
+    #[error("a file name that is not UTF-8")]
+    NotUtf8,
+    #[error("nested deeper than {MAX_DEPTH}")]
+    TooDeep,
+    #[error("wire type {0} out of place")]
+    WireType(u64),
+}
+
+impl From<Malformed> for OnnxFileError {
+    fn from(m: Malformed) -> Self {
+        OnnxFileError::Malformed(m)
+    }
+}
+
 /// The messages that can hold tensors, and the fields through which they do.
 #[derive(Clone, Copy)]
 enum Msg {
@@ -65,48 +105,50 @@ struct Walker {
     ops: BTreeSet<String>,
 }
 
+type Walked<T> = Result<T, OnnxFileError>;
+
 impl Walker {
-    fn varint(&mut self) -> Result<u64, String> {
+    fn varint(&mut self) -> Walked<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let mut b = [0u8];
             self.r
                 .read_exact(&mut b)
-                .map_err(|e| format!("truncated: {e}"))?;
+                .map_err(|_| Malformed::Truncated)?;
             self.pos += 1;
             v |= u64::from(b[0] & 0x7f) << shift;
             if b[0] & 0x80 == 0 {
                 return Ok(v);
             }
         }
-        Err("a varint longer than 10 bytes".into())
+        Err(Malformed::LongVarint.into())
     }
 
     /// Skips `n` bytes: within the buffer when they are there, by seeking when not.
-    fn skip(&mut self, n: u64) -> Result<(), String> {
-        let i = i64::try_from(n).map_err(|_| "a field larger than the file".to_owned())?;
-        self.r.seek_relative(i).map_err(|e| e.to_string())?;
+    fn skip(&mut self, n: u64) -> Walked<()> {
+        let i = i64::try_from(n).map_err(|_| Malformed::HugeField)?;
+        self.r.seek_relative(i)?;
         self.pos += n;
         Ok(())
     }
 
-    fn string(&mut self, n: u64) -> Result<String, String> {
+    fn string(&mut self, n: u64) -> Walked<String> {
         if n > MAX_STRING {
-            return Err(format!("a {n}-byte string where a file name belongs"));
+            return Err(Malformed::LongString(n).into());
         }
         let mut buf = vec![0u8; n as usize];
         self.r
             .read_exact(&mut buf)
-            .map_err(|e| format!("truncated: {e}"))?;
+            .map_err(|_| Malformed::Truncated)?;
         self.pos += n;
-        String::from_utf8(buf).map_err(|_| "a file name that is not UTF-8".into())
+        Ok(String::from_utf8(buf).map_err(|_| Malformed::NotUtf8)?)
     }
 
     /// Skips a (deprecated) group up to its end tag: ONNX has none, but a parser that did not
     /// skip them would give up on a file ONNX Runtime reads.
-    fn skip_group(&mut self, field: u64, depth: usize) -> Result<(), String> {
+    fn skip_group(&mut self, field: u64, depth: usize) -> Walked<()> {
         if depth > MAX_DEPTH {
-            return Err(format!("nested deeper than {MAX_DEPTH}"));
+            return Err(Malformed::TooDeep.into());
         }
         loop {
             let tag = self.varint()?;
@@ -120,15 +162,15 @@ impl Walker {
                 }
                 3 => self.skip_group(tag >> 3, depth + 1)?,
                 4 if tag >> 3 == field => return Ok(()),
-                w => return Err(format!("wire type {w} out of place")),
+                w => return Err(Malformed::WireType(w).into()),
             }
         }
     }
 
     /// Walks `len` bytes of a `msg` (`None`: to the end of the file).
-    fn message(&mut self, msg: Msg, len: Option<u64>, depth: usize) -> Result<(), String> {
+    fn message(&mut self, msg: Msg, len: Option<u64>, depth: usize) -> Walked<()> {
         if depth > MAX_DEPTH {
-            return Err(format!("nested deeper than {MAX_DEPTH}"));
+            return Err(Malformed::TooDeep.into());
         }
         let end = len.map(|l| self.pos + l);
         let (mut key, mut value) = (None, None);
@@ -136,7 +178,7 @@ impl Walker {
             let pos = self.pos;
             match end {
                 Some(e) if pos == e => break,
-                Some(e) if pos > e => return Err("a field runs past its message".into()),
+                Some(e) if pos > e => return Err(Malformed::Overrun.into()),
                 _ => {}
             }
             let tag = match self.varint() {
@@ -158,7 +200,7 @@ impl Walker {
                         (Msg::Node, 4, _) => {
                             let op = self.string(n)?;
                             if op == "EPContext" {
-                                return Err("it has EPContext nodes, which name files of their own; inferd does not load them".into());
+                                return Err(OnnxFileError::EpContext);
                             }
                             self.ops.insert(op);
                         }
@@ -167,7 +209,7 @@ impl Walker {
                     }
                 }
                 3 => self.skip_group(field, depth + 1)?,
-                w => return Err(format!("wire type {w} out of place")),
+                w => return Err(Malformed::WireType(w).into()),
             }
         }
         if let (Msg::Entry, Some("location"), Some(v)) = (msg, key.as_deref(), value) {
@@ -193,26 +235,23 @@ impl ModelFile {
 }
 
 /// Reads the model at `path` (see the module's doc).
-pub fn inspect(path: &Path) -> Result<ModelFile, String> {
-    let file = File::open(path).map_err(|e| e.to_string())?;
-    let size = file.metadata().map_err(|e| e.to_string())?.len();
+pub fn inspect(path: &Path) -> Result<ModelFile, OnnxFileError> {
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
     let mut w = Walker {
         r: BufReader::new(file),
         pos: 0,
         locations: Vec::new(),
         ops: BTreeSet::new(),
     };
-    w.message(Msg::Model, None, 0)
-        .and_then(|()| {
-            // Seeking past the end succeeds; a field claiming more than the file holds is not.
-            (w.pos <= size)
-                .then_some(())
-                .ok_or_else(|| "truncated".to_owned())
-        })
-        .map_err(|e| format!("not a readable ONNX model: {e}"))?;
+    w.message(Msg::Model, None, 0)?;
+    // Seeking past the end succeeds; a field claiming more than the file holds is not.
+    if w.pos > size {
+        return Err(Malformed::Truncated.into());
+    }
     // ONNX Runtime reads this location as "the data is at a memory address", not a file.
     if w.locations.iter().any(|l| l.contains("_ORT_MEM_ADDR_")) {
-        return Err("an external-data location names a memory address, not a file".into());
+        return Err(OnnxFileError::MemoryAddress);
     }
     w.locations.sort();
     w.locations.dedup();
@@ -282,16 +321,22 @@ mod tests {
             "an empty model names nothing"
         );
         std::fs::write(&p, &model[..model.len() - 3]).unwrap();
-        assert!(inspect(&p).map(|m| m.external_data).is_err(), "truncated");
+        assert!(
+            matches!(
+                inspect(&p),
+                Err(OnnxFileError::Malformed(Malformed::Truncated))
+            ),
+            "truncated"
+        );
         let mut deep = field(5, &tensor("x"));
         for _ in 0..100 {
             deep = field(1, &field(5, &field(6, &deep)));
         }
         std::fs::write(&p, field(7, &deep)).unwrap();
-        assert!(inspect(&p)
-            .map(|m| m.external_data)
-            .unwrap_err()
-            .contains("deeper"));
+        assert!(matches!(
+            inspect(&p),
+            Err(OnnxFileError::Malformed(Malformed::TooDeep))
+        ));
         // A function's attribute default, and training info, hold tensors too.
         let function = field(11, &field(5, &tensor("fn.data")));
         let training = field(1, &field(5, &tensor("train.data")));
@@ -302,14 +347,8 @@ mod tests {
         );
         let node = field(1, &field(4, b"EPContext"));
         std::fs::write(&p, field(7, &node)).unwrap();
-        assert!(inspect(&p)
-            .map(|m| m.external_data)
-            .unwrap_err()
-            .contains("EPContext"));
+        assert!(matches!(inspect(&p), Err(OnnxFileError::EpContext)));
         std::fs::write(&p, field(7, &field(5, &tensor("*/_ORT_MEM_ADDR_/*")))).unwrap();
-        assert!(inspect(&p)
-            .map(|m| m.external_data)
-            .unwrap_err()
-            .contains("memory address"));
+        assert!(matches!(inspect(&p), Err(OnnxFileError::MemoryAddress)));
     }
 }

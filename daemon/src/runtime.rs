@@ -30,15 +30,40 @@ pub enum RuntimeError {
         list(.searched),
         min = MIN_MINOR
     )]
-    NotFound { searched: Vec<(PathBuf, String)> },
+    NotFound { searched: Vec<Skipped> },
     #[error("ONNX Runtime environment: {0}")]
     Environment(#[source] ort::Error),
 }
 
-fn list(searched: &[(PathBuf, String)]) -> String {
+/// A candidate library that was passed over, and why.
+#[derive(Debug)]
+pub struct Skipped {
+    pub path: PathBuf,
+    /// Which rule named it: `runtime.library`, `ORT_DYLIB_PATH`, `system`...
+    pub source: &'static str,
+    pub why: Unusable,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Unusable {
+    #[error("not found")]
+    Missing,
+    #[error("{0}")]
+    Unloadable(#[from] libloading::Error),
+    #[error("not an ONNX Runtime library (no OrtGetApiBase)")]
+    NotOrt,
+    #[error("OrtGetApiBase returned null")]
+    NullBase,
+    #[error("version {0} is too old (need 1.{MIN_MINOR} or newer)")]
+    TooOld(String),
+    #[error("{0}")]
+    Init(#[from] ort::LoadDynamicError),
+}
+
+fn list(searched: &[Skipped]) -> String {
     searched
         .iter()
-        .map(|(p, why)| format!("  - {}: {why}", p.display()))
+        .map(|s| format!("  - {}: {}: {}", s.path.display(), s.source, s.why))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -144,22 +169,33 @@ fn newest_versioned_lib(dir: &Path) -> Option<PathBuf> {
 }
 
 /// Reads `OrtGetApiBase()->GetVersionString()` without handing the library to ort yet.
-fn probe_version(path: &Path) -> Result<String, String> {
+fn probe_version(path: &Path) -> Result<String, Unusable> {
     // SAFETY: loading a library runs its initialisers; libonnxruntime's are benign.
-    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| e.to_string())?;
+    let lib = unsafe { libloading::Library::new(path) }?;
     // SAFETY: the symbol's signature is fixed by the ONNX Runtime C API.
     let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
-        unsafe { lib.get(b"OrtGetApiBase") }
-            .map_err(|_| "not an ONNX Runtime library (no OrtGetApiBase)".to_owned())?;
+        unsafe { lib.get(b"OrtGetApiBase") }.map_err(|_| Unusable::NotOrt)?;
     // SAFETY: OrtGetApiBase returns a static struct; GetVersionString a static C string.
     let version = unsafe {
         let base = get_base();
         if base.is_null() {
-            return Err("OrtGetApiBase returned null".into());
+            return Err(Unusable::NullBase);
         }
         CStr::from_ptr(((*base).GetVersionString)())
     };
     Ok(version.to_string_lossy().into_owned())
+}
+
+/// The library's version and an environment builder, when it exists and is recent enough.
+fn usable(path: &Path) -> Result<(String, ort::environment::EnvironmentBuilder), Unusable> {
+    if !path.exists() {
+        return Err(Unusable::Missing);
+    }
+    let version = probe_version(path)?;
+    if minor_of(&version).is_none_or(|minor| minor < MIN_MINOR) {
+        return Err(Unusable::TooOld(version));
+    }
+    Ok((version, ort::init_from(path)?))
 }
 
 fn minor_of(version: &str) -> Option<u32> {
@@ -172,47 +208,26 @@ fn minor_of(version: &str) -> Option<u32> {
 pub fn load(configured: Option<&Path>) -> Result<Runtime, RuntimeError> {
     let mut searched = Vec::new();
     for (path, source) in candidates(configured) {
-        if !path.exists() {
-            searched.push((path, format!("{source}: not found")));
-            continue;
-        }
-        let version = match probe_version(&path) {
-            Ok(v) => v,
-            Err(e) => {
-                searched.push((path, format!("{source}: {e}")));
-                continue;
-            }
-        };
-        match minor_of(&version) {
-            Some(minor) if minor >= MIN_MINOR => {}
-            _ => {
-                searched.push((
+        match usable(&path) {
+            Ok((version, builder)) => {
+                let env = builder
+                    .with_name("inferd")
+                    .with_telemetry(false)
+                    .build()
+                    .map_err(RuntimeError::Environment)?;
+                for s in &searched {
+                    let Skipped { path, source, why } = s;
+                    tracing::debug!(path = %path.display(), "skipped ONNX Runtime candidate: {source}: {why}");
+                }
+                return Ok(Runtime {
+                    providers: available_providers(),
                     path,
-                    format!("{source}: version {version} is too old (need 1.{MIN_MINOR} or newer)"),
-                ));
-                continue;
+                    version,
+                    env,
+                });
             }
+            Err(why) => searched.push(Skipped { path, source, why }),
         }
-        let env = match ort::init_from(&path) {
-            Ok(builder) => builder
-                .with_name("inferd")
-                .with_telemetry(false)
-                .build()
-                .map_err(RuntimeError::Environment)?,
-            Err(e) => {
-                searched.push((path, format!("{source}: {e}")));
-                continue;
-            }
-        };
-        for (p, why) in &searched {
-            tracing::debug!(path = %p.display(), "skipped ONNX Runtime candidate: {why}");
-        }
-        return Ok(Runtime {
-            providers: available_providers(),
-            path,
-            version,
-            env,
-        });
     }
     Err(RuntimeError::NotFound { searched })
 }
@@ -273,10 +288,11 @@ mod tests {
     #[test]
     fn not_found_lists_every_place_and_how_to_fix() {
         let e = RuntimeError::NotFound {
-            searched: vec![(
-                PathBuf::from("/a/libonnxruntime.so"),
-                "system: not found".into(),
-            )],
+            searched: vec![Skipped {
+                path: PathBuf::from("/a/libonnxruntime.so"),
+                source: "system",
+                why: Unusable::Missing,
+            }],
         };
         let msg = e.to_string();
         assert!(

@@ -89,6 +89,11 @@ fn make_certificates(dir: &std::path::Path) {
     }
 }
 
+/// mosquitto's default log types, plus `subscribe`: a line `<client id> <qos> <filter>` once a
+/// subscription is in place, which is how `subscribe_for` knows its subscriber is listening.
+const LOG_TYPES: &str =
+    "log_type error\nlog_type warning\nlog_type notice\nlog_type information\nlog_type subscribe\n";
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -133,7 +138,7 @@ impl Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut conf = format!(
-            "listener {port} 127.0.0.1\nset_tcp_nodelay true\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\n",
+            "listener {port} 127.0.0.1\nset_tcp_nodelay true\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\n{LOG_TYPES}",
             dir.path().display()
         );
         if durable {
@@ -357,15 +362,26 @@ impl Broker {
     }
 
     pub fn subscribe_for(&self, topic: &str, count: usize, secs: u32) -> Subscriber {
+        static SUBSCRIBERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SUBSCRIBERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("test-sub-{}-{n}", std::process::id());
         let child = Command::new("mosquitto_sub")
             .args(self.client_args())
-            .args(["-q", "1", "-t", topic])
+            .args(["-i", &id, "-q", "1", "-t", topic])
             .args(["-C", &count.to_string(), "-W", &secs.to_string()])
             .stdout(Stdio::piped())
             .spawn()
             .expect("mosquitto_sub");
-        // mosquitto_sub has subscribed once it is connected; give it that moment.
-        std::thread::sleep(Duration::from_millis(300));
+        let subscribed = format!("{id} 1 {topic}\n");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(&subscribed) {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto_sub never subscribed to {topic}: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Subscriber { child }
     }
 }
@@ -428,12 +444,19 @@ pub async fn v5_client_at(
     }
     let (client, mut lp) = AsyncClient::new(o, 1000);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (subscribed, suback) = tokio::sync::oneshot::channel();
+    let mut subscribed = Some(subscribed);
     tokio::spawn(async move {
         loop {
             match lp.poll().await {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if tx.send(p).is_err() {
                         return;
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(s) = subscribed.take() {
+                        let _ = s.send(());
                     }
                 }
                 Ok(_) => {}
@@ -446,7 +469,10 @@ pub async fn v5_client_at(
         .subscribe(reply, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
         .await
         .expect("subscribe");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(10), suback)
+        .await
+        .expect("no SUBACK within 10 s")
+        .expect("the event loop ended");
     (client, rx)
 }
 

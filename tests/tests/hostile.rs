@@ -138,6 +138,7 @@ async fn honest(port: u16, stop: Arc<Mutex<bool>>) -> Honest {
             }
             _ => h.wrong.push(format!("{id}: no answer within 30 s")),
         }
+        // An honest client's pace (5 a second): load, not a wait for anything.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     h

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use inferd_e2e::broker::{json_of, props, v5_client};
+use inferd_e2e::broker::{json_of, props, v5_client, Publish5};
 use inferd_e2e::*;
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::json;
@@ -107,6 +107,15 @@ fn cancel_ends_a_stream_and_status_follows_the_daemon() {
 /// QoS 1 allows the network to deliver a reply twice (a broker that restarts before an
 /// acknowledgement redelivers); what the daemon owes is one run and one answer per request.
 /// So: every request answered, every copy of an answer identical, and each request run once.
+/// Files an answer under its request's id; copies of one answer pile up under it.
+fn record(answers: &mut HashMap<String, Vec<serde_json::Value>>, p: Publish5) {
+    let v = json_of(&p);
+    answers
+        .entry(v["id"].as_str().unwrap().to_owned())
+        .or_default()
+        .push(v);
+}
+
 #[test]
 fn a_broker_restart_loses_no_request() {
     let mut broker = Broker::start();
@@ -134,28 +143,21 @@ fn a_broker_restart_loses_no_request() {
             .await
             .unwrap();
             if i == n / 2 {
-                // Let some requests and answers be in flight, then restart the broker.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                // Restart the broker once answers flow, with requests and answers in flight.
+                let first = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
+                record(&mut answers, first.expect("no answer within 30 s").unwrap());
                 tokio::task::block_in_place(|| broker.restart());
             }
         }
         let deadline = Instant::now() + Duration::from_secs(180);
         while answers.len() < n && Instant::now() < deadline {
             if let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-                let v = json_of(&p);
-                answers
-                    .entry(v["id"].as_str().unwrap().to_owned())
-                    .or_default()
-                    .push(v);
+                record(&mut answers, p);
             }
         }
         // Late copies, to check they are copies.
         while let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
-            let v = json_of(&p);
-            answers
-                .entry(v["id"].as_str().unwrap().to_owned())
-                .or_default()
-                .push(v);
+            record(&mut answers, p);
         }
         answers
     });

@@ -21,16 +21,12 @@ pub const DEFAULT_MODELS_DIR: &str = "/var/lib/inferd/models";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid config {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error("config: {0}")]
+    File(#[from] crate::toml_file::TomlFileError),
     #[error("invalid config: {0}")]
     Invalid(String),
+    #[error("invalid config: {0}")]
+    Metrics(#[from] crate::metrics::EndpointError),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -90,10 +86,7 @@ pub struct Overrides {
 
 impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+        Ok(crate::toml_file::parse(text, path)?)
     }
 
     /// Reads `path`, or the default file when it exists, or starts from defaults.
@@ -106,10 +99,7 @@ impl Config {
             None if default.exists() => default,
             None => return Ok(Config::default()),
         };
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let text = crate::toml_file::read(&path)?;
         Config::parse(&text, &path)
     }
 
@@ -247,7 +237,7 @@ impl Config {
             }
         }
         if let Some(listen) = &self.metrics.listen {
-            crate::metrics::Endpoint::parse(listen).map_err(ConfigError::Invalid)?;
+            crate::metrics::Endpoint::parse(listen)?;
         }
         Ok(())
     }

@@ -175,60 +175,72 @@ fn files_in(dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Why a cached engine is not trusted (and so is rebuilt).
+#[derive(Debug, thiserror::Error)]
+enum Untrusted {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0} is owned by uid {1}, not the daemon's {2}")]
+    NotOurs(String, u32, u32),
+    #[error("{0} is writable by others (mode {1:o})")]
+    Writable(String, u32),
+    #[error("no {CHECKSUMS} ({0}): not an engine inferd published")]
+    NoChecksums(std::io::Error),
+    #[error("{CHECKSUMS} is malformed")]
+    Malformed,
+    #[error("its files are {present:?}, not the {listed:?} it was published with")]
+    Files {
+        present: Vec<String>,
+        listed: Vec<String>,
+    },
+    #[error("{0} is not a plain file")]
+    NotAFile(String),
+    #[error("{0} changed since it was built (SHA-256 differs)")]
+    Changed(String),
+}
+
 /// Owned by this process's user, and writable by nobody else.
-fn owned_by_us(meta: &std::fs::Metadata) -> Result<(), String> {
+fn owned_by_us(what: &str, meta: &std::fs::Metadata) -> Result<(), Untrusted> {
     let uid = nix::unistd::geteuid().as_raw();
     if meta.uid() != uid {
-        return Err(format!(
-            "owned by uid {}, not the daemon's {uid}",
-            meta.uid()
-        ));
+        return Err(Untrusted::NotOurs(what.into(), meta.uid(), uid));
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "writable by others (mode {:o})",
-            meta.mode() & 0o7777
-        ));
+        return Err(Untrusted::Writable(what.into(), meta.mode() & 0o7777));
     }
     Ok(())
 }
 
 /// The folder (and the folders holding it) and its files are ours alone, and its files are
 /// exactly those recorded at publication, with the same SHA-256.
-fn verify(dir: &Path) -> Result<(), String> {
+fn verify(dir: &Path) -> Result<(), Untrusted> {
     // The folder, and the two above it (`tensorrt/<model>`), so nobody else can swap it.
     for d in dir.ancestors().take(3) {
-        let meta = std::fs::symlink_metadata(d).map_err(|e| e.to_string())?;
-        owned_by_us(&meta).map_err(|e| format!("{} is {e}", d.display()))?;
+        owned_by_us(&d.display().to_string(), &std::fs::symlink_metadata(d)?)?;
     }
-    let recorded = std::fs::read_to_string(dir.join(CHECKSUMS))
-        .map_err(|e| format!("no {CHECKSUMS} ({e}): not an engine inferd published"))?;
+    let recorded = std::fs::read_to_string(dir.join(CHECKSUMS)).map_err(Untrusted::NoChecksums)?;
     let mut listed: Vec<(&str, &str)> = recorded
         .lines()
-        .map(|l| {
-            l.split_once("  ")
-                .ok_or_else(|| format!("{CHECKSUMS} is malformed"))
-        })
+        .map(|l| l.split_once("  ").ok_or(Untrusted::Malformed))
         .collect::<Result<_, _>>()?;
     listed.sort_by_key(|(_, name)| *name);
-    let present = files_in(dir).map_err(|e| e.to_string())?;
+    let present = files_in(dir)?;
     let names: Vec<&str> = listed.iter().map(|(_, n)| *n).collect();
     if names != present {
-        return Err(format!(
-            "its files are {present:?}, not the {names:?} it was published with"
-        ));
+        return Err(Untrusted::Files {
+            listed: names.into_iter().map(String::from).collect(),
+            present,
+        });
     }
     for (sha, name) in listed {
         let path = dir.join(name);
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| e.to_string())?;
+        let meta = std::fs::symlink_metadata(&path)?;
         if !meta.is_file() {
-            return Err(format!("{name} is not a plain file"));
+            return Err(Untrusted::NotAFile(name.into()));
         }
-        owned_by_us(&meta).map_err(|e| format!("{name} is {e}"))?;
-        if sha256_of(&path).map_err(|e| e.to_string())? != sha {
-            return Err(format!(
-                "{name} changed since it was built (SHA-256 differs)"
-            ));
+        owned_by_us(name, &meta)?;
+        if sha256_of(&path)? != sha {
+            return Err(Untrusted::Changed(name.into()));
         }
     }
     Ok(())

@@ -18,24 +18,32 @@ pub enum Endpoint {
     Unix(PathBuf),
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("metrics.listen: {0:?} needs an absolute path")]
+    RelativePath(String),
+    #[error("metrics.listen: {0:?} is neither HOST:PORT nor unix:/PATH")]
+    Unparsable(String),
+    #[error(
+        "metrics.listen: {0:?} is not a loopback address; use 127.0.0.1 or ::1 (or a unix socket)"
+    )]
+    NotLoopback(String),
+}
+
 impl Endpoint {
     /// `127.0.0.1:9464`, `[::1]:9464` or `unix:/run/inferd/metrics.sock`. Only loopback
     /// addresses: the metrics name models and load, which is not for the network.
-    pub fn parse(s: &str) -> Result<Endpoint, String> {
+    pub fn parse(s: &str) -> Result<Endpoint, EndpointError> {
         if let Some(path) = s.strip_prefix("unix:") {
             let path = PathBuf::from(path);
             if !path.is_absolute() {
-                return Err(format!("metrics.listen: {s:?} needs an absolute path"));
+                return Err(EndpointError::RelativePath(s.into()));
             }
             return Ok(Endpoint::Unix(path));
         }
-        let addr: SocketAddr = s
-            .parse()
-            .map_err(|_| format!("metrics.listen: {s:?} is neither HOST:PORT nor unix:/PATH"))?;
+        let addr: SocketAddr = s.parse().map_err(|_| EndpointError::Unparsable(s.into()))?;
         if !addr.ip().is_loopback() {
-            return Err(format!(
-                "metrics.listen: {s:?} is not a loopback address; use 127.0.0.1 or ::1 (or a unix socket)"
-            ));
+            return Err(EndpointError::NotLoopback(s.into()));
         }
         Ok(Endpoint::Tcp(addr))
     }

@@ -24,14 +24,23 @@ struct Admins {
     gid: Option<u32>,
 }
 
+/// `dbus.admin_group` names no group this system has.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminGroupError {
+    #[error("dbus.admin_group {0:?}: {1}")]
+    Lookup(String, #[source] nix::errno::Errno),
+    #[error("dbus.admin_group {0:?}: no such group")]
+    Missing(String),
+}
+
 impl Admins {
-    fn from_config(cfg: &DbusConfig) -> Result<Admins, String> {
+    fn from_config(cfg: &DbusConfig) -> Result<Admins, AdminGroupError> {
         let gid = match &cfg.admin_group {
             None => None,
             Some(g) => Some(
                 nix::unistd::Group::from_name(g)
-                    .map_err(|e| format!("dbus.admin_group {g:?}: {e}"))?
-                    .ok_or_else(|| format!("dbus.admin_group {g:?}: no such group"))?
+                    .map_err(|e| AdminGroupError::Lookup(g.clone(), e))?
+                    .ok_or_else(|| AdminGroupError::Missing(g.clone()))?
                     .gid
                     .as_raw(),
             ),
@@ -44,7 +53,7 @@ impl Admins {
 }
 
 impl Auth {
-    pub fn new(cfg: &DbusConfig) -> Result<Auth, String> {
+    pub fn new(cfg: &DbusConfig) -> Result<Auth, AdminGroupError> {
         Ok(Auth {
             own_uid: nix::unistd::getuid().as_raw(),
             admins: Arc::new(RwLock::new(Admins::from_config(cfg)?)),
@@ -52,7 +61,7 @@ impl Auth {
     }
 
     /// Takes the admins of a reloaded config; on error the old ones stay.
-    pub fn update(&self, cfg: &DbusConfig) -> Result<(), String> {
+    pub fn update(&self, cfg: &DbusConfig) -> Result<(), AdminGroupError> {
         let new = Admins::from_config(cfg)?;
         *self.admins.write().unwrap_or_else(|p| p.into_inner()) = new;
         Ok(())

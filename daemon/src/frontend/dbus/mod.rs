@@ -22,8 +22,8 @@ pub use interface::Service;
 pub enum DbusError {
     #[error("D-Bus: {0}")]
     Bus(#[from] zbus::Error),
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] auth::AdminGroupError),
 }
 
 /// A running D-Bus frontend.

@@ -52,11 +52,16 @@ pub const PROTOCOL_MAX_PACKET: usize = 268_435_455 + 5;
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("topic {topic:?} cannot be published to: {why}")]
-    Topic { topic: String, why: String },
+    Topic {
+        topic: String,
+        #[source]
+        why: super::topics::TopicError,
+    },
     #[error("the message is {size} bytes, over the broker's maximum packet size of {max}")]
     TooLarge { size: usize, max: usize },
-    #[error("the MQTT link is closed: {0}")]
-    Closed(String),
+    /// rumqttc's only error here: its event loop is gone (the request carries no more).
+    #[error("the MQTT link is closed")]
+    Closed,
 }
 
 /// Publishes through rumqttc after checking what the broker would refuse.
@@ -165,7 +170,6 @@ impl Client {
 
     /// Queues a publish; waits only while the bounded request channel is full.
     pub async fn publish(&self, o: Out) -> Result<(), PublishError> {
-        let closed = |e: String| PublishError::Closed(e);
         match (&self.inner, self.encode(o)?) {
             (Inner::V5(c), Encoded::V5(topic, p)) => c
                 .publish_with_properties(
@@ -176,11 +180,11 @@ impl Client {
                     p.properties.unwrap_or_default(),
                 )
                 .await
-                .map_err(|e| closed(e.to_string())),
+                .map_err(|_| PublishError::Closed),
             (Inner::V3(c), Encoded::V3(p)) => c
                 .publish(p.topic, p.qos, p.retain, p.payload)
                 .await
-                .map_err(|e| closed(e.to_string())),
+                .map_err(|_| PublishError::Closed),
             _ => unreachable!("encoded for this client's protocol"),
         }
     }
@@ -188,7 +192,6 @@ impl Client {
     /// Queues a publish unless the request channel is full (then it is dropped): for
     /// best-effort messages such as rejections, which must never pile up.
     pub fn try_publish(&self, o: Out) -> Result<(), PublishError> {
-        let closed = |e: String| PublishError::Closed(e);
         match (&self.inner, self.encode(o)?) {
             (Inner::V5(c), Encoded::V5(topic, p)) => c
                 .try_publish_with_properties(
@@ -198,41 +201,42 @@ impl Client {
                     p.payload,
                     p.properties.unwrap_or_default(),
                 )
-                .map_err(|e| closed(e.to_string())),
+                .map_err(|_| PublishError::Closed),
             (Inner::V3(c), Encoded::V3(p)) => c
                 .try_publish(p.topic, p.qos, p.retain, p.payload)
-                .map_err(|e| closed(e.to_string())),
+                .map_err(|_| PublishError::Closed),
             _ => unreachable!("encoded for this client's protocol"),
         }
     }
 
-    fn try_subscribe(&self, filter: &str) -> Result<(), String> {
+    fn try_subscribe(&self, filter: &str) -> Result<(), PublishError> {
         // QoS 2 as the maximum: each request arrives at the QoS it was sent with, and its
         // replies go out at that QoS (exactly once for QoS 2).
         match &self.inner {
             Inner::V5(c) => c
                 .try_subscribe(filter, QoS5::ExactlyOnce)
-                .map_err(|e| e.to_string()),
+                .map_err(|_| PublishError::Closed),
             Inner::V3(c) => c
                 .try_subscribe(filter, QoS::ExactlyOnce)
-                .map_err(|e| e.to_string()),
+                .map_err(|_| PublishError::Closed),
         }
     }
 
     pub async fn unsubscribe(&self, filter: &str) {
         let r = match &self.inner {
-            Inner::V5(c) => c.unsubscribe(filter).await.map_err(|e| e.to_string()),
-            Inner::V3(c) => c.unsubscribe(filter).await.map_err(|e| e.to_string()),
+            Inner::V5(c) => c.unsubscribe(filter).await.is_ok(),
+            Inner::V3(c) => c.unsubscribe(filter).await.is_ok(),
         };
-        if let Err(e) = r {
-            tracing::debug!(filter, "cannot unsubscribe: {e}");
+        if !r {
+            tracing::debug!(filter, "cannot unsubscribe: {}", PublishError::Closed);
         }
     }
 
     pub async fn disconnect(&self) {
+        // Err only when the link is already closed, which is what was asked for.
         let _ = match &self.inner {
-            Inner::V5(c) => c.disconnect().await.map_err(|e| e.to_string()),
-            Inner::V3(c) => c.disconnect().await.map_err(|e| e.to_string()),
+            Inner::V5(c) => c.disconnect().await.is_ok(),
+            Inner::V3(c) => c.disconnect().await.is_ok(),
         };
     }
 }

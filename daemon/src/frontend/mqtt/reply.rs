@@ -39,7 +39,7 @@ impl ReplyPolicy {
             ))
         };
         if let Err(why) = super::topics::encodable(topic) {
-            return bad(why);
+            return bad(why.to_string());
         }
         if topic.len() > self.max_len {
             return bad(format!(

@@ -95,23 +95,38 @@ impl Topics {
 /// (no wildcards) of at most 65,535 bytes with no control characters and no noncharacters
 /// (U+0000 is forbidden by the protocol, the rest by its advice; mosquitto disconnects a client
 /// that sends any of them).
-pub fn encodable(topic: &str) -> Result<(), String> {
+pub fn encodable(topic: &str) -> Result<(), TopicError> {
     if topic.is_empty() {
-        return Err("it is empty".into());
+        return Err(TopicError::Empty);
     }
     if topic.contains(['+', '#']) {
-        return Err("it has a wildcard ('+' or '#')".into());
+        return Err(TopicError::Wildcard);
     }
     if let Some(c) = topic.chars().find(|c| c.is_control()) {
-        return Err(format!("it has the control character {c:?}"));
+        return Err(TopicError::Control(c));
     }
     if let Some(c) = topic.chars().find(|&c| noncharacter(c)) {
-        return Err(format!("it has the noncharacter {c:?}"));
+        return Err(TopicError::Noncharacter(c));
     }
     if topic.len() > u16::MAX as usize {
-        return Err(format!("{} bytes; MQTT allows 65535", topic.len()));
+        return Err(TopicError::TooLong(topic.len()));
     }
     Ok(())
+}
+
+/// Why a broker would refuse a topic name (see [`encodable`]).
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("it is empty")]
+    Empty,
+    #[error("it has a wildcard ('+' or '#')")]
+    Wildcard,
+    #[error("it has the control character {0:?}")]
+    Control(char),
+    #[error("it has the noncharacter {0:?}")]
+    Noncharacter(char),
+    #[error("{0} bytes; MQTT allows 65535")]
+    TooLong(usize),
 }
 
 /// U+FDD0..U+FDEF and the last two code points of every plane.
