@@ -51,6 +51,16 @@ pub fn check(config: &Config) -> usize {
     if let Some(m) = config.mqtt.as_ref().filter(|m| m.enabled) {
         broker_network(m);
     }
+    if let Some(Ok(endpoints)) = config.http.as_ref().map(|h| h.endpoints()) {
+        let list: Vec<String> = endpoints.iter().map(|e| e.to_string()).collect();
+        println!("ok    HTTP API on {}", list.join(", "));
+        if endpoints.iter().any(|e| !e.is_loopback()) {
+            println!(
+                "note  the shipped unit allows loopback only: a drop-in with IPAddressAllow= \
+                 for the clients' network is needed for remote HTTP clients"
+            );
+        }
+    }
     problems
 }
 

@@ -13,6 +13,7 @@ pub mod gpu;
 pub mod health;
 pub mod kinds;
 pub mod limits;
+pub mod listen;
 pub mod logging;
 pub mod manifest;
 pub mod memory;
@@ -43,6 +44,7 @@ use tokio::sync::mpsc;
 use crate::config::{Bus, Config, ConfigError};
 use crate::engine::Engine;
 use crate::frontend::dbus::{self, DbusError};
+use crate::frontend::http::{self, HttpError};
 use crate::frontend::mqtt;
 use crate::repository::Repository;
 use crate::runtime::RuntimeError;
@@ -63,6 +65,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Dbus(#[from] DbusError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
     #[error("metrics endpoint {endpoint}: {source}")]
     Metrics {
         endpoint: String,
@@ -96,7 +100,7 @@ pub async fn run(
         })?;
     engine.set_limits(config.limits.clone());
     if let Some(listen) = &config.metrics.listen {
-        let endpoint = metrics::Endpoint::parse(listen).map_err(ConfigError::from)?;
+        let endpoint = metrics::endpoint(listen).map_err(ConfigError::from)?;
         metrics::serve(&endpoint, engine.clone())
             .await
             .map_err(|source| StartError::Metrics {
@@ -108,6 +112,10 @@ pub async fn run(
     tracing::info!(models = %models.display(), bus = ?bus, "serving org.inferd.Inferd1");
     let mqtt = match config.mqtt.as_ref().filter(|m| m.enabled) {
         Some(m) => Some(mqtt::serve(engine.clone(), m)?),
+        None => None,
+    };
+    let http = match &config.http {
+        Some(h) => Some(http::serve(engine.clone(), h).await?),
         None => None,
     };
 
@@ -171,6 +179,10 @@ pub async fn run(
     }
     if let Some(m) = mqtt {
         m.close().await;
+    }
+    if let Some(h) = http {
+        // Streams still open got their last event when the engine drained.
+        h.close(Duration::from_secs(2)).await;
     }
     dbus.close().await;
     tracing::info!("stopped");

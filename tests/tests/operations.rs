@@ -117,7 +117,7 @@ fn free_port() -> u16 {
 
 fn scrape(mut stream: impl Read + Write) -> String {
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut out = String::new();
     stream.read_to_string(&mut out).unwrap();
@@ -201,7 +201,8 @@ fn metrics_on_a_loopback_port_and_a_unix_socket() {
     assert_eq!(sample(&text, "inferd_mqtt_connected"), 0.0);
     // Anything but GET /metrics is refused.
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /secrets HTTP/1.1\r\n\r\n").unwrap();
+    s.write_all(b"GET /secrets HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 404"), "{out}");

@@ -3,10 +3,12 @@
 
 mod dbus;
 mod engine;
+pub mod http;
 pub mod mqtt;
 
 pub use self::dbus::{Bus, DbusConfig};
 pub use self::engine::EngineConfig;
+pub use self::http::HttpConfig;
 pub use self::mqtt::MqttConfig;
 
 use std::path::{Path, PathBuf};
@@ -26,7 +28,7 @@ pub enum ConfigError {
     #[error("invalid config: {0}")]
     Invalid(String),
     #[error("invalid config: {0}")]
-    Metrics(#[from] crate::metrics::EndpointError),
+    Listen(#[from] crate::listen::EndpointError),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -40,6 +42,8 @@ pub struct Config {
     pub engine: EngineConfig,
     /// Absent: MQTT is off.
     pub mqtt: Option<MqttConfig>,
+    /// Absent: the OpenAI-compatible HTTP API is off.
+    pub http: Option<HttpConfig>,
     pub systemd: SystemdConfig,
     pub metrics: MetricsConfig,
     /// How big one request may be (every transport).
@@ -202,6 +206,7 @@ impl Config {
         );
         keep(&mut kept, "metrics", &self.metrics, &mut next.metrics);
         keep(&mut kept, "mqtt", &self.mqtt, &mut next.mqtt);
+        keep(&mut kept, "http", &self.http, &mut next.http);
         keep(&mut kept, "systemd", &self.systemd, &mut next.systemd);
         (next, kept)
     }
@@ -215,6 +220,9 @@ impl Config {
         self.bus()?;
         if let Some(m) = self.mqtt.as_ref().filter(|m| m.enabled) {
             m.validate()?;
+        }
+        if let Some(h) = &self.http {
+            h.validate()?;
         }
         if !(0.0..=1.0).contains(&self.engine.background_share) {
             return Err(ConfigError::Invalid(format!(
@@ -237,7 +245,7 @@ impl Config {
             }
         }
         if let Some(listen) = &self.metrics.listen {
-            crate::metrics::Endpoint::parse(listen)?;
+            crate::metrics::endpoint(listen)?;
         }
         Ok(())
     }

@@ -19,6 +19,7 @@ pub type Tensors = BTreeMap<String, Tensor>;
 pub enum Transport {
     Dbus,
     Mqtt,
+    Http,
 }
 
 impl Transport {
@@ -26,6 +27,7 @@ impl Transport {
         match self {
             Transport::Dbus => "dbus",
             Transport::Mqtt => "mqtt",
+            Transport::Http => "http",
         }
     }
 }
