@@ -18,10 +18,17 @@ if [[ -z "${DBUS_SESSION_BUS_ADDRESS:-}" ]]; then
     echo "  export DBUS_SESSION_BUS_ADDRESS='$DBUS_SESSION_BUS_ADDRESS'"
   fi
 fi
+# The OpenAI-compatible API on a unix socket of this user's (docs/http.md).
+runtime=${XDG_RUNTIME_DIR:-/tmp/inferd-$(id -u)}/inferd
+mkdir -p "$runtime"
+config=$runtime/run.toml
+printf '[http]\nlisten = ["unix:%s/http.sock"]\n' "$runtime" >"$config"
 cat <<MSG
 Then try:
   $bindir/inferctl models
   $bindir/inferctl embed minilm "A man is playing a guitar." "Someone is strumming a guitar." --similarity
+  curl --unix-socket $runtime/http.sock http://inferd/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{"model": "smollm2", "messages": [{"role": "user", "content": "What is the capital of France?"}]}'
 Stop with Ctrl-C.
 MSG
-"$inferd" --models "$models" --bus session
+"$inferd" --config "$config" --models "$models" --bus session

@@ -91,12 +91,16 @@ pub enum Bound {
     Unix(UnixListener),
 }
 
-/// Binds `endpoint`. A unix socket left by an earlier run is replaced (only a socket: any
-/// other file there is an error), and the new one gets `mode` when given.
+/// Binds `endpoint`. A unix socket's folder is made when missing; one left by an earlier run
+/// is replaced (only a socket: any other file there is an error), and the new one gets `mode`
+/// when given.
 pub async fn bind(endpoint: &Endpoint, mode: Option<u32>) -> std::io::Result<Bound> {
     match endpoint {
         Endpoint::Tcp(addr) => Ok(Bound::Tcp(TcpListener::bind(addr).await?)),
         Endpoint::Unix(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
             remove_stale_socket(path)?;
             let listener = UnixListener::bind(path)?;
             if let Some(mode) = mode {

@@ -94,7 +94,8 @@ fn make_certificates(dir: &std::path::Path) {
 const LOG_TYPES: &str =
     "log_type error\nlog_type warning\nlog_type notice\nlog_type information\nlog_type subscribe\n";
 
-fn free_port() -> u16 {
+/// A loopback port nothing listens on now (another process may take it before the caller).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")

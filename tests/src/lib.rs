@@ -9,7 +9,7 @@ mod client;
 mod measure;
 pub mod notify;
 mod repo;
-pub use broker::Broker;
+pub use broker::{free_port, Broker};
 pub use client::*;
 pub use measure::{full_scale, percentile, record, rss_of};
 pub use notify::NotifySocket;
@@ -111,6 +111,13 @@ pub fn test_models() -> PathBuf {
         "{} lacks the test imports: run `make test-models`",
         p.display()
     );
+    p
+}
+
+/// The Python of the venv `make` prepares (the importer, pytest, the `openai` client).
+pub fn python() -> PathBuf {
+    let p = cache().join("venv/bin/python");
+    assert!(p.exists(), "{} is missing: run `make test`", p.display());
     p
 }
 

@@ -107,14 +107,6 @@ fn health_reports_models_and_every_request_has_an_id() {
     assert!(d.log().contains(&failed_id), "{}", d.log());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn scrape(mut stream: impl Read + Write) -> String {
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -121,7 +121,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
             .await
             .map(|axum::Json(v)| Body(v))
             .map_err(|e: JsonRejection| ApiError {
-                status: e.status(),
+                // OpenAI answers 400 to a body that is not the request, where axum says 422;
+                // a body too large keeps its 413.
+                status: match &e {
+                    JsonRejection::BytesRejection(b) => b.status(),
+                    _ => StatusCode::BAD_REQUEST,
+                },
                 kind: "invalid_request_error",
                 code: "invalid_input",
                 message: format!("request body: {}", e.body_text()),

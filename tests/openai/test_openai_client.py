@@ -1,0 +1,176 @@
+"""The official `openai` client, unchanged, against a running inferd (started by
+tests/tests/http.rs, which passes where it listens). References are independent of inferd:
+transformers' greedy SmolLM2 text and Python onnxruntime's MiniLM embeddings, both recorded in
+tests/fixtures."""
+
+import base64
+import json
+import os
+import pathlib
+import threading
+import time
+
+import httpx2
+import numpy as np
+import openai
+import pytest
+
+URL = os.environ["INFERD_HTTP_URL"]
+SOCKET = os.environ["INFERD_HTTP_SOCKET"]
+FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures"
+LLM, EMBED, ENDLESS = "smollm2-fp32", "minilm", "tiny"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture
+def client():
+    return openai.OpenAI(base_url=f"{URL}/v1", api_key="unused", max_retries=0)
+
+
+def health():
+    return httpx2.get(f"{URL}/health").json()
+
+
+def model_row(name):
+    return next(m for m in health()["models"] if m["name"] == name)
+
+
+def wait_until(what, ok, secs=30):
+    deadline = time.monotonic() + secs
+    while not ok():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {health()}"
+        time.sleep(0.05)
+
+
+def test_models_lists_the_repository(client):
+    ids = {m.id for m in client.models.list()}
+    assert {LLM, EMBED, ENDLESS} <= ids
+
+
+def test_completions_give_transformers_greedy_text(client):
+    fx = json.loads((FIXTURES / "smollm2_fp32_greedy.json").read_text())
+    for case in fx["cases"]:
+        prompt = fx["chat_format"].replace("{prompt}", case["prompt"])
+        new_ids = case["new_ids"]
+        r = client.completions.create(
+            model=LLM, prompt=prompt, max_tokens=len(new_ids), temperature=0
+        )
+        choice = r.choices[0]
+        assert choice.text == case["text"].removesuffix("<|im_end|>"), case["prompt"]
+        assert choice.finish_reason == ("stop" if new_ids[-1] == 2 else "length")
+        assert r.usage.prompt_tokens == len(case["prompt_ids"])
+        assert r.usage.completion_tokens == len([i for i in new_ids if i != 2])
+
+
+def test_streamed_chat_is_the_whole_answer_in_pieces(client):
+    whole = client.chat.completions.create(
+        model=LLM, messages=QUESTION, max_tokens=30, temperature=0
+    )
+    text = whole.choices[0].message.content
+    assert "Paris" in text
+    assert whole.choices[0].finish_reason == "stop"
+    assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
+    chunks = list(
+        client.chat.completions.create(
+            model=LLM,
+            messages=QUESTION,
+            max_tokens=30,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_embeddings_match_python_onnxruntime(client):
+    fx = json.loads((FIXTURES / "minilm_reference.json").read_text())
+    texts = [c["text"] for c in fx["cases"]]
+    r = client.embeddings.create(model=EMBED, input=texts)
+    assert [d.index for d in r.data] == list(range(len(texts)))
+    for d, case in zip(r.data, fx["cases"]):
+        diff = np.abs(np.array(d.embedding) - np.array(case["embedding"])).max()
+        assert diff < 1e-4, (case["text"], diff)
+    assert r.usage.prompt_tokens == sum(c["tokens"] for c in fx["cases"])
+    # base64: little-endian float32, as OpenAI sends it.
+    raw = httpx2.post(
+        f"{URL}/v1/embeddings",
+        json={"model": EMBED, "input": texts[0], "encoding_format": "base64"},
+    ).json()
+    v = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
+    assert np.abs(v - np.array(fx["cases"][0]["embedding"])).max() < 1e-4
+    with pytest.raises(openai.BadRequestError, match="dimensions = 8 is not supported"):
+        client.embeddings.create(model=EMBED, input="x", dimensions=8)
+
+
+def test_a_unix_socket_client():
+    transport = httpx2.HTTPTransport(uds=SOCKET)
+    c = openai.OpenAI(
+        base_url="http://inferd/v1",
+        api_key="unused",
+        http_client=httpx2.Client(transport=transport),
+        max_retries=0,
+    )
+    r = c.chat.completions.create(model=LLM, messages=QUESTION, max_tokens=30, temperature=0)
+    assert "Paris" in r.choices[0].message.content
+
+
+def test_errors_are_openai_error_objects(client):
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="nope", messages=QUESTION)
+    assert e.value.code == "model_not_found"
+    for bad in [{"temperature": 1000}, {"n": 2}, {"top_p": 2}]:
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model=LLM, messages=QUESTION, **bad)
+        assert e.value.code == "invalid_input", bad
+    with pytest.raises(openai.BadRequestError, match="missing field `messages`"):
+        client.post("/chat/completions", body={"model": LLM}, cast_to=object)
+
+
+def test_overload_is_429_with_retry_after_and_disconnects_cancel(client):
+    """`tiny` decodes one sequence and queues one more: a third waits for neither. Closing the
+    streams (the client going away) ends their generations."""
+    first = client.chat.completions.create(
+        model=ENDLESS, messages=QUESTION, max_tokens=50000, stream=True
+    )
+    next(iter(first))
+    wait_until("the first generation", lambda: model_row(ENDLESS)["active"] == 1)
+    queued = {}
+
+    def second():
+        queued["stream"] = client.chat.completions.create(
+            model=ENDLESS, messages=QUESTION, max_tokens=50000, stream=True
+        )
+
+    t = threading.Thread(target=second)
+    t.start()
+    wait_until("the second request queued", lambda: model_row(ENDLESS)["queue_depth"] == 1)
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model=ENDLESS, messages=QUESTION, max_tokens=5)
+    assert e.value.code == "overloaded"
+    assert e.value.response.headers["retry-after"] == "1"
+    first.close()
+    t.join(timeout=30)
+    queued["stream"].close()
+    wait_until("both generations cancelled", lambda: model_row(ENDLESS)["active"] == 0)
+    # A whole (not streamed) answer whose client gives up is cancelled too.
+    gave_up = []
+
+    def impatient():
+        c = openai.OpenAI(base_url=f"{URL}/v1", api_key="unused", max_retries=0, timeout=3)
+        try:
+            c.chat.completions.create(model=ENDLESS, messages=QUESTION, max_tokens=50000)
+        except openai.APITimeoutError as e:
+            gave_up.append(e)
+
+    t = threading.Thread(target=impatient)
+    t.start()
+    wait_until("the impatient generation", lambda: model_row(ENDLESS)["active"] == 1)
+    t.join(timeout=30)
+    assert gave_up, "the client should have timed out"
+    wait_until("the abandoned generation cancelled", lambda: model_row(ENDLESS)["active"] == 0)
