@@ -6,6 +6,7 @@
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod constraint;
 pub mod engine;
 pub mod error;
 pub mod frontend;

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::constraint::Constraint;
 use crate::error::{Error, Result};
 use crate::work::job::{EmbedRequest, GenOptions, Priority, Reasoning, Sampling, Ticket};
 
@@ -18,6 +19,15 @@ pub trait Options {
     /// A list of strings; a single string is taken as a list of one.
     fn strings(&self, key: &str) -> Result<Vec<String>>;
     fn boolean(&self, key: &str) -> Result<Option<bool>>;
+    /// A JSON value. Transports without nested values (D-Bus) take JSON text in a string.
+    fn json(&self, key: &str) -> Result<Option<serde_json::Value>> {
+        self.string(key)?.map(|t| json_text(key, &t)).transpose()
+    }
+}
+
+fn json_text(key: &str, text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::InvalidInput(format!("option {key:?} must be JSON: {e}")))
 }
 
 /// Rejects any key not in `known`.
@@ -74,7 +84,7 @@ pub fn classification(
     Ok((EmbedRequest { texts, truncate }, top_k))
 }
 
-pub const GENERATION_OPTIONS: [&str; 14] = [
+pub const GENERATION_OPTIONS: [&str; 17] = [
     "max_tokens",
     "temperature",
     "top_k",
@@ -89,6 +99,9 @@ pub const GENERATION_OPTIONS: [&str; 14] = [
     "priority",
     "truncate",
     "handle_token",
+    "response_format",
+    "regex",
+    "grammar",
 ];
 
 /// Generation options; `timeout_ms` (applied while queued and while generating) and
@@ -128,6 +141,7 @@ pub fn generation(opts: &impl Options, t: &mut Ticket) -> Result<GenOptions> {
         reasoning,
         reasoning_budget: u32_opt("reasoning_budget")?,
         truncate: opts.boolean("truncate")?.unwrap_or(false),
+        constraint: constraint(opts)?,
     };
     let s = &o.sampling;
     for (k, v, lo, hi) in [
@@ -143,6 +157,24 @@ pub fn generation(opts: &impl Options, t: &mut Ticket) -> Result<GenOptions> {
         }
     }
     Ok(o)
+}
+
+/// At most one of `response_format`, `regex` and `grammar`.
+fn constraint(opts: &impl Options) -> Result<Option<Constraint>> {
+    let mut found = Vec::new();
+    if let Some(v) = opts.json("response_format")? {
+        let c = Constraint::from_response_format(&v)
+            .map_err(|e| Error::InvalidInput(format!("option \"response_format\": {e}")))?;
+        found.extend(c);
+    }
+    found.extend(opts.string("regex")?.map(Constraint::Regex));
+    found.extend(opts.string("grammar")?.map(Constraint::Grammar));
+    if found.len() > 1 {
+        return Err(Error::InvalidInput(
+            "give at most one of response_format, regex and grammar".into(),
+        ));
+    }
+    Ok(found.pop())
 }
 
 /// Options as a JSON object (MQTT payloads).
@@ -207,6 +239,14 @@ impl Options for serde_json::Map<String, serde_json::Value> {
                 .as_bool()
                 .map(Some)
                 .ok_or_else(|| json_wrong(key, "a boolean", v)),
+        }
+    }
+
+    /// A nested value as it is; JSON text in a string is parsed, as on D-Bus.
+    fn json(&self, key: &str) -> Result<Option<serde_json::Value>> {
+        match self.get(key) {
+            Some(serde_json::Value::String(t)) => json_text(key, t).map(Some),
+            v => Ok(v.cloned()),
         }
     }
 }
@@ -286,6 +326,31 @@ mod tests {
                 "\"interactive\" or \"background\"",
             ),
             (json!({"timeout_ms": 1u64 << 40}), "too large"),
+        ] {
+            let e = generation(&map(opts), &mut base()).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+        let schema = json!({"type": "object"});
+        let rf = json!({"type": "json_schema", "json_schema": {"schema": schema}});
+        for opts in [
+            json!({"response_format": rf}),
+            json!({"response_format": rf.to_string()}),
+        ] {
+            let o = generation(&map(opts), &mut base()).unwrap();
+            assert_eq!(o.constraint, Some(Constraint::JsonSchema(schema.clone())));
+        }
+        let o = generation(&map(json!({"regex": "[0-9]+"})), &mut base()).unwrap();
+        assert_eq!(o.constraint, Some(Constraint::Regex("[0-9]+".into())));
+        for (opts, needle) in [
+            (
+                json!({"regex": "x", "grammar": "start: \"x\""}),
+                "at most one",
+            ),
+            (json!({"response_format": "{not json"}), "must be JSON"),
+            (
+                json!({"response_format": {"type": "xml"}}),
+                "response_format.type",
+            ),
         ] {
             let e = generation(&map(opts), &mut base()).unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");

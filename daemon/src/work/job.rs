@@ -117,6 +117,8 @@ pub struct GenOptions {
     pub reasoning_budget: Option<u32>,
     /// Cut the prompt's start instead of failing when it does not fit the context.
     pub truncate: bool,
+    /// Structured output: the text must fit this.
+    pub constraint: Option<crate::constraint::Constraint>,
 }
 
 /// A generation as a frontend asks for it.
@@ -168,6 +170,8 @@ pub struct PromptTokens {
     pub max_new: usize,
     /// The prompt opened a `<think>` block, so the answer starts inside reasoning.
     pub thinking: bool,
+    /// The request's constraint, compiled for the model's vocabulary.
+    pub constraint: Option<crate::constraint::Constrained>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

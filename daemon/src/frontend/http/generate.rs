@@ -119,11 +119,9 @@ fn option_map(s: Sampling) -> Result<(Map<String, Value>, bool, bool), ApiError>
         .into_iter()
         .filter(|(k, v)| !v.is_null() && !IGNORED.contains(&k.as_str()))
         .collect();
-    for k in ["response_format", "tools", "tool_choice"] {
+    for k in ["tools", "tool_choice"] {
         if let Some(v) = map.remove(k) {
-            let plain_text = k == "response_format" && v.get("type") == Some(&json!("text"));
-            let no_tools = k == "tool_choice" && v == json!("none");
-            if !plain_text && !no_tools {
+            if !(k == "tool_choice" && v == json!("none")) {
                 return Err(ApiError::invalid(format!("{k} is not supported yet")));
             }
         }

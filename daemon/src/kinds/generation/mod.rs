@@ -19,6 +19,7 @@
 //! requests. The text of a paused sequence is the same as if it had never paused.
 
 mod cache;
+mod constrain;
 mod facts;
 mod forward;
 mod kv_batch;
@@ -240,7 +241,15 @@ impl TextGeneration {
         );
         // No single request may need more than all the room there is.
         facts.context_length = facts.context_length.min(room.tokens);
-        let encoder = PromptEncoder::new(&spec.name, tokenizer.clone(), template, facts.clone());
+        let grammars =
+            constrain::Grammars::new(tokenizer.clone(), tok_path, facts.eos.first().copied());
+        let encoder = PromptEncoder::new(
+            &spec.name,
+            tokenizer.clone(),
+            template,
+            facts.clone(),
+            grammars,
+        );
         let layout_align = layout.batch.unwrap_or_default();
         tracing::debug!(
             model = %spec.name,

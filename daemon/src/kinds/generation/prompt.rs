@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokenizers::Tokenizer;
 
+use super::constrain::Grammars;
 use super::facts::Facts;
 use super::template::ChatTemplate;
 use super::text;
@@ -17,6 +18,7 @@ pub struct PromptEncoder {
     tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
     facts: Facts,
+    grammars: Grammars,
 }
 
 impl PromptEncoder {
@@ -25,12 +27,14 @@ impl PromptEncoder {
         tokenizer: Arc<Tokenizer>,
         template: Option<ChatTemplate>,
         facts: Facts,
+        grammars: Grammars,
     ) -> Self {
         PromptEncoder {
             name: name.to_owned(),
             tokenizer,
             template,
             facts,
+            grammars,
         }
     }
 
@@ -59,9 +63,15 @@ impl PromptEncoder {
         Ok((enc.get_ids().to_vec(), opens_thinking))
     }
 
-    /// Tokenizes and checks the context: the prompt's tokens, the token budget, and whether the
-    /// prompt opened a `<think>` block.
+    /// Tokenizes and checks the context: the prompt's tokens, the token budget, whether the
+    /// prompt opened a `<think>` block, and the compiled constraint.
     pub fn prepare(&self, req: &GenerateRequest) -> Result<PromptTokens> {
+        let constraint = req
+            .options
+            .constraint
+            .as_ref()
+            .map(|c| self.grammars.compile(c))
+            .transpose()?;
         let (mut tokens, thinking) = self.encode(&req.prompt)?;
         let ctx = self.facts.context_length;
         let asked = req.options.max_tokens.map(|m| m as usize);
@@ -87,6 +97,7 @@ impl PromptEncoder {
             tokens,
             max_new,
             thinking,
+            constraint,
         })
     }
 }

@@ -14,6 +14,7 @@ use super::forward::{self, Step};
 use super::sampler::Sampler;
 use super::text::{Detokenizer, ReasoningSplitter, StopMatcher, THINK_CLOSE};
 use super::CacheLayout;
+use crate::constraint::Constrained;
 use crate::error::{Error, Result};
 use crate::work::job::{Channel, Event, Events, FinishReason, Generation, Priority, Usage};
 
@@ -43,6 +44,8 @@ pub struct Sequence {
     /// Tokens to feed instead of sampling (a forced `</think>`).
     forced: VecDeque<u32>,
     sampler: Sampler,
+    /// Structured output: masks each step's logits, and ends the text when complete.
+    constraint: Option<Constrained>,
     detok: Detokenizer,
     stops: StopMatcher,
     splitter: ReasoningSplitter,
@@ -61,6 +64,7 @@ impl Sequence {
         let o = &req.options;
         let (tokens, max_new, thinking) =
             (req.prompt.tokens, req.prompt.max_new, req.prompt.thinking);
+        let constraint = req.prompt.constraint;
         Sequence {
             prompt_len: tokens.len(),
             tokens,
@@ -74,6 +78,7 @@ impl Sequence {
             reasoning_budget: o.reasoning_budget.map(|b| b as usize),
             forced: VecDeque::new(),
             sampler: Sampler::new(o.sampling.or(facts.sampling)),
+            constraint,
             detok: Detokenizer::default(),
             stops: StopMatcher::new(o.stop.clone()),
             splitter: ReasoningSplitter::new(o.reasoning, thinking),
@@ -193,10 +198,30 @@ impl Sequence {
         self.accept(logits, tok, facts)
     }
 
+    /// Draws the next token, among those the constraint allows when there is one.
+    fn draw(&mut self, logits: &[f32]) -> Result<u32> {
+        let Some(c) = &mut self.constraint else {
+            return Ok(self.sampler.sample(logits, &self.tokens));
+        };
+        let mut masked = logits.to_vec();
+        c.mask(&mut masked)
+            .map_err(|e| Error::Internal(format!("structured output: {e}")))?;
+        let next = self.sampler.sample(&masked, &self.tokens);
+        c.consume(next)
+            .map_err(|e| Error::Internal(format!("structured output: {e}")))?;
+        Ok(next)
+    }
+
     /// Samples (or takes the forced token), streams its text; true when the sequence is over.
     fn accept(&mut self, logits: &[f32], tok: &Tokenizer, facts: &Facts) -> bool {
         let forced = self.forced.pop_front();
-        let next = forced.unwrap_or_else(|| self.sampler.sample(logits, &self.tokens));
+        let next = match forced {
+            Some(t) => t,
+            None => match self.draw(logits) {
+                Ok(t) => t,
+                Err(e) => return self.fail_step(e),
+            },
+        };
         self.first_token.get_or_insert_with(Instant::now);
         if forced.is_none() && facts.eos.contains(&next) {
             return self.finish(FinishReason::Stop);
@@ -225,6 +250,9 @@ impl Sequence {
             if stopped {
                 return self.finish_flushed(FinishReason::Stop);
             }
+        }
+        if self.constraint.as_ref().is_some_and(Constrained::done) {
+            return self.finish(FinishReason::Stop);
         }
         if self.generated >= self.max_new {
             return self.finish(FinishReason::Length);
