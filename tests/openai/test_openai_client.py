@@ -7,10 +7,12 @@ import base64
 import json
 import os
 import pathlib
+import re
 import threading
 import time
 
 import httpx2
+import jsonschema
 import numpy as np
 import openai
 import pytest
@@ -174,3 +176,77 @@ def test_overload_is_429_with_retry_after_and_disconnects_cancel(client):
     t.join(timeout=30)
     assert gave_up, "the client should have timed out"
     wait_until("the abandoned generation cancelled", lambda: model_row(ENDLESS)["active"] == 0)
+
+
+STRUCTURED = json.loads((FIXTURES / "structured_output.json").read_text())
+
+
+def json_schema_format():
+    return {"type": "json_schema", "json_schema": {"name": "thing", "schema": STRUCTURED["schema"]}}
+
+
+def test_structured_output_is_schema_valid_for_every_prompt(client):
+    for prompt in STRUCTURED["prompts"]:
+        r = client.chat.completions.create(
+            model=LLM,
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=STRUCTURED["max_tokens"],
+            temperature=0,
+            response_format=json_schema_format(),
+        )
+        choice = r.choices[0]
+        assert choice.finish_reason == "stop", (prompt, choice.message.content)
+        jsonschema.validate(json.loads(choice.message.content), STRUCTURED["schema"])
+    # Streamed, sampled: still valid.
+    chunks = client.chat.completions.create(
+        model=LLM,
+        messages=[{"role": "user", "content": STRUCTURED["prompts"][3]}],
+        max_tokens=STRUCTURED["max_tokens"],
+        temperature=1.0,
+        seed=7,
+        stream=True,
+        response_format=json_schema_format(),
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    jsonschema.validate(json.loads(text), STRUCTURED["schema"])
+    obj = client.chat.completions.create(
+        model=LLM,
+        messages=[{"role": "user", "content": "Describe a dog as JSON."}],
+        max_tokens=STRUCTURED["max_tokens"],
+        temperature=0,
+        response_format={"type": "json_object"},
+    )
+    assert obj.choices[0].finish_reason == "stop", obj.choices[0].message.content
+    assert isinstance(json.loads(obj.choices[0].message.content), dict)
+
+
+def test_regex_and_grammar_constrain_the_text(client):
+    r = client.chat.completions.create(
+        model=LLM,
+        messages=[{"role": "user", "content": "Pick a number."}],
+        max_tokens=20,
+        extra_body={"regex": "[0-9]{3}"},
+    )
+    assert re.fullmatch("[0-9]{3}", r.choices[0].message.content)
+    r = client.chat.completions.create(
+        model=LLM,
+        messages=[{"role": "user", "content": "Is the sky blue?"}],
+        max_tokens=20,
+        extra_body={"grammar": 'start: "yes" | "no"'},
+    )
+    assert r.choices[0].message.content in ("yes", "no")
+
+
+def test_an_invalid_schema_is_refused_before_decoding(client):
+    served = model_row(LLM)["served"]
+    for bad in [
+        {"type": "json_schema", "json_schema": {"schema": {"$ref": "#/nowhere"}}},
+        {"type": "json_schema", "json_schema": {"name": "x"}},
+        {"type": "yaml"},
+    ]:
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model=LLM, messages=QUESTION, response_format=bad)
+        assert e.value.code == "invalid_input", bad
+    with pytest.raises(openai.BadRequestError, match="invalid regex"):
+        client.chat.completions.create(model=LLM, messages=QUESTION, extra_body={"regex": "(["})
+    assert model_row(LLM)["served"] == served, "nothing was decoded"
