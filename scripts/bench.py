@@ -8,6 +8,8 @@ machine and command are printed next to them.
 - D-Bus overhead: Embed round trip vs the same engine call in-process (p50/p99), alternated.
 - MQTT overhead: the same through a local mosquitto (MQTT 5, Response Topic), and 64
   concurrent MQTT clients.
+- HTTP overhead: the same over the OpenAI-compatible API (`POST /v1/embeddings`, loopback TCP).
+- Structured output: decode tokens/s with a JSON schema vs without (bench_constraints.py).
 - Footprint: idle RSS with no model loaded, stripped binary sizes.
 """
 import argparse
@@ -98,6 +100,13 @@ def start_mosquitto(tmp):
     raise SystemExit("mosquitto did not start")
 
 
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def rss_kib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -155,7 +164,9 @@ def main():
             broker, port = start_mosquitto(tmp)
             mqtt_url = f"mqtt://127.0.0.1:{port}"
             conf = tmp / "inferd.toml"
-            conf.write_text(f'[mqtt]\nurl = "{mqtt_url}"\nnode = "bench"\n')
+            http_addr = f"127.0.0.1:{free_port()}"
+            conf.write_text(f'[mqtt]\nurl = "{mqtt_url}"\nnode = "bench"\n'
+                            f'[http]\nlisten = ["{http_addr}"]\n')
             d = start_inferd(args.inferd, models, addr, conf)
             time.sleep(1)  # the MQTT connection and subscriptions
             mqtt = ["--url", mqtt_url, "--node", "bench"]
@@ -164,11 +175,12 @@ def main():
                 py_ceiling = python_baseline(model_dir, args.seconds, threads, batch=32)
                 tp64 = run_json([bench, "throughput", "--bus", addr, "--clients", "64", "--seconds", str(args.seconds)])
                 tp1 = run_json([bench, "throughput", "--bus", addr, "--clients", "1", "--seconds", str(args.seconds)])
-                dbus_lat, inproc_lat, ping, mqtt_lat = [], [], [], []
+                dbus_lat, inproc_lat, ping, mqtt_lat, http_lat = [], [], [], [], []
                 for _ in range(5):  # alternate so drift hits all alike
                     ping.append(run_json([bench, "ping", "--bus", addr, "--n", "2000"]))
                     dbus_lat.append(run_json([bench, "latency", "--bus", addr, "--n", "1000"]))
                     mqtt_lat.append(run_json([bench, "mqtt-latency", *mqtt, "--n", "1000"]))
+                    http_lat.append(run_json([bench, "http-latency", "--addr", http_addr, "--n", "1000"]))
                     inproc_lat.append(run_json([bench, "inprocess", "--models", models, "--n", "1000"]))
                 mqtt64 = run_json([bench, "mqtt-throughput", *mqtt, "--clients", "64", "--seconds", str(args.seconds)])
                 loaded_rss = rss_kib(d.pid)
@@ -194,6 +206,8 @@ def main():
             try:
                 names = ["smollm2", "smollm2-int8-activations", "smollm2-fp32", *builders]
                 gen_md = section(addr, str(gen_repo), names, figures=figures)
+                import bench_constraints
+                gen_md += bench_constraints.section(addr, "smollm2", figures=figures)
             finally:
                 g.terminate()
                 g.wait()
@@ -211,6 +225,7 @@ def main():
     i50, i99 = med(inproc_lat, "p50_us"), med(inproc_lat, "p99_us")
     p50, p99 = med(ping, "p50_us"), med(ping, "p99_us")
     m50, m99 = med(mqtt_lat, "p50_us"), med(mqtt_lat, "p99_us")
+    h50, h99 = med(http_lat, "p50_us"), med(http_lat, "p99_us")
     sizes = {b: Path(args.inferd).with_name(b).stat().st_size for b in ["inferd", "inferctl"]}
     today = datetime.date.today().isoformat()
     md = f"""# Benchmarks
@@ -266,6 +281,17 @@ runs above; medians of 5 runs.
 **{mqtt64['per_second']:.0f} requests/s** ({mqtt64['per_second'] / tp64['per_second']:.2f}× the 64 D-Bus
 clients above), with the broker and the clients on the same 2 cores.
 
+## HTTP overhead (the OpenAI-compatible API)
+
+The same one-sentence embedding as `POST /v1/embeddings` on one keep-alive loopback TCP
+connection (`inferd-bench http-latency`), alternated with the runs above; medians of 5 runs.
+
+| path | p50 | p99 |
+|---|---:|---:|
+| in-process `Engine::embed` | {i50:.0f} µs | {i99:.0f} µs |
+| HTTP round trip | {h50:.0f} µs | {h99:.0f} µs |
+| **overhead** | **{h50 - i50:.0f} µs** | {h99 - i99:.0f} µs |
+
 ## Footprint
 
 | what | value |
@@ -303,6 +329,7 @@ than there (the ratios make a slower or busier machine cancel out).
             "mqtt_64_clients_vs_dbus_64_clients": figure(mqtt64["per_second"] / tp64["per_second"], "higher", "requests/s, 64 MQTT clients vs 64 D-Bus clients"),
             "dbus_p50_vs_inprocess_p50": figure(paired(dbus_lat, inproc_lat), "lower", "Embed latency over D-Bus vs in-process"),
             "mqtt_p50_vs_inprocess_p50": figure(paired(mqtt_lat, inproc_lat), "lower", "embed latency over MQTT vs in-process"),
+            "http_p50_vs_inprocess_p50": figure(paired(http_lat, inproc_lat), "lower", "embed latency over HTTP vs in-process"),
         })
         Path(args.json).write_text(json.dumps({"date": today, "machine": machine(), "figures": figures}, indent=2) + "\n")
 

@@ -50,6 +50,17 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         n: usize,
     },
+    /// Embed round trips over the OpenAI-compatible API (`POST /v1/embeddings`), one
+    /// keep-alive connection.
+    HttpLatency {
+        /// `127.0.0.1:PORT`
+        #[arg(long)]
+        addr: String,
+        #[arg(long, default_value = "minilm")]
+        model: String,
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+    },
     MqttLatency {
         #[arg(long)]
         url: String,
@@ -211,6 +222,21 @@ async fn main() {
             }
             percentiles(us)
         }
+        Cmd::HttpLatency { addr, model, n } => {
+            let stream = tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            let mut conn = tokio::io::BufReader::new(stream);
+            let body = json!({"model": model, "input": [TEXT]}).to_string();
+            let mut us = Vec::with_capacity(n);
+            for _ in 0..n + 50 {
+                let t = Instant::now();
+                http_post(&mut conn, "/v1/embeddings", &body).await;
+                us.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            percentiles(us.split_off(50))
+        }
         Cmd::Ping { bus, n } => {
             let conn = zbus::connection::Builder::address(bus.as_str())
                 .expect("bus address")
@@ -268,4 +294,41 @@ async fn main() {
         }
     };
     println!("{out}");
+}
+
+/// One POST on a keep-alive HTTP/1.1 connection: just enough for inferd's answers, which
+/// carry a Content-Length. Panics on anything but 200.
+async fn http_post(
+    conn: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    path: &str,
+    body: &str,
+) -> Vec<u8> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: inferd\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.get_mut()
+        .write_all([head.as_bytes(), body.as_bytes()].concat().as_slice())
+        .await
+        .expect("write");
+    let mut line = String::new();
+    conn.read_line(&mut line).await.expect("status line");
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let mut length = 0;
+    loop {
+        line.clear();
+        conn.read_line(&mut line).await.expect("header");
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().expect("content-length");
+            }
+        }
+    }
+    let mut out = vec![0; length];
+    conn.read_exact(&mut out).await.expect("body");
+    out
 }
