@@ -3,6 +3,7 @@
 //! `run` is the whole daemon; `main.rs` only parses flags, sets up logging and turns signals into
 //! [`service::Control`] messages. Tests start the real binary.
 
+pub mod chat;
 pub mod check;
 pub mod clock;
 pub mod config;

@@ -66,10 +66,7 @@ impl Limits {
     pub fn generation(&self, req: &GenerateRequest) -> Result<()> {
         let bytes = match &req.prompt {
             Prompt::Text(t) => t.len(),
-            Prompt::Chat(m) => m
-                .iter()
-                .map(|(r, c)| r.len() + c.len() + MESSAGE_BYTES)
-                .sum(),
+            Prompt::Chat(m) => m.iter().map(|m| m.bytes() + MESSAGE_BYTES).sum(),
         };
         if bytes > self.max_prompt_bytes {
             let what = format!("the prompt is {bytes} bytes");
@@ -127,13 +124,13 @@ mod tests {
         assert!(l
             .generation(&gen(Prompt::Text("12345678".into()), &["ab"]))
             .is_ok());
-        let chat = Prompt::Chat(vec![("user".into(), "hello".into())]);
+        let chat = Prompt::Chat(vec![crate::chat::Message::new("user", "hello")]);
         assert!(msg(l.generation(&gen(chat, &[]))).contains("limits.max_prompt_bytes"));
         let l = Limits {
             max_prompt_bytes: 1000,
             ..l
         };
-        let empty = Prompt::Chat(vec![(String::new(), String::new()); 40]);
+        let empty = Prompt::Chat(vec![crate::chat::Message::default(); 40]);
         assert!(
             msg(l.generation(&gen(empty, &[]))).contains("limits.max_prompt_bytes"),
             "empty messages count"

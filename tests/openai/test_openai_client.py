@@ -250,3 +250,85 @@ def test_an_invalid_schema_is_refused_before_decoding(client):
     with pytest.raises(openai.BadRequestError, match="invalid regex"):
         client.chat.completions.create(model=LLM, messages=QUESTION, extra_body={"regex": "(["})
     assert model_row(LLM)["served"] == served, "nothing was decoded"
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather now in a city.",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string", "maxLength": 30},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["city", "unit"], "additionalProperties": False}}}
+TIME = {"type": "function", "function": {
+    "name": "get_time", "description": "The time now in a time zone.",
+    "parameters": {"type": "object", "properties": {"zone": {"type": "string", "maxLength": 30}},
+                   "required": ["zone"], "additionalProperties": False}}}
+ASK_WEATHER = [{"role": "user", "content": "What is the weather like in Paris today?"}]
+
+
+def assert_call(call, tool):
+    assert call.type == "function" and call.id
+    assert call.function.name == tool["function"]["name"]
+    jsonschema.validate(json.loads(call.function.arguments), tool["function"]["parameters"])
+
+
+def test_a_tool_call_round_trip(client):
+    r = client.chat.completions.create(
+        model=LLM, messages=ASK_WEATHER, tools=[WEATHER, TIME], tool_choice="required",
+        max_tokens=100, temperature=0)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    assert choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.function.name in ("get_weather", "get_time")
+    assert_call(call, WEATHER if call.function.name == "get_weather" else TIME)
+    # The call and its result go back; the model answers in words.
+    back = ASK_WEATHER + [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "18 degrees celsius and sunny"},
+    ]
+    answer = client.chat.completions.create(
+        model=LLM, messages=back, tools=[WEATHER, TIME], tool_choice="none",
+        max_tokens=40, temperature=0)
+    assert answer.choices[0].message.tool_calls is None
+    assert answer.choices[0].message.content
+    assert answer.usage.prompt_tokens > r.usage.prompt_tokens
+
+
+def test_a_named_tool_and_streamed_call_deltas(client):
+    chunks = list(client.chat.completions.create(
+        model=LLM, messages=ASK_WEATHER, tools=[WEATHER, TIME],
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+        max_tokens=100, temperature=0, stream=True))
+    deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
+    assert len(deltas) == 1 and deltas[0].index == 0
+    assert_call(deltas[0], TIME)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+
+
+def test_auto_lets_the_model_choose_and_constrains_its_call(client):
+    """SmolLM2's template shows no tools: inferd shows them in a system message and writes the
+    earlier call in the same format. Greedy SmolLM2 answers a plain question in words, and
+    follows a conversation of calls with a call of its own, whose arguments are constrained
+    from the <tool_call> it opened."""
+    words = client.chat.completions.create(
+        model=LLM, messages=ASK_WEATHER, tools=[WEATHER], max_tokens=30, temperature=0)
+    assert words.choices[0].message.tool_calls is None
+    assert "<tool_call>" not in words.choices[0].message.content
+    earlier = {"role": "assistant", "content": None, "tool_calls": [{
+        "id": "c1", "type": "function",
+        "function": {"name": "get_weather", "arguments": json.dumps({"city": "Rome", "unit": "celsius"})}}]}
+    messages = [{"role": "user", "content": "What is the weather in Rome?"}, earlier,
+                {"role": "user", "content": "What is the weather in Paris?"}]
+    r = client.chat.completions.create(
+        model=LLM, messages=messages, tools=[WEATHER], max_tokens=100, temperature=0)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    assert_call(choice.message.tool_calls[0], WEATHER)
+    streamed = list(client.chat.completions.create(
+        model=LLM, messages=messages, tools=[WEATHER], max_tokens=100, temperature=0, stream=True))
+    deltas = [d for c in streamed if c.choices for d in (c.choices[0].delta.tool_calls or [])]
+    assert [d.function.arguments for d in deltas] == [choice.message.tool_calls[0].function.arguments]
+    with pytest.raises(openai.BadRequestError, match="no tool is named"):
+        client.chat.completions.create(
+            model=LLM, messages=ASK_WEATHER, tools=[WEATHER],
+            tool_choice={"type": "function", "function": {"name": "nope"}})

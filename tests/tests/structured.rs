@@ -1,6 +1,7 @@
-//! Structured output on D-Bus and MQTT (the HTTP API's own test is in tests/openai): every
-//! answer to the fixture's prompts, constrained by its JSON schema, validates against it with
-//! Python's `jsonschema` (an independent validator), on both transports.
+//! Structured output and tool calls on D-Bus and MQTT (the HTTP API's own tests are in
+//! tests/openai): every answer to the fixture's prompts, constrained by its JSON schema, and
+//! every call's arguments validate against their schema with Python's `jsonschema` (an
+//! independent validator), on both transports.
 
 use std::process::Command;
 
@@ -130,4 +131,55 @@ fn answers_fit_their_schema_on_dbus_and_mqtt() {
         stderr(&out)
     );
     assert_eq!(d.models()["smollm2-fp32"]["served"], served);
+
+    // Tools: a required call comes back as `tool_calls` on both, its arguments valid.
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}},
+                       "required": ["city"], "additionalProperties": false}}}]);
+    let params = tools[0]["function"]["parameters"].clone();
+    let tools_text = tools.to_string();
+    let opts = [
+        "tools",
+        "s",
+        &tools_text,
+        "tool_choice",
+        "s",
+        "required",
+        "temperature",
+        "d",
+        "0",
+    ];
+    let (text, info) = chat(&d, "smollm2-fp32", "What is the weather in Paris?", &opts);
+    assert_eq!(text, "", "a call only");
+    let calls: Value = serde_json::from_str(&info_str(&info, "tool_calls")).unwrap();
+    assert_eq!(calls[0]["name"], "get_weather", "{calls}");
+    let args = vec![calls[0]["arguments"].to_string()];
+    assert_valid(&params, &args);
+
+    // MQTT: the call, then the conversation with its result, whole messages in JSON.
+    let sub = broker.subscribe_for("test/tools", 1, 120);
+    let ask = json!([{"role": "user", "content": "What is the weather in Paris?"}]);
+    let publish = |id: &str, messages: &Value, choice: &str| {
+        let payload = json!({
+            "id": id, "input": {"messages": messages}, "reply_to": "test/tools",
+            "options": {"tools": tools, "tool_choice": choice, "temperature": 0, "max_tokens": 40},
+        });
+        broker.publish("inferd/n1/req/smollm2-fp32/chat", &payload.to_string());
+    };
+    publish("call", &ask, "required");
+    let r = &sub.collect()[0];
+    assert_eq!(r["ok"], true, "{r}");
+    let call = r["result"]["tool_calls"][0].clone();
+    assert_eq!(call["name"], "get_weather");
+    assert_valid(&params, &[call["arguments"].to_string()]);
+    let sub = broker.subscribe_for("test/tools", 1, 120);
+    let mut back = ask.as_array().unwrap().clone();
+    back.push(json!({"role": "assistant", "content": null, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": call["arguments"]}}]}));
+    back.push(json!({"role": "tool", "tool_call_id": "c1", "content": "18 degrees, sunny"}));
+    publish("answer", &Value::Array(back), "none");
+    let r = &sub.collect()[0];
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(r["result"]["tool_calls"].is_null(), "{r}");
+    assert!(!r["result"]["text"].as_str().unwrap().is_empty(), "{r}");
 }

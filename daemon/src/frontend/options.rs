@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::chat::{self, ToolChoice};
 use crate::constraint::Constraint;
 use crate::error::{Error, Result};
 use crate::work::job::{EmbedRequest, GenOptions, Priority, Reasoning, Sampling, Ticket};
@@ -19,14 +20,18 @@ pub trait Options {
     /// A list of strings; a single string is taken as a list of one.
     fn strings(&self, key: &str) -> Result<Vec<String>>;
     fn boolean(&self, key: &str) -> Result<Option<bool>>;
-    /// A JSON value. Transports without nested values (D-Bus) take JSON text in a string.
+    /// A JSON value. Transports without nested values (D-Bus) take an object or a list as
+    /// JSON text in a string; other strings stay strings.
     fn json(&self, key: &str) -> Result<Option<serde_json::Value>> {
-        self.string(key)?.map(|t| json_text(key, &t)).transpose()
+        self.string(key)?.map(|t| json_text(key, t)).transpose()
     }
 }
 
-fn json_text(key: &str, text: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(text)
+fn json_text(key: &str, text: String) -> Result<serde_json::Value> {
+    if !text.trim_start().starts_with(['{', '[']) {
+        return Ok(serde_json::Value::String(text));
+    }
+    serde_json::from_str(&text)
         .map_err(|e| Error::InvalidInput(format!("option {key:?} must be JSON: {e}")))
 }
 
@@ -84,7 +89,7 @@ pub fn classification(
     Ok((EmbedRequest { texts, truncate }, top_k))
 }
 
-pub const GENERATION_OPTIONS: [&str; 17] = [
+pub const GENERATION_OPTIONS: [&str; 19] = [
     "max_tokens",
     "temperature",
     "top_k",
@@ -102,6 +107,8 @@ pub const GENERATION_OPTIONS: [&str; 17] = [
     "response_format",
     "regex",
     "grammar",
+    "tools",
+    "tool_choice",
 ];
 
 /// Generation options; `timeout_ms` (applied while queued and while generating) and
@@ -142,7 +149,28 @@ pub fn generation(opts: &impl Options, t: &mut Ticket) -> Result<GenOptions> {
         reasoning_budget: u32_opt("reasoning_budget")?,
         truncate: opts.boolean("truncate")?.unwrap_or(false),
         constraint: constraint(opts)?,
+        tools: match opts.json("tools")? {
+            Some(v) => chat::tools_from_json(&v).map_err(|e| bad_option("tools", e))?,
+            None => Vec::new(),
+        },
+        tool_choice: match opts.json("tool_choice")? {
+            Some(v) => chat::tool_choice_from_json(&v).map_err(|e| bad_option("tool_choice", e))?,
+            None => ToolChoice::Auto,
+        },
     };
+    if let ToolChoice::Function(name) = &o.tool_choice {
+        if !o.tools.iter().any(|t| &t.name == name) {
+            return Err(bad_option(
+                "tool_choice",
+                format!("no tool is named {name:?}"),
+            ));
+        }
+    }
+    if o.constraint.is_some() && !o.tools.is_empty() && o.tool_choice != ToolChoice::None {
+        return Err(Error::InvalidInput(
+            "tools cannot be combined with response_format, regex or grammar".into(),
+        ));
+    }
     let s = &o.sampling;
     for (k, v, lo, hi) in [
         ("temperature", s.temperature, 0.0, 100.0),
@@ -159,12 +187,16 @@ pub fn generation(opts: &impl Options, t: &mut Ticket) -> Result<GenOptions> {
     Ok(o)
 }
 
+fn bad_option(key: &str, why: String) -> Error {
+    Error::InvalidInput(format!("option {key:?}: {why}"))
+}
+
 /// At most one of `response_format`, `regex` and `grammar`.
 fn constraint(opts: &impl Options) -> Result<Option<Constraint>> {
     let mut found = Vec::new();
     if let Some(v) = opts.json("response_format")? {
-        let c = Constraint::from_response_format(&v)
-            .map_err(|e| Error::InvalidInput(format!("option \"response_format\": {e}")))?;
+        let c =
+            Constraint::from_response_format(&v).map_err(|e| bad_option("response_format", e))?;
         found.extend(c);
     }
     found.extend(opts.string("regex")?.map(Constraint::Regex));
@@ -245,7 +277,7 @@ impl Options for serde_json::Map<String, serde_json::Value> {
     /// A nested value as it is; JSON text in a string is parsed, as on D-Bus.
     fn json(&self, key: &str) -> Result<Option<serde_json::Value>> {
         match self.get(key) {
-            Some(serde_json::Value::String(t)) => json_text(key, t).map(Some),
+            Some(serde_json::Value::String(t)) => json_text(key, t.clone()).map(Some),
             v => Ok(v.cloned()),
         }
     }

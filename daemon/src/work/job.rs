@@ -92,7 +92,7 @@ pub struct EmbedOutput {
 #[derive(Debug, Clone)]
 pub enum Prompt {
     Text(String),
-    Chat(Vec<(String, String)>),
+    Chat(Vec<crate::chat::Message>),
 }
 
 /// How reasoning (`<think>…</think>`) is delivered.
@@ -119,6 +119,9 @@ pub struct GenOptions {
     pub truncate: bool,
     /// Structured output: the text must fit this.
     pub constraint: Option<crate::constraint::Constraint>,
+    /// Functions the model may call (chat only), and whether it must.
+    pub tools: Vec<crate::chat::Tool>,
+    pub tool_choice: crate::chat::ToolChoice,
 }
 
 /// A generation as a frontend asks for it.
@@ -170,14 +173,21 @@ pub struct PromptTokens {
     pub max_new: usize,
     /// The prompt opened a `<think>` block, so the answer starts inside reasoning.
     pub thinking: bool,
-    /// The request's constraint, compiled for the model's vocabulary.
+    /// The request's constraint, compiled for the model's vocabulary: from the first token.
     pub constraint: Option<crate::constraint::Constrained>,
+    /// The tool-call format to split calls out of the text with, when tools may be called.
+    pub calls: Option<crate::chat::format::Format>,
+    /// For tools the model may call or not: the text that starts a call, and the constraint
+    /// that holds from there.
+    pub trigger: Option<(String, crate::constraint::Constrained)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
     Content,
     Reasoning,
+    /// One tool call, whole: `{"name", "arguments"}` as JSON text.
+    ToolCall,
 }
 
 impl Channel {
@@ -185,6 +195,7 @@ impl Channel {
         match self {
             Channel::Content => "content",
             Channel::Reasoning => "reasoning",
+            Channel::ToolCall => "tool_call",
         }
     }
 }
@@ -232,8 +243,20 @@ pub enum Event {
 pub struct Completion {
     pub content: String,
     pub reasoning: String,
+    /// Each call as `{"name", "arguments"}` JSON text.
+    pub tool_calls: Vec<String>,
     pub reason: Option<FinishReason>,
     pub usage: Usage,
+}
+
+impl Completion {
+    /// The calls as a JSON list of `{"name", "arguments"}`.
+    pub fn tool_calls_json(&self) -> serde_json::Value {
+        self.tool_calls
+            .iter()
+            .filter_map(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+            .collect()
+    }
 }
 
 /// Waits for a generation to end and gathers its text by channel.
@@ -249,6 +272,10 @@ pub async fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> Result<Completio
                 text,
                 channel: Channel::Reasoning,
             } => c.reasoning.push_str(&text),
+            Event::Delta {
+                text,
+                channel: Channel::ToolCall,
+            } => c.tool_calls.push(text),
             Event::Finished { reason, usage } => {
                 c.reason = Some(reason);
                 c.usage = usage;

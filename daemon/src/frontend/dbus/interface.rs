@@ -129,9 +129,10 @@ impl Service {
                 .await?;
             let c = job::collect(rx).await?;
             let r = (mode == Reasoning::Separate).then_some(c.reasoning.as_str());
+            let calls = (!c.tool_calls.is_empty()).then(|| c.tool_calls_json().to_string());
             Ok((
                 c.content.clone(),
-                request::info_dict(&t.id, c.reason, &c.usage, r),
+                request::info_dict(&t.id, c.reason, &c.usage, r, calls.as_deref()),
             ))
         };
         let r: crate::error::Result<_> = work.await;
@@ -169,6 +170,16 @@ impl Service {
         });
         Ok(reply)
     }
+}
+
+/// `a(ss)` messages: role and text (tool calls come back as text in an assistant's content).
+fn chat_prompt(messages: Vec<(String, String)>) -> Prompt {
+    Prompt::Chat(
+        messages
+            .into_iter()
+            .map(|(role, content)| crate::chat::Message::new(role, content))
+            .collect(),
+    )
 }
 
 fn widen(vectors: Vec<Vec<f32>>) -> Vec<Vec<f64>> {
@@ -331,7 +342,7 @@ impl Service {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(String, Info), Error> {
-        self.complete_inner(&hdr, conn, &model, Prompt::Chat(messages), options)
+        self.complete_inner(&hdr, conn, &model, chat_prompt(messages), options)
             .await
     }
 
@@ -357,7 +368,7 @@ impl Service {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, Error> {
-        self.stream_inner(&hdr, conn, &model, Prompt::Chat(messages), options)
+        self.stream_inner(&hdr, conn, &model, chat_prompt(messages), options)
             .await
     }
 

@@ -88,6 +88,7 @@ pub fn info_dict(
     reason: Option<FinishReason>,
     usage: &Usage,
     reasoning: Option<&str>,
+    tool_calls: Option<&str>,
 ) -> HashMap<String, OwnedValue> {
     let mut d = HashMap::new();
     let mut put = |k: &str, v: Value<'_>| {
@@ -101,6 +102,9 @@ pub fn info_dict(
     }
     if let Some(r) = reasoning {
         put("reasoning", Value::from(r));
+    }
+    if let Some(c) = tool_calls {
+        put("tool_calls", Value::from(c));
     }
     put("prompt_tokens", Value::from(usage.prompt_tokens));
     put(
@@ -165,7 +169,7 @@ pub async fn publish(
                     let r = Request::finished(
                         &emitter,
                         reason.as_str(),
-                        info_dict(&request_id, Some(reason), &usage, None),
+                        info_dict(&request_id, Some(reason), &usage, None, None),
                     )
                     .await;
                     log_send(&path, r);

@@ -15,7 +15,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::DropGuard;
 
 use super::errors::{ApiError, Body};
-use super::wire::{ChatRequest, CompletionRequest, Content, Message, Sampling, Usage};
+use super::wire::{ChatRequest, CompletionRequest, Sampling, Usage};
 use super::Api;
 use crate::frontend::options;
 use crate::listen::Peer;
@@ -42,11 +42,7 @@ pub async fn chat(
     ConnectInfo(peer): ConnectInfo<Peer>,
     Body(req): Body<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    let messages = req
-        .messages
-        .into_iter()
-        .map(message)
-        .collect::<Result<Vec<_>, _>>()?;
+    let messages = crate::chat::messages_from_json(&req.messages).map_err(ApiError::invalid)?;
     let prompt = Prompt::Chat(messages);
     run(api, peer, req.model, prompt, req.sampling).await
 }
@@ -65,29 +61,6 @@ pub async fn completions(
     };
     let prompt = Prompt::Text(prompt);
     run(api, peer, req.model, prompt, req.sampling).await
-}
-
-/// `(role, text)`: string content, or the text parts of a list.
-fn message(m: Message) -> Result<(String, String), ApiError> {
-    let text = match m.content {
-        None => String::new(),
-        Some(Content::Text(t)) => t,
-        Some(Content::Parts(parts)) => {
-            let mut text = String::new();
-            for p in parts {
-                match (p.kind.as_str(), p.text) {
-                    ("text", Some(t)) => text.push_str(&t),
-                    (kind, _) => {
-                        return Err(ApiError::invalid(format!(
-                            "message content of type {kind:?} is not supported; send text"
-                        )))
-                    }
-                }
-            }
-            text
-        }
-    };
-    Ok((m.role, text))
 }
 
 /// What the OpenAI fields ask for, as the transport-independent generation options (so the
@@ -119,13 +92,6 @@ fn option_map(s: Sampling) -> Result<(Map<String, Value>, bool, bool), ApiError>
         .into_iter()
         .filter(|(k, v)| !v.is_null() && !IGNORED.contains(&k.as_str()))
         .collect();
-    for k in ["tools", "tool_choice"] {
-        if let Some(v) = map.remove(k) {
-            if !(k == "tool_choice" && v == json!("none")) {
-                return Err(ApiError::invalid(format!("{k} is not supported yet")));
-            }
-        }
-    }
     if let Some(max) = s
         .max_completion_tokens
         .or(s.max_tokens)
@@ -232,12 +198,22 @@ impl Answer {
     }
 
     fn whole(&self, c: &job::Completion) -> Value {
-        let reason = c.reason.map(finish_reason);
+        let called = !c.tool_calls.is_empty();
+        let reason = c.reason.map(|r| finish_reason(r, called));
         let choice = match self.shape {
             Shape::Chat => {
                 let mut message = json!({"role": "assistant", "content": c.content});
                 if self.reasoning == Reasoning::Separate && !c.reasoning.is_empty() {
                     message["reasoning_content"] = json!(c.reasoning);
+                }
+                if called {
+                    let calls: Vec<Value> = (0..c.tool_calls.len())
+                        .map(|i| self.call(i, &c.tool_calls[i]))
+                        .collect();
+                    message["tool_calls"] = json!(calls);
+                    if c.content.is_empty() {
+                        message["content"] = Value::Null;
+                    }
                 }
                 json!({"index": 0, "message": message, "finish_reason": reason})
             }
@@ -248,14 +224,30 @@ impl Answer {
         self.object(false, json!([choice]), Some(Usage::from(&c.usage)))
     }
 
-    /// One chunk of a stream: `delta` text on `channel`, or the end with `reason`.
-    fn chunk(&self, delta: Option<(&str, Channel)>, reason: Option<FinishReason>) -> Value {
-        let reason = reason.map(finish_reason);
+    /// Call `i` in OpenAI's form (`{"id", "type", "function": {"name", "arguments"}}`,
+    /// arguments as JSON text) from the engine's `{"name", "arguments"}`.
+    fn call(&self, i: usize, call: &str) -> Value {
+        let v: Value = serde_json::from_str(call).unwrap_or_default();
+        json!({
+            "id": format!("call_{}_{i}", self.id),
+            "type": "function",
+            "function": {"name": v["name"], "arguments": v["arguments"].to_string()},
+        })
+    }
+
+    /// One chunk of a stream: `delta` text on `channel` (call number `calls` for a tool call),
+    /// or the end with `reason`.
+    fn chunk(&self, delta: Option<(&str, Channel)>, calls: usize, reason: Option<Value>) -> Value {
         let choice = match self.shape {
             Shape::Chat => {
                 let delta = match delta {
                     Some((t, Channel::Content)) => json!({"content": t}),
                     Some((t, Channel::Reasoning)) => json!({"reasoning_content": t}),
+                    Some((t, Channel::ToolCall)) => {
+                        let mut call = self.call(calls, t);
+                        call["index"] = json!(calls);
+                        json!({"tool_calls": [call]})
+                    }
                     None => json!({}),
                 };
                 json!({"index": 0, "delta": delta, "finish_reason": reason})
@@ -279,7 +271,7 @@ impl Answer {
         include_usage: bool,
     ) -> impl Stream<Item = Result<Sse, Infallible>> + Send {
         let first = (self.shape == Shape::Chat).then(|| {
-            let mut c = self.chunk(None, None);
+            let mut c = self.chunk(None, 0, None);
             c["choices"][0]["delta"] = json!({"role": "assistant", "content": ""});
             c
         });
@@ -290,6 +282,7 @@ impl Answer {
             include_usage,
             pending: first.into_iter().map(data).collect(),
             done: false,
+            calls: 0,
         };
         stream::unfold(state, |mut s| async move {
             loop {
@@ -312,6 +305,8 @@ struct Streaming {
     include_usage: bool,
     pending: std::collections::VecDeque<Sse>,
     done: bool,
+    /// Tool calls sent so far.
+    calls: usize,
 }
 
 impl Streaming {
@@ -320,11 +315,13 @@ impl Streaming {
         let a = &self.answer;
         match self.rx.recv().await {
             Some(Event::Delta { text, channel }) => {
-                self.pending
-                    .push_back(data(a.chunk(Some((&text, channel)), None)));
+                let chunk = a.chunk(Some((&text, channel)), self.calls, None);
+                self.calls += usize::from(channel == Channel::ToolCall);
+                self.pending.push_back(data(chunk));
             }
             Some(Event::Finished { reason, usage }) => {
-                self.pending.push_back(data(a.chunk(None, Some(reason))));
+                let reason = json!(finish_reason(reason, self.calls > 0));
+                self.pending.push_back(data(a.chunk(None, 0, Some(reason))));
                 if self.include_usage {
                     let u = a.object(true, json!([]), Some(Usage::from(&usage)));
                     self.pending.push_back(data(u));
@@ -348,6 +345,10 @@ fn data(v: Value) -> Sse {
     Sse::default().data(v.to_string())
 }
 
-fn finish_reason(r: FinishReason) -> &'static str {
-    r.as_str()
+/// OpenAI's `tool_calls` for a generation that ended with calls; inferd's reason otherwise.
+fn finish_reason(r: FinishReason, called: bool) -> &'static str {
+    match (r, called) {
+        (FinishReason::Stop, true) => "tool_calls",
+        _ => r.as_str(),
+    }
 }

@@ -32,7 +32,8 @@ pub struct StreamOptions {
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
     pub model: String,
-    pub messages: Vec<Message>,
+    /// OpenAI's messages (`chat::messages_from_json` reads them).
+    pub messages: Value,
     #[serde(flatten)]
     pub sampling: Sampling,
 }
@@ -43,28 +44,6 @@ pub struct CompletionRequest {
     pub prompt: Value,
     #[serde(flatten)]
     pub sampling: Sampling,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Message {
-    pub role: String,
-    #[serde(default)]
-    pub content: Option<Content>,
-}
-
-/// A message's content: a string, or a list of parts of which inferd takes the text ones.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Content {
-    Text(String),
-    Parts(Vec<Part>),
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Part {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub text: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

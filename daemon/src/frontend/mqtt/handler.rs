@@ -31,6 +31,7 @@ pub struct Handler {
 struct Gathered {
     reasoning: String,
     content: String,
+    tool_calls: Vec<String>,
 }
 
 impl Handler {
@@ -156,6 +157,7 @@ impl Handler {
                     match channel {
                         Channel::Reasoning => text.reasoning.push_str(&t),
                         Channel::Content => text.content.push_str(&t),
+                        Channel::ToolCall => text.tool_calls.push(t),
                     }
                     match self.client.publish(out).await {
                         Ok(()) => {}
@@ -231,15 +233,16 @@ fn too_large(size: usize, max: usize) -> WireError {
 }
 
 /// A finished stream as a duplicate receives it: reasoning and content each in one piece,
-/// then `done`, numbered from 0 like any stream.
+/// each tool call in its own, then `done`, numbered from 0 like any stream.
 fn replay(run: &Run, text: &Gathered, reason: FinishReason, usage: &Usage) -> Vec<Out> {
     let id = &run.req.id;
     let pieces = [
         (Channel::Reasoning, &text.reasoning),
         (Channel::Content, &text.content),
-    ];
+    ]
+    .into_iter()
+    .chain(text.tool_calls.iter().map(|c| (Channel::ToolCall, c)));
     let mut outs: Vec<Out> = pieces
-        .into_iter()
         .filter(|(_, t)| !t.is_empty())
         .enumerate()
         .map(|(seq, (channel, t))| run.reply.out(wire::delta(id, seq as u64, t, channel), "ok"))

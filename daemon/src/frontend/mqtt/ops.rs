@@ -151,17 +151,8 @@ impl Call<'_> {
                 "input must be {\"messages\": [{\"role\": \"user\", \"content\": \"...\"}, ...]}",
             )
         };
-        let messages = self
-            .input
-            .get("messages")
-            .and_then(Value::as_array)
-            .ok_or_else(bad)?
-            .iter()
-            .map(|m| match (m["role"].as_str(), m["content"].as_str()) {
-                (Some(r), Some(c)) => Ok((r.to_owned(), c.to_owned())),
-                _ => Err(bad()),
-            })
-            .collect::<Result<_, _>>()?;
+        let list = self.input.get("messages").ok_or_else(bad)?;
+        let messages = crate::chat::messages_from_json(list).map_err(|e| invalid(&e))?;
         Ok(Prompt::Chat(messages))
     }
 
@@ -180,13 +171,17 @@ impl Call<'_> {
     }
 }
 
-/// A whole generation as one answer: `{"text", "reasoning"?, "finish_reason"}` and usage.
+/// A whole generation as one answer: `{"text", "reasoning"?, "tool_calls"?, "finish_reason"}`
+/// and usage.
 async fn collect(rx: UnboundedReceiver<Event>) -> Answer {
     let c = job::collect(rx).await?;
     let mut result =
         json!({"text": c.content, "finish_reason": c.reason.map(FinishReason::as_str)});
     if !c.reasoning.is_empty() {
         result["reasoning"] = json!(c.reasoning);
+    }
+    if !c.tool_calls.is_empty() {
+        result["tool_calls"] = c.tool_calls_json();
     }
     Ok((result, Some(wire::usage_json(&c.usage))))
 }

@@ -31,6 +31,7 @@ mod schedule;
 mod sequence;
 mod template;
 pub mod text;
+mod tools;
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -10,6 +10,8 @@ use super::constrain::Grammars;
 use super::facts::Facts;
 use super::template::ChatTemplate;
 use super::text;
+use crate::chat::format::Format;
+use crate::chat::{Message, Tool, ToolChoice};
 use crate::error::{Error, Result};
 use crate::work::job::{GenerateRequest, Prompt, PromptTokens};
 
@@ -38,19 +40,32 @@ impl PromptEncoder {
         }
     }
 
-    fn encode(&self, prompt: &Prompt) -> Result<(Vec<u32>, bool)> {
+    fn encode(&self, prompt: &Prompt, tools: &[Tool]) -> Result<(Vec<u32>, bool)> {
         let (text, add_special) = match prompt {
+            Prompt::Text(_) if !tools.is_empty() => {
+                return Err(Error::InvalidInput(
+                    "tools are for chat requests, not raw prompts".into(),
+                ))
+            }
             Prompt::Text(t) => (t.clone(), true),
             Prompt::Chat(messages) => {
-                let t = self.template.as_ref().ok_or_else(|| {
-                    Error::InvalidInput(format!(
-                        "model {:?} has no chat template; use Generate or Complete",
-                        self.name
-                    ))
-                })?;
+                let t = self.template()?;
+                let rendered = if tools.is_empty() || t.takes_tools {
+                    t.render(messages, tools, &self.facts)
+                } else {
+                    // A template that shows no tools: a system message shows them instead,
+                    // and earlier calls and results are written out in the same format.
+                    let format = Format::of(t.source());
+                    let written: Vec<Message> =
+                        messages.iter().map(|m| format.written(m)).collect();
+                    t.render(
+                        &with_system(&written, &format.system_text(tools)),
+                        &[],
+                        &self.facts,
+                    )
+                };
                 (
-                    t.render(messages, &self.facts)
-                        .map_err(|e| Error::InvalidInput(e.to_string()))?,
+                    rendered.map_err(|e| Error::InvalidInput(e.to_string()))?,
                     false,
                 )
             }
@@ -63,16 +78,41 @@ impl PromptEncoder {
         Ok((enc.get_ids().to_vec(), opens_thinking))
     }
 
+    fn template(&self) -> Result<&ChatTemplate> {
+        self.template.as_ref().ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "model {:?} has no chat template; use Generate or Complete",
+                self.name
+            ))
+        })
+    }
+
     /// Tokenizes and checks the context: the prompt's tokens, the token budget, whether the
-    /// prompt opened a `<think>` block, and the compiled constraint.
+    /// prompt opened a `<think>` block, and the compiled constraints (the request's own, or
+    /// its tools').
     pub fn prepare(&self, req: &GenerateRequest) -> Result<PromptTokens> {
-        let constraint = req
-            .options
+        let o = &req.options;
+        let (mut tokens, thinking) = self.encode(&req.prompt, &o.tools)?;
+        let calls = match &self.template {
+            Some(t) if !o.tools.is_empty() && o.tool_choice != ToolChoice::None => {
+                Some(Format::of(t.source()))
+            }
+            _ => None,
+        };
+        let forced = calls.and_then(|f| f.forced(&o.tools, &o.tool_choice));
+        let constraint = o
             .constraint
             .as_ref()
+            .or(forced.as_ref())
             .map(|c| self.grammars.compile(c))
             .transpose()?;
-        let (mut tokens, thinking) = self.encode(&req.prompt)?;
+        let trigger = match (calls, &o.tool_choice) {
+            (Some(f), ToolChoice::Auto) => f
+                .trigger(&o.tools)
+                .map(|(start, c)| Ok::<_, Error>((start, self.grammars.compile(&c)?)))
+                .transpose()?,
+            _ => None,
+        };
         let ctx = self.facts.context_length;
         let asked = req.options.max_tokens.map(|m| m as usize);
         let max_new = asked.unwrap_or(self.facts.max_tokens as usize);
@@ -98,6 +138,18 @@ impl PromptEncoder {
             max_new,
             thinking,
             constraint,
+            calls,
+            trigger,
         })
     }
+}
+
+/// `messages` with `text` in the system message: added to the first one, or as a new first.
+fn with_system(messages: &[Message], text: &str) -> Vec<Message> {
+    let mut out = messages.to_vec();
+    match out.first_mut() {
+        Some(m) if m.role == "system" => m.content = format!("{}\n\n{text}", m.content),
+        _ => out.insert(0, Message::new("system", text)),
+    }
+    out
 }

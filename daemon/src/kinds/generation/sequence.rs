@@ -13,6 +13,7 @@ use super::facts::Facts;
 use super::forward::{self, Step};
 use super::sampler::Sampler;
 use super::text::{Detokenizer, ReasoningSplitter, StopMatcher, THINK_CLOSE};
+use super::tools::CallSplitter;
 use super::CacheLayout;
 use crate::constraint::Constrained;
 use crate::error::{Error, Result};
@@ -46,6 +47,13 @@ pub struct Sequence {
     sampler: Sampler,
     /// Structured output: masks each step's logits, and ends the text when complete.
     constraint: Option<Constrained>,
+    /// Tools the model may call or not: the text that starts a call, and the constraint that
+    /// becomes `constraint` once the generated text has it.
+    trigger: Option<(String, Constrained)>,
+    /// The generated text's tail, where the trigger is looked for.
+    tail: String,
+    /// Splits tool calls out of the content, when tools may be called.
+    calls: Option<CallSplitter>,
     detok: Detokenizer,
     stops: StopMatcher,
     splitter: ReasoningSplitter,
@@ -65,6 +73,7 @@ impl Sequence {
         let (tokens, max_new, thinking) =
             (req.prompt.tokens, req.prompt.max_new, req.prompt.thinking);
         let constraint = req.prompt.constraint;
+        let (trigger, calls) = (req.prompt.trigger, req.prompt.calls.map(CallSplitter::new));
         Sequence {
             prompt_len: tokens.len(),
             tokens,
@@ -79,6 +88,9 @@ impl Sequence {
             forced: VecDeque::new(),
             sampler: Sampler::new(o.sampling.or(facts.sampling)),
             constraint,
+            trigger,
+            tail: String::new(),
+            calls,
             detok: Detokenizer::default(),
             stops: StopMatcher::new(o.stop.clone()),
             splitter: ReasoningSplitter::new(o.reasoning, thinking),
@@ -245,6 +257,7 @@ impl Sequence {
         }
         let decode = |ids: &[u32]| tok.decode(ids, true).unwrap_or_default();
         if let Some(delta) = self.detok.push(next, decode) {
+            self.watch_trigger(&delta);
             let (text, stopped) = self.stops.push(&delta);
             self.send(&text);
             if stopped {
@@ -258,6 +271,24 @@ impl Sequence {
             return self.finish(FinishReason::Length);
         }
         false
+    }
+
+    /// Starts a tool call's constraint once the text has the call's opening marker.
+    fn watch_trigger(&mut self, delta: &str) {
+        let Some((start, _)) = &self.trigger else {
+            return;
+        };
+        self.tail.push_str(delta);
+        if self.tail.contains(start.as_str()) {
+            self.constraint = self.trigger.take().map(|(_, c)| c);
+            return;
+        }
+        // Keep enough to see a marker split over deltas.
+        let keep = self.tail.len().saturating_sub(start.len());
+        let cut = (keep..=self.tail.len())
+            .find(|&i| self.tail.is_char_boundary(i))
+            .unwrap_or(self.tail.len());
+        self.tail.drain(..cut);
     }
 
     /// Feeds up to `chunk` of the tokens not yet cached; returns the last position's logits.
@@ -302,7 +333,20 @@ impl Sequence {
 
     fn send(&mut self, text: &str) {
         for (piece, channel) in self.splitter.push(text) {
-            self.emit(piece, channel);
+            self.route(piece, channel);
+        }
+    }
+
+    /// Content goes through the tool-call splitter when tools may be called.
+    fn route(&mut self, piece: String, channel: Channel) {
+        match (&mut self.calls, channel) {
+            (Some(calls), Channel::Content) => {
+                let now = calls.push(&piece);
+                if !now.is_empty() {
+                    self.emit(now, Channel::Content);
+                }
+            }
+            _ => self.emit(piece, channel),
         }
     }
 
@@ -314,7 +358,8 @@ impl Sequence {
             return;
         }
         match self.held.last_mut() {
-            Some((t, c)) if *c == channel => t.push_str(&text),
+            // Each tool call is its own piece.
+            Some((t, c)) if *c == channel && channel != Channel::ToolCall => t.push_str(&text),
             _ => self.held.push((text, channel)),
         }
     }
@@ -327,7 +372,12 @@ impl Sequence {
 
     fn finish_flushed(&mut self, reason: FinishReason) -> bool {
         for (piece, channel) in self.splitter.flush() {
-            self.emit(piece, channel);
+            self.route(piece, channel);
+        }
+        if let Some(mut calls) = self.calls.take() {
+            for (piece, channel) in calls.flush() {
+                self.emit(piece, channel);
+            }
         }
         for (text, channel) in std::mem::take(&mut self.held) {
             self.events.send(Event::Delta { text, channel });

@@ -5,12 +5,17 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use minijinja::{context, Environment, Error, ErrorKind};
+use minijinja::value::Kwargs;
+use minijinja::{context, Environment, Error, ErrorKind, Value};
 
 use super::facts::Facts;
+use crate::chat::{Message, Tool};
 
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// The template shows `tools` to the model (Qwen2.5, Llama 3.x, Mistral, Hermes...).
+    pub takes_tools: bool,
+    source: String,
 }
 
 /// A template that does not parse (a load error), or one that fails for these messages (the
@@ -39,33 +44,89 @@ impl ChatTemplate {
                 .map_or(0, |d| d.as_secs());
             strftime(&format, now)
         });
+        // Python's json.dumps, as transformers' tojson: ", " and ": " (or `indent`), no
+        // HTML escaping, keys in their order. minijinja's own is compact and escapes.
+        env.add_filter("tojson", tojson);
         env.add_template_owned("chat", source.to_owned())
             .map_err(TemplateError::Parse)?;
-        Ok(ChatTemplate { env })
+        Ok(ChatTemplate {
+            env,
+            takes_tools: source.contains("tools"),
+            source: source.to_owned(),
+        })
     }
 
-    /// The prompt for `messages`, ending with the assistant's turn opened.
+    /// The template's text, for telling its tool-call format.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The prompt for `messages` (and `tools`, when there are any), ending with the
+    /// assistant's turn opened.
     pub fn render(
         &self,
-        messages: &[(String, String)],
+        messages: &[Message],
+        tools: &[Tool],
         facts: &Facts,
     ) -> Result<String, TemplateError> {
-        let msgs: Vec<_> = messages
-            .iter()
-            .map(|(role, content)| context! { role => role, content => content })
-            .collect();
+        let msgs: Vec<_> = messages.iter().map(Message::to_template).collect();
+        let tools: Option<Vec<_>> =
+            (!tools.is_empty()).then(|| tools.iter().map(|t| t.definition.clone()).collect());
         let tmpl = self
             .env
             .get_template("chat")
             .map_err(TemplateError::Render)?;
         tmpl.render(context! {
-            messages => msgs,
+            messages => Value::from_serialize(&msgs),
+            tools => tools.map(|t| Value::from_serialize(&t)),
             add_generation_prompt => true,
             bos_token => facts.bos_token.clone().unwrap_or_default(),
             eos_token => facts.eos_token.clone().unwrap_or_default(),
         })
         .map_err(TemplateError::Render)
     }
+}
+
+fn tojson(v: Value, kwargs: Kwargs) -> Result<Value, Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let json = serde_json::to_value(&v)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let mut out = String::new();
+    python_json(&json, indent, 0, &mut out);
+    Ok(Value::from_safe_string(out))
+}
+
+/// `json.dumps(v, ensure_ascii=False, indent=indent)`.
+fn python_json(v: &serde_json::Value, indent: Option<usize>, depth: usize, out: &mut String) {
+    use serde_json::Value as J;
+    let (open, close, items): (char, char, Vec<(Option<&String>, &J)>) = match v {
+        J::Array(a) => ('[', ']', a.iter().map(|x| (None, x)).collect()),
+        J::Object(o) => ('{', '}', o.iter().map(|(k, x)| (Some(k), x)).collect()),
+        // Strings and numbers as serde_json writes them: the same as Python's, non-ASCII kept.
+        scalar => return out.push_str(&scalar.to_string()),
+    };
+    out.push(open);
+    for (i, (key, item)) in items.iter().enumerate() {
+        match indent {
+            Some(n) => {
+                out.push_str(if i == 0 { "\n" } else { ",\n" });
+                out.push_str(&" ".repeat(n * (depth + 1)));
+            }
+            None if i > 0 => out.push_str(", "),
+            None => {}
+        }
+        if let Some(k) = key {
+            out.push_str(&J::String((*k).clone()).to_string());
+            out.push_str(": ");
+        }
+        python_json(item, indent, depth + 1, out);
+    }
+    if let (Some(n), false) = (indent, items.is_empty()) {
+        out.push('\n');
+        out.push_str(&" ".repeat(n * depth));
+    }
+    out.push(close);
 }
 
 const MONTHS: [&str; 12] = [
@@ -146,7 +207,7 @@ mod tests {
         )
         .unwrap();
         let out = t
-            .render(&[("user".into(), "  Hi there ".into())], &facts())
+            .render(&[Message::new("user", "  Hi there ")], &[], &facts())
             .unwrap();
         assert_eq!(
             out,
@@ -158,7 +219,7 @@ mod tests {
     fn raise_exception_reaches_the_caller() {
         let t = ChatTemplate::new("{{ raise_exception('roles must alternate') }}").unwrap();
         assert!(t
-            .render(&[], &facts())
+            .render(&[], &[], &facts())
             .unwrap_err()
             .to_string()
             .contains("roles must alternate"));
@@ -205,18 +266,14 @@ mod tests {
             let mut f = facts();
             f.bos_token = case["bos_token"].as_str().map(str::to_owned);
             f.eos_token = case["eos_token"].as_str().map(str::to_owned);
-            let messages: Vec<(String, String)> = case["messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| {
-                    let s = |k: &str| m[k].as_str().unwrap().to_owned();
-                    (s("role"), s("content"))
-                })
-                .collect();
+            let messages = crate::chat::messages_from_json(&case["messages"]).unwrap();
+            let tools = match case.get("tools") {
+                Some(t) => crate::chat::tools_from_json(t).unwrap(),
+                None => Vec::new(),
+            };
             let got = ChatTemplate::new(&source)
                 .unwrap_or_else(|e| panic!("{what}: {e}"))
-                .render(&messages, &f)
+                .render(&messages, &tools, &f)
                 .map_err(|e| e.to_string());
             match (case["text"].as_str(), case["error"].as_str()) {
                 (Some(want), _) => {
