@@ -320,7 +320,8 @@ impl Service {
     }
 
     /// Generates from a raw prompt (no template; special tokens in it are parsed) and returns
-    /// the whole text with `info` (finish_reason, usage, reasoning).
+    /// the whole text with `info` (finish_reason, usage, reasoning). Options `response_format`,
+    /// `regex` and `grammar` constrain the text.
     async fn complete(
         &self,
         model: String,
@@ -334,6 +335,8 @@ impl Service {
     }
 
     /// Like `Complete`, for `(role, content)` messages rendered with the model's chat template.
+    /// With option `tools` (OpenAI's list, as JSON text) the model may call them: `info` then
+    /// has `tool_calls`, a JSON list of `{"name", "arguments"}`; a `tool` message answers one.
     async fn chat_complete(
         &self,
         model: String,
