@@ -20,7 +20,7 @@ import pytest
 URL = os.environ["INFERD_HTTP_URL"]
 SOCKET = os.environ["INFERD_HTTP_SOCKET"]
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures"
-LLM, EMBED, ENDLESS = "smollm2-fp32", "minilm", "tiny"
+LLM, EMBED, ENDLESS, THINK = "smollm2-fp32", "minilm", "tiny", "think"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
@@ -88,6 +88,21 @@ def test_streamed_chat_is_the_whole_answer_in_pieces(client):
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_reasoning_comes_in_reasoning_content(client):
+    """`think` answers every prompt with a scripted <think>REASONING</think>ANSWER
+    (models/testdata/make_think_model.py)."""
+    script = json.loads(pathlib.Path(os.environ["INFERD_THINK_SCRIPT"]).read_text())
+    r = client.chat.completions.create(model=THINK, messages=QUESTION)
+    message = r.choices[0].message
+    assert message.content == script["answer"]
+    assert message.reasoning_content == script["reasoning"]
+    assert r.usage.completion_tokens_details.reasoning_tokens > 0
+    chunks = list(client.chat.completions.create(model=THINK, messages=QUESTION, stream=True))
+    pieces = [c.choices[0].delta for c in chunks if c.choices]
+    assert "".join(getattr(d, "reasoning_content", None) or "" for d in pieces) == script["reasoning"]
+    assert "".join(d.content or "" for d in pieces) == script["answer"]
 
 
 def test_embeddings_match_python_onnxruntime(client):

@@ -26,6 +26,7 @@ fn the_openai_client_works_unchanged() {
     repo.add_minilm("minilm");
     repo.add_llm("smollm2-fp32", "smollm2-fp32", "");
     repo.add_endless_llm("tiny", "max_sequences = 1\n[batching]\nqueue = 1\n");
+    repo.add_llm("think", "think", "");
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("http.sock");
     let port = free_port();
@@ -43,6 +44,7 @@ fn the_openai_client_works_unchanged() {
         .arg(tests_dir().join("openai"))
         .env("INFERD_HTTP_URL", format!("http://127.0.0.1:{port}"))
         .env("INFERD_HTTP_SOCKET", &sock)
+        .env("INFERD_THINK_SCRIPT", test_models().join("think/script.json"))
         .output()
         .expect("pytest");
     assert!(
