@@ -44,7 +44,10 @@ fn the_openai_client_works_unchanged() {
         .arg(tests_dir().join("openai"))
         .env("INFERD_HTTP_URL", format!("http://127.0.0.1:{port}"))
         .env("INFERD_HTTP_SOCKET", &sock)
-        .env("INFERD_THINK_SCRIPT", test_models().join("think/script.json"))
+        .env(
+            "INFERD_THINK_SCRIPT",
+            test_models().join("think/script.json"),
+        )
         .output()
         .expect("pytest");
     assert!(
