@@ -27,7 +27,8 @@ pub const HERMES: Format = Format {
     list: false,
 };
 /// Mistral (Nemo, Small): `[TOOL_CALLS]` is a control token, dropped from the text, so the
-/// call list is what the text holds.
+/// call list is what the text holds. Phi-4-mini's `<|tool_call|>[...]<|/tool_call|>` reads
+/// the same once its special tokens are dropped.
 pub const MISTRAL: Format = Format {
     name: "mistral",
     open: "",
@@ -47,7 +48,7 @@ pub const LLAMA3: Format = Format {
 impl Format {
     /// The format a chat template asks for.
     pub fn of(template: &str) -> Format {
-        if template.contains("[TOOL_CALLS]") {
+        if template.contains("[TOOL_CALLS]") || template.contains("<|tool_call|>") {
             MISTRAL
         } else if template.contains("<tool_call>") {
             HERMES
@@ -196,6 +197,10 @@ mod tests {
     fn formats_from_templates() {
         assert_eq!(Format::of("... <tool_call> ..."), HERMES);
         assert_eq!(Format::of("... [TOOL_CALLS] ..."), MISTRAL);
+        assert_eq!(
+            Format::of("<|tool|>{{ tools }}<|/tool|> <|tool_call|>"),
+            MISTRAL
+        );
         assert_eq!(
             Format::of("<|start_header_id|>ipython<|end_header_id|>"),
             LLAMA3
