@@ -11,7 +11,6 @@ use crate::constraint::Constraint;
 /// when `list`), `close`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Format {
-    pub name: &'static str,
     pub open: &'static str,
     close: &'static str,
     args_key: &'static str,
@@ -20,7 +19,6 @@ pub struct Format {
 
 /// Qwen2.5, Qwen3, Hermes; and the format shown to models whose template takes no tools.
 pub const HERMES: Format = Format {
-    name: "hermes",
     open: "<tool_call>\n",
     close: "\n</tool_call>",
     args_key: "arguments",
@@ -30,7 +28,6 @@ pub const HERMES: Format = Format {
 /// call list is what the text holds. Phi-4-mini's `<|tool_call|>[...]<|/tool_call|>` reads
 /// the same once its special tokens are dropped.
 pub const MISTRAL: Format = Format {
-    name: "mistral",
     open: "",
     close: "",
     args_key: "arguments",
@@ -38,7 +35,6 @@ pub const MISTRAL: Format = Format {
 };
 /// Llama 3.1/3.2: the whole answer is the call.
 pub const LLAMA3: Format = Format {
-    name: "llama3",
     open: "",
     close: "",
     args_key: "parameters",

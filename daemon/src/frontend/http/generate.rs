@@ -131,7 +131,7 @@ async fn run(
         .await
         .map_err(|e| fail(e, &t.id))?;
     let answer = Answer {
-        id: format!("{}-{}", shape.prefix(), t.id),
+        request_id: t.id.clone(),
         model,
         created: now(),
         shape,
@@ -175,7 +175,7 @@ fn now() -> u64 {
 
 /// What every object of one answer repeats.
 struct Answer {
-    id: String,
+    request_id: String,
     model: String,
     created: u64,
     shape: Shape,
@@ -185,7 +185,7 @@ struct Answer {
 impl Answer {
     fn object(&self, chunk: bool, choices: Value, usage: Option<Usage>) -> Value {
         let mut o = json!({
-            "id": self.id,
+            "id": format!("{}-{}", self.shape.prefix(), self.request_id),
             "object": self.shape.object(chunk),
             "created": self.created,
             "model": self.model,
@@ -229,7 +229,7 @@ impl Answer {
     fn call(&self, i: usize, call: &str) -> Value {
         let v: Value = serde_json::from_str(call).unwrap_or_default();
         json!({
-            "id": format!("call_{}_{i}", self.id),
+            "id": format!("call_{}_{i}", self.request_id),
             "type": "function",
             "function": {"name": v["name"], "arguments": v["arguments"].to_string()},
         })
@@ -330,10 +330,8 @@ impl Streaming {
                 self.done = true;
             }
             Some(Event::Failed(e)) => {
-                let e = ApiError::for_request(e, &a.id);
-                self.pending.push_back(data(json!({"error": {
-                    "message": e.message, "type": e.kind, "param": null, "code": e.code,
-                }})));
+                let e = ApiError::for_request(e, &a.request_id);
+                self.pending.push_back(data(e.body()));
                 self.done = true;
             }
             None => self.done = true,

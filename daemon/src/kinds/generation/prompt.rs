@@ -10,7 +10,6 @@ use super::constrain::Grammars;
 use super::facts::Facts;
 use super::template::ChatTemplate;
 use super::text;
-use crate::chat::format::Format;
 use crate::chat::{Message, Tool, ToolChoice};
 use crate::error::{Error, Result};
 use crate::work::job::{GenerateRequest, Prompt, PromptTokens};
@@ -55,11 +54,10 @@ impl PromptEncoder {
                 } else {
                     // A template that shows no tools: a system message shows them instead,
                     // and earlier calls and results are written out in the same format.
-                    let format = Format::of(t.source());
                     let written: Vec<Message> =
-                        messages.iter().map(|m| format.written(m)).collect();
+                        messages.iter().map(|m| t.calls.written(m)).collect();
                     t.render(
-                        &with_system(&written, &format.system_text(tools)),
+                        &with_system(&written, &t.calls.system_text(tools)),
                         &[],
                         &self.facts,
                     )
@@ -94,9 +92,7 @@ impl PromptEncoder {
         let o = &req.options;
         let (mut tokens, thinking) = self.encode(&req.prompt, &o.tools)?;
         let calls = match &self.template {
-            Some(t) if !o.tools.is_empty() && o.tool_choice != ToolChoice::None => {
-                Some(Format::of(t.source()))
-            }
+            Some(t) if !o.tools.is_empty() && o.tool_choice != ToolChoice::None => Some(t.calls),
             _ => None,
         };
         let forced = calls.and_then(|f| f.forced(&o.tools, &o.tool_choice));

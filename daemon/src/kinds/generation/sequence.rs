@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use super::facts::Facts;
 use super::forward::{self, Step};
 use super::sampler::Sampler;
-use super::text::{Detokenizer, ReasoningSplitter, StopMatcher, THINK_CLOSE};
+use super::text::{
+    longest_suffix_prefix, Detokenizer, ReasoningSplitter, StopMatcher, THINK_CLOSE,
+};
 use super::tools::CallSplitter;
 use super::CacheLayout;
 use crate::constraint::Constrained;
@@ -283,11 +285,8 @@ impl Sequence {
             self.constraint = self.trigger.take().map(|(_, c)| c);
             return;
         }
-        // Keep enough to see a marker split over deltas.
-        let keep = self.tail.len().saturating_sub(start.len());
-        let cut = (keep..=self.tail.len())
-            .find(|&i| self.tail.is_char_boundary(i))
-            .unwrap_or(self.tail.len());
+        // Keep what could be the start of a marker split over deltas.
+        let cut = self.tail.len() - longest_suffix_prefix(&self.tail, start);
         self.tail.drain(..cut);
     }
 

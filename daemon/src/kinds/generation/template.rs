@@ -9,13 +9,15 @@ use minijinja::value::Kwargs;
 use minijinja::{context, Environment, Error, ErrorKind, Value};
 
 use super::facts::Facts;
+use crate::chat::format::Format;
 use crate::chat::{Message, Tool};
 
 pub struct ChatTemplate {
     env: Environment<'static>,
     /// The template shows `tools` to the model (Qwen2.5, Llama 3.x, Mistral, Hermes...).
     pub takes_tools: bool,
-    source: String,
+    /// How the model writes tool calls, told from the template once, at load.
+    pub calls: Format,
 }
 
 /// A template that does not parse (a load error), or one that fails for these messages (the
@@ -52,13 +54,8 @@ impl ChatTemplate {
         Ok(ChatTemplate {
             env,
             takes_tools: source.contains("tools"),
-            source: source.to_owned(),
+            calls: Format::of(source),
         })
-    }
-
-    /// The template's text, for telling its tool-call format.
-    pub fn source(&self) -> &str {
-        &self.source
     }
 
     /// The prompt for `messages` (and `tools`, when there are any), ending with the

@@ -80,7 +80,8 @@ impl StopMatcher {
 }
 
 /// Length of the longest suffix of `text` that is a proper prefix of `pat`.
-fn longest_suffix_prefix(text: &str, pat: &str) -> usize {
+/// How many bytes at the end of `text` could be the start of `pat` (a proper prefix of it).
+pub(super) fn longest_suffix_prefix(text: &str, pat: &str) -> usize {
     (1..pat.len().min(text.len() + 1))
         .rev()
         .find(|&n| pat.is_char_boundary(n) && text.ends_with(&pat[..n]))

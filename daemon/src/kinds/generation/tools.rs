@@ -1,6 +1,7 @@
 //! Splitting generated text into content and tool calls, in the format of the model's family
 //! (`chat::format`).
 
+use super::text::longest_suffix_prefix;
 use crate::chat::format::Format;
 use crate::work::job::Channel;
 
@@ -37,14 +38,7 @@ impl CallSplitter {
             return before;
         }
         // Keep what could be the start of the marker.
-        let keep = (1..open.len().min(self.held.len()) + 1)
-            .rev()
-            .find(|&n| {
-                self.held.is_char_boundary(self.held.len() - n)
-                    && open.starts_with(&self.held[self.held.len() - n..])
-            })
-            .unwrap_or(0);
-        let cut = self.held.len() - keep;
+        let cut = self.held.len() - longest_suffix_prefix(&self.held, open);
         self.held.drain(..cut).collect()
     }
 
