@@ -252,11 +252,31 @@ impl Broker {
     /// restarted by systemd would) and starts it again on the same port.
     pub fn restart(&mut self) {
         if let Some(mut c) = self.child.take() {
+            use nix::sys::signal::{kill, Signal};
             let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = kill(pid, Signal::SIGTERM);
+            // A paused broker acts on the signal once it runs again.
+            let _ = kill(pid, Signal::SIGCONT);
             let _ = c.wait();
         }
         self.respawn();
+    }
+
+    /// Stops the broker (SIGSTOP) without closing a connection: a broker that hangs. Its
+    /// clients' messages go unacknowledged until `resume` or `restart`.
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, s: nix::sys::signal::Signal) {
+        if let Some(c) = &self.child {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            nix::sys::signal::kill(pid, s).expect("signal mosquitto");
+        }
     }
 
     /// Kills the broker with SIGKILL (a crash) and starts it again on the same port.
@@ -339,17 +359,39 @@ impl Broker {
         self.publish_bytes(topic, payload.as_bytes());
     }
 
+    /// Each line a message, QoS 1, from one `mosquitto_pub`, which returns once the broker
+    /// acknowledged them all: a client that has nothing left in flight. With `reply`, on
+    /// MQTT 5 with that Response Topic and Correlation Data `r`.
+    pub fn publish_lines(
+        &self,
+        topic: &str,
+        reply: Option<&str>,
+        lines: impl IntoIterator<Item = String>,
+    ) {
+        let text: String = lines.into_iter().map(|l| l + "\n").collect();
+        let mut args = vec!["-q", "1", "-t", topic, "-l"];
+        if let Some(reply) = reply {
+            args.extend(["-V", "mqttv5", "-D", "publish", "response-topic", reply]);
+            args.extend(["-D", "publish", "correlation-data", "r"]);
+        }
+        self.publish_with(&args, text.as_bytes());
+    }
+
     pub fn publish_bytes(&self, topic: &str, payload: &[u8]) {
+        self.publish_with(&["-q", "1", "-t", topic, "-s"], payload);
+    }
+
+    fn publish_with(&self, args: &[&str], stdin: &[u8]) {
         use std::io::Write;
         let mut child = Command::new("mosquitto_pub")
             .args(self.client_args())
-            .args(["-q", "1", "-t", topic, "-s"])
+            .args(args)
             .stdin(Stdio::piped())
             .spawn()
             .expect("mosquitto_pub (apt install mosquitto-clients)");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(payload).expect("payload");
-        drop(stdin);
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(stdin).expect("payload");
+        drop(pipe);
         assert!(
             child.wait().expect("mosquitto_pub").success(),
             "mosquitto_pub failed"

@@ -15,6 +15,7 @@ use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::{v5, QoS};
 use tokio::sync::{mpsc, watch};
 
+use super::resend::Resend;
 use crate::config::mqtt::MqttConfig;
 
 /// A message the broker delivered, the same on both protocol versions.
@@ -241,9 +242,10 @@ impl Client {
     }
 }
 
+/// rumqttc's event loop, with what must go out again after a failure (see `resend`).
 enum EventLoop {
-    V5(Box<v5::EventLoop>),
-    V3(Box<rumqttc::EventLoop>),
+    V5(Box<v5::EventLoop>, Resend<v5::Request>),
+    V3(Box<rumqttc::EventLoop>, Resend<rumqttc::Request>),
 }
 
 enum Happening {
@@ -265,11 +267,18 @@ impl EventLoop {
         use rumqttc::v5::mqttbytes::v5::Packet as P5;
         use rumqttc::Packet as P3;
         match self {
-            EventLoop::V5(l) => match l.poll().await {
-                Ok(v5::Event::Incoming(P5::ConnAck(a))) => Happening::Connected {
-                    session_present: a.session_present,
-                    max_packet: a.properties.and_then(|p| p.max_packet_size),
-                },
+            EventLoop::V5(l, resend) => resend.feed(&mut l.pending, l.state.collision.is_some()),
+            EventLoop::V3(l, resend) => resend.feed(&mut l.pending, l.state.collision.is_some()),
+        }
+        match self {
+            EventLoop::V5(l, resend) => match l.poll().await {
+                Ok(v5::Event::Incoming(P5::ConnAck(a))) => {
+                    resend.connected(a.session_present);
+                    Happening::Connected {
+                        session_present: a.session_present,
+                        max_packet: a.properties.and_then(|p| p.max_packet_size),
+                    }
+                }
                 Ok(v5::Event::Incoming(P5::Publish(p))) => {
                     let props = p.properties.unwrap_or_default();
                     Happening::Message(Message {
@@ -287,13 +296,20 @@ impl EventLoop {
                 Ok(v5::Event::Incoming(P5::UnsubAck(_))) => Happening::Unsubscribed,
                 Ok(v5::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => Happening::Disconnected,
                 Ok(_) => Happening::Other,
-                Err(e) => Happening::Failed(e.to_string()),
+                Err(e) => {
+                    let parked = l.state.collision.take().map(v5::Request::Publish);
+                    resend.failed(&mut l.pending, parked);
+                    Happening::Failed(e.to_string())
+                }
             },
-            EventLoop::V3(l) => match l.poll().await {
-                Ok(rumqttc::Event::Incoming(P3::ConnAck(a))) => Happening::Connected {
-                    session_present: a.session_present,
-                    max_packet: None,
-                },
+            EventLoop::V3(l, resend) => match l.poll().await {
+                Ok(rumqttc::Event::Incoming(P3::ConnAck(a))) => {
+                    resend.connected(a.session_present);
+                    Happening::Connected {
+                        session_present: a.session_present,
+                        max_packet: None,
+                    }
+                }
                 Ok(rumqttc::Event::Incoming(P3::Publish(p))) => Happening::Message(Message {
                     topic: p.topic,
                     payload: p.payload,
@@ -308,8 +324,20 @@ impl EventLoop {
                     Happening::Disconnected
                 }
                 Ok(_) => Happening::Other,
-                Err(e) => Happening::Failed(e.to_string()),
+                Err(e) => {
+                    let parked = l.state.collision.take().map(rumqttc::Request::Publish);
+                    resend.failed(&mut l.pending, parked);
+                    Happening::Failed(e.to_string())
+                }
             },
+        }
+    }
+
+    /// Messages from before the last failure still waiting to go out.
+    fn waiting(&self) -> usize {
+        match self {
+            EventLoop::V5(_, resend) => resend.len(),
+            EventLoop::V3(_, resend) => resend.len(),
         }
     }
 
@@ -326,14 +354,20 @@ impl EventLoop {
             before - pending.len()
         }
         match self {
-            EventLoop::V5(l) => keep(&mut l.pending, |r| match r {
-                v5::Request::Publish(p) => p.size() <= max,
-                _ => true,
-            }),
-            EventLoop::V3(l) => keep(&mut l.pending, |r| match r {
-                rumqttc::Request::Publish(p) => p.size() <= max,
-                _ => true,
-            }),
+            EventLoop::V5(l, resend) => {
+                let fits = |r: &v5::Request| match r {
+                    v5::Request::Publish(p) => p.size() <= max,
+                    _ => true,
+                };
+                keep(&mut l.pending, fits) + resend.retain(fits)
+            }
+            EventLoop::V3(l, resend) => {
+                let fits = |r: &rumqttc::Request| match r {
+                    rumqttc::Request::Publish(p) => p.size() <= max,
+                    _ => true,
+                };
+                keep(&mut l.pending, fits) + resend.retain(fits)
+            }
         }
     }
 }
@@ -401,7 +435,10 @@ pub fn client(cfg: &MqttConfig, c: &Connect) -> (Client, impl FnOnce() -> Link) 
         }
         let (client, mut lp) = rumqttc::AsyncClient::new(o, REQUEST_CAPACITY);
         lp.network_options.set_tcp_nodelay(true);
-        (Inner::V3(client), EventLoop::V3(Box::new(lp)))
+        (
+            Inner::V3(client),
+            EventLoop::V3(Box::new(lp), Resend::default()),
+        )
     } else {
         let mut o = v5::MqttOptions::new(&c.client_id, &c.host, c.port);
         o.set_keep_alive(c.keep_alive)
@@ -424,7 +461,10 @@ pub fn client(cfg: &MqttConfig, c: &Connect) -> (Client, impl FnOnce() -> Link) 
         }
         o.set_network_options(nodelay());
         let (client, lp) = v5::AsyncClient::new(o, REQUEST_CAPACITY);
-        (Inner::V5(client), EventLoop::V5(Box::new(lp)))
+        (
+            Inner::V5(client),
+            EventLoop::V5(Box::new(lp), Resend::default()),
+        )
     };
     let client = Client { inner, broker_max };
     let subs = c.subscriptions.clone();
@@ -491,6 +531,10 @@ impl Link {
                         max_packet.map_or(self.configured, |m| (m as usize).min(self.configured));
                     self.client.broker_max.store(max, Ordering::Relaxed);
                     let dropped = self.lp.drop_oversized(max);
+                    let waiting = self.lp.waiting();
+                    if waiting > 0 {
+                        tracing::debug!(waiting, "messages from before the failure go out first");
+                    }
                     if dropped > 0 {
                         tracing::error!(
                             dropped,

@@ -13,6 +13,7 @@ mod intake;
 mod link;
 mod ops;
 mod reply;
+mod resend;
 mod routes;
 mod status;
 mod topics;
