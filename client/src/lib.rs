@@ -13,5 +13,5 @@ pub mod tensor;
 pub use error::Error;
 pub use health::{Health, MemoryPool};
 pub use proxy::{Inferd1Proxy, RequestProxy};
-pub use status::{ModelState, ModelStatus};
+pub use status::{KvCache, ModelState, ModelStatus};
 pub use tensor::{DType, WireTensor};

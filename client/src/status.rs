@@ -76,16 +76,29 @@ pub struct ModelStatus {
     /// Where that memory is: `host`, or `gpu:N` for a session on CUDA device N.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_pool: Option<String>,
-    /// Text generation: what the KV caches may take at most (`generation.kv_cache_tokens`),
-    /// part of `memory_bytes` from the load on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kv_cache_bytes: Option<u64>,
+    /// Ready text-generation models: what their KV caches take.
+    #[serde(flatten)]
+    pub kv: Option<KvCache>,
     /// Seconds since the model last took a request (or loaded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_s: Option<u64>,
     /// The most recent failed request: its error and request id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+/// What a text-generation model's KV caches take; on the wire, keys of its `ListModels` row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct KvCache {
+    /// At most (`generation.kv_cache_tokens`), part of `memory_bytes` from the load on.
+    pub kv_cache_bytes: u64,
+    /// Bytes one token takes (every layer's keys and values).
+    pub kv_bytes_per_token: u64,
+    /// Taken now, by the running sequences (each its whole prompt + `max_tokens`, reserved
+    /// when it starts) and the prompt-prefix cache.
+    pub kv_bytes_in_use: u64,
+    /// Streams of the full context length that fit in `kv_cache_bytes` at once.
+    pub full_context_streams: u32,
 }
 
 /// `2m10s`, `45s`, `1h02m`: how `inferctl` and the service status show an elapsed time.
@@ -108,6 +121,12 @@ pub(crate) fn put<'a>(d: &mut Dict, key: &str, v: impl Into<Value<'a>>) {
     }
 }
 
+pub(crate) fn put_some<'a>(d: &mut Dict, key: &str, v: Option<impl Into<Value<'a>>>) {
+    if let Some(v) = v {
+        put(d, key, v);
+    }
+}
+
 pub(crate) fn get<T: TryFrom<OwnedValue>>(d: &Dict, key: &str) -> Option<T> {
     d.get(key)
         .and_then(|v| v.try_clone().ok())
@@ -121,12 +140,8 @@ impl ModelStatus {
         put(&mut d, "kind", self.kind.as_str());
         put(&mut d, "state", self.state.as_str());
         put(&mut d, "provider", self.provider.as_str());
-        if let Some(e) = &self.error {
-            put(&mut d, "error", e.as_str());
-        }
-        if let Some(n) = &self.note {
-            put(&mut d, "note", n.as_str());
-        }
+        put_some(&mut d, "error", self.error.as_deref());
+        put_some(&mut d, "note", self.note.as_deref());
         put(&mut d, "queue_depth", self.queue_depth);
         put(&mut d, "served", self.served);
         put(&mut d, "skipped", self.skipped);
@@ -134,24 +149,17 @@ impl ModelStatus {
         put(&mut d, "rejected", self.rejected);
         put(&mut d, "active", self.active);
         put(&mut d, "batched_tokens", self.batched_tokens);
-        if let Some(s) = self.engine_build_s {
-            put(&mut d, "engine_build_s", s);
+        put_some(&mut d, "engine_build_s", self.engine_build_s);
+        put_some(&mut d, "memory_bytes", self.memory_bytes);
+        put_some(&mut d, "memory_pool", self.memory_pool.as_deref());
+        if let Some(kv) = &self.kv {
+            put(&mut d, "kv_cache_bytes", kv.kv_cache_bytes);
+            put(&mut d, "kv_bytes_per_token", kv.kv_bytes_per_token);
+            put(&mut d, "kv_bytes_in_use", kv.kv_bytes_in_use);
+            put(&mut d, "full_context_streams", kv.full_context_streams);
         }
-        if let Some(b) = self.memory_bytes {
-            put(&mut d, "memory_bytes", b);
-        }
-        if let Some(p) = &self.memory_pool {
-            put(&mut d, "memory_pool", p.as_str());
-        }
-        if let Some(b) = self.kv_cache_bytes {
-            put(&mut d, "kv_cache_bytes", b);
-        }
-        if let Some(s) = self.idle_s {
-            put(&mut d, "idle_s", s);
-        }
-        if let Some(e) = &self.last_error {
-            put(&mut d, "last_error", e.as_str());
-        }
+        put_some(&mut d, "idle_s", self.idle_s);
+        put_some(&mut d, "last_error", self.last_error.as_deref());
         d
     }
 
@@ -176,7 +184,12 @@ impl ModelStatus {
             engine_build_s: get(d, "engine_build_s"),
             memory_bytes: get(d, "memory_bytes"),
             memory_pool: get(d, "memory_pool"),
-            kv_cache_bytes: get(d, "kv_cache_bytes"),
+            kv: get(d, "kv_cache_bytes").map(|kv_cache_bytes| KvCache {
+                kv_cache_bytes,
+                kv_bytes_per_token: get(d, "kv_bytes_per_token").unwrap_or_default(),
+                kv_bytes_in_use: get(d, "kv_bytes_in_use").unwrap_or_default(),
+                full_context_streams: get(d, "full_context_streams").unwrap_or_default(),
+            }),
             idle_s: get(d, "idle_s"),
             last_error: get(d, "last_error"),
             name,
@@ -207,7 +220,12 @@ mod tests {
             engine_build_s: Some(130),
             memory_bytes: Some(90 << 20),
             memory_pool: Some("gpu:0".into()),
-            kv_cache_bytes: Some(64 << 20),
+            kv: Some(KvCache {
+                kv_cache_bytes: 64 << 20,
+                kv_bytes_per_token: 28 << 10,
+                kv_bytes_in_use: 3 << 20,
+                full_context_streams: 4,
+            }),
             idle_s: Some(12),
             last_error: Some("Timeout: … (request d-1)".into()),
         };

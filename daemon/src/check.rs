@@ -16,9 +16,14 @@ pub fn check(config: &Config) -> usize {
         Ok(()) => println!("ok    config"),
         Err(e) => fail(e.to_string()),
     }
-    match runtime::load(config.runtime.library.as_deref()) {
+    match runtime::find(config.runtime.library.as_deref()) {
         Ok(rt) => {
-            println!("ok    ONNX Runtime {} at {}", rt.version, rt.path.display());
+            println!(
+                "ok    ONNX Runtime {} at {} (found by {})",
+                rt.version,
+                rt.path.display(),
+                rt.source
+            );
             println!("      providers: {}", rt.providers.join(", "));
         }
         Err(e) => fail(e.to_string()),

@@ -55,6 +55,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum LoadError {
     #[error(transparent)]
     Manifest(#[from] crate::manifest::ManifestError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
     #[error("ONNX Runtime could not load {path}: {source}")]
     Session {
         path: std::path::PathBuf,

@@ -86,15 +86,16 @@ pub async fn run(
 ) -> Result<(), StartError> {
     config.validate()?;
     let bus = config.bus()?;
-    let runtime = runtime::load(config.runtime.library.as_deref())?;
+    let runtime = std::sync::Arc::new(runtime::find(config.runtime.library.as_deref())?);
     tracing::info!(
         path = %runtime.path.display(),
+        found_by = runtime.source,
         version = %runtime.version,
         providers = %runtime.providers.join(","),
-        "loaded ONNX Runtime"
+        "found ONNX Runtime; it loads with the first model"
     );
     let models = config.models_dir();
-    let ctx = engine::LoadContext::new(&runtime, &config);
+    let ctx = engine::LoadContext::new(runtime.clone(), &config);
     let engine =
         Engine::start(Repository::new(&models), ctx).map_err(|source| StartError::Repository {
             path: models.clone(),

@@ -1,11 +1,17 @@
-//! Finds and loads libonnxruntime at run time.
+//! Finds libonnxruntime at start, and loads it for good when the first model loads.
 //!
 //! Nothing is linked at build time, so one binary works with whatever ONNX Runtime the device has:
 //! a pip wheel on a desktop, a JetPack build on a Jetson. The search order is the config key, then
 //! `ORT_DYLIB_PATH`, then the standard places; every place tried is reported when none works.
+//!
+//! At start the library is only probed: loaded, asked its version and providers, and unloaded,
+//! so the start fails plainly when there is none and `RuntimeVersion`, `Providers` and
+//! `inferd check` tell the truth before any model loads. Its environment (about 10 MiB of
+//! resident memory) comes with the first model: a daemon with nothing loaded stays small.
 
 use std::ffi::{c_char, c_int, CStr};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// ort is built at its lowest API level, so any ONNX Runtime from 1.17 on works.
 pub const MIN_MINOR: u32 = ort::MINOR_VERSION;
@@ -31,8 +37,9 @@ pub enum RuntimeError {
         min = MIN_MINOR
     )]
     NotFound { searched: Vec<Skipped> },
-    #[error("ONNX Runtime environment: {0}")]
-    Environment(#[source] ort::Error),
+    /// The library probed at start would not load for good (replaced or removed since).
+    #[error("ONNX Runtime {path}: {message}")]
+    Environment { path: PathBuf, message: String },
 }
 
 /// A candidate library that was passed over, and why.
@@ -54,10 +61,10 @@ pub enum Unusable {
     NotOrt,
     #[error("OrtGetApiBase returned null")]
     NullBase,
+    #[error("version {0} does not offer the C API inferd uses")]
+    NoApi(String),
     #[error("version {0} is too old (need 1.{MIN_MINOR} or newer)")]
     TooOld(String),
-    #[error("{0}")]
-    Init(#[from] ort::LoadDynamicError),
 }
 
 fn list(searched: &[Skipped]) -> String {
@@ -68,23 +75,52 @@ fn list(searched: &[Skipped]) -> String {
         .join("\n")
 }
 
-/// The loaded library. Holding it keeps the ONNX Runtime environment alive.
+/// The library that serves: found and probed at start, loaded for good by the first model.
 pub struct Runtime {
     pub path: PathBuf,
+    /// Which rule found it: `runtime.library`, `ORT_DYLIB_PATH`, `system`...
+    pub source: &'static str,
     pub version: String,
     /// Execution providers compiled into the library, e.g. `CUDAExecutionProvider`.
     pub providers: Vec<String>,
-    /// Sessions are created in this environment.
-    pub env: ort::environment::Environment,
+    /// Sessions are created in this environment, made by the first load.
+    env: OnceLock<Result<ort::environment::Environment, String>>,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
             .field("path", &self.path)
+            .field("source", &self.source)
             .field("version", &self.version)
             .field("providers", &self.providers)
+            .field("loaded", &self.loaded())
             .finish()
+    }
+}
+
+impl Runtime {
+    /// The environment sessions are made in; the first call loads the library for good.
+    pub fn env(&self) -> Result<&ort::environment::Environment, RuntimeError> {
+        let made = self.env.get_or_init(|| {
+            let env = ort::init_from(&self.path)
+                .map_err(|e| e.to_string())?
+                .with_name("inferd")
+                .with_telemetry(false)
+                .build()
+                .map_err(|e| e.to_string())?;
+            tracing::info!(path = %self.path.display(), version = %self.version, "loaded ONNX Runtime");
+            Ok(env)
+        });
+        made.as_ref().map_err(|message| RuntimeError::Environment {
+            path: self.path.clone(),
+            message: message.clone(),
+        })
+    }
+
+    /// Whether a model has loaded the library yet.
+    pub fn loaded(&self) -> bool {
+        self.env.get().is_some_and(Result::is_ok)
     }
 }
 
@@ -168,34 +204,36 @@ fn newest_versioned_lib(dir: &Path) -> Option<PathBuf> {
         .max()
 }
 
-/// Reads `OrtGetApiBase()->GetVersionString()` without handing the library to ort yet.
-fn probe_version(path: &Path) -> Result<String, Unusable> {
+/// What a library says about itself: its version and providers. The library is unloaded
+/// again when this returns.
+fn probe(path: &Path) -> Result<(String, Vec<String>), Unusable> {
+    if !path.exists() {
+        return Err(Unusable::Missing);
+    }
     // SAFETY: loading a library runs its initialisers; libonnxruntime's are benign.
     let lib = unsafe { libloading::Library::new(path) }?;
     // SAFETY: the symbol's signature is fixed by the ONNX Runtime C API.
     let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
         unsafe { lib.get(b"OrtGetApiBase") }.map_err(|_| Unusable::NotOrt)?;
     // SAFETY: OrtGetApiBase returns a static struct; GetVersionString a static C string.
-    let version = unsafe {
-        let base = get_base();
-        if base.is_null() {
-            return Err(Unusable::NullBase);
-        }
-        CStr::from_ptr(((*base).GetVersionString)())
-    };
-    Ok(version.to_string_lossy().into_owned())
-}
-
-/// The library's version and an environment builder, when it exists and is recent enough.
-fn usable(path: &Path) -> Result<(String, ort::environment::EnvironmentBuilder), Unusable> {
-    if !path.exists() {
-        return Err(Unusable::Missing);
+    let base = unsafe { get_base() };
+    if base.is_null() {
+        return Err(Unusable::NullBase);
     }
-    let version = probe_version(path)?;
+    let version = unsafe { CStr::from_ptr(((*base).GetVersionString)()) }
+        .to_string_lossy()
+        .into_owned();
     if minor_of(&version).is_none_or(|minor| minor < MIN_MINOR) {
         return Err(Unusable::TooOld(version));
     }
-    Ok((version, ort::init_from(path)?))
+    // SAFETY: GetApi returns a static table for a supported API version, else null.
+    let api = unsafe { ((*base).GetApi)(ort::sys::ORT_API_VERSION) };
+    if api.is_null() {
+        return Err(Unusable::NoApi(version));
+    }
+    // SAFETY: non-null, static, and only read while `lib` is loaded.
+    let providers = available_providers(unsafe { &*api });
+    Ok((version, providers))
 }
 
 fn minor_of(version: &str) -> Option<u32> {
@@ -204,26 +242,23 @@ fn minor_of(version: &str) -> Option<u32> {
     parts.next()?.parse().ok()
 }
 
-/// Loads the first library that exists and is recent enough.
-pub fn load(configured: Option<&Path>) -> Result<Runtime, RuntimeError> {
+/// The first library that exists and is recent enough, probed; it loads for good with the first
+/// model (`Runtime::env`).
+pub fn find(configured: Option<&Path>) -> Result<Runtime, RuntimeError> {
     let mut searched = Vec::new();
     for (path, source) in candidates(configured) {
-        match usable(&path) {
-            Ok((version, builder)) => {
-                let env = builder
-                    .with_name("inferd")
-                    .with_telemetry(false)
-                    .build()
-                    .map_err(RuntimeError::Environment)?;
+        match probe(&path) {
+            Ok((version, providers)) => {
                 for s in &searched {
                     let Skipped { path, source, why } = s;
                     tracing::debug!(path = %path.display(), "skipped ONNX Runtime candidate: {source}: {why}");
                 }
                 return Ok(Runtime {
-                    providers: available_providers(),
                     path,
+                    source,
                     version,
-                    env,
+                    providers,
+                    env: OnceLock::new(),
                 });
             }
             Err(why) => searched.push(Skipped { path, source, why }),
@@ -232,9 +267,8 @@ pub fn load(configured: Option<&Path>) -> Result<Runtime, RuntimeError> {
     Err(RuntimeError::NotFound { searched })
 }
 
-/// Providers compiled into the loaded library. Being listed does not mean one will register.
-fn available_providers() -> Vec<String> {
-    let api = ort::api();
+/// Providers compiled into the library. Being listed does not mean one will register.
+fn available_providers(api: &ort::sys::OrtApi) -> Vec<String> {
     let mut names: *mut *mut c_char = std::ptr::null_mut();
     let mut count: c_int = 0;
     // SAFETY: standard out-parameter call of the C API; the array is released below.

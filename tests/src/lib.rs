@@ -170,6 +170,17 @@ pub fn gdbus_call(bus: &str, method: &str, args: &[&str]) -> Output {
         .expect("run gdbus")
 }
 
+/// A property of inferd's object, as `busctl get-property` prints it (`s "1.31.1"`).
+pub fn property(bus: &str, name: &str) -> String {
+    let o = Command::new("busctl")
+        .args(["--address", bus, "get-property", "org.inferd.Inferd1"])
+        .args(["/org/inferd/Inferd1", "org.inferd.Inferd1", name])
+        .output()
+        .expect("run busctl");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// Like [`busctl_call`] with `--json=short`: the reply's JSON (`{"type": ..., "data": [...]}`).
 pub fn busctl_json(bus: &str, method: &str, signature: &str, args: &[&str]) -> Value {
     json(&busctl(bus, &["--json=short"], method, signature, args))

@@ -110,20 +110,7 @@ fn malformed_tensor_bytes_are_invalid_input() {
 #[test]
 fn properties_and_errors_are_visible_to_busctl() {
     let (_bus, _repo, d) = daemon();
-    let get = |p: &str| {
-        let o = busctl(
-            &d,
-            &[
-                "get-property",
-                "org.inferd.Inferd1",
-                "/org/inferd/Inferd1",
-                "org.inferd.Inferd1",
-                p,
-            ],
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
-        stdout(&o)
-    };
+    let get = |p: &str| property(&d.bus, p);
     assert!(get("RuntimeVersion").contains("1.31.1"));
     assert!(get("Providers").contains("CPUExecutionProvider"));
     assert!(get("Version").contains(env!("CARGO_PKG_VERSION")));

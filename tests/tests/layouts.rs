@@ -199,5 +199,8 @@ fn the_kv_cache_limit_is_counted_and_never_overflowed() {
         ),
         "InvalidInput",
     );
-    assert!(e.contains("exceeds the context length of 64"), "{e}");
+    assert!(
+        e.contains("exceeds the context length of 64 (all the KV cache holds"),
+        "{e}"
+    );
 }

@@ -2,30 +2,28 @@
 //! budget's questions about it.
 
 use std::path::PathBuf;
-
-use ort::environment::Environment;
+use std::sync::Arc;
 
 use crate::manifest::{Execution, Provider};
 use crate::pool::Pool;
+use crate::runtime::Runtime;
 
 /// What every load needs besides the model's own spec.
 #[derive(Clone)]
 pub struct LoadContext {
-    pub env: Environment,
+    /// The ONNX Runtime library: its version keys TensorRT engine caches, its providers say
+    /// what can register, and the first load loads it.
+    pub runtime: Arc<Runtime>,
     /// Root of provider caches (TensorRT engines).
     pub state_dir: PathBuf,
     /// TensorRT timing caches: cheap to rebuild.
     pub cache_dir: PathBuf,
-    /// ONNX Runtime's version, part of the TensorRT engine cache key.
-    pub runtime_version: String,
     /// The least share of a model's work background requests get (`engine.background_share`).
     pub background_share: f64,
     /// `engine.memory_budget`: bytes all loaded models may take together, per pool.
     pub memory_budget: Option<u64>,
     /// `engine.gpu_memory_budget`: the same per GPU, when it differs.
     pub gpu_memory_budget: Option<u64>,
-    /// Execution providers compiled into the ONNX Runtime library.
-    pub compiled_providers: Vec<String>,
     /// `engine.keep_alive_s`: idle seconds before a model is unloaded.
     pub keep_alive: Option<std::time::Duration>,
     /// `engine.min_wake_interval_ms`: a parked model is loaded again for a request at most
@@ -41,7 +39,8 @@ impl LoadContext {
 
     /// Whether ONNX Runtime was built with `provider` (it may still fail to register).
     pub fn has(&self, provider: crate::manifest::Provider) -> bool {
-        self.compiled_providers
+        self.runtime
+            .providers
             .iter()
             .any(|n| n == provider.ort_name())
     }
@@ -76,16 +75,14 @@ impl LoadContext {
         }
     }
 
-    pub fn new(runtime: &crate::runtime::Runtime, config: &crate::config::Config) -> LoadContext {
+    pub fn new(runtime: Arc<Runtime>, config: &crate::config::Config) -> LoadContext {
         LoadContext {
-            env: runtime.env.clone(),
+            runtime,
             state_dir: config.state_dir(),
             cache_dir: config.cache_dir(),
-            runtime_version: runtime.version.clone(),
             background_share: config.engine.background_share,
             memory_budget: config.engine.memory_budget,
             gpu_memory_budget: config.engine.gpu_memory_budget,
-            compiled_providers: runtime.providers.clone(),
             keep_alive: config
                 .engine
                 .keep_alive_s

@@ -23,7 +23,7 @@ pub struct Loaded {
     pub estimate_bytes: u64,
     /// Memory the model will take after the load, counted in `memory_bytes` from the start:
     /// a text-generation model's KV caches at their limit (`generation.kv_cache_tokens`).
-    pub kv_cache_bytes: Option<u64>,
+    pub kv: Option<crate::kinds::KvFacts>,
     pub prepare: Prepare,
 }
 
@@ -59,7 +59,7 @@ pub fn load(
             pool,
             memory_bytes: None,
             estimate_bytes: 0,
-            kv_cache_bytes: built.kv_cache_bytes,
+            kv: built.kv,
             prepare: built.prepare,
         },
     ))

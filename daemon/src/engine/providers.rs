@@ -104,7 +104,7 @@ fn plan_tensorrt(spec: &ModelSpec, ctx: &LoadContext, mode: Mode, rest: &[Provid
         Ok(f) => f,
         Err(e) => return Trt::Skip(e.to_string()),
     };
-    let dir = match trt_cache::engine_dir(spec, &ctx.state_dir, &ctx.runtime_version, &facts) {
+    let dir = match trt_cache::engine_dir(spec, &ctx.state_dir, &ctx.runtime.version, &facts) {
         Ok(d) => d,
         Err(e) => return Trt::Skip(format!("cannot prepare the engine cache: {e}")),
     };
@@ -151,7 +151,7 @@ pub fn open(
         path: spec.model_path.clone(),
         source,
     };
-    let mut builder = Session::builder(&ctx.env).map_err(session_err)?;
+    let mut builder = Session::builder(ctx.runtime.env()?).map_err(session_err)?;
     if !exec.spin {
         builder = builder
             .with_intra_op_spinning(false)

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use inferd_client::{ModelState, ModelStatus};
+use inferd_client::{KvCache, ModelState, ModelStatus};
 
 use super::load::Loaded;
 use crate::error::{Error, LoadError, Result};
@@ -461,6 +461,7 @@ impl Slot {
 
     pub fn status(&self, name: &str) -> ModelStatus {
         let serving = self.ready().map(|r| &r.serving);
+        let kv = serving.and_then(|s| s.info.kv);
         let placement = serving.map(|s| &s.info.placement);
         let skipped = placement
             .map(|p| p.skipped.join("; "))
@@ -495,7 +496,12 @@ impl Slot {
             engine_build_s: building,
             memory_bytes: serving.and_then(|s| s.info.memory_bytes),
             memory_pool: serving.map(|s| s.info.pool.to_string()),
-            kv_cache_bytes: serving.and_then(|s| s.info.kv_cache_bytes),
+            kv: kv.map(|k| KvCache {
+                kv_cache_bytes: k.limit_bytes,
+                kv_bytes_per_token: k.bytes_per_token,
+                kv_bytes_in_use: self.stats.kv_bytes_in_use.load(Ordering::Relaxed),
+                full_context_streams: k.full_context_streams,
+            }),
             idle_s: serving.map(|_| self.stats.idle().as_secs()),
             last_error: self.stats.last_error(),
         }

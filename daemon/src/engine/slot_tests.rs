@@ -34,7 +34,7 @@ fn version(bytes: u64) -> Serving {
             pool: Pool::Host,
             memory_bytes: Some(bytes),
             estimate_bytes: 1,
-            kv_cache_bytes: None,
+            kv: None,
             prepare: Prepare::Nothing,
         },
     }

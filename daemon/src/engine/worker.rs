@@ -36,6 +36,12 @@ pub fn spawn(
             // minutes and never wait; what overlaps one is estimated instead.
             let exclusive = ctx.budgeted() && mode == Mode::Serve;
             let planned = ctx.planned_pool(&spec.manifest.execution);
+            // The library loads with the first model, outside what the model is measured by.
+            if let Err(e) = ctx.runtime.env() {
+                queue.close();
+                on_loaded(Err(e.into()));
+                return;
+            }
             let (loaded, grew) = measured(exclusive, planned, || {
                 catch_unwind(AssertUnwindSafe(|| load::load(&spec, &ctx, mode)))
                     .unwrap_or_else(|_| Err(LoadError::Panicked))
@@ -48,7 +54,7 @@ pub fn spawn(
                     return;
                 }
             };
-            let kv = info.kv_cache_bytes.unwrap_or(0);
+            let kv = info.kv.map_or(0, |k| k.limit_bytes);
             info.memory_bytes = grew.get(info.pool).map(|b| b + kv);
             info.estimate_bytes = super::budget::estimate(&spec) + kv;
             crate::metrics::get().loaded(&spec.name, started.elapsed().as_secs_f64());

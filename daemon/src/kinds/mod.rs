@@ -5,6 +5,7 @@
 mod classify;
 mod embedding;
 mod generation;
+pub use generation::KvFacts;
 mod tensor;
 mod texts;
 
@@ -82,7 +83,7 @@ pub struct Built {
     pub prepare: Prepare,
     /// Memory the model will take beyond the session: a text-generation model's KV caches at
     /// their limit (`generation.kv_cache_tokens`).
-    pub kv_cache_bytes: Option<u64>,
+    pub kv: Option<KvFacts>,
 }
 
 /// Builds the model of `spec`'s kind around `session` (whose memory lives in `pool`).
@@ -94,7 +95,7 @@ pub fn build(
     pool: Pool,
     background_share: f64,
 ) -> Result<Built, LoadError> {
-    let mut kv_cache_bytes = None;
+    let mut kv = None;
     let (model, prepare): (Box<dyn Model>, Prepare) = match spec.manifest.kind {
         Kind::Embedding | Kind::Classification => {
             let (m, encoder) = embedding::Embedding::new(spec, session)?;
@@ -113,13 +114,9 @@ pub fn build(
                 pool,
                 background_share,
             )?;
-            kv_cache_bytes = Some(m.kv_cache_bytes());
+            kv = Some(m.kv_facts());
             (Box::new(m), Prepare::Prompt(Arc::new(encoder)))
         }
     };
-    Ok(Built {
-        model,
-        prepare,
-        kv_cache_bytes,
-    })
+    Ok(Built { model, prepare, kv })
 }

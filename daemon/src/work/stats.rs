@@ -17,6 +17,8 @@ pub struct Stats {
     pub active: AtomicU64,
     /// Tokens decoded in steps shared with other sequences (continuous batching).
     pub batched_tokens: AtomicU64,
+    /// Text generation: KV cache bytes the running sequences and the prefix cache take.
+    pub kv_bytes_in_use: AtomicU64,
     /// When the model last took a request, as milliseconds of `crate::clock`.
     pub last_used_ms: AtomicU64,
     /// The most recent failed request, with its id.

@@ -260,7 +260,7 @@ async fn main() {
             percentiles(us.split_off(50))
         }
         Cmd::Inprocess { models, model, n } => {
-            let runtime = inferd::runtime::load(None).expect("ONNX Runtime");
+            let runtime = inferd::runtime::find(None).expect("ONNX Runtime");
             let config = inferd::config::Config {
                 engine: inferd::config::EngineConfig {
                     state_dir: Some(std::env::temp_dir()),
@@ -268,7 +268,7 @@ async fn main() {
                 },
                 ..Default::default()
             };
-            let ctx = inferd::engine::LoadContext::new(&runtime, &config);
+            let ctx = inferd::engine::LoadContext::new(std::sync::Arc::new(runtime), &config);
             let engine =
                 Engine::start(inferd::repository::Repository::new(models), ctx).expect("engine");
             engine.load(&model).await.expect("load");

@@ -56,10 +56,28 @@ pub fn health(h: &inferd_client::Health, as_json: bool) {
         );
     }
     for m in &h.models {
+        if let Some(kv) = kv_line(m) {
+            println!("{}: {kv}", m.name);
+        }
+    }
+    for m in &h.models {
         for e in m.error.iter().chain(&m.last_error) {
             println!("{}: {e}", m.name);
         }
     }
+}
+
+/// A text-generation model's KV cache: in use, its limit, per token, full-context streams.
+fn kv_line(m: &ModelStatus) -> Option<String> {
+    let kv = m.kv?;
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / f64::from(1 << 20));
+    Some(format!(
+        "KV cache {} in use of {}, {:.1} KiB a token, {} full-context streams fit",
+        mib(kv.kv_bytes_in_use),
+        mib(kv.kv_cache_bytes),
+        kv.kv_bytes_per_token as f64 / 1024.0,
+        kv.full_context_streams
+    ))
 }
 
 /// Prints rows under a header, each column as wide as its widest cell.

@@ -28,8 +28,8 @@ pub struct Service {
     pub engine: Engine,
     pub auth: Auth,
     pub callers: Callers,
-    pub runtime_version: String,
-    pub providers: Vec<String>,
+    /// The ONNX Runtime library, probed at start, loaded by the first model.
+    pub runtime: std::sync::Arc<crate::runtime::Runtime>,
     /// Numbers requests (their ids, and request objects whose caller gave no handle_token).
     pub requests: AtomicU64,
 }
@@ -380,15 +380,28 @@ impl Service {
         env!("CARGO_PKG_VERSION").to_owned()
     }
 
-    /// Execution providers compiled into the loaded ONNX Runtime.
+    /// Execution providers compiled into the ONNX Runtime library (known before it loads).
     #[zbus(property)]
     fn providers(&self) -> Vec<String> {
-        self.providers.clone()
+        self.runtime.providers.clone()
     }
 
     #[zbus(property)]
     fn runtime_version(&self) -> String {
-        self.runtime_version.clone()
+        self.runtime.version.clone()
+    }
+
+    /// The ONNX Runtime library's path and the rule that found it, e.g.
+    /// `/usr/lib/libonnxruntime.so (system)`.
+    #[zbus(property)]
+    fn runtime_library(&self) -> String {
+        format!("{} ({})", self.runtime.path.display(), self.runtime.source)
+    }
+
+    /// Whether a model has loaded the library yet (it loads with the first one).
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn runtime_loaded(&self) -> bool {
+        self.runtime.loaded()
     }
 
     #[zbus(signal)]

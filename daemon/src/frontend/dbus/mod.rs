@@ -7,6 +7,8 @@ mod interface;
 mod options;
 mod request;
 
+use std::sync::Arc;
+
 use inferd_client::names::{BUS_NAME, OBJECT_PATH};
 use tokio::sync::broadcast::error::RecvError;
 use zbus::object_server::SignalEmitter;
@@ -37,7 +39,7 @@ pub async fn serve(
     engine: Engine,
     bus: &Bus,
     cfg: &DbusConfig,
-    runtime: &Runtime,
+    runtime: &Arc<Runtime>,
 ) -> Result<Frontend, DbusError> {
     let auth = auth::Auth::new(cfg).map_err(DbusError::Config)?;
     let callers = callers::Callers::default();
@@ -45,8 +47,7 @@ pub async fn serve(
         engine: engine.clone(),
         auth: auth.clone(),
         callers: callers.clone(),
-        runtime_version: runtime.version.clone(),
-        providers: runtime.providers.clone(),
+        runtime: runtime.clone(),
         requests: Default::default(),
     };
     let builder = match bus {

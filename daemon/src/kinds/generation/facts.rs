@@ -13,6 +13,9 @@ use crate::work::job::Sampling;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Facts {
     pub context_length: usize,
+    /// The context length is the KV cache's room (`generation.kv_cache_tokens`), smaller than
+    /// the model's own: a request over it is told that.
+    pub context_is_kv_room: bool,
     pub eos: Vec<u32>,
     pub bos: Option<u32>,
     pub bos_token: Option<String>,
@@ -111,6 +114,7 @@ pub fn read(dir: &Path, m: &GenerationManifest) -> Result<Facts, LoadError> {
     };
     Ok(Facts {
         context_length,
+        context_is_kv_room: false,
         bos: m
             .bos_token_id
             .or_else(|| ids(&gen["bos_token_id"]).and_then(|v| v.first().copied())),

@@ -13,6 +13,17 @@
 
 use super::CacheLayout;
 
+/// What a text-generation model's KV caches take: what `ListModels` and `Health()` report
+/// per model, beside the bytes in use now (`Stats::kv_bytes_in_use`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvFacts {
+    /// At most, all sequences and the prefix cache together: counted in `memory_bytes`.
+    pub limit_bytes: u64,
+    pub bytes_per_token: u64,
+    /// Streams of the full context length that fit in the limit at once.
+    pub full_context_streams: u32,
+}
+
 pub struct KvRoom {
     /// Positions all caches may hold together: sequences' and the prefix cache's.
     pub tokens: usize,

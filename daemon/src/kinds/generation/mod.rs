@@ -45,6 +45,7 @@ use tokenizers::Tokenizer;
 use self::cache::KvMemory;
 use self::facts::Facts;
 use self::kv_batch::{Align, KvBatch};
+pub use self::kv_room::KvFacts;
 use self::kv_room::KvRoom;
 pub use self::prompt::PromptEncoder;
 use self::sequence::Sequence;
@@ -241,7 +242,10 @@ impl TextGeneration {
             },
         );
         // No single request may need more than all the room there is.
-        facts.context_length = facts.context_length.min(room.tokens);
+        if room.tokens < facts.context_length {
+            facts.context_length = room.tokens;
+            facts.context_is_kv_room = true;
+        }
         let grammars =
             constrain::Grammars::new(tokenizer.clone(), tok_path, facts.eos.first().copied());
         let encoder = PromptEncoder::new(
@@ -339,9 +343,20 @@ impl TextGeneration {
         }
     }
 
-    /// Cache memory the model counts as its own (`memory_bytes`).
-    pub fn kv_cache_bytes(&self) -> u64 {
-        self.room.bytes()
+    /// What the caches take at most, per token, and in full-context streams.
+    pub fn kv_facts(&self) -> KvFacts {
+        KvFacts {
+            limit_bytes: self.room.bytes(),
+            bytes_per_token: self.room.bytes_per_position,
+            full_context_streams: (self.room.tokens / self.facts.context_length.max(1)) as u32,
+        }
+    }
+
+    /// Cache bytes the running sequences and the prefix cache take now.
+    fn kv_in_use(&self) -> u64 {
+        let running = self.alone.iter().chain(&self.batched).map(Sequence::need);
+        let positions = self.room.footprint(running) + self.prefixes.held();
+        positions as u64 * self.room.bytes_per_position
     }
 
     fn active(&self) -> usize {
@@ -482,10 +497,11 @@ impl Model for TextGeneration {
                     self.fail_all(&Error::Internal("the generation step panicked".into()));
                 }
             }
-            queue
-                .stats
-                .active
-                .store(self.active() as u64, Ordering::Relaxed);
+            let stats = &queue.stats;
+            stats.active.store(self.active() as u64, Ordering::Relaxed);
+            stats
+                .kv_bytes_in_use
+                .store(self.kv_in_use(), Ordering::Relaxed);
         }
     }
 }

@@ -120,8 +120,13 @@ impl PromptEncoder {
                 let keep = ctx.saturating_sub(max_new).max(1);
                 tokens.drain(..tokens.len().saturating_sub(keep));
             } else if asked.is_some() || tokens.len() >= ctx {
+                let room = if self.facts.context_is_kv_room {
+                    " (all the KV cache holds: generation.kv_cache_tokens)"
+                } else {
+                    ""
+                };
                 return Err(Error::InvalidInput(format!(
-                    "prompt of {} tokens + max_tokens {} exceeds the context length of {}; shorten the prompt, lower max_tokens, or set truncate",
+                    "prompt of {} tokens + max_tokens {} exceeds the context length of {}{room}; shorten the prompt, lower max_tokens, or set truncate",
                     tokens.len(),
                     max_new,
                     ctx

@@ -186,6 +186,7 @@ mod tests {
     fn facts() -> Facts {
         Facts {
             context_length: 10,
+            context_is_kv_room: false,
             eos: vec![2],
             bos: None,
             bos_token: Some("<s>".into()),
