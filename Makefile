@@ -17,7 +17,7 @@ PY := $(VENV)/bin/python
 IMPORTER_HASH := $(shell cat models/importer/inferd_import/*.py models/importer/inferd_import/sources/*.py models/intent/* models/testdata/*.py models/importer/tests/reference.py models/importer/tests/tiny_models.py models/importer/tests/test_{gemma2,llama3,mistral,phi3,qwen3}.py | sha256sum | cut -c1-12)
 export INFERD_TEST_MODELS := $(CACHE)/test-models/$(IMPORTER_HASH)
 
-.PHONY: gpu-bench bench-shapes bench-models builder-models run test test-models fetch models build check-tools lint pytest bench bench-check fixtures dbus-xml clean-cache deb package-check reliability soak fuzz
+.PHONY: gpu-bench bench-footprint sizing bench-shapes bench-models builder-models run test test-models fetch models build check-tools lint pytest bench bench-check fixtures dbus-xml clean-cache deb package-check reliability soak fuzz
 
 ## Fetch ONNX Runtime and the default models, build in release, serve in the foreground.
 run: models build
@@ -129,6 +129,16 @@ bench: bench-models
 	$(CARGO) build --release -p inferd-e2e --bin inferd-bench
 	$(VENV)/bin/python scripts/bench.py --inferd target/release/inferd --inferctl target/release/inferctl \
 	  --gguf "$(GGUF)" --out docs/benchmarks.md --json docs/bench.json
+
+## The Footprint section of `make bench` alone, printed: idle RSS, start → READY=1, binary sizes.
+bench-footprint: models build
+	python3 scripts/bench_footprint.py target/release/inferd target/release/inferctl "$(INFERD_MODELS)"
+
+## The sizing table of docs/operations.md, printed: figures from the configs, checked against
+## inferd loading the int4 imports.
+sizing: bench-models
+	python3 scripts/sizing.py target/release/inferd target/release/inferctl "$(INFERD_MODELS)/smollm2" \
+	  "$(CACHE)/bench-models/r1-distill-qwen-1.5b-shape" "$(INFERD_TEST_MODELS)/smollm2-fp32"
 
 bench-models: models test-models build $(VENV)/ok
 	@test -f "$(CACHE)/bench-models/r1-distill-qwen-1.5b-shape/model.onnx" || \

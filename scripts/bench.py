@@ -10,7 +10,8 @@ machine and command are printed next to them.
   concurrent MQTT clients.
 - HTTP overhead: the same over the OpenAI-compatible API (`POST /v1/embeddings`, loopback TCP).
 - Structured output: decode tokens/s with a JSON schema vs without (bench_constraints.py).
-- Footprint: idle RSS with no model loaded, stripped binary sizes.
+- Footprint: idle RSS with no model loaded, start → READY=1, stripped binary sizes
+  (bench_footprint.py).
 """
 import argparse
 import datetime
@@ -28,6 +29,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from bench_daemon import start_bus, start_inferd
+from bench_footprint import rss_kib, section as footprint_section
 
 TEXT = "A man is playing a guitar on a sunny afternoon."
 
@@ -107,25 +109,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-def rss_kib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def mapping_rss_kib(pid, needle):
-    """Resident KiB of the mappings whose path contains `needle`."""
-    total, current = 0, ""
-    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
-        parts = line.split()
-        if parts and "-" in parts[0] and len(parts) >= 5:
-            current = parts[5] if len(parts) > 5 else ""
-        elif parts and parts[0] == "Rss:" and needle in current:
-            total += int(parts[1])
-    return total
-
-
 def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                 if l.startswith("model name")), platform.processor())
@@ -152,14 +135,7 @@ def main():
         tmp = Path(t)
         bus, addr = start_bus(tmp)
         try:
-            empty = tmp / "empty"
-            empty.mkdir()
-            idle = start_inferd(args.inferd, str(empty), addr)
-            time.sleep(1)
-            idle_rss = rss_kib(idle.pid)
-            idle_ort = mapping_rss_kib(idle.pid, "libonnxruntime")
-            idle.terminate()
-            idle.wait()
+            footprint_md = footprint_section(args.inferd, args.inferctl, models, addr, tmp)
 
             broker, port = start_mosquitto(tmp)
             mqtt_url = f"mqtt://127.0.0.1:{port}"
@@ -226,7 +202,6 @@ def main():
     p50, p99 = med(ping, "p50_us"), med(ping, "p99_us")
     m50, m99 = med(mqtt_lat, "p50_us"), med(mqtt_lat, "p99_us")
     h50, h99 = med(http_lat, "p50_us"), med(http_lat, "p99_us")
-    sizes = {b: Path(args.inferd).with_name(b).stat().st_size for b in ["inferd", "inferctl"]}
     today = datetime.date.today().isoformat()
     md = f"""# Benchmarks
 
@@ -292,15 +267,8 @@ connection (`inferd-bench http-latency`), alternated with the runs above; median
 | HTTP round trip | {h50:.0f} µs | {h99:.0f} µs |
 | **overhead** | **{h50 - i50:.0f} µs** | {h99 - i99:.0f} µs |
 
-## Footprint
-
-| what | value |
-|---|---:|
-| idle RSS, no model loaded (target ≤ 20 MB) | {idle_rss / 1024:.1f} MiB |
-| … of which libonnxruntime's pages (loaded at start to report its version and providers) | {idle_ort / 1024:.1f} MiB |
-| RSS with `minilm` loaded, after the runs above | {loaded_rss / 1024:.1f} MiB |
-| `inferd` binary, stripped | {sizes['inferd'] / 1e6:.1f} MB |
-| `inferctl` binary, stripped | {sizes['inferctl'] / 1e6:.1f} MB |
+{footprint_md}
+RSS with `minilm` loaded, after the runs above: {loaded_rss / 1024:.1f} MiB.
 
 {gen_md}
 {import_md}## Imported models run on onnxruntime-genai

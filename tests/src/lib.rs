@@ -137,9 +137,11 @@ pub fn shared_tempdir(prefix: &str) -> TempDir {
     dir
 }
 
+/// A call may wait for a generation behind many others on a loaded machine: longer than
+/// busctl's default 25 s, which the tests do not measure.
 fn busctl(bus: &str, flags: &[&str], method: &str, signature: &str, args: &[&str]) -> Output {
     Command::new("busctl")
-        .args(["--address", bus])
+        .args(["--address", bus, "--timeout=300"])
         .args(flags)
         .args([
             "call",
