@@ -29,7 +29,11 @@ fn check_passes_on_a_good_repository() {
     let out = check(repo.path(), None, true);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
-    assert!(text.contains("ok    ONNX Runtime 1.31.1"), "{text}");
+    let found = format!(
+        "ok    ONNX Runtime 1.31.1 at {} (found by ORT_DYLIB_PATH)",
+        ort_library().display()
+    );
+    assert!(text.contains(&found), "{text}");
     assert!(text.contains("CPUExecutionProvider"), "{text}");
     assert!(text.contains("ok    model ops (tensor"), "{text}");
 }
