@@ -106,6 +106,9 @@ build:
 CARGO_DEB := $(CACHE)/tools/bin/cargo-deb
 deb: build
 	@test -x "$(CARGO_DEB)" || $(CARGO) install cargo-deb --locked --version 3.8.0 --root "$(CACHE)/tools"
+	mkdir -p target/manual
+	for s in bash zsh fish; do target/release/inferctl completions $$s > target/manual/inferctl.$$s; done
+	target/release/inferctl man | gzip -9n > target/manual/inferctl.1.gz
 	rm -f target/debian/*.deb
 	"$(CARGO_DEB)" -p inferd --no-build -o target/debian/
 

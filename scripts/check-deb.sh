@@ -20,11 +20,19 @@ for f in usr/bin/inferd usr/bin/inferctl \
          usr/share/dbus-1/system.d/org.inferd.Inferd1.conf \
          usr/share/dbus-1/system-services/org.inferd.Inferd1.service \
          usr/share/dbus-1/interfaces/org.inferd.Inferd1.xml \
-         etc/inferd/inferd.toml usr/share/doc/inferd/deploy.md usr/share/doc/inferd/gpu.conf.example; do
+         etc/inferd/inferd.toml usr/share/doc/inferd/deploy.md usr/share/doc/inferd/gpu.conf.example \
+         usr/share/bash-completion/completions/inferctl usr/share/zsh/vendor-completions/_inferctl \
+         usr/share/fish/vendor_completions.d/inferctl.fish usr/share/man/man1/inferctl.1.gz; do
   [ -f "$root/$f" ] || fail "missing /$f"
 done
 [ -d "$root/var/lib/inferd/models" ] || fail "missing /var/lib/inferd/models"
 ok "every file in place"
+bash -n "$root/usr/share/bash-completion/completions/inferctl" || fail "the bash completion does not parse"
+zcat "$root/usr/share/man/man1/inferctl.1.gz" | grep -q '^.SH "EXIT STATUS"' || fail "the man page has no EXIT STATUS"
+if command -v groff >/dev/null; then
+  zcat "$root/usr/share/man/man1/inferctl.1.gz" | groff -man -Tutf8 -ww -z 2>&1 | grep . && fail "groff warns about the man page"
+fi
+ok "completions parse, the man page has its exit statuses"
 if find "$root" -name 'libonnxruntime*' | grep -q .; then fail "ONNX Runtime must not be bundled"; fi
 # The tests' GPU simulation (the simulate-gpu feature) is not in the packaged daemon.
 if grep -qa INFERD_SIMULATE_TENSORRT "$root/usr/bin/inferd"; then fail "the packaged inferd reads INFERD_SIMULATE_TENSORRT"; fi

@@ -97,6 +97,11 @@ pub fn inferctl(bus: &str, args: &[&str]) -> Output {
 
 /// Runs inferctl with `input` on its stdin (the chat REPL), waiting for it to exit.
 pub fn inferctl_with_input(bus: &str, args: &[&str], input: &str) -> Output {
+    inferctl_with_bytes(bus, args, input.as_bytes())
+}
+
+/// Runs inferctl with `input` on its stdin, waiting for it to exit.
+pub fn inferctl_with_bytes(bus: &str, args: &[&str], input: &[u8]) -> Output {
     use std::io::Write;
     let mut child = Command::new(bin("inferctl"))
         .arg("--bus")
@@ -108,7 +113,7 @@ pub fn inferctl_with_input(bus: &str, args: &[&str], input: &str) -> Output {
         .spawn()
         .expect("run inferctl");
     let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(input.as_bytes()).expect("write stdin");
+    stdin.write_all(input).expect("write stdin");
     drop(stdin);
     child.wait_with_output().expect("inferctl output")
 }
@@ -153,11 +158,32 @@ pub fn assert_error(o: &Output, name: &str) -> String {
         "expected {name}, but the call succeeded: {}",
         stdout(o)
     );
-    assert!(
-        err.starts_with(&format!("error: {name}: ")),
-        "expected {name}, got: {err}"
-    );
-    err
+    // With --json the error is a JSON object; its message is what is returned.
+    let (named, message) = match serde_json::from_str::<Value>(err.trim()) {
+        Ok(v) => (
+            v["error"]["name"] == name && v["error"]["exit"] == exit_status(name),
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+        Err(_) => (err.starts_with(&format!("error: {name}: ")), err.clone()),
+    };
+    assert!(named, "expected {name}, got: {err}");
+    assert_eq!(o.status.code(), Some(exit_status(name)), "{name}: {err}");
+    message
+}
+
+/// inferctl's documented exit status for an error of this name (`inferctl --help`).
+pub fn exit_status(name: &str) -> i32 {
+    match name {
+        "ModelNotFound" | "ModelNotReady" => 3,
+        "InvalidInput" => 4,
+        "Overloaded" | "ShuttingDown" => 5,
+        "Timeout" => 6,
+        "AccessDenied" => 7,
+        _ => 1,
+    }
 }
 
 /// The minilm reference fixture made by Python onnxruntime.

@@ -77,9 +77,9 @@ fn npy_files_are_accepted() {
     for v in [1.5f32, -1.0, 0.0] {
         npy.extend(v.to_le_bytes());
     }
-    let path = repo.write("npy", "a.npy", npy);
+    let path = repo.write("npy", "a.npy", npy.clone());
     let a = format!("a={}", path.display());
-    let inputs = [
+    let mut inputs = [
         a.as_str(),
         "b=float16:1x3:1,1,1",
         "c=int64:1:1",
@@ -89,6 +89,22 @@ fn npy_files_are_accepted() {
     ];
     let out = json(&infer(&d, &inputs));
     assert_eq!(out["a_out"]["data"], json!([4.0, -1.0, 1.0]));
+
+    // `a=-`: the same .npy on stdin.
+    inputs[0] = "a=-";
+    let mut args = vec!["--json", "infer", "ops"];
+    for i in &inputs {
+        args.extend(["--input", i]);
+    }
+    let piped = inferctl_with_input(&d.bus, &args, "");
+    assert!(
+        stderr(&piped).contains("--input a: stdin: not a .npy file"),
+        "{}",
+        stderr(&piped)
+    );
+    assert_eq!(piped.status.code(), Some(4));
+    let piped = inferctl_with_bytes(&d.bus, &args, &npy);
+    assert_eq!(json(&piped), out);
 }
 
 #[test]

@@ -14,7 +14,7 @@ pub async fn run(t: &Transport<'_>, json: bool, command: Command) -> Result<(), 
             HealthReport::Daemon(h) => {
                 output::health(&h, json);
                 if h.status == "degraded" {
-                    std::process::exit(2);
+                    std::process::exit(crate::exit::Exit::Other as i32);
                 }
             }
             HealthReport::Statuses(s) => {
@@ -36,6 +36,7 @@ pub async fn run(t: &Transport<'_>, json: bool, command: Command) -> Result<(), 
             no_truncate,
             timeout_ms,
         } => {
+            let texts = or_stdin_lines(texts)?;
             let (vectors, info) = t.embed(&model, &texts, !no_truncate, timeout_ms).await?;
             let truncated = info["truncated"].as_array().cloned().unwrap_or_default();
             for (i, _) in truncated
@@ -54,7 +55,10 @@ pub async fn run(t: &Transport<'_>, json: bool, command: Command) -> Result<(), 
             model,
             prompt,
             options,
-        } => generate::generate(t, &model, &prompt, &options, json).await?,
+        } => {
+            let prompt = if prompt == "-" { stdin()? } else { prompt };
+            generate::generate(t, &model, &prompt, &options, json).await?
+        }
         Command::Chat {
             model,
             system,
@@ -64,7 +68,10 @@ pub async fn run(t: &Transport<'_>, json: bool, command: Command) -> Result<(), 
             model,
             texts,
             top_k,
-        } => output::classes(&texts, &t.classify(&model, &texts, top_k).await?, json),
+        } => {
+            let texts = or_stdin_lines(texts)?;
+            output::classes(&texts, &t.classify(&model, &texts, top_k).await?, json)
+        }
         Command::Infer { model, inputs } => {
             let mut tensors = HashMap::new();
             for arg in &inputs {
@@ -74,7 +81,35 @@ pub async fn run(t: &Transport<'_>, json: bool, command: Command) -> Result<(), 
             output::tensors(&t.infer(&model, tensors).await?, json);
         }
         // Handled in main, before any connection.
-        Command::Import(_) | Command::Pull(_) => {}
+        Command::Import(_) | Command::Pull(_) | Command::Completions { .. } | Command::Man => {}
     }
     Ok(())
+}
+
+/// All of stdin, as text.
+fn stdin() -> Result<String, Error> {
+    std::io::read_to_string(std::io::stdin())
+        .map_err(|e| Error::InvalidInput(format!("reading stdin: {e}")))
+}
+
+/// `texts`, where a `-` stands for stdin's non-empty lines.
+fn or_stdin_lines(texts: Vec<String>) -> Result<Vec<String>, Error> {
+    if !texts.iter().any(|t| t == "-") {
+        return Ok(texts);
+    }
+    let input = stdin()?;
+    let mut out = Vec::new();
+    for t in texts {
+        if t == "-" {
+            out.extend(
+                input
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_owned),
+            );
+        } else {
+            out.push(t);
+        }
+    }
+    Ok(out)
 }

@@ -15,18 +15,25 @@ use crate::transport::Transport;
 /// Generation options shared by `generate` and `chat`.
 #[derive(Args, Clone)]
 pub struct GenArgs {
+    /// Tokens to generate at most (default: the model's)
     #[arg(long)]
     max_tokens: Option<u32>,
+    /// Sampling temperature; 0 is greedy (default: the model's)
     #[arg(long)]
     temperature: Option<f64>,
+    /// Sample among the k most likely tokens only
     #[arg(long)]
     top_k: Option<u32>,
+    /// Sample among the most likely tokens whose probabilities add up to p
     #[arg(long)]
     top_p: Option<f64>,
+    /// Drop tokens less likely than this fraction of the most likely one
     #[arg(long)]
     min_p: Option<f64>,
+    /// Penalize tokens already in the prompt or the answer (1.0: none)
     #[arg(long)]
     repetition_penalty: Option<f64>,
+    /// Seed for sampling, for repeatable answers
     #[arg(long)]
     seed: Option<u64>,
     /// Stop before this text (repeatable)
@@ -35,8 +42,10 @@ pub struct GenArgs {
     /// Do not show the model's reasoning (<think>…</think>)
     #[arg(long)]
     hide_reasoning: bool,
+    /// Reasoning models: think for at most this many tokens, then answer
     #[arg(long)]
     reasoning_budget: Option<u32>,
+    /// Give up if the request waits longer than this in the queue
     #[arg(long)]
     timeout_ms: Option<u32>,
     /// interactive (the D-Bus default) or background (the MQTT default): background work

@@ -1,9 +1,11 @@
 //! `inferctl`: the command-line client of inferd.
 
 mod commands;
+mod exit;
 mod generate;
 mod hub;
 mod import;
+mod manual;
 mod mqtt_cmd;
 mod output;
 mod progress;
@@ -18,10 +20,11 @@ use inferd_client::{Error, Inferd1Proxy};
 
 /// Talk to the inferd daemon over D-Bus, or over MQTT with --mqtt.
 #[derive(Parser)]
-#[command(version)]
-struct Cli {
+#[command(version, after_help = exit::help())]
+pub struct Cli {
+    /// auto (the session bus if inferd is there or can start there, else the system bus),
     /// session, system, or a D-Bus address
-    #[arg(long, global = true, default_value = "session", env = "INFERD_BUS")]
+    #[arg(long, global = true, default_value = "auto", env = "INFERD_BUS")]
     bus: String,
     #[command(flatten)]
     mqtt: mqtt_cmd::MqttArgs,
@@ -36,20 +39,31 @@ struct Cli {
 pub enum Command {
     /// List models with their kind, state and provider
     Models,
-    /// Overall health, uptime, memory and per-model queue depth and last error; exits 2 when
-    /// degraded (a model failed)
+    /// Overall health, uptime, memory, KV caches, per-model queue depth and last error; exits
+    /// 1 when degraded (a model failed)
     Health,
     /// Load (or reload) a model; waits until it is ready
-    Load { name: String },
+    Load {
+        /// The model's folder name in the repository
+        name: String,
+    },
     /// Stop serving a model
-    Unload { name: String },
+    Unload {
+        /// The model's name
+        name: String,
+    },
     /// Rescan the model repository
     Reload,
     /// Load a model and wait until it is on its final provider (builds a TensorRT engine now)
-    Warmup { name: String },
+    Warmup {
+        /// The model's name
+        name: String,
+    },
     /// Embed texts
     Embed {
+        /// The embedding model
         model: String,
+        /// Texts to embed; `-` reads them from stdin, one a line
         #[arg(required = true)]
         texts: Vec<String>,
         /// Print the cosine-similarity matrix instead of the vectors
@@ -64,13 +78,16 @@ pub enum Command {
     },
     /// Generate from a raw prompt, streaming to stdout (--json: NDJSON events)
     Generate {
+        /// The text-generation model
         model: String,
+        /// The prompt; `-` reads it from stdin
         prompt: String,
         #[command(flatten)]
         options: generate::GenArgs,
     },
     /// Chat with a model interactively
     Chat {
+        /// The text-generation model
         model: String,
         /// A system message for the conversation
         #[arg(long)]
@@ -84,28 +101,80 @@ pub enum Command {
     Pull(pull::PullArgs),
     /// Classify texts with a classification model
     Classify {
+        /// The classification model
         model: String,
+        /// Texts to classify; `-` reads them from stdin, one a line
         #[arg(required = true)]
         texts: Vec<String>,
         /// Labels to show per text (0: all)
         #[arg(long, default_value_t = 3)]
         top_k: u32,
     },
+    /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell)
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print inferctl's man page (roff)
+    Man,
     /// Run a tensor model
     Infer {
+        /// The tensor model
         model: String,
-        /// NAME=DTYPE:SHAPE:VALUES (e.g. x=float32:2x3:1,2,3,4,5,6) or NAME=FILE.npy
+        /// NAME=DTYPE:SHAPE:VALUES (e.g. x=float32:2x3:1,2,3,4,5,6), NAME=FILE.npy, or NAME=-
+        /// for a .npy on stdin
         #[arg(long = "input", required = true)]
         inputs: Vec<String>,
     },
 }
 
-async fn connect(bus: &str) -> zbus::Result<zbus::Connection> {
-    match bus {
-        "session" => zbus::Connection::session().await,
-        "system" => zbus::Connection::system().await,
-        address => zbus::connection::Builder::address(address)?.build().await,
+/// The bus `--bus` names; `auto` looks for inferd on the session bus, then the system bus.
+async fn connect(bus: &str) -> Result<zbus::Connection, Error> {
+    Ok(match bus {
+        "auto" => return find().await,
+        "session" => zbus::Connection::session().await?,
+        "system" => zbus::Connection::system().await?,
+        address => zbus::connection::Builder::address(address)?.build().await?,
+    })
+}
+
+/// The session bus if inferd is on it (or the bus can start it), else the system bus if so;
+/// else an error that says where it looked.
+async fn find() -> Result<zbus::Connection, Error> {
+    let mut looked = Vec::new();
+    for (name, conn) in [
+        ("session", zbus::Connection::session().await),
+        ("system", zbus::Connection::system().await),
+    ] {
+        match conn {
+            Ok(c) if serves(&c).await => return Ok(c),
+            Ok(_) => looked.push(format!("not on the {name} bus")),
+            Err(e) => looked.push(format!("no {name} bus ({e})")),
+        }
     }
+    Err(Error::ZBus(zbus::Error::Failure(format!(
+        "inferd is not running: {}. Start it (systemctl --user start inferd, or systemctl start \
+         inferd), or name its bus with --bus",
+        looked.join(", ")
+    ))))
+}
+
+/// Whether inferd owns its name on `c`, or `c` can start it.
+async fn serves(c: &zbus::Connection) -> bool {
+    let Ok(dbus) = zbus::fdo::DBusProxy::new(c).await else {
+        return false;
+    };
+    let Ok(name) = zbus::names::BusName::try_from(inferd_client::names::BUS_NAME) else {
+        return false;
+    };
+    if dbus.name_has_owner(name).await.unwrap_or(false) {
+        return true;
+    }
+    dbus.list_activatable_names().await.is_ok_and(|names| {
+        names
+            .iter()
+            .any(|n| n.as_str() == inferd_client::names::BUS_NAME)
+    })
 }
 
 /// Runs a daemon command over D-Bus.
@@ -129,6 +198,8 @@ fn main() -> ExitCode {
     let command = match cli.command {
         Command::Import(args) => return local(import::run(args)),
         Command::Pull(args) => return local(pull::run(args)),
+        Command::Completions { shell } => return local(manual::completions(shell)),
+        Command::Man => return local(manual::man()),
         other => other,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -149,9 +220,33 @@ fn main() -> ExitCode {
     };
     match rt.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}: {}", e.short_name(), e.message());
-            ExitCode::FAILURE
+        Err(e) => exit::fail(&e, cli.json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument and subcommand says what it is for in `--help`.
+    #[test]
+    fn every_option_has_help_text() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.get_help().is_none() && id != "help" && id != "version" {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for s in c.get_subcommands() {
+                if s.get_about().is_none() {
+                    missing.push(format!("{path} {}", s.get_name()));
+                }
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
         }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "inferctl", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 }

@@ -1,13 +1,19 @@
-//! Parses `--input NAME=DTYPE:SHAPE:VALUES` and `--input NAME=FILE.npy` into wire tensors.
+//! Parses `--input NAME=DTYPE:SHAPE:VALUES`, `--input NAME=FILE.npy` and `--input NAME=-` (a
+//! .npy on stdin) into wire tensors.
 
 use inferd_client::tensor::{element_count, push};
 use inferd_client::{DType, WireTensor};
 
 pub fn parse(arg: &str) -> Result<(String, WireTensor), String> {
     let (name, rest) = arg.split_once('=').ok_or_else(|| {
-        format!("--input {arg:?}: expected NAME=DTYPE:SHAPE:VALUES or NAME=FILE.npy")
+        format!("--input {arg:?}: expected NAME=DTYPE:SHAPE:VALUES, NAME=FILE.npy or NAME=-")
     })?;
-    let tensor = if rest.ends_with(".npy") {
+    let tensor = if rest == "-" {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+            .map_err(|e| format!("--input {name}: reading stdin: {e}"))?;
+        npy(&bytes).map_err(|e| format!("--input {name}: stdin: {e}"))?
+    } else if rest.ends_with(".npy") {
         let bytes = std::fs::read(rest).map_err(|e| format!("{rest}: {e}"))?;
         npy(&bytes).map_err(|e| format!("{rest}: {e}"))?
     } else {
