@@ -354,6 +354,25 @@ impl Broker {
         a
     }
 
+    /// The messages on `filter` (retained ones first) within `secs` or until `count` came, as
+    /// (topic, payload) pairs: `mosquitto_sub -v`. Empty retained messages are deletions and
+    /// never arrive.
+    pub fn messages(&self, filter: &str, count: usize, secs: u32) -> Vec<(String, String)> {
+        let out = Command::new("mosquitto_sub")
+            .args(self.client_args())
+            .args(["-v", "-q", "1", "-t", filter])
+            .args(["-C", &count.to_string(), "-W", &secs.to_string()])
+            .output()
+            .expect("mosquitto_sub");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let (t, p) = l.split_once(' ').unwrap_or((l, ""));
+                (t.to_owned(), p.to_owned())
+            })
+            .collect()
+    }
+
     /// `mosquitto_pub` as it is (MQTT 3.1.1), QoS 1, the payload on its stdin.
     pub fn publish(&self, topic: &str, payload: &str) {
         self.publish_bytes(topic, payload.as_bytes());

@@ -59,6 +59,9 @@ pub struct MqttConfig {
     /// `[[mqtt.route]]`: run a model on every message of a topic filter.
     #[serde(default)]
     pub route: Vec<RouteConfig>,
+    /// Publish Home Assistant MQTT discovery configs and a plain availability topic.
+    #[serde(default)]
+    pub homeassistant: bool,
 }
 
 /// A route: messages on `from` run `op` on `model`; results go to `to`, where `{1}`, `{2}`, …

@@ -5,10 +5,12 @@
 //! link.rs owns the connection; handler.rs takes each message; ops.rs runs it on the engine.
 
 mod dedupe;
+mod event_loop;
 #[doc(hidden)]
 pub mod fuzz;
 mod grants;
 mod handler;
+mod homeassistant;
 mod intake;
 mod link;
 mod ops;
@@ -25,11 +27,11 @@ pub use wire::parse as fuzz_parse;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::QoS;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use self::handler::Handler;
+use self::homeassistant::Discovery;
 use self::intake::Intake;
 use self::link::{Client, Connect, Out};
 use self::topics::Topics;
@@ -43,6 +45,8 @@ const STATUS_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 pub struct Frontend {
     client: Client,
     topics: Topics,
+    /// Home Assistant discovery is on: `close` also says `offline` on the availability topic.
+    homeassistant: bool,
     stop: watch::Sender<bool>,
     /// Owns the event loop; it ends after sending our DISCONNECT.
     link: JoinHandle<()>,
@@ -118,6 +122,7 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
             .subscriptions()
             .into_iter()
             .chain(cfg.route.iter().map(|r| r.from.clone()))
+            .chain(cfg.homeassistant.then(Discovery::birth_topic))
             .collect(),
         max_payload: cfg.max_payload,
         max_packet: cfg.max_packet,
@@ -139,30 +144,52 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
     let router = routes::Router::start(&cfg.route, &engine, &client, topics.route_errors());
     let intake = Intake::new(cfg, topics.clone());
     let handler = Arc::new(Handler::new(engine.clone(), client.clone(), intake, router));
+    let (births, mut on_birth) = watch::channel(0u64);
+    let homeassistant = cfg.homeassistant;
     // Ends when the link does (it holds the sender), and with it the routes' workers.
     tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
+            if homeassistant && m.topic == Discovery::birth_topic() {
+                if Discovery::is_birth(&m) {
+                    births.send_modify(|n| *n += 1);
+                }
+                continue;
+            }
             handler.handle(m);
         }
     });
 
-    // The retained status: on every (re)connection and every model state change.
+    // The retained status: on every (re)connection and every model state change; with Home
+    // Assistant, its configs when the connection, Home Assistant or the set of models is new.
     let (status_client, status_topic) = (client.clone(), topics.status());
+    let mut discovery = homeassistant.then(|| Discovery::new(topics.clone()));
     let mut changes = engine.subscribe();
     let status = tokio::spawn(async move {
         // Also refreshed now and then, so queue depth and uptime in the retained message stay
         // current.
         let mut refresh = tokio::time::interval(STATUS_REFRESH);
         refresh.tick().await;
+        let mut announced: Option<Vec<String>> = None;
         loop {
             tokio::select! {
                 _ = refresh.tick() => {}
-                r = on_connect.changed() => if r.is_err() { return },
+                r = on_connect.changed() => if r.is_err() { return } else { announced = None },
+                r = on_birth.changed() => if r.is_err() { return } else { announced = None },
                 r = changes.recv() => if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) { return },
             }
-            let out = retained(&status_topic, status::online(&engine));
-            if let Err(e) = status_client.publish(out).await {
-                tracing::debug!("cannot queue the MQTT status: {e}");
+            let mut out = vec![Out::retained(&status_topic, status::online(&engine))];
+            if let Some(d) = discovery.as_mut() {
+                let names: Vec<String> = engine.list().into_iter().map(|m| m.name).collect();
+                if announced.as_ref() != Some(&names) {
+                    out.push(d.availability(true));
+                    out.extend(d.configs(names.iter().map(String::as_str)));
+                    announced = Some(names);
+                }
+            }
+            for o in out {
+                if let Err(e) = status_client.publish(o).await {
+                    tracing::debug!("cannot queue the MQTT status: {e}");
+                }
             }
         }
     });
@@ -176,23 +203,13 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
     Ok(Frontend {
         client,
         topics,
+        homeassistant,
         stop,
         link,
         status,
         on_unsubscribe,
         online,
     })
-}
-
-fn retained(topic: &str, payload: Vec<u8>) -> Out {
-    Out {
-        topic: topic.to_owned(),
-        payload,
-        qos: QoS::AtLeastOnce,
-        retain: true,
-        correlation: None,
-        status: None,
-    }
 }
 
 impl Frontend {
@@ -224,9 +241,14 @@ impl Frontend {
     /// ends. A broker that is away gets 2 s; its Last Will says offline anyway.
     pub async fn close(self) {
         self.status.abort();
-        let offline = retained(&self.topics.status(), status::offline());
+        let offline = Out::retained(&self.topics.status(), status::offline());
+        let unavailable = self
+            .homeassistant
+            .then(|| Discovery::new(self.topics.clone()).availability(false));
         let bye = async {
-            self.client.publish(offline).await?;
+            for o in unavailable.into_iter().chain([offline]) {
+                self.client.publish(o).await?;
+            }
             self.client.disconnect().await;
             Ok::<_, link::PublishError>(())
         };

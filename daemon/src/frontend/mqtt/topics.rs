@@ -59,6 +59,11 @@ impl Topics {
         format!("{}/{}/status", self.prefix, self.node)
     }
 
+    /// Plain `online`/`offline`, for Home Assistant (`homeassistant.rs`).
+    pub fn availability(&self) -> String {
+        format!("{}/{}/availability", self.prefix, self.node)
+    }
+
     pub fn error(&self) -> String {
         format!("{}/{}/error", self.prefix, self.node)
     }
