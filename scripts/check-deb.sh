@@ -22,7 +22,8 @@ for f in usr/bin/inferd usr/bin/inferctl \
          usr/share/dbus-1/interfaces/org.inferd.Inferd1.xml \
          etc/inferd/inferd.toml usr/share/doc/inferd/deploy.md usr/share/doc/inferd/gpu.conf.example \
          usr/share/bash-completion/completions/inferctl usr/share/zsh/vendor-completions/_inferctl \
-         usr/share/fish/vendor_completions.d/inferctl.fish usr/share/man/man1/inferctl.1.gz; do
+         usr/share/fish/vendor_completions.d/inferctl.fish usr/share/man/man1/inferctl.1.gz \
+         usr/lib/systemd/user/inferd.service usr/share/dbus-1/services/org.inferd.Inferd1.service; do
   [ -f "$root/$f" ] || fail "missing /$f"
 done
 [ -d "$root/var/lib/inferd/models" ] || fail "missing /var/lib/inferd/models"
@@ -60,6 +61,10 @@ grep -q "<policy user=\"$user\">" "$root/usr/share/dbus-1/system.d/org.inferd.In
   || fail "policy's owner is not the unit's User=$user"
 grep -q "/var/lib/inferd/models" "$root/usr/lib/tmpfiles.d/inferd.conf" || fail "tmpfiles does not create the repository"
 ok "activation → $alias, User=$user owns the name, tmpfiles makes the repository"
+grep -qx "SystemdService=inferd.service" "$root/usr/share/dbus-1/services/org.inferd.Inferd1.service" \
+  || fail "the session bus activation file does not name the user unit"
+grep -q '^ExecStart=/usr/bin/inferd ' "$root/usr/lib/systemd/user/inferd.service" || fail "the user unit does not run /usr/bin/inferd"
+ok "the user unit and its session bus activation"
 
 [ -x "$root/DEBIAN/postinst" ] || fail "no postinst"
 grep -q "systemd-sysusers inferd.conf" "$root/DEBIAN/postinst" || fail "postinst does not create the user"

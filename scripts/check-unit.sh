@@ -1,5 +1,6 @@
 #!/bin/sh
-# Checks systemd/inferd.service offline (no running systemd needed, systemd >= 250):
+# Checks systemd/inferd.service and the user unit systemd/inferd-user.service offline (no
+# running systemd needed, systemd >= 250):
 #  1. `systemd-analyze verify` of the unit and of the unit + GPU drop-in: any
 #     warning fails the check (verify alone exits 0 on unknown keys);
 #  2. `systemd-analyze security --offline=true`: the unit's overall exposure must be
@@ -58,6 +59,36 @@ exposure() { # $1: variant; prints the overall exposure level
 
 verify base
 verify gpu
+
+# The user unit: started by `systemctl --user` where a user manager runs (tested then), else
+# checked with `systemd-analyze --user verify` (which needs only a runtime directory).
+user_unit=$top/systemd/inferd-user.service
+mkdir -p "$tmp/user" "$tmp/run"
+chmod 700 "$tmp/run"
+sed "s|^ExecStart=/usr/bin/inferd |ExecStart=$stub |" "$user_unit" >"$tmp/user/inferd.service"
+if systemctl --user is-system-running >/dev/null 2>&1; then
+    echo "check-unit: a user manager runs here: starting the user unit (inferd a stub that says READY=1)"
+    printf '#!/bin/sh\nexec systemd-notify --ready\n' >"$tmp/notify-stub"
+    chmod 755 "$tmp/notify-stub"
+    mkdir -p "${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user"
+    sed "s|^ExecStart=/usr/bin/inferd .*|ExecStart=$tmp/notify-stub|" "$user_unit" \
+        >"${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user/inferd-check.service"
+    systemctl --user daemon-reload
+    if ! systemctl --user start inferd-check.service; then
+        echo "check-unit: systemctl --user start failed" >&2
+        fail=1
+    fi
+    systemctl --user stop inferd-check.service || true
+    rm -f "${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user/inferd-check.service"
+    systemctl --user daemon-reload
+elif ! (cd "$tmp/user" && XDG_RUNTIME_DIR=$tmp/run systemd-analyze --user verify --man=no ./inferd.service) \
+        >"$tmp/verify.out" 2>&1 || [ -s "$tmp/verify.out" ]; then
+    echo "check-unit: systemd-analyze --user verify failed (user unit):" >&2
+    sed "s|$tmp/user/||g" "$tmp/verify.out" >&2
+    fail=1
+else
+    echo "check-unit: no user manager here (systemctl --user has no bus): the user unit passed systemd-analyze --user verify"
+fi
 
 # The resource and network bounds a shared device relies on (docs/deploy.md).
 for key in MemoryHigh MemoryMax TasksMax IPAddressDeny IPAddressAllow; do
