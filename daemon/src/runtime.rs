@@ -11,7 +11,7 @@
 
 use std::ffi::{c_char, c_int, CStr};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// ort is built at its lowest API level, so any ONNX Runtime from 1.17 on works.
 pub const MIN_MINOR: u32 = ort::MINOR_VERSION;
@@ -83,8 +83,10 @@ pub struct Runtime {
     pub version: String,
     /// Execution providers compiled into the library, e.g. `CUDAExecutionProvider`.
     pub providers: Vec<String>,
-    /// Sessions are created in this environment, made by the first load.
-    env: OnceLock<Result<ort::environment::Environment, String>>,
+    /// Sessions are created in this environment, made by the first load that succeeds.
+    env: OnceLock<ort::environment::Environment>,
+    /// One load at a time makes it; a failed try is not kept, so the next load tries again.
+    making: Mutex<()>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -100,27 +102,44 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// The environment sessions are made in; the first call loads the library for good.
+    /// The environment sessions are made in; the first call loads the library for good. The
+    /// library must still be the one probed at start (its version keys TensorRT engine caches
+    /// and is what `RuntimeVersion` says): a package upgraded since is refused until a restart.
     pub fn env(&self) -> Result<&ort::environment::Environment, RuntimeError> {
-        let made = self.env.get_or_init(|| {
-            let env = ort::init_from(&self.path)
-                .map_err(|e| e.to_string())?
-                .with_name("inferd")
-                .with_telemetry(false)
-                .build()
-                .map_err(|e| e.to_string())?;
-            tracing::info!(path = %self.path.display(), version = %self.version, "loaded ONNX Runtime");
-            Ok(env)
-        });
-        made.as_ref().map_err(|message| RuntimeError::Environment {
+        if let Some(env) = self.env.get() {
+            return Ok(env);
+        }
+        let _one = self.making.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(env) = self.env.get() {
+            return Ok(env);
+        }
+        let failed = |message: String| RuntimeError::Environment {
             path: self.path.clone(),
-            message: message.clone(),
-        })
+            message,
+        };
+        match probe(&self.path) {
+            Ok((version, _)) if version == self.version => {}
+            Ok((version, _)) => {
+                return Err(failed(format!(
+                    "is version {version} now, {} at start: restart inferd to use it",
+                    self.version
+                )))
+            }
+            Err(why) => return Err(failed(why.to_string())),
+        }
+        let env = ort::init_from(&self.path)
+            .map_err(|e| failed(e.to_string()))?
+            .with_name("inferd")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| failed(e.to_string()))?;
+        tracing::info!(path = %self.path.display(), version = %self.version, "loaded ONNX Runtime");
+        Ok(self.env.get_or_init(|| env))
     }
 
     /// Whether a model has loaded the library yet.
     pub fn loaded(&self) -> bool {
-        self.env.get().is_some_and(Result::is_ok)
+        self.env.get().is_some()
     }
 }
 
@@ -259,6 +278,7 @@ pub fn find(configured: Option<&Path>) -> Result<Runtime, RuntimeError> {
                     version,
                     providers,
                     env: OnceLock::new(),
+                    making: Mutex::new(()),
                 });
             }
             Err(why) => searched.push(Skipped { path, source, why }),

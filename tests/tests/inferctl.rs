@@ -37,6 +37,26 @@ fn it_finds_the_daemon_on_the_session_bus_then_the_system_bus() {
     let on_system = inferctl_on(&empty.address, &d.bus, &["models"]);
     assert!(on_system.status.success(), "{}", stderr(&on_system));
     assert!(stdout(&on_system).contains("minilm"));
+    // A session bus that could start inferd (the package's activation file) but does not run
+    // it: the running daemon on the system bus wins.
+    let services = tempfile::tempdir().unwrap();
+    std::fs::write(
+        services.path().join("org.inferd.Inferd1.service"),
+        "[D-BUS Service]\nName=org.inferd.Inferd1\nExec=/bin/false\n",
+    )
+    .unwrap();
+    let startable = Bus::with_policy(
+        "session",
+        &format!(
+            "<servicedir>{}</servicedir><policy context=\"default\"><allow user=\"*\"/>\
+             <allow own=\"*\"/><allow send_destination=\"*\" eavesdrop=\"true\"/>\
+             <allow eavesdrop=\"true\"/></policy>",
+            services.path().display()
+        ),
+    );
+    let running_wins = inferctl_on(&startable.address, &d.bus, &["models"]);
+    assert!(running_wins.status.success(), "{}", stderr(&running_wins));
+    assert!(stdout(&running_wins).contains("minilm"));
     let neither = inferctl_on(&empty.address, nowhere, &["models"]);
     assert_eq!(neither.status.code(), Some(1));
     let e = stderr(&neither);

@@ -14,7 +14,7 @@ pub async fn run(t: &Transport<'_>, json: bool, command: Command) -> Result<(), 
             HealthReport::Daemon(h) => {
                 output::health(&h, json);
                 if h.status == "degraded" {
-                    std::process::exit(crate::exit::Exit::Other as i32);
+                    std::process::exit(crate::exit::Exit::Degraded as i32);
                 }
             }
             HealthReport::Statuses(s) => {
@@ -56,7 +56,12 @@ pub async fn run(t: &Transport<'_>, json: bool, command: Command) -> Result<(), 
             prompt,
             options,
         } => {
-            let prompt = if prompt == "-" { stdin()? } else { prompt };
+            // A prompt from a file or a pipe ends with the file's newline, not the user's.
+            let prompt = if prompt == "-" {
+                stdin()?.trim_end_matches(['\n', '\r']).to_owned()
+            } else {
+                prompt
+            };
             generate::generate(t, &model, &prompt, &options, json).await?
         }
         Command::Chat {
@@ -73,6 +78,11 @@ pub async fn run(t: &Transport<'_>, json: bool, command: Command) -> Result<(), 
             output::classes(&texts, &t.classify(&model, &texts, top_k).await?, json)
         }
         Command::Infer { model, inputs } => {
+            if inputs.iter().filter(|i| i.ends_with("=-")).count() > 1 {
+                return Err(Error::InvalidInput(
+                    "`NAME=-` (stdin) can be given once".into(),
+                ));
+            }
             let mut tensors = HashMap::new();
             for arg in &inputs {
                 let (name, tensor) = tensor_arg::parse(arg).map_err(Error::InvalidInput)?;
@@ -92,10 +102,12 @@ fn stdin() -> Result<String, Error> {
         .map_err(|e| Error::InvalidInput(format!("reading stdin: {e}")))
 }
 
-/// `texts`, where a `-` stands for stdin's non-empty lines.
+/// `texts`, where a `-` stands for stdin's non-empty lines (stdin can be read once).
 fn or_stdin_lines(texts: Vec<String>) -> Result<Vec<String>, Error> {
-    if !texts.iter().any(|t| t == "-") {
-        return Ok(texts);
+    match texts.iter().filter(|t| *t == "-").count() {
+        0 => return Ok(texts),
+        1 => {}
+        _ => return Err(Error::InvalidInput("`-` (stdin) can be given once".into())),
     }
     let input = stdin()?;
     let mut out = Vec::new();

@@ -1,17 +1,14 @@
 //! inferctl's exit status by error class, so a script can tell "retry later" from "fix the
-//! input" without parsing messages. The table is in `--help` (`EXIT_STATUS`) and the man page.
+//! input" without parsing messages. The table (`STATUSES`) is in `--help` and the man page.
 
 use std::process::ExitCode;
 
 use inferd_client::Error;
 
 /// Each exit status and what it means, for `--help` and the man page.
-pub const STATUSES: [(u8, &str); 8] = [
+pub const STATUSES: [(u8, &str); 9] = [
     (0, "ok"),
-    (
-        1,
-        "any other error (also: health is degraded, the daemon is not running)",
-    ),
+    (1, "any other error (also: the daemon is not running)"),
     (2, "usage: unknown command or option, missing argument"),
     (
         3,
@@ -21,6 +18,7 @@ pub const STATUSES: [(u8, &str); 8] = [
     (5, "overloaded or shutting down: retry later"),
     (6, "timeout"),
     (7, "access denied"),
+    (8, "health: the daemon answers, degraded (a model failed)"),
 ];
 
 /// How an error looks on stderr with `--json`.
@@ -44,6 +42,8 @@ pub enum Exit {
     Retry = 5,
     Timeout = 6,
     AccessDenied = 7,
+    /// `inferctl health` of a daemon whose status is degraded.
+    Degraded = 8,
 }
 
 impl Exit {

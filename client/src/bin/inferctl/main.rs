@@ -22,7 +22,7 @@ use inferd_client::{Error, Inferd1Proxy};
 #[derive(Parser)]
 #[command(version, after_help = exit::help())]
 pub struct Cli {
-    /// auto (the session bus if inferd is there or can start there, else the system bus),
+    /// auto (the bus inferd runs on, session first; else the first that can start it),
     /// session, system, or a D-Bus address
     #[arg(long, global = true, default_value = "auto", env = "INFERD_BUS")]
     bus: String,
@@ -40,7 +40,7 @@ pub enum Command {
     /// List models with their kind, state and provider
     Models,
     /// Overall health, uptime, memory, KV caches, per-model queue depth and last error; exits
-    /// 1 when degraded (a model failed)
+    /// 8 when degraded (a model failed)
     Health,
     /// Load (or reload) a model; waits until it is ready
     Load {
@@ -138,19 +138,29 @@ async fn connect(bus: &str) -> Result<zbus::Connection, Error> {
     })
 }
 
-/// The session bus if inferd is on it (or the bus can start it), else the system bus if so;
-/// else an error that says where it looked.
+/// The bus inferd runs on: the session bus, else the system bus; where it runs on neither, the
+/// first that can start it (a user unit, or the system service). Else an error that says where
+/// it looked. A running daemon wins over one the session bus could start: a desktop with the
+/// package installed can always activate a user daemon, which would have no models.
 async fn find() -> Result<zbus::Connection, Error> {
     let mut looked = Vec::new();
-    for (name, conn) in [
-        ("session", zbus::Connection::session().await),
-        ("system", zbus::Connection::system().await),
-    ] {
+    let mut buses = Vec::new();
+    for name in ["session", "system"] {
+        let conn = match name {
+            "session" => zbus::Connection::session().await,
+            _ => zbus::Connection::system().await,
+        };
         match conn {
-            Ok(c) if serves(&c).await => return Ok(c),
-            Ok(_) => looked.push(format!("not on the {name} bus")),
+            Ok(c) => match owner(&c).await {
+                Owner::Running => return Ok(c),
+                Owner::Startable => buses.push((name, c)),
+                Owner::None => looked.push(format!("not on the {name} bus")),
+            },
             Err(e) => looked.push(format!("no {name} bus ({e})")),
         }
+    }
+    if let Some((_, c)) = buses.into_iter().next() {
+        return Ok(c);
     }
     Err(Error::ZBus(zbus::Error::Failure(format!(
         "inferd is not running: {}. Start it (systemctl --user start inferd, or systemctl start \
@@ -159,22 +169,33 @@ async fn find() -> Result<zbus::Connection, Error> {
     ))))
 }
 
+enum Owner {
+    Running,
+    Startable,
+    None,
+}
+
 /// Whether inferd owns its name on `c`, or `c` can start it.
-async fn serves(c: &zbus::Connection) -> bool {
+async fn owner(c: &zbus::Connection) -> Owner {
     let Ok(dbus) = zbus::fdo::DBusProxy::new(c).await else {
-        return false;
+        return Owner::None;
     };
     let Ok(name) = zbus::names::BusName::try_from(inferd_client::names::BUS_NAME) else {
-        return false;
+        return Owner::None;
     };
     if dbus.name_has_owner(name).await.unwrap_or(false) {
-        return true;
+        return Owner::Running;
     }
-    dbus.list_activatable_names().await.is_ok_and(|names| {
+    let startable = dbus.list_activatable_names().await.is_ok_and(|names| {
         names
             .iter()
             .any(|n| n.as_str() == inferd_client::names::BUS_NAME)
-    })
+    });
+    if startable {
+        Owner::Startable
+    } else {
+        Owner::None
+    }
 }
 
 /// Runs a daemon command over D-Bus.

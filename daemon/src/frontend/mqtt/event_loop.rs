@@ -57,13 +57,25 @@ impl EventLoop {
         use rumqttc::v5::mqttbytes::v5::Packet as P5;
         use rumqttc::Packet as P3;
         match self {
-            EventLoop::V5(l, resend) => resend.feed(&mut l.pending, l.state.collision.is_some()),
-            EventLoop::V3(l, resend) => resend.feed(&mut l.pending, l.state.collision.is_some()),
+            EventLoop::V5(l, r) => r.feed(
+                &mut l.pending,
+                l.state.collision.is_some(),
+                l.state.inflight(),
+            ),
+            EventLoop::V3(l, r) => r.feed(
+                &mut l.pending,
+                l.state.collision.is_some(),
+                l.state.inflight(),
+            ),
         }
         match self {
             EventLoop::V5(l, resend) => match l.poll().await {
                 Ok(v5::Event::Incoming(P5::ConnAck(a))) => {
-                    resend.connected(a.session_present);
+                    // rumqttc's own window: the broker's Receive Maximum under the client's limit.
+                    let broker = a.properties.as_ref().and_then(|p| p.receive_max);
+                    let own = l.options.get_outgoing_inflight_upper_limit();
+                    let window = broker.unwrap_or(u16::MAX).min(own.unwrap_or(u16::MAX));
+                    resend.connected(a.session_present, window);
                     Happening::Connected {
                         session_present: a.session_present,
                         max_packet: a.properties.and_then(|p| p.max_packet_size),
@@ -94,7 +106,7 @@ impl EventLoop {
             },
             EventLoop::V3(l, resend) => match l.poll().await {
                 Ok(rumqttc::Event::Incoming(P3::ConnAck(a))) => {
-                    resend.connected(a.session_present);
+                    resend.connected(a.session_present, l.mqtt_options.inflight());
                     Happening::Connected {
                         session_present: a.session_present,
                         max_packet: None,
@@ -120,6 +132,27 @@ impl EventLoop {
                     Happening::Failed(e.to_string())
                 }
             },
+        }
+    }
+
+    /// A broker that kept no session forgot the subscriptions: they go before anything that
+    /// waits (which `pending` holds back). QoS 2 as the maximum: each request arrives at the
+    /// QoS it was sent with, and its replies go out at that QoS (exactly once for QoS 2).
+    pub(super) fn subscribe_first(&mut self, filters: &[String]) {
+        match self {
+            EventLoop::V5(l, _) => {
+                for f in filters.iter().rev() {
+                    let filter = v5::mqttbytes::v5::Filter::new(f.as_str(), QoS5::ExactlyOnce);
+                    let s = v5::mqttbytes::v5::Subscribe::new(filter, None);
+                    l.pending.push_front(v5::Request::Subscribe(s));
+                }
+            }
+            EventLoop::V3(l, _) => {
+                for f in filters.iter().rev() {
+                    let s = rumqttc::Subscribe::new(f.as_str(), QoS::ExactlyOnce);
+                    l.pending.push_front(rumqttc::Request::Subscribe(s));
+                }
+            }
         }
     }
 

@@ -45,9 +45,9 @@ impl Discovery {
     }
 
     /// `online` or `offline`, retained, on the plain availability topic.
-    pub fn availability(&self, online: bool) -> Out {
+    pub fn availability(topics: &Topics, online: bool) -> Out {
         let payload = if online { "online" } else { "offline" };
-        Out::retained(&self.topics.availability(), payload.as_bytes().to_vec())
+        Out::retained(&topics.availability(), payload.as_bytes().to_vec())
     }
 
     /// Every config (and an empty one for each model gone since the last call), all retained.
@@ -71,17 +71,17 @@ impl Discovery {
         out
     }
 
-    /// `homeassistant/<component>/inferd_<node>/<object>/config`; model names and nodes are
-    /// already topic-safe (`[a-z0-9._-]`, no `/` `+` `#`).
+    /// `homeassistant/<component>/inferd_<node>/<object>/config`, with Home Assistant's ids.
     fn config_topic(&self, component: &str, object: &str) -> String {
         format!(
-            "{DISCOVERY_PREFIX}/{component}/{}/{object}/config",
-            self.device_id()
+            "{DISCOVERY_PREFIX}/{component}/{}/{}/config",
+            self.device_id(),
+            ha_id(object)
         )
     }
 
     fn device_id(&self) -> String {
-        format!("inferd_{}", self.topics.node)
+        ha_id(&format!("inferd_{}", self.topics.node))
     }
 
     fn device(&self) -> Value {
@@ -112,7 +112,7 @@ impl Discovery {
     fn model_state(&self, model: &str) -> Value {
         json!({
             "name": format!("{model} state"),
-            "unique_id": format!("{}_{}_state", self.device_id(), model.replace('.', "_")),
+            "unique_id": format!("{}_{}_state", self.device_id(), ha_id(model)),
             "state_topic": self.topics.status(),
             "value_template": format!(
                 "{{% set m = value_json.models | default([]) | selectattr('name', 'equalto', '{model}') | list %}}{{{{ m[0].state if m else 'unknown' }}}}"
@@ -126,6 +126,20 @@ impl Discovery {
             "device": self.device(),
         })
     }
+}
+
+/// Home Assistant takes only `[a-zA-Z0-9_-]` in discovery ids (a model named `smollm2-1.7b`, a
+/// dotted host name): anything else becomes `_`.
+fn ha_id(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -173,5 +187,20 @@ mod tests {
             ]
         );
         assert_eq!(d.configs(["smollm2"]).len(), 2, "cleared only once");
+    }
+
+    #[test]
+    fn ids_are_what_home_assistant_takes() {
+        let mut d = Discovery::new(Topics {
+            prefix: "inferd".into(),
+            node: "box.local".into(),
+        });
+        let out = d.configs(["smollm2-1.7b"]);
+        assert_eq!(
+            out[1].topic,
+            "homeassistant/sensor/inferd_box_local/smollm2-1_7b/config"
+        );
+        let config: serde_json::Value = serde_json::from_slice(&out[1].payload).unwrap();
+        assert_eq!(config["unique_id"], "inferd_box_local_smollm2-1_7b_state");
     }
 }

@@ -203,19 +203,6 @@ impl Client {
         }
     }
 
-    fn try_subscribe(&self, filter: &str) -> Result<(), PublishError> {
-        // QoS 2 as the maximum: each request arrives at the QoS it was sent with, and its
-        // replies go out at that QoS (exactly once for QoS 2).
-        match &self.inner {
-            Inner::V5(c) => c
-                .try_subscribe(filter, QoS5::ExactlyOnce)
-                .map_err(|_| PublishError::Closed),
-            Inner::V3(c) => c
-                .try_subscribe(filter, QoS::ExactlyOnce)
-                .map_err(|_| PublishError::Closed),
-        }
-    }
-
     pub async fn unsubscribe(&self, filter: &str) {
         let r = match &self.inner {
             Inner::V5(c) => c.unsubscribe(filter).await.is_ok(),
@@ -406,11 +393,7 @@ impl Link {
                         );
                     }
                     if !session_present {
-                        for f in &self.subscriptions {
-                            if let Err(e) = self.client.try_subscribe(f) {
-                                tracing::error!(filter = %f, "cannot subscribe: {e}");
-                            }
-                        }
+                        self.lp.subscribe_first(&self.subscriptions);
                     }
                     events.connected.send_modify(|n| *n += 1);
                     events.online.send_replace(true);

@@ -161,7 +161,8 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
 
     // The retained status: on every (re)connection and every model state change; with Home
     // Assistant, its configs when the connection, Home Assistant or the set of models is new.
-    let (status_client, status_topic) = (client.clone(), topics.status());
+    let (status_client, status_topic, status_topics) =
+        (client.clone(), topics.status(), topics.clone());
     let mut discovery = homeassistant.then(|| Discovery::new(topics.clone()));
     let mut changes = engine.subscribe();
     let status = tokio::spawn(async move {
@@ -181,7 +182,7 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
             if let Some(d) = discovery.as_mut() {
                 let names: Vec<String> = engine.list().into_iter().map(|m| m.name).collect();
                 if announced.as_ref() != Some(&names) {
-                    out.push(d.availability(true));
+                    out.push(Discovery::availability(&status_topics, true));
                     out.extend(d.configs(names.iter().map(String::as_str)));
                     announced = Some(names);
                 }
@@ -244,7 +245,7 @@ impl Frontend {
         let offline = Out::retained(&self.topics.status(), status::offline());
         let unavailable = self
             .homeassistant
-            .then(|| Discovery::new(self.topics.clone()).availability(false));
+            .then(|| Discovery::availability(&self.topics, false));
         let bye = async {
             for o in unavailable.into_iter().chain([offline]) {
                 self.client.publish(o).await?;

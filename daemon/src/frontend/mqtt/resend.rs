@@ -12,9 +12,11 @@
 //! messages that were in flight then.
 //!
 //! So after each failure only the resends stay in `pending`; the rest waits here and goes
-//! back into `pending` one message at a time, each only when `pending` is empty and nothing is
-//! parked, so the parking spot is never overwritten. `pending` goes before the request
-//! channel, so nothing newer overtakes what waits here.
+//! back into `pending` one message at a time, once connected, each only when `pending` is
+//! empty, the broker's window has room and nothing is parked: the flow control rumqttc applies
+//! to its request channel, and the parking spot is never overwritten. `pending` goes before
+//! the request channel, so nothing newer overtakes what waits here. (The resends themselves
+//! go in packet-id order, which is rumqttc's.)
 
 use std::collections::VecDeque;
 
@@ -35,6 +37,9 @@ pub struct Resend<R> {
     resends: Vec<R>,
     /// The message last put into `pending` from `waiting`, which may not have been sent.
     fed: Option<R>,
+    /// Connected, with the broker's window of unacknowledged messages (its Receive Maximum,
+    /// or the client's own limit): nothing is fed while disconnected or past it.
+    window: Option<u16>,
 }
 
 impl<R: Pending> Default for Resend<R> {
@@ -43,6 +48,7 @@ impl<R: Pending> Default for Resend<R> {
             waiting: VecDeque::new(),
             resends: Vec::new(),
             fed: None,
+            window: None,
         }
     }
 }
@@ -51,6 +57,7 @@ impl<R: Pending> Resend<R> {
     /// After a failure: keeps the resends in `pending`, and takes the rest, with the parked
     /// message (it never went out), to send one at a time.
     pub fn failed(&mut self, pending: &mut VecDeque<R>, parked: Option<R>) {
+        self.window = None;
         // rumqttc appends to `pending`, so a message fed from here and not yet sent is first.
         let fed = self.fed.take().is_some_and(|f| pending.front() == Some(&f));
         let mut before = Vec::new();
@@ -75,9 +82,10 @@ impl<R: Pending> Resend<R> {
         *pending = resends;
     }
 
-    /// After a reconnect: a broker without the session expects none of the resends, which
-    /// rumqttc then dropped, so they go again as new messages, first.
-    pub fn connected(&mut self, session_present: bool) {
+    /// After a reconnect with this window: a broker without the session expects none of the
+    /// resends, which rumqttc then dropped, so they go again as new messages, first.
+    pub fn connected(&mut self, session_present: bool, window: u16) {
+        self.window = Some(window.max(1));
         let resends = std::mem::take(&mut self.resends);
         if !session_present {
             for r in resends.into_iter().rev() {
@@ -86,9 +94,11 @@ impl<R: Pending> Resend<R> {
         }
     }
 
-    /// Puts the next waiting message into `pending` when that is safe.
-    pub fn feed(&mut self, pending: &mut VecDeque<R>, parked: bool) {
-        if !pending.is_empty() || parked {
+    /// Puts the next waiting message into `pending` when that is safe: connected, `pending`
+    /// empty, nothing parked and fewer than the window unacknowledged (`inflight`).
+    pub fn feed(&mut self, pending: &mut VecDeque<R>, parked: bool, inflight: u16) {
+        let room = self.window.is_some_and(|w| inflight < w);
+        if !pending.is_empty() || parked || !room {
             return;
         }
         self.fed = self.waiting.pop_front();
@@ -169,7 +179,7 @@ mod tests {
     fn drain(r: &mut Resend<Request>, pending: &mut VecDeque<Request>) -> Vec<String> {
         let mut out = names(pending.drain(..));
         loop {
-            r.feed(pending, false);
+            r.feed(pending, false, 0);
             if pending.is_empty() {
                 return out;
             }
@@ -187,18 +197,22 @@ mod tests {
         r.failed(&mut pending, None);
         assert_eq!(names(pending.clone()), ["a:3", "b:4", "rel:5"]);
         assert_eq!(r.len(), 2);
-        // Nothing goes while the resends are pending or a message is parked.
-        r.feed(&mut pending, false);
-        assert_eq!(pending.len(), 3);
         pending.clear();
-        r.feed(&mut pending, true);
+        // Nothing goes while disconnected.
+        r.feed(&mut pending, false, 0);
         assert!(pending.is_empty());
-        r.feed(&mut pending, false);
+        r.connected(true, 20);
+        // Nor while a message is parked, or the broker's window is full.
+        r.feed(&mut pending, true, 0);
+        assert!(pending.is_empty());
+        r.feed(&mut pending, false, 20);
+        assert!(pending.is_empty());
+        r.feed(&mut pending, false, 19);
         assert_eq!(names(pending.clone()), ["c:0"]);
-        r.feed(&mut pending, false);
+        r.feed(&mut pending, false, 0);
         assert_eq!(pending.len(), 1, "one at a time");
         pending.clear();
-        r.feed(&mut pending, false);
+        r.feed(&mut pending, false, 0);
         assert_eq!(names(pending.clone()), ["d:0"]);
     }
 
@@ -207,6 +221,7 @@ mod tests {
         let mut r = Resend::default();
         let mut pending: VecDeque<_> = [publish("a", 1), publish("c", 0)].into();
         r.failed(&mut pending, Some(publish("b", 1)));
+        r.connected(true, 20);
         assert_eq!(drain(&mut r, &mut pending), ["a:1", "b:0", "c:0"]);
     }
 
@@ -215,11 +230,13 @@ mod tests {
         let mut r = Resend::default();
         let mut pending: VecDeque<_> = [publish("a", 0), publish("b", 0)].into();
         r.failed(&mut pending, None);
-        r.feed(&mut pending, false);
+        r.connected(true, 20);
+        r.feed(&mut pending, false, 0);
         assert_eq!(names(pending.clone()), ["a:0"]);
         // rumqttc appends what was in flight and in the channel behind it.
         pending.extend([publish("x", 2), publish("c", 0)]);
         r.failed(&mut pending, None);
+        r.connected(true, 20);
         assert_eq!(drain(&mut r, &mut pending), ["x:2", "a:0", "b:0", "c:0"]);
     }
 
@@ -229,9 +246,12 @@ mod tests {
         let mut pending: VecDeque<_> = [publish("a", 7), publish("b", 0)].into();
         pending.push_back(Request::PubRel(PubRel::new(8, None)));
         r.failed(&mut pending, None);
+        // Connection attempts that fail feed nothing rumqttc could drop at the next CONNACK.
+        r.feed(&mut pending, false, 0);
+        r.failed(&mut pending, None);
         // rumqttc drops `pending` when the session is gone.
         pending.clear();
-        r.connected(false);
+        r.connected(false, 20);
         assert_eq!(drain(&mut r, &mut pending), ["a:0", "b:0"]);
     }
 
@@ -240,7 +260,7 @@ mod tests {
         let mut r = Resend::default();
         let mut pending: VecDeque<_> = [publish("a", 7), publish("b", 0)].into();
         r.failed(&mut pending, None);
-        r.connected(true);
+        r.connected(true, 20);
         assert_eq!(drain(&mut r, &mut pending), ["a:7", "b:0"]);
     }
 }

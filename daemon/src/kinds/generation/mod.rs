@@ -354,8 +354,7 @@ impl TextGeneration {
 
     /// Cache bytes the running sequences and the prefix cache take now.
     fn kv_in_use(&self) -> u64 {
-        let running = self.alone.iter().chain(&self.batched).map(Sequence::need);
-        let positions = self.room.footprint(running) + self.prefixes.held();
+        let positions = self.footprint(None) + self.prefixes.held();
         positions as u64 * self.room.bytes_per_position
     }
 
@@ -485,6 +484,8 @@ impl Model for TextGeneration {
     }
 
     fn serve(&mut self, queue: &Queue<Job>, _policy: BatchPolicy) {
+        // The counter outlives a reload: a new version starts from its own (empty) caches.
+        queue.stats.kv_bytes_in_use.store(0, Ordering::Relaxed);
         loop {
             queue.heartbeat();
             // Admission and scheduling run under the same guard as the decode step: a panic in

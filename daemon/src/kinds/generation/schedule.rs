@@ -25,11 +25,16 @@ impl TextGeneration {
         }
     }
 
+    /// Positions the running sequences' caches take, with one more `joining` them.
+    pub(super) fn footprint(&self, joining: Option<usize>) -> usize {
+        let running = self.alone.iter().chain(&self.batched).map(Sequence::need);
+        self.room.footprint(running.chain(joining))
+    }
+
     /// Whether the running sequences, one `joining` them and `keep` more positions fit,
     /// evicting prefix-cache entries (least recently used first) to make room.
     fn make_room(&mut self, joining: Option<usize>, keep: usize) -> bool {
-        let running = self.alone.iter().chain(&self.batched).map(Sequence::need);
-        let wanted = self.room.footprint(running.chain(joining)) + keep;
+        let wanted = self.footprint(joining) + keep;
         if wanted > self.room.tokens {
             return false; // no eviction could make room: keep the prefix cache
         }
