@@ -48,7 +48,11 @@ fn a_full_queue_answers_overloaded_at_once() {
     let ok = outs.iter().filter(|o| o.status.success()).count();
     let overloaded: Vec<_> = outs
         .iter()
-        .filter(|o| stderr(o).starts_with("error: Overloaded: "))
+        .filter(|o| {
+            // With --json the error is JSON on stderr; either way the status says "retry".
+            let e: serde_json::Value = serde_json::from_str(stderr(o).trim()).unwrap_or_default();
+            e["error"]["name"] == "Overloaded" && o.status.code() == Some(exit_status("Overloaded"))
+        })
         .collect();
     assert!(ok >= 1, "nothing succeeded");
     assert!(!overloaded.is_empty(), "no request was refused");
