@@ -123,8 +123,8 @@ lint:
 	python3 scripts/module_cycles.py daemon/src
 
 check-tools:
-	@for t in dbus-daemon busctl gdbus setpriv cc mosquitto mosquitto_pub mosquitto_sub mosquitto_passwd openssl systemd-analyze systemd-sysusers dpkg-deb unshare; do \
-	  command -v $$t >/dev/null || { echo "missing $$t: run .ci/run, or apt-get install dbus systemd libglib2.0-bin util-linux gcc mosquitto mosquitto-clients openssl"; exit 1; }; \
+	@for t in dbus-daemon busctl gdbus gdbus-codegen pkg-config setpriv cc mosquitto mosquitto_pub mosquitto_sub mosquitto_passwd openssl systemd-analyze systemd-sysusers dpkg-deb unshare; do \
+	  command -v $$t >/dev/null || { echo "missing $$t: run .ci/run, or apt-get install dbus systemd libglib2.0-bin libglib2.0-dev pkg-config util-linux gcc mosquitto mosquitto-clients openssl"; exit 1; }; \
 	done
 
 ## Benchmarks; results go to docs/benchmarks.md.
@@ -205,10 +205,11 @@ $(BUILDER_VENV)/ok: models/builder/requirements.txt models/importer/pyproject.to
 	"$(BUILDER_VENV)/bin/pip" install --quiet --no-deps -e models/importer
 	touch "$@"
 
-## Rewrite packaging/dbus/org.inferd.Inferd1.xml from a running daemon.
-dbus-xml: fetch
-	$(CARGO) build -p inferd
-	scripts/dbus-xml.sh target/debug/inferd packaging/dbus/org.inferd.Inferd1.xml
+## Rewrite packaging/dbus/org.inferd.Inferd1.xml from a running daemon (the introspection test
+## writes what it would compare).
+dbus-xml: fetch test-models
+	$(CARGO) build --workspace
+	INFERD_WRITE_DBUS_XML=1 $(CARGO) test -p inferd-e2e --test introspection live_introspection
 
 $(VENV)/ok: scripts/requirements-dev.txt models/importer/pyproject.toml
 	python3 -m venv "$(VENV)"

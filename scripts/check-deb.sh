@@ -20,6 +20,7 @@ for f in usr/bin/inferd usr/bin/inferctl \
          usr/share/dbus-1/system.d/org.inferd.Inferd1.conf \
          usr/share/dbus-1/system-services/org.inferd.Inferd1.service \
          usr/share/dbus-1/interfaces/org.inferd.Inferd1.xml \
+         usr/share/polkit-1/actions/org.inferd.Inferd1.policy \
          etc/inferd/inferd.toml usr/share/doc/inferd/deploy.md usr/share/doc/inferd/gpu.conf.example \
          usr/share/bash-completion/completions/inferctl usr/share/zsh/vendor-completions/_inferctl \
          usr/share/fish/vendor_completions.d/inferctl.fish usr/share/man/man1/inferctl.1.gz \
@@ -61,6 +62,16 @@ grep -q "<policy user=\"$user\">" "$root/usr/share/dbus-1/system.d/org.inferd.In
   || fail "policy's owner is not the unit's User=$user"
 grep -q "/var/lib/inferd/models" "$root/usr/lib/tmpfiles.d/inferd.conf" || fail "tmpfiles does not create the repository"
 ok "activation → $alias, User=$user owns the name, tmpfiles makes the repository"
+policy=$root/usr/share/polkit-1/actions/org.inferd.Inferd1.policy
+python3 - "$policy" <<'PY' || fail "the polkit actions are not as docs/dbus.md says"
+import sys, xml.etree.ElementTree as ET
+actions = {a.get("id"): a for a in ET.parse(sys.argv[1]).getroot().iter("action")}
+assert set(actions) == {"org.inferd.Inferd1.manage-models", "org.inferd.Inferd1.warmup"}, actions
+for a in actions.values():
+    d = a.find("defaults")
+    assert (d.findtext("allow_any"), d.findtext("allow_inactive"), d.findtext("allow_active")) == ("no", "no", "auth_admin_keep")
+PY
+ok "polkit actions manage-models and warmup: auth_admin_keep for active sessions, no otherwise"
 grep -qx "SystemdService=inferd.service" "$root/usr/share/dbus-1/services/org.inferd.Inferd1.service" \
   || fail "the session bus activation file does not name the user unit"
 grep -q '^ExecStart=/usr/bin/inferd ' "$root/usr/lib/systemd/user/inferd.service" || fail "the user unit does not run /usr/bin/inferd"

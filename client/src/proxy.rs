@@ -15,10 +15,32 @@ use crate::Error;
 )]
 pub trait Inferd1 {
     fn list_models(&self) -> Result<Vec<HashMap<String, OwnedValue>>, Error>;
+    // Management calls may make polkit ask an agent for a password.
+    #[zbus(allow_interactive_auth)]
     fn load_model(&self, name: &str) -> Result<(), Error>;
+    #[zbus(allow_interactive_auth)]
     fn unload_model(&self, name: &str) -> Result<(), Error>;
+    #[zbus(allow_interactive_auth)]
     fn reload(&self) -> Result<(), Error>;
+    #[zbus(allow_interactive_auth)]
     fn warmup(&self, name: &str) -> Result<HashMap<String, OwnedValue>, Error>;
+    #[zbus(allow_interactive_auth)]
+    fn start_load_model(
+        &self,
+        name: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<zbus::zvariant::OwnedObjectPath, Error>;
+    #[zbus(allow_interactive_auth)]
+    fn start_warmup(
+        &self,
+        name: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<zbus::zvariant::OwnedObjectPath, Error>;
+    #[zbus(allow_interactive_auth)]
+    fn start_reload(
+        &self,
+        options: HashMap<&str, Value<'_>>,
+    ) -> Result<zbus::zvariant::OwnedObjectPath, Error>;
     fn health(&self) -> Result<HashMap<String, OwnedValue>, Error>;
     fn embed(
         &self,
@@ -80,7 +102,28 @@ pub trait Inferd1 {
     fn model_state_changed(&self, name: String, state: String) -> zbus::Result<()>;
 }
 
-/// One streaming generation, `/org/inferd/Inferd1/request/<id>`.
+/// One model, `/org/inferd/Inferd1/models/<escaped name>` (see `names::model_path`); the same
+/// values as its `ListModels` entry.
+#[proxy(
+    interface = "org.inferd.Inferd1.Model",
+    default_service = "org.inferd.Inferd1"
+)]
+pub trait Model {
+    #[zbus(property)]
+    fn name(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn kind(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn provider(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn memory_bytes(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn queue_depth(&self) -> zbus::Result<u32>;
+}
+
+/// One streaming generation or background job, `/org/inferd/Inferd1/request/<id>`.
 #[proxy(
     interface = "org.inferd.Inferd1.Request",
     default_service = "org.inferd.Inferd1"

@@ -1,8 +1,9 @@
-//! Streaming generation from the client side: subscribe to the request object's signals before
-//! the call (its path is known in advance through `handle_token`), then call, so no signal is
-//! missed.
+//! Request objects from the client side (streaming generations and background jobs): subscribe
+//! to the object's signals before the call (its path is known in advance through
+//! `handle_token`), then call, so no signal is missed.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::stream::{BoxStream, StreamExt};
@@ -35,6 +36,14 @@ pub enum Input<'a> {
     Messages(&'a [(&'a str, &'a str)]),
 }
 
+/// A management call's background form.
+#[derive(Debug, Clone, Copy)]
+pub enum Job<'a> {
+    Load(&'a str),
+    Warmup(&'a str),
+    Reload,
+}
+
 pub struct Stream {
     pub request: RequestProxy<'static>,
     events: BoxStream<'static, StreamEvent>,
@@ -50,6 +59,36 @@ impl Stream {
         input: Input<'_>,
         mut options: HashMap<&str, Value<'_>>,
     ) -> Result<Stream, Error> {
+        Stream::open(conn, |proxy, token| async move {
+            options.insert("handle_token", Value::from(token));
+            match input {
+                Input::Prompt(p) => proxy.generate(model, p, options).await,
+                Input::Messages(m) => proxy.chat(model, m, options).await,
+            }
+        })
+        .await
+    }
+
+    /// Subscribes, then starts `job`; it ends with `Finished("done", info)` or `Failed`.
+    pub async fn job(conn: &Connection, job: Job<'_>) -> Result<Stream, Error> {
+        Stream::open(conn, |proxy, token| async move {
+            let options = HashMap::from([("handle_token", Value::from(token))]);
+            match job {
+                Job::Load(name) => proxy.start_load_model(name, options).await,
+                Job::Warmup(name) => proxy.start_warmup(name, options).await,
+                Job::Reload => proxy.start_reload(options).await,
+            }
+        })
+        .await
+    }
+
+    /// Subscribes to the request object a call with a fresh `handle_token` will make, then
+    /// makes the call.
+    async fn open<F, Fut>(conn: &Connection, call: F) -> Result<Stream, Error>
+    where
+        F: FnOnce(Inferd1Proxy<'static>, String) -> Fut,
+        Fut: Future<Output = Result<zbus::zvariant::OwnedObjectPath, Error>>,
+    {
         let unique = conn
             .unique_name()
             .ok_or_else(|| Error::Internal("connection has no unique name".into()))?;
@@ -93,13 +132,25 @@ impl Stream {
                 }
             })
             .boxed();
-        options.insert("handle_token", Value::from(token));
-        let proxy = Inferd1Proxy::new(conn).await?;
-        match input {
-            Input::Prompt(p) => proxy.generate(model, p, options).await?,
-            Input::Messages(m) => proxy.chat(model, m, options).await?,
-        };
+        call(Inferd1Proxy::new(conn).await?, token).await?;
         Ok(Stream { request, events })
+    }
+
+    /// Waits for the end: `Finished`'s info, or `Failed` as its typed error. Deltas are
+    /// skipped (the info of a generation's `Finished` has the whole `content`).
+    pub async fn wait(mut self) -> Result<HashMap<String, OwnedValue>, Error> {
+        while let Some(ev) = self.next().await {
+            match ev {
+                StreamEvent::Delta { .. } => {}
+                StreamEvent::Finished { info, .. } => return Ok(info),
+                StreamEvent::Failed { name, message } => {
+                    return Err(Error::from_wire(&name, message))
+                }
+            }
+        }
+        Err(Error::Internal(
+            "the connection closed before the request ended".into(),
+        ))
     }
 
     /// The next event; `None` only if the connection closed.

@@ -8,6 +8,7 @@ pub mod broker;
 mod client;
 mod measure;
 pub mod notify;
+pub mod polkit;
 mod repo;
 pub use broker::{free_port, Broker};
 pub use client::*;

@@ -186,8 +186,23 @@ fn the_shipped_policy_admits_root_and_group_inferd_clients_only() {
         "{}",
         stdout(&out)
     );
-    // ... including the standard interfaces (properties, introspection, ping).
+    // ... including the standard interfaces (properties, the object manager, introspection,
+    // ping) and the model objects.
     for args in [
+        &[
+            "get-property",
+            "org.inferd.Inferd1",
+            "/org/inferd/Inferd1/models/minilm",
+            "org.inferd.Inferd1.Model",
+            "State",
+        ][..],
+        &[
+            "call",
+            "org.inferd.Inferd1",
+            "/org/inferd/Inferd1",
+            "org.freedesktop.DBus.ObjectManager",
+            "GetManagedObjects",
+        ],
         &[
             "get-property",
             "org.inferd.Inferd1",

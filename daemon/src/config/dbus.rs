@@ -13,6 +13,9 @@ pub struct DbusConfig {
     pub admin_uids: Vec<u32>,
     /// Members of this group may call management methods.
     pub admin_group: Option<String>,
+    /// Ask polkit (`org.freedesktop.PolicyKit1` on the daemon's bus) first; default true. The
+    /// uid and group rules above decide where polkit is absent or this is false.
+    pub polkit: Option<bool>,
 }
 
 /// Which bus the D-Bus frontend connects to.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use inferd_client::mqtt::{MqttClient, Target};
+use inferd_client::stream::{Job, Stream};
 use inferd_client::{Error, Health, Inferd1Proxy, ModelState, ModelStatus, WireTensor};
 use serde_json::{json, Value as Json};
 use zbus::zvariant::Value;
@@ -133,16 +134,25 @@ impl Transport<'_> {
                     .into(),
             ));
         };
-        match m {
-            Manage::Load(name) => proxy.load_model(name).await?,
-            Manage::Unload(name) => proxy.unload_model(name).await?,
-            Manage::Reload => proxy.reload().await?,
-            Manage::Warmup(name) => {
-                let status = ModelStatus::from_dict(&proxy.warmup(name).await?);
-                return status.map(Some).map_err(unexpected);
+        // Loads and warmups can take minutes (a TensorRT build): they run as jobs, whose end
+        // is a signal, so no method-call timeout applies.
+        let job = match m {
+            Manage::Unload(name) => {
+                proxy.unload_model(name).await?;
+                return Ok(None);
             }
+            Manage::Load(name) => Job::Load(name),
+            Manage::Reload => Job::Reload,
+            Manage::Warmup(name) => Job::Warmup(name),
+        };
+        let info = Stream::job(proxy.inner().connection(), job)
+            .await?
+            .wait()
+            .await?;
+        match job {
+            Job::Reload => Ok(None),
+            _ => ModelStatus::from_dict(&info).map(Some).map_err(unexpected),
         }
-        Ok(None)
     }
 
     /// The vectors, and per text whether it was truncated and its token count (`null` where

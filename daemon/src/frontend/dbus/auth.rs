@@ -1,14 +1,17 @@
-//! Who may call management methods. The caller's uid and groups come from the bus
-//! (`GetConnectionCredentials` on the message's sender), never from anything the caller says.
+//! Who may call management methods. polkit decides where it runs on the daemon's bus; where it
+//! does not (a session bus, a minimal system), the `[dbus]` uid and group rules do. The caller's
+//! uid and groups come from the bus (`GetConnectionCredentials` on the message's sender), never
+//! from anything the caller says.
 
 use inferd_client::Error;
 use zbus::fdo::DBusProxy;
-use zbus::message::Header;
+use zbus::message::{Flags, Header};
 use zbus::names::BusName;
 use zbus::Connection;
 
 use std::sync::{Arc, RwLock};
 
+use super::polkit::{self, Action, Verdict};
 use crate::config::DbusConfig;
 
 /// Shared by the served object and the frontend, so a reload can change the admins.
@@ -22,6 +25,7 @@ pub struct Auth {
 struct Admins {
     uids: Vec<u32>,
     gid: Option<u32>,
+    polkit: bool,
 }
 
 /// `dbus.admin_group` names no group this system has.
@@ -48,6 +52,7 @@ impl Admins {
         Ok(Admins {
             uids: cfg.admin_uids.clone(),
             gid,
+            polkit: cfg.polkit.unwrap_or(true),
         })
     }
 }
@@ -75,12 +80,14 @@ impl Auth {
             || admins.gid.is_some_and(|g| groups.contains(&g))
     }
 
-    /// `Ok` when the message's sender may call the management method `method`.
+    /// `Ok` when the message's sender may call the management method `method`, which needs
+    /// `action`.
     pub async fn check(
         &self,
         conn: &Connection,
         hdr: &Header<'_>,
         method: &str,
+        action: Action,
     ) -> Result<(), Error> {
         let denied =
             |why: String| Error::AccessDenied(format!("{method} is for administrators: {why}"));
@@ -95,13 +102,39 @@ impl Auth {
         let uid = creds
             .unix_user_id()
             .ok_or_else(|| denied("the bus did not report the caller's uid".into()))?;
+        if uid == 0 || uid == self.own_uid {
+            return Ok(());
+        }
+        let (ask_polkit, by_group) = {
+            let a = self.admins.read().unwrap_or_else(|p| p.into_inner());
+            (a.polkit, a.gid.is_some())
+        };
+        if ask_polkit {
+            let interactive = hdr.primary().flags().contains(Flags::AllowInteractiveAuth);
+            match polkit::check(conn, sender.as_str(), action, interactive).await {
+                Ok(Verdict::Allowed) => return Ok(()),
+                Ok(Verdict::Denied { challenge }) => {
+                    tracing::warn!(uid, method, action = action.id(), "polkit refused");
+                    let how = if challenge {
+                        "; an administrator's password would do: allow interactive \
+                         authorization (inferctl does; busctl --allow-interactive-authorization=yes) \
+                         with a polkit agent running"
+                    } else {
+                        ""
+                    };
+                    return Err(denied(format!(
+                        "polkit did not authorize {} for uid {uid}{how}",
+                        action.id()
+                    )));
+                }
+                Ok(Verdict::Absent) => {}
+                Err(e) => {
+                    // Fail closed: a polkit that is there but broken must not widen access.
+                    return Err(denied(format!("cannot ask polkit: {e}")));
+                }
+            }
+        }
         let groups = creds.unix_group_ids().cloned().unwrap_or_default();
-        let by_group = self
-            .admins
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .gid
-            .is_some();
         if by_group && groups.is_empty() {
             tracing::warn!(
                 uid,
@@ -130,6 +163,7 @@ mod tests {
             admins: Arc::new(RwLock::new(Admins {
                 uids: vec![1001],
                 gid: Some(50),
+                polkit: true,
             })),
         };
         assert!(a.allows(0, &[]));

@@ -14,7 +14,9 @@ use zbus::{interface, Connection};
 use super::auth::Auth;
 use super::callers::Callers;
 use super::errors::for_request;
+use super::jobs;
 use super::options::{Dict, Options};
+use super::polkit::Action;
 use super::request;
 use crate::engine::Engine;
 use crate::frontend::options;
@@ -65,6 +67,22 @@ impl Service {
             _ = cancelled => Err(crate::error::Error::Cancelled),
         };
         r.map_err(|e| for_request(e, &t.id))
+    }
+
+    /// Authorizes `method`, then runs `work` as a background job of the caller's (named by
+    /// its `handle_token`, else by a number).
+    async fn job(
+        &self,
+        hdr: &Header<'_>,
+        conn: &Connection,
+        options: &Dict,
+        method: &str,
+        action: Action,
+        work: impl Future<Output = Result<jobs::Info, Error>> + Send + 'static,
+    ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, Error> {
+        self.auth.check(conn, hdr, method, action).await?;
+        let token = format!("j{}", self.requests.fetch_add(1, Ordering::Relaxed));
+        jobs::start(hdr, conn, options, token, work).await
     }
 
     async fn embed_output(
@@ -161,8 +179,7 @@ impl Service {
             .start(hdr, conn, &mut t, model, prompt, &opts, true)
             .await
             .map_err(|e| for_request(e, &t.id))?;
-        let forward =
-            request::publish(conn.clone(), path.clone(), sender, cancel, t.id, rx).await?;
+        let forward = request::publish(conn, path.clone(), sender, cancel, t.id, rx).await?;
         let (reply, sent) = ResponseDispatchNotifier::new(path);
         tokio::spawn(async move {
             sent.await;
@@ -197,6 +214,7 @@ fn owned(v: Value<'_>) -> OwnedValue {
 #[interface(name = "org.inferd.Inferd1")]
 impl Service {
     /// Every model in the repository with its state, provider and counters.
+    #[zbus(out_args("models"))]
     async fn list_models(&self) -> Vec<HashMap<String, OwnedValue>> {
         self.engine.list().iter().map(|s| s.to_dict()).collect()
     }
@@ -208,7 +226,9 @@ impl Service {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        self.auth.check(conn, &hdr, "LoadModel").await?;
+        self.auth
+            .check(conn, &hdr, "LoadModel", Action::ManageModels)
+            .await?;
         Ok(self.engine.load(&name).await?)
     }
 
@@ -219,24 +239,84 @@ impl Service {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        self.auth.check(conn, &hdr, "UnloadModel").await?;
+        self.auth
+            .check(conn, &hdr, "UnloadModel", Action::ManageModels)
+            .await?;
         Ok(self.engine.unload(&name)?)
+    }
+
+    /// `LoadModel` in the background: returns a request object at once, whose
+    /// `Finished("done", entry)` or `Failed` signal ends the load. Administrators only.
+    #[zbus(out_args("job"))]
+    async fn start_load_model(
+        &self,
+        name: String,
+        options: Dict,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, Error> {
+        let engine = self.engine.clone();
+        let work = async move {
+            engine.load(&name).await?;
+            Ok(jobs::entry(&engine, &name))
+        };
+        let action = Action::ManageModels;
+        self.job(&hdr, conn, &options, "StartLoadModel", action, work)
+            .await
+    }
+
+    /// `Warmup` in the background (a TensorRT engine build takes minutes). Administrators only.
+    #[zbus(out_args("job"))]
+    async fn start_warmup(
+        &self,
+        name: String,
+        options: Dict,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, Error> {
+        let engine = self.engine.clone();
+        let work = async move { Ok(engine.warmup(&name).await?.to_dict()) };
+        self.job(&hdr, conn, &options, "StartWarmup", Action::Warmup, work)
+            .await
+    }
+
+    /// `Reload` in the background; `Finished` comes once every load has ended. Administrators
+    /// only.
+    #[zbus(out_args("job"))]
+    async fn start_reload(
+        &self,
+        options: Dict,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, Error> {
+        let engine = self.engine.clone();
+        let work = async move {
+            engine.reload().await?;
+            Ok(jobs::Info::new())
+        };
+        let action = Action::ManageModels;
+        self.job(&hdr, conn, &options, "StartReload", action, work)
+            .await
     }
 
     /// Loads the model if needed and returns once it is on its final provider (a TensorRT
     /// engine built), with its status. Administrators only.
+    #[zbus(out_args("model"))]
     async fn warmup(
         &self,
         name: String,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<HashMap<String, OwnedValue>, Error> {
-        self.auth.check(conn, &hdr, "Warmup").await?;
+        self.auth
+            .check(conn, &hdr, "Warmup", Action::Warmup)
+            .await?;
         Ok(self.engine.warmup(&name).await?.to_dict())
     }
 
     /// Overall status, version, uptime, RSS, and per model: state, provider, queue depth,
     /// last error, memory and idle time. Anyone may call it.
+    #[zbus(out_args("health"))]
     async fn health(&self) -> HashMap<String, OwnedValue> {
         crate::health::check(&self.engine).to_dict()
     }
@@ -247,11 +327,14 @@ impl Service {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        self.auth.check(conn, &hdr, "Reload").await?;
+        self.auth
+            .check(conn, &hdr, "Reload", Action::ManageModels)
+            .await?;
         Ok(self.engine.reload().await?)
     }
 
     /// One vector per text.
+    #[zbus(out_args("vectors"))]
     async fn embed(
         &self,
         model: String,
@@ -264,6 +347,7 @@ impl Service {
     }
 
     /// Like `Embed`, plus per-text `truncated` (ab) and `tokens` (au), and `request_id`.
+    #[zbus(out_args("vectors", "info"))]
     async fn embed_with_info(
         &self,
         model: String,
@@ -281,6 +365,7 @@ impl Service {
     }
 
     /// Per text: `(label, probability)` pairs, best first (option `top_k`, default all).
+    #[zbus(out_args("labels"))]
     async fn classify(
         &self,
         model: String,
@@ -301,6 +386,7 @@ impl Service {
     }
 
     /// Named tensors in, named tensors out: `(dtype, shape, little-endian bytes)`.
+    #[zbus(out_args("outputs"))]
     async fn infer(
         &self,
         model: String,
@@ -322,6 +408,7 @@ impl Service {
     /// Generates from a raw prompt (no template; special tokens in it are parsed) and returns
     /// the whole text with `info` (finish_reason, usage, reasoning). Options `response_format`,
     /// `regex` and `grammar` constrain the text.
+    #[zbus(out_args("text", "info"))]
     async fn complete(
         &self,
         model: String,
@@ -337,6 +424,7 @@ impl Service {
     /// Like `Complete`, for `(role, content)` messages rendered with the model's chat template.
     /// With option `tools` (OpenAI's list, as JSON text) the model may call them: `info` then
     /// has `tool_calls`, a JSON list of `{"name", "arguments"}`; a `tool` message answers one.
+    #[zbus(out_args("text", "info"))]
     async fn chat_complete(
         &self,
         model: String,
@@ -350,6 +438,7 @@ impl Service {
     }
 
     /// Starts a streaming generation; returns its request object, whose signals carry the text.
+    #[zbus(out_args("request"))]
     async fn generate(
         &self,
         model: String,
@@ -363,6 +452,7 @@ impl Service {
     }
 
     /// Streaming `ChatComplete`.
+    #[zbus(out_args("request"))]
     async fn chat(
         &self,
         model: String,

@@ -4,7 +4,10 @@ mod auth;
 mod callers;
 mod errors;
 mod interface;
+mod jobs;
+mod models;
 mod options;
+mod polkit;
 mod request;
 
 use std::sync::Arc;
@@ -34,7 +37,8 @@ pub struct Frontend {
     auth: auth::Auth,
 }
 
-/// Serves the object, then requests the name, so a client that sees the name finds the object.
+/// Serves the objects (the service, its `ObjectManager`, a model object per model), then
+/// requests the name, so a client that sees the name finds them all.
 pub async fn serve(
     engine: Engine,
     bus: &Bus,
@@ -57,9 +61,13 @@ pub async fn serve(
     };
     let conn = builder
         .serve_at(OBJECT_PATH, service)?
-        .name(BUS_NAME)?
+        .serve_at(OBJECT_PATH, zbus::fdo::ObjectManager)?
         .build()
         .await?;
+    let mut published = models::Published::default();
+    published.sync(&conn, &engine).await;
+    conn.request_name(BUS_NAME).await?;
+    tokio::spawn(models::follow(conn.clone(), engine.clone(), published));
 
     let watcher = conn.clone();
     tokio::spawn(async move {

@@ -1,33 +1,39 @@
-//! Streaming generations as D-Bus objects: `/org/inferd/Inferd1/request/<id>` with interface
-//! `org.inferd.Inferd1.Request`. Its signals go only to the caller (destination set), and only
-//! after the method reply that named the object has been sent.
+//! Request objects: `/org/inferd/Inferd1/request/<id>` with interface
+//! `org.inferd.Inferd1.Request`, one per streaming generation and per background job
+//! (`StartLoadModel`, `StartWarmup`, `StartReload`). Their `Delta`/`Finished`/`Failed` signals go
+//! only to the caller (destination set), and only after the method reply that named the object
+//! has been sent; `State` changes are broadcast as `PropertiesChanged` for `ObjectManager` clients.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use inferd_client::names::{REQUEST_INTERFACE, REQUEST_PATH};
 use inferd_client::Error;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
+use zbus::fdo::Properties;
 use zbus::message::Header;
-use zbus::names::BusName;
+use zbus::names::{BusName, InterfaceName};
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
 use zbus::{interface, Connection};
 
 use crate::work::job::{Channel, Event, FinishReason, Usage};
 
-pub const REQUEST_PATH: &str = "/org/inferd/Inferd1/request";
+type Info = HashMap<String, OwnedValue>;
 
 pub struct Request {
     owner: String,
-    cancel: CancellationToken,
+    /// `None` for jobs, whose work (a load) cannot be abandoned half way.
+    cancel: Option<CancellationToken>,
     state: Arc<Mutex<&'static str>>,
 }
 
 #[interface(name = "org.inferd.Inferd1.Request")]
 impl Request {
     /// Ends the generation with finish reason `cancelled` within one decode step. Only the caller
-    /// that started it may cancel it.
+    /// that started it may cancel it; jobs cannot be cancelled.
     async fn cancel(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), Error> {
         let sender = hdr
             .sender()
@@ -38,11 +44,18 @@ impl Request {
                 "only the caller that started a request may cancel it".into(),
             ));
         }
-        self.cancel.cancel();
-        Ok(())
+        match &self.cancel {
+            Some(c) => {
+                c.cancel();
+                Ok(())
+            }
+            None => Err(Error::InvalidInput(
+                "a job cannot be cancelled once started; UnloadModel stops a model".into(),
+            )),
+        }
     }
 
-    /// `running`, `finished`, `cancelled`, `timeout` or `failed`.
+    /// `running`, then `finished`, `cancelled`, `timeout` or `failed`.
     #[zbus(property)]
     fn state(&self) -> String {
         self.state.lock().map(|s| s.to_string()).unwrap_or_default()
@@ -83,125 +96,212 @@ pub fn request_path(sender: &str, token: &str) -> Result<OwnedObjectPath, Error>
         .map_err(|e| Error::InvalidInput(format!("bad request path: {e}")))
 }
 
+pub fn put(d: &mut Info, k: &str, v: Value<'_>) {
+    // Plain values (no file descriptors) always convert.
+    if let Ok(v) = v.try_to_owned() {
+        d.insert(k.to_owned(), v);
+    }
+}
+
 pub fn info_dict(
     request_id: &str,
     reason: Option<FinishReason>,
     usage: &Usage,
     reasoning: Option<&str>,
     tool_calls: Option<&str>,
-) -> HashMap<String, OwnedValue> {
+) -> Info {
     let mut d = HashMap::new();
-    let mut put = |k: &str, v: Value<'_>| {
-        if let Ok(v) = v.try_to_owned() {
-            d.insert(k.to_owned(), v);
-        }
-    };
-    put("request_id", Value::from(request_id));
+    put(&mut d, "request_id", Value::from(request_id));
     if let Some(r) = reason {
-        put("finish_reason", Value::from(r.as_str()));
+        put(&mut d, "finish_reason", Value::from(r.as_str()));
     }
     if let Some(r) = reasoning {
-        put("reasoning", Value::from(r));
+        put(&mut d, "reasoning", Value::from(r));
     }
     if let Some(c) = tool_calls {
-        put("tool_calls", Value::from(c));
+        put(&mut d, "tool_calls", Value::from(c));
     }
-    put("prompt_tokens", Value::from(usage.prompt_tokens));
+    put(&mut d, "prompt_tokens", Value::from(usage.prompt_tokens));
     put(
+        &mut d,
         "cached_prompt_tokens",
         Value::from(usage.cached_prompt_tokens),
     );
-    put("completion_tokens", Value::from(usage.completion_tokens));
-    put("reasoning_tokens", Value::from(usage.reasoning_tokens));
     put(
+        &mut d,
+        "completion_tokens",
+        Value::from(usage.completion_tokens),
+    );
+    put(
+        &mut d,
+        "reasoning_tokens",
+        Value::from(usage.reasoning_tokens),
+    );
+    put(
+        &mut d,
         "time_to_first_token_ms",
         Value::from(usage.time_to_first_token_ms),
     );
-    put("tokens_per_second", Value::from(usage.tokens_per_second));
+    put(
+        &mut d,
+        "tokens_per_second",
+        Value::from(usage.tokens_per_second),
+    );
     d
 }
 
-/// Serves a request object and forwards its events as unicast signals. `sent` fires once the
-/// method reply naming the object is on the wire.
-pub async fn publish(
+/// A request object on the bus, from its method reply to its last signal.
+pub struct Served {
     conn: Connection,
+    path: OwnedObjectPath,
+    /// Unicast to the caller.
+    emitter: SignalEmitter<'static>,
+    state: Arc<Mutex<&'static str>>,
+}
+
+impl Served {
+    /// Serves the object; the caller must not send signals before its method reply is out.
+    pub async fn new(
+        conn: &Connection,
+        path: OwnedObjectPath,
+        owner: String,
+        cancel: Option<CancellationToken>,
+    ) -> Result<Served, Error> {
+        let destination = BusName::try_from(owner.clone())
+            .map_err(|e| Error::Internal(format!("caller name {owner:?}: {e}")))?
+            .into_owned();
+        let emitter = SignalEmitter::new(conn, path.clone())?
+            .into_owned()
+            .set_destination(destination);
+        let state = Arc::new(Mutex::new("running"));
+        let object = Request {
+            owner,
+            cancel,
+            state: state.clone(),
+        };
+        if !conn.object_server().at(&path, object).await? {
+            return Err(Error::InvalidInput(format!(
+                "request {path} already exists; use another handle_token"
+            )));
+        }
+        Ok(Served {
+            conn: conn.clone(),
+            path,
+            emitter,
+            state,
+        })
+    }
+
+    async fn set_state(&self, s: &'static str) {
+        if let Ok(mut g) = self.state.lock() {
+            *g = s;
+        }
+        let sent = async {
+            let emitter = SignalEmitter::new(&self.conn, self.path.clone())?;
+            let iface = InterfaceName::from_static_str_unchecked(REQUEST_INTERFACE);
+            let changed = HashMap::from([("State", Value::from(s))]);
+            Properties::properties_changed(&emitter, iface, changed, Cow::Borrowed(&[])).await
+        };
+        self.log(sent.await);
+    }
+
+    pub async fn delta(&self, text: &str, channel: &str) {
+        self.log(Request::delta(&self.emitter, text, channel).await);
+    }
+
+    /// The last signals: `State`, then `Finished`; the object goes away with them.
+    pub async fn finished(self, state: &'static str, reason: &str, info: Info) {
+        self.set_state(state).await;
+        self.log(Request::finished(&self.emitter, reason, info).await);
+        self.remove().await;
+    }
+
+    pub async fn failed(self, e: Error) {
+        self.set_state("failed").await;
+        let name = format!("org.inferd.Inferd1.Error.{}", e.short_name());
+        self.log(Request::failed(&self.emitter, &name, &e.message()).await);
+        self.remove().await;
+    }
+
+    async fn remove(self) {
+        let _ = self
+            .conn
+            .object_server()
+            .remove::<Request, _>(&self.path)
+            .await;
+    }
+
+    fn log(&self, r: zbus::Result<()>) {
+        if let Err(e) = r {
+            tracing::debug!("request {}: signal not sent: {e}", self.path);
+        }
+    }
+}
+
+/// What a stream said, kept so `Finished` carries the whole answer: a client that wants only
+/// the end result (the background form of `Complete`) waits for that one signal.
+#[derive(Default)]
+struct Answer {
+    content: String,
+    reasoning: String,
+    tool_calls: Vec<String>,
+}
+
+impl Answer {
+    fn add(&mut self, text: &str, channel: Channel) {
+        match channel {
+            Channel::Content => self.content.push_str(text),
+            Channel::Reasoning => self.reasoning.push_str(text),
+            Channel::ToolCall => self.tool_calls.push(text.to_owned()),
+        }
+    }
+
+    fn info(&self, request_id: &str, reason: FinishReason, usage: &Usage) -> Info {
+        let reasoning = (!self.reasoning.is_empty()).then_some(self.reasoning.as_str());
+        let calls =
+            (!self.tool_calls.is_empty()).then(|| format!("[{}]", self.tool_calls.join(",")));
+        let mut info = info_dict(request_id, Some(reason), usage, reasoning, calls.as_deref());
+        put(&mut info, "content", Value::from(self.content.as_str()));
+        info
+    }
+}
+
+/// Serves a generation's request object; the returned future forwards its events as unicast
+/// signals and must run only once the method reply naming the object is on the wire.
+pub async fn publish(
+    conn: &Connection,
     path: OwnedObjectPath,
     owner: String,
     cancel: CancellationToken,
     request_id: String,
     mut events: UnboundedReceiver<Event>,
 ) -> Result<impl std::future::Future<Output = ()>, Error> {
-    let destination = BusName::try_from(owner.clone())
-        .map_err(|e| Error::Internal(format!("caller name {owner:?}: {e}")))?
-        .into_owned();
-    let emitter = SignalEmitter::new(&conn, path.clone())?
-        .into_owned()
-        .set_destination(destination);
-    let state = Arc::new(Mutex::new("running"));
-    let object = Request {
-        owner: owner.clone(),
-        cancel: cancel.clone(),
-        state: state.clone(),
-    };
-    let added = conn.object_server().at(&path, object).await?;
-    if !added {
-        return Err(Error::InvalidInput(format!(
-            "request {path} already exists; use another handle_token"
-        )));
-    }
-    let forward = async move {
-        let set = |s: &'static str| {
-            if let Ok(mut g) = state.lock() {
-                *g = s;
-            }
-        };
+    let served = Served::new(conn, path, owner, Some(cancel)).await?;
+    Ok(async move {
+        let mut answer = Answer::default();
         while let Some(ev) = events.recv().await {
-            let sent = match ev {
+            match ev {
                 Event::Delta { text, channel } => {
-                    Request::delta(&emitter, &text, channel_name(channel)).await
+                    answer.add(&text, channel);
+                    served.delta(&text, channel.as_str()).await;
                 }
                 Event::Finished { reason, usage } => {
-                    set(match reason {
+                    let state = match reason {
                         FinishReason::Cancelled => "cancelled",
                         FinishReason::Timeout => "timeout",
                         _ => "finished",
-                    });
-                    let r = Request::finished(
-                        &emitter,
-                        reason.as_str(),
-                        info_dict(&request_id, Some(reason), &usage, None, None),
-                    )
-                    .await;
-                    log_send(&path, r);
-                    break;
+                    };
+                    let info = answer.info(&request_id, reason, &usage);
+                    served.finished(state, reason.as_str(), info).await;
+                    return;
                 }
                 Event::Failed(e) => {
-                    set("failed");
-                    let wire = super::errors::for_request(e, &request_id);
-                    let r = Request::failed(
-                        &emitter,
-                        &format!("org.inferd.Inferd1.Error.{}", wire.short_name()),
-                        &wire.message(),
-                    )
-                    .await;
-                    log_send(&path, r);
-                    break;
+                    served
+                        .failed(super::errors::for_request(e, &request_id))
+                        .await;
+                    return;
                 }
-            };
-            log_send(&path, sent);
+            }
         }
-        // The caller has its last signal; the object goes away with the request.
-        let _ = conn.object_server().remove::<Request, _>(&path).await;
-    };
-    Ok(forward)
-}
-
-fn channel_name(c: Channel) -> &'static str {
-    c.as_str()
-}
-
-fn log_send(path: &OwnedObjectPath, r: zbus::Result<()>) {
-    if let Err(e) = r {
-        tracing::debug!("request {path}: signal not sent: {e}");
-    }
+    })
 }

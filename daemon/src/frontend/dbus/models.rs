@@ -1,0 +1,273 @@
+//! Models as D-Bus objects: `/org/inferd/Inferd1/models/<escaped name>` with interface
+//! `org.inferd.Inferd1.Model`, kept in step with the engine. The root's `ObjectManager` announces
+//! them (InterfacesAdded/Removed), and changed properties go out as `PropertiesChanged`, so a
+//! client follows every model without polling `ListModels`.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use inferd_client::names::{model_path, MODEL_INTERFACE};
+use inferd_client::ModelStatus;
+use tokio::sync::broadcast::error::RecvError;
+use zbus::fdo::Properties;
+use zbus::interface;
+use zbus::names::InterfaceName;
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::{OwnedValue, Value};
+use zbus::Connection;
+
+use crate::engine::Engine;
+
+/// How often counters (queue depth, requests served, KV bytes in use) are compared and their
+/// changes signalled; state changes are signalled at once.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Property values by name, shared between the served object and the task that updates it.
+type Values = Arc<RwLock<BTreeMap<&'static str, OwnedValue>>>;
+
+pub struct Model {
+    values: Values,
+}
+
+impl Model {
+    fn get<T: TryFrom<OwnedValue> + Default>(&self, name: &str) -> T {
+        let values = self.values.read().unwrap_or_else(|p| p.into_inner());
+        values
+            .get(name)
+            .and_then(|v| v.try_clone().ok())
+            .and_then(|v| T::try_from(v).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// The model's `ListModels` entry, one property per key; values the entry leaves out read as
+/// 0 or "" (for example `MemoryBytes` before a load).
+#[interface(name = "org.inferd.Inferd1.Model")]
+impl Model {
+    #[zbus(property)]
+    fn name(&self) -> String {
+        self.get("Name")
+    }
+    /// Manifest kind: `embedding`, `classification`, `tensor`, `text-generation`.
+    #[zbus(property)]
+    fn kind(&self) -> String {
+        self.get("Kind")
+    }
+    /// `loading`, `ready`, `failed` or `unloaded`.
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.get("State")
+    }
+    /// Execution provider in use: `cpu`, `cuda`, `tensorrt`; empty until loaded.
+    #[zbus(property)]
+    fn provider(&self) -> String {
+        self.get("Provider")
+    }
+    #[zbus(property)]
+    fn error(&self) -> String {
+        self.get("Error")
+    }
+    #[zbus(property)]
+    fn note(&self) -> String {
+        self.get("Note")
+    }
+    #[zbus(property)]
+    fn queue_depth(&self) -> u32 {
+        self.get("QueueDepth")
+    }
+    #[zbus(property)]
+    fn served(&self) -> u64 {
+        self.get("Served")
+    }
+    #[zbus(property)]
+    fn skipped(&self) -> u64 {
+        self.get("Skipped")
+    }
+    #[zbus(property)]
+    fn timed_out(&self) -> u64 {
+        self.get("TimedOut")
+    }
+    #[zbus(property)]
+    fn rejected(&self) -> u64 {
+        self.get("Rejected")
+    }
+    #[zbus(property)]
+    fn active(&self) -> u32 {
+        self.get("Active")
+    }
+    #[zbus(property)]
+    fn batched_tokens(&self) -> u64 {
+        self.get("BatchedTokens")
+    }
+    #[zbus(property)]
+    fn engine_build_seconds(&self) -> u64 {
+        self.get("EngineBuildSeconds")
+    }
+    #[zbus(property)]
+    fn memory_bytes(&self) -> u64 {
+        self.get("MemoryBytes")
+    }
+    #[zbus(property)]
+    fn memory_pool(&self) -> String {
+        self.get("MemoryPool")
+    }
+    #[zbus(property)]
+    fn kv_cache_bytes(&self) -> u64 {
+        self.get("KvCacheBytes")
+    }
+    #[zbus(property)]
+    fn kv_bytes_per_token(&self) -> u64 {
+        self.get("KvBytesPerToken")
+    }
+    #[zbus(property)]
+    fn kv_bytes_in_use(&self) -> u64 {
+        self.get("KvBytesInUse")
+    }
+    #[zbus(property)]
+    fn full_context_streams(&self) -> u32 {
+        self.get("FullContextStreams")
+    }
+    /// Grows every second, so it is read, never signalled.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn idle_seconds(&self) -> u64 {
+        self.get("IdleSeconds")
+    }
+    #[zbus(property)]
+    fn last_error(&self) -> String {
+        self.get("LastError")
+    }
+}
+
+/// Properties that change without a signal (see `idle_seconds`).
+const UNSIGNALLED: &[&str] = &["IdleSeconds"];
+
+fn properties(s: &ModelStatus) -> BTreeMap<&'static str, OwnedValue> {
+    fn v<'a>(x: impl Into<Value<'a>>) -> OwnedValue {
+        // Plain values (no file descriptors) always convert.
+        x.into()
+            .try_to_owned()
+            .unwrap_or_else(|_| OwnedValue::from(0u8))
+    }
+    let text = |o: &Option<String>| v(o.clone().unwrap_or_default());
+    let kv = s.kv.unwrap_or_default();
+    BTreeMap::from([
+        ("Name", v(s.name.as_str())),
+        ("Kind", v(s.kind.as_str())),
+        ("State", v(s.state.as_str())),
+        ("Provider", v(s.provider.as_str())),
+        ("Error", text(&s.error)),
+        ("Note", text(&s.note)),
+        ("QueueDepth", v(s.queue_depth)),
+        ("Served", v(s.served)),
+        ("Skipped", v(s.skipped)),
+        ("TimedOut", v(s.timed_out)),
+        ("Rejected", v(s.rejected)),
+        ("Active", v(s.active)),
+        ("BatchedTokens", v(s.batched_tokens)),
+        (
+            "EngineBuildSeconds",
+            v(s.engine_build_s.unwrap_or_default()),
+        ),
+        ("MemoryBytes", v(s.memory_bytes.unwrap_or_default())),
+        ("MemoryPool", text(&s.memory_pool)),
+        ("KvCacheBytes", v(kv.kv_cache_bytes)),
+        ("KvBytesPerToken", v(kv.kv_bytes_per_token)),
+        ("KvBytesInUse", v(kv.kv_bytes_in_use)),
+        ("FullContextStreams", v(kv.full_context_streams)),
+        ("IdleSeconds", v(s.idle_s.unwrap_or_default())),
+        ("LastError", text(&s.last_error)),
+    ])
+}
+
+/// The model objects on the bus, by model name.
+#[derive(Default)]
+pub struct Published {
+    objects: HashMap<String, Values>,
+}
+
+impl Published {
+    /// Makes the served objects match the engine's models: adds new ones, removes gone ones,
+    /// and signals what changed in the rest.
+    pub async fn sync(&mut self, conn: &Connection, engine: &Engine) {
+        let models = engine.list();
+        let server = conn.object_server();
+        let gone: Vec<String> = self
+            .objects
+            .keys()
+            .filter(|n| !models.iter().any(|m| &m.name == *n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.objects.remove(&name);
+            if let Err(e) = server.remove::<Model, _>(model_path(&name)).await {
+                tracing::warn!("cannot remove model object {name}: {e}");
+            }
+        }
+        for m in &models {
+            let new = properties(m);
+            match self.objects.get(&m.name) {
+                Some(values) => signal_changes(conn, &m.name, values, new).await,
+                None => {
+                    let values: Values = Arc::new(RwLock::new(new));
+                    let object = Model {
+                        values: values.clone(),
+                    };
+                    match server.at(model_path(&m.name), object).await {
+                        Ok(_) => {
+                            self.objects.insert(m.name.clone(), values);
+                        }
+                        Err(e) => tracing::warn!("cannot serve model object {}: {e}", m.name),
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn signal_changes(
+    conn: &Connection,
+    name: &str,
+    values: &Values,
+    new: BTreeMap<&'static str, OwnedValue>,
+) {
+    let changed: HashMap<&str, Value<'_>> = {
+        let mut old = values.write().unwrap_or_else(|p| p.into_inner());
+        let changed = new
+            .iter()
+            .filter(|(k, v)| !UNSIGNALLED.contains(k) && old.get(*k) != Some(*v))
+            .filter_map(|(k, v)| Some((*k, Value::from(v.try_clone().ok()?))))
+            .collect();
+        *old = new;
+        changed
+    };
+    if changed.is_empty() {
+        return;
+    }
+    let emitted = async {
+        let emitter = SignalEmitter::new(conn, model_path(name))?;
+        let iface = InterfaceName::from_static_str_unchecked(MODEL_INTERFACE);
+        Properties::properties_changed(&emitter, iface, changed, Cow::Borrowed(&[])).await
+    };
+    if let Err(e) = emitted.await {
+        tracing::debug!("model {name}: PropertiesChanged not sent: {e}");
+    }
+}
+
+/// Keeps the model objects in step until the engine's change channel closes.
+pub async fn follow(conn: Connection, engine: Engine, mut published: Published) {
+    let mut changes = engine.subscribe();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = changes.recv() => match r {
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => break,
+            },
+            _ = tick.tick() => {}
+        }
+        published.sync(&conn, &engine).await;
+    }
+}

@@ -1,0 +1,102 @@
+//! polkit, the platform's way to authorize administration: `CheckAuthorization` on the
+//! daemon's own bus (the system bus when installed), for the caller's bus name. Desktop agents
+//! then ask for a password where the action says `auth_admin_keep`.
+
+use std::collections::HashMap;
+
+use zbus::fdo::DBusProxy;
+use zbus::names::BusName;
+use zbus::zvariant::Value;
+use zbus::Connection;
+
+pub const SERVICE: &str = "org.freedesktop.PolicyKit1";
+
+/// What an administrator may do; each is an action in
+/// `/usr/share/polkit-1/actions/org.inferd.Inferd1.policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// LoadModel, UnloadModel, Reload and their background forms.
+    ManageModels,
+    /// Warmup (a TensorRT engine build can hold a GPU for minutes).
+    Warmup,
+}
+
+impl Action {
+    pub fn id(self) -> &'static str {
+        match self {
+            Action::ManageModels => "org.inferd.Inferd1.manage-models",
+            Action::Warmup => "org.inferd.Inferd1.warmup",
+        }
+    }
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.PolicyKit1.Authority",
+    default_service = "org.freedesktop.PolicyKit1",
+    default_path = "/org/freedesktop/PolicyKit1/Authority"
+)]
+trait Authority {
+    /// Returns `(is_authorized, is_challenge, details)`.
+    fn check_authorization(
+        &self,
+        subject: &(&str, HashMap<&str, Value<'_>>),
+        action_id: &str,
+        details: HashMap<&str, &str>,
+        flags: u32,
+        cancellation_id: &str,
+    ) -> zbus::Result<(bool, bool, HashMap<String, String>)>;
+}
+
+/// polkit's answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    /// `challenge`: an administrator's password would do, with interactive authorization.
+    Denied {
+        challenge: bool,
+    },
+    /// No polkit on this bus (neither running nor activatable).
+    Absent,
+}
+
+/// `AllowUserInteraction`: polkit may ask an agent, because the caller said it can wait.
+const ALLOW_USER_INTERACTION: u32 = 1;
+
+pub async fn check(
+    conn: &Connection,
+    sender: &str,
+    action: Action,
+    interactive: bool,
+) -> zbus::Result<Verdict> {
+    let bus = DBusProxy::new(conn).await?;
+    let name = BusName::from(zbus::names::WellKnownName::from_static_str_unchecked(
+        SERVICE,
+    ));
+    let present = bus.name_has_owner(name.clone()).await?
+        || bus
+            .list_activatable_names()
+            .await?
+            .iter()
+            .any(|n| n.as_str() == SERVICE);
+    if !present {
+        return Ok(Verdict::Absent);
+    }
+    let subject = (
+        "system-bus-name",
+        HashMap::from([("name", Value::from(sender))]),
+    );
+    let flags = if interactive {
+        ALLOW_USER_INTERACTION
+    } else {
+        0
+    };
+    let (authorized, challenge, _) = AuthorityProxy::new(conn)
+        .await?
+        .check_authorization(&subject, action.id(), HashMap::new(), flags, "")
+        .await?;
+    Ok(if authorized {
+        Verdict::Allowed
+    } else {
+        Verdict::Denied { challenge }
+    })
+}
