@@ -21,7 +21,7 @@ pub struct Health {
 }
 
 /// What the loaded models take in one pool, against its budget.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct MemoryPool {
     /// `host` or `gpu:N`.
     pub pool: String,
@@ -31,7 +31,7 @@ pub struct MemoryPool {
     /// another, so its growth was not its own.
     pub estimated: u32,
     /// `engine.memory_budget` (or `engine.gpu_memory_budget`) for this pool, if set.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_bytes: Option<u64>,
 }
 

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod health;
+pub mod messages;
 pub mod mqtt;
 pub mod names;
 pub mod proxy;

@@ -11,9 +11,12 @@ use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::messages::{Cancel, NodeStatus, Reply, Request, StreamMessage, Usage};
 use crate::Error;
 
 /// Which daemon answers: one node, or any member of the pool.
@@ -21,13 +24,6 @@ use crate::Error;
 pub enum Target {
     Node(String),
     Pool,
-}
-
-/// A finished request: its `result` and `usage`.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub result: Value,
-    pub usage: Option<Value>,
 }
 
 type Pending = Arc<Mutex<HashMap<Bytes, mpsc::UnboundedSender<Value>>>>;
@@ -39,7 +35,7 @@ pub struct MqttClient {
     target: Target,
     replies: String,
     pending: Pending,
-    statuses: watch::Receiver<BTreeMap<String, Value>>,
+    statuses: watch::Receiver<BTreeMap<String, NodeStatus>>,
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -136,18 +132,24 @@ impl MqttClient {
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                        let Ok(v) = serde_json::from_slice::<Value>(&p.payload) else {
-                            continue;
-                        };
                         if let Some(node) = topic
                             .strip_prefix(&status_prefix)
                             .and_then(|t| t.strip_suffix("/status"))
                         {
+                            let Ok(status) = serde_json::from_slice::<NodeStatus>(&p.payload)
+                            else {
+                                continue;
+                            };
                             let node = node.to_owned();
                             status_tx.send_modify(|m| {
-                                m.insert(node, v);
+                                m.insert(node, status);
                             });
-                        } else if let Some(c) = p.properties.and_then(|pr| pr.correlation_data) {
+                            continue;
+                        }
+                        let Ok(v) = serde_json::from_slice::<Value>(&p.payload) else {
+                            continue;
+                        };
+                        if let Some(c) = p.properties.and_then(|pr| pr.correlation_data) {
                             if let Some(tx) = routes.lock().expect("not poisoned").get(&c) {
                                 let _ = tx.send(v);
                             }
@@ -198,10 +200,19 @@ impl MqttClient {
         &self,
         model: &str,
         op: &str,
-        input: Value,
-        options: Value,
+        input: impl Serialize,
+        options: Map<String, Value>,
         stream: bool,
     ) -> Result<(String, mpsc::UnboundedReceiver<Value>), Error> {
+        let input = match serde_json::to_value(input) {
+            Ok(Value::Object(m)) => m,
+            Ok(other) => {
+                return Err(Error::InvalidInput(format!(
+                    "input {other} is not an object"
+                )))
+            }
+            Err(e) => return Err(Error::InvalidInput(format!("input: {e}"))),
+        };
         let id = format!(
             "{}-{}",
             std::process::id(),
@@ -213,7 +224,13 @@ impl MqttClient {
             .lock()
             .expect("not poisoned")
             .insert(correlation.clone(), tx);
-        let body = json!({"id": id, "input": input, "options": options, "stream": stream});
+        let body = Request {
+            id: id.clone(),
+            input,
+            options,
+            reply_to: None,
+            stream,
+        };
         let props = PublishProperties {
             response_topic: Some(self.replies.clone()),
             correlation_data: Some(correlation),
@@ -224,7 +241,7 @@ impl MqttClient {
                 self.topic(model, op),
                 QoS::AtLeastOnce,
                 false,
-                body.to_string(),
+                serde_json::to_vec(&body).map_err(|e| Error::Internal(e.to_string()))?,
                 props,
             )
             .await
@@ -239,18 +256,19 @@ impl MqttClient {
             .remove(&Bytes::from(id.to_owned()));
     }
 
-    /// One request, one answer.
-    pub async fn request(
+    /// One request, one answer: the op's result type (`messages::EmbedResult`, …) and usage.
+    pub async fn request<T: DeserializeOwned>(
         &self,
         model: &str,
         op: &str,
-        input: Value,
-        options: Value,
-    ) -> Result<Answer, Error> {
+        input: impl Serialize,
+        options: Map<String, Value>,
+    ) -> Result<(T, Option<Usage>), Error> {
         let (id, mut rx) = self.send(model, op, input, options, false).await?;
         let reply = rx.recv().await;
         self.forget(&id);
-        answer(reply.ok_or_else(|| Error::Internal("the connection closed".into()))?)
+        let reply = reply.ok_or_else(|| Error::Internal("the connection closed".into()))?;
+        parse::<Reply<T>>(reply)?.into_result()
     }
 
     /// A streamed `generate` or `chat`.
@@ -258,8 +276,8 @@ impl MqttClient {
         &self,
         model: &str,
         op: &str,
-        input: Value,
-        options: Value,
+        input: impl Serialize,
+        options: Map<String, Value>,
     ) -> Result<MqttStream, Error> {
         let (id, rx) = self.send(model, op, input, options, true).await?;
         Ok(MqttStream {
@@ -271,24 +289,14 @@ impl MqttClient {
 
     /// The retained statuses of the daemons under this prefix, by node, as they arrived within
     /// `wait`.
-    pub async fn statuses(&self, wait: Duration) -> BTreeMap<String, Value> {
+    pub async fn statuses(&self, wait: Duration) -> BTreeMap<String, NodeStatus> {
         tokio::time::sleep(wait).await;
         self.statuses.borrow().clone()
     }
 }
 
-fn answer(v: Value) -> Result<Answer, Error> {
-    if v["ok"] == true {
-        return Ok(Answer {
-            result: v["result"].clone(),
-            usage: v.get("usage").cloned(),
-        });
-    }
-    let e = &v["error"];
-    Err(error_from_code(
-        e["code"].as_str().unwrap_or_default(),
-        e["message"].as_str().unwrap_or_default().to_owned(),
-    ))
+fn parse<T: DeserializeOwned>(v: Value) -> Result<T, Error> {
+    serde_json::from_value(v).map_err(|e| Error::Internal(format!("unexpected reply: {e}")))
 }
 
 /// The replies of a streamed generation: `{"seq", "delta", "channel"}` messages, then
@@ -300,17 +308,21 @@ pub struct MqttStream {
 }
 
 impl MqttStream {
-    /// The next reply; `None` after the last.
-    pub async fn next(&mut self) -> Option<Result<Value, Error>> {
-        let v = self.rx.recv().await?;
-        if v["ok"] == false {
-            self.client.forget(&self.id);
-            return Some(answer(v).map(|a| a.result));
+    /// The next message, a `Delta` or the `Done`; an error ends the stream. `None` after the
+    /// last.
+    pub async fn next(&mut self) -> Option<Result<StreamMessage, Error>> {
+        let m = parse::<StreamMessage>(self.rx.recv().await?);
+        match &m {
+            Ok(StreamMessage::Delta(_)) => {}
+            _ => self.client.forget(&self.id),
         }
-        if v["done"] == true {
-            self.client.forget(&self.id);
-        }
-        Some(Ok(v))
+        Some(match m {
+            Ok(StreamMessage::Error(r)) => Err(r
+                .into_result()
+                .err()
+                .unwrap_or_else(|| Error::Internal("a stream reply with no error in it".into()))),
+            other => other,
+        })
     }
 
     /// Asks the daemon to stop this generation (a node target only: the pool has no one
@@ -332,7 +344,10 @@ impl MqttStream {
                 format!("{}/{node}/cancel", self.client.prefix),
                 QoS::AtLeastOnce,
                 false,
-                json!({"id": self.id}).to_string(),
+                serde_json::to_vec(&Cancel {
+                    id: self.id.clone(),
+                })
+                .map_err(|e| Error::Internal(e.to_string()))?,
                 props,
             )
             .await

@@ -263,7 +263,7 @@ fn a_pool_spreads_requests_and_survives_losing_a_member() {
     let broker = Broker::start();
     let bus = Bus::start();
     let repo = repo();
-    let a = Daemon::start_with(&bus, &repo, &broker.config("a"));
+    let mut a = Daemon::start_with(&bus, &repo, &broker.config("a"));
     let bus_b = Bus::start();
     let mut b = Daemon::start_with(&bus_b, &repo, &broker.config("b"));
     broker.wait_online("a");
@@ -298,4 +298,20 @@ fn a_pool_spreads_requests_and_survives_losing_a_member() {
     assert_eq!(replies.len(), n, "no request lost");
     assert!(replies.iter().all(|r| r["ok"] == true), "{replies:?}");
     broker.wait_status("b", "offline");
+
+    // b comes back on the session the broker kept (it left the pool when it stopped) and
+    // rejoins the pool: with a gone, b answers every pool request.
+    let b = Daemon::start_with(&bus_b, &repo, &broker.config("b"));
+    broker.wait_online("b");
+    assert!(a.stop().success(), "a leaves the pool as it stops");
+    let sub = broker.subscribe("test/pool3", n);
+    for i in 0..n {
+        broker.publish(
+            "inferd/pool/req/minilm/embed",
+            &embed(&format!("r{i}"), "test/pool3"),
+        );
+    }
+    let replies = sub.collect();
+    assert_eq!(replies.len(), n, "the restarted member serves the pool");
+    assert_eq!(served(&b), n as u64);
 }

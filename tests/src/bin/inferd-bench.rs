@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use inferd::engine::Engine;
 use inferd::work::job::EmbedRequest;
+use inferd_client::messages::{EmbedResult, TextsInput};
 use inferd_client::mqtt::{MqttClient, Target};
 use inferd_client::Inferd1Proxy;
 use serde_json::json;
@@ -111,7 +112,11 @@ async fn mqtt(url: &str, node: &str) -> MqttClient {
 }
 
 async fn mqtt_embed(c: &MqttClient, model: &str) {
-    c.request(model, "embed", json!({"texts": [TEXT]}), json!({}))
+    let input = TextsInput {
+        texts: vec![TEXT.to_owned()],
+    };
+    let _: (EmbedResult, _) = c
+        .request(model, "embed", input, Default::default())
         .await
         .expect("embed over MQTT");
 }

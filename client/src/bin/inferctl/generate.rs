@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use clap::Args;
+use inferd_client::messages::{ChatInput, PromptInput, StreamMessage};
 use inferd_client::mqtt::MqttStream;
 use inferd_client::stream::{Input, Stream, StreamEvent};
 use inferd_client::Error;
@@ -56,7 +57,7 @@ pub struct GenArgs {
 
 impl GenArgs {
     /// The options that were given, as JSON (MQTT sends these as they are).
-    fn json_options(&self) -> serde_json::Value {
+    fn json_options(&self) -> serde_json::Map<String, serde_json::Value> {
         let all = json!({
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
@@ -77,7 +78,7 @@ impl GenArgs {
             .flatten()
             .filter(|(_, v)| !v.is_null())
             .map(|(k, v)| (k.clone(), v.clone()));
-        serde_json::Value::Object(set.collect())
+        set.collect()
     }
 
     /// The same as an `a{sv}` (the daemon takes any integer type where an integer is meant).
@@ -97,9 +98,7 @@ impl GenArgs {
             }
         };
         self.json_options()
-            .as_object()
-            .into_iter()
-            .flatten()
+            .iter()
             .map(|(k, v)| (k.clone(), to_value(v)))
             .collect()
     }
@@ -126,14 +125,24 @@ impl Source {
             }
             Transport::Mqtt(b) => {
                 let c = b.client;
-                let (op, input) = match input {
-                    Input::Prompt(p) => ("generate", json!({"prompt": p})),
-                    Input::Messages(m) => (
-                        "chat",
-                        json!({"messages": m.iter().map(|(r, c)| json!({"role": r, "content": c})).collect::<Vec<_>>()}),
-                    ),
+                let options = args.json_options();
+                let s = match input {
+                    Input::Prompt(p) => {
+                        let input = PromptInput {
+                            prompt: p.to_owned(),
+                        };
+                        c.stream(model, "generate", input, options).await?
+                    }
+                    Input::Messages(m) => {
+                        let messages = m
+                            .iter()
+                            .map(|(r, c)| json!({"role": r, "content": c}))
+                            .collect();
+                        c.stream(model, "chat", ChatInput { messages }, options)
+                            .await?
+                    }
                 };
-                Source::Mqtt(c.stream(model, op, input, args.json_options()).await?)
+                Source::Mqtt(s)
             }
         })
     }
@@ -142,13 +151,17 @@ impl Source {
         match self {
             Source::Bus(s) => s.next().await,
             Source::Mqtt(s) => Some(match s.next().await? {
-                Ok(v) if v["done"] == true => StreamEvent::Finished {
-                    reason: v["finish_reason"].as_str().unwrap_or_default().to_owned(),
+                Ok(StreamMessage::Done(d)) => StreamEvent::Finished {
+                    reason: d.finish_reason,
                     info: HashMap::new(),
                 },
-                Ok(v) => StreamEvent::Delta {
-                    text: v["delta"].as_str().unwrap_or_default().to_owned(),
-                    channel: v["channel"].as_str().unwrap_or("content").to_owned(),
+                Ok(StreamMessage::Delta(d)) => StreamEvent::Delta {
+                    text: d.delta,
+                    channel: d.channel,
+                },
+                Ok(StreamMessage::Error(r)) => StreamEvent::Failed {
+                    name: "Internal".into(),
+                    message: format!("unexpected reply {r:?}"),
                 },
                 Err(e) => StreamEvent::Failed {
                     name: e.short_name(),

@@ -1,9 +1,12 @@
 //! How inferctl reaches a daemon: D-Bus (the default) or MQTT (`--mqtt`). Each operation is a
 //! method here with an arm per transport, so the commands (`commands.rs`) are written once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use inferd_client::messages::{
+    ClassifyResult, EmbedResult, InferInput, InferResult, NodeStatus, TextsInput,
+};
 use inferd_client::mqtt::{MqttClient, Target};
 use inferd_client::stream::{Job, Stream};
 use inferd_client::{Error, Health, Inferd1Proxy, ModelState, ModelStatus, WireTensor};
@@ -30,7 +33,7 @@ pub struct Broker<'a> {
 
 impl Broker<'_> {
     /// Their retained statuses, by node.
-    async fn statuses(&self) -> serde_json::Map<String, Json> {
+    async fn statuses(&self) -> BTreeMap<String, NodeStatus> {
         self.client
             .statuses(Duration::from_millis(500))
             .await
@@ -59,7 +62,7 @@ pub enum Manage<'a> {
 /// status, which carries the same health.
 pub enum HealthReport {
     Daemon(Health),
-    Statuses(serde_json::Map<String, Json>),
+    Statuses(BTreeMap<String, NodeStatus>),
 }
 
 fn unexpected(e: impl std::fmt::Display) -> Error {
@@ -67,20 +70,25 @@ fn unexpected(e: impl std::fmt::Display) -> Error {
 }
 
 /// A daemon's retained status as `ListModels` rows.
-fn status_rows(node: &str, status: &Json) -> Vec<ModelStatus> {
-    status["models"]
-        .as_array()
-        .into_iter()
+fn status_rows(node: &str, status: &NodeStatus) -> Vec<ModelStatus> {
+    status
+        .models
+        .iter()
         .flatten()
         .map(|m| ModelStatus {
-            name: m["name"].as_str().unwrap_or_default().to_owned(),
-            kind: m["kind"].as_str().unwrap_or_default().to_owned(),
-            state: ModelState::parse(m["state"].as_str().unwrap_or_default())
-                .unwrap_or(ModelState::Failed),
-            provider: m["provider"].as_str().unwrap_or_default().to_owned(),
-            error: m["error"].as_str().map(str::to_owned),
+            name: m.name.clone(),
+            kind: m.kind.clone(),
+            state: ModelState::parse(&m.state).unwrap_or(ModelState::Failed),
+            provider: m.provider.clone(),
+            error: m.error.clone(),
             note: Some(format!("node {node}")),
-            engine_build_s: m["engine_build_s"].as_u64(),
+            engine_build_s: m.engine_build_s,
+            queue_depth: m.queue_depth,
+            active: m.active,
+            memory_bytes: m.memory_bytes,
+            memory_pool: m.memory_pool.clone(),
+            idle_s: m.idle_s,
+            last_error: m.last_error.clone(),
             ..Default::default()
         })
         .collect()
@@ -101,7 +109,7 @@ impl Transport<'_> {
                     .statuses()
                     .await
                     .iter()
-                    .filter(|(_, s)| s["state"] == "online")
+                    .filter(|(_, s)| s.state == "online")
                     .flat_map(|(node, s)| status_rows(node, s))
                     .collect();
                 if rows.is_empty() {
@@ -185,22 +193,24 @@ impl Transport<'_> {
                 Ok((vectors, json!({ "truncated": truncated, "tokens": tokens })))
             }
             Transport::Mqtt(Broker { client, .. }) => {
-                let mut options = json!({});
+                let mut options = serde_json::Map::new();
                 if !truncate {
-                    options["truncate"] = json!(false);
+                    options.insert("truncate".into(), json!(false));
                 }
                 if let Some(t) = timeout_ms {
-                    options["timeout_ms"] = json!(t);
+                    options.insert("timeout_ms".into(), json!(t));
                 }
-                let r = client
-                    .request(model, "embed", json!({ "texts": texts }), options)
-                    .await?;
-                let vectors =
-                    serde_json::from_value(r.result["embeddings"].clone()).map_err(unexpected)?;
-                Ok((
-                    vectors,
-                    json!({"truncated": r.result["truncated"], "tokens": null}),
-                ))
+                let input = TextsInput {
+                    texts: texts.to_vec(),
+                };
+                let (r, _): (EmbedResult, _) =
+                    client.request(model, "embed", input, options).await?;
+                let vectors = r
+                    .embeddings
+                    .into_iter()
+                    .map(|v| v.into_iter().map(f64::from).collect())
+                    .collect();
+                Ok((vectors, json!({"truncated": r.truncated, "tokens": null})))
             }
         }
     }
@@ -218,29 +228,19 @@ impl Transport<'_> {
                 Ok(proxy.classify(model, &refs, opts).await?)
             }
             Transport::Mqtt(Broker { client, .. }) => {
-                let r = client
-                    .request(
-                        model,
-                        "classify",
-                        json!({ "texts": texts }),
-                        json!({ "top_k": top_k }),
-                    )
-                    .await?;
-                let row = |row: &Json| -> Vec<(String, f64)> {
-                    row.as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|x| {
-                            let label = x["label"].as_str().unwrap_or_default().to_owned();
-                            (label, x["score"].as_f64().unwrap_or_default())
-                        })
-                        .collect()
+                let input = TextsInput {
+                    texts: texts.to_vec(),
                 };
-                Ok(r.result["labels"]
-                    .as_array()
+                let options = serde_json::Map::from_iter([("top_k".into(), json!(top_k))]);
+                let (r, _): (ClassifyResult, _) =
+                    client.request(model, "classify", input, options).await?;
+                Ok(r.labels
                     .into_iter()
-                    .flatten()
-                    .map(row)
+                    .map(|row| {
+                        row.into_iter()
+                            .map(|l| (l.label, f64::from(l.score)))
+                            .collect()
+                    })
                     .collect())
             }
         }
@@ -255,16 +255,19 @@ impl Transport<'_> {
         match self {
             Transport::Bus { proxy, .. } => Ok(proxy.infer(model, inputs).await?),
             Transport::Mqtt(Broker { client, .. }) => {
-                let inputs: serde_json::Map<String, Json> = inputs
-                    .iter()
-                    .map(|(n, t)| (n.clone(), to_json(t)))
-                    .collect();
-                let r = client
-                    .request(model, "infer", json!({ "inputs": inputs }), json!({}))
+                let inputs = InferInput {
+                    inputs: inputs
+                        .iter()
+                        .map(|(n, t)| (n.clone(), to_json(t)))
+                        .collect(),
+                };
+                let (r, _): (InferResult, _) = client
+                    .request(model, "infer", inputs, Default::default())
                     .await?;
                 let mut out = HashMap::new();
-                for (name, v) in r.result["outputs"].as_object().into_iter().flatten() {
-                    out.insert(name.clone(), from_json(v).map_err(Error::Internal)?);
+                for (name, v) in r.outputs {
+                    let t = from_json(&v).map_err(Error::Internal)?;
+                    out.insert(name, t);
                 }
                 Ok(out)
             }

@@ -142,7 +142,10 @@ impl EventLoop {
         match self {
             EventLoop::V5(l, _) => {
                 for f in filters.iter().rev() {
-                    let filter = v5::mqttbytes::v5::Filter::new(f.as_str(), QoS5::ExactlyOnce);
+                    let mut filter = v5::mqttbytes::v5::Filter::new(f.as_str(), QoS5::ExactlyOnce);
+                    // A subscription renewed on a kept session gets no retained copies again.
+                    filter.retain_forward_rule =
+                        v5::mqttbytes::v5::RetainForwardRule::OnNewSubscribe;
                     let s = v5::mqttbytes::v5::Subscribe::new(filter, None);
                     l.pending.push_front(v5::Request::Subscribe(s));
                 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::QoS;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::dedupe::{Dedupe, Key, Seen};
@@ -95,16 +94,12 @@ impl Intake {
     /// A cancel is `{"id"}` from the requester: its reply topic is the MQTT 5 Response Topic or
     /// `reply_to`, the same as on the request. Only that requester's request stops.
     fn cancel(&mut self, m: &Message) {
-        let v = serde_json::from_slice::<Value>(&m.payload).unwrap_or(Value::Null);
-        let id = match &v["id"] {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
+        // A cancel is read like a request, so ids and reply_to mean the same in both.
+        let (id, reply_to) = match wire::parse(&m.payload) {
+            Ok(r) => (Some(r.id), r.reply_to),
+            Err(r) => (r.id, r.reply_to),
         };
-        let reply = m
-            .response_topic
-            .clone()
-            .or_else(|| v["reply_to"].as_str().map(str::to_owned));
+        let reply = m.response_topic.clone().or(reply_to);
         let (Some(id), Some(reply)) = (id, reply) else {
             tracing::warn!(topic = %m.topic, "a cancel needs {{\"id\": \"...\"}} and the request's reply topic (\"reply_to\" or the MQTT 5 Response Topic)");
             return;

@@ -392,9 +392,10 @@ impl Link {
                             "dropped unacknowledged messages larger than the broker now takes"
                         );
                     }
-                    if !session_present {
-                        self.lp.subscribe_first(&self.subscriptions);
-                    }
+                    // Even when the broker kept the session: the daemon that last used it may
+                    // have left the pool at its shutdown (SIGTERM), and a session does not say
+                    // which subscriptions it holds. Subscribing again is harmless.
+                    self.lp.subscribe_first(&self.subscriptions);
                     events.connected.send_modify(|n| *n += 1);
                     events.online.send_replace(true);
                     crate::metrics::get().mqtt_connected(true);

@@ -4,7 +4,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Map, Value};
+use inferd_client::messages::{
+    self, ClassifyResult, EmbedResult, GenerateResult, InferInput, InferResult, Label, PromptInput,
+    TextsInput,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::topics::Op;
@@ -18,21 +24,26 @@ use crate::tensor::Tensor;
 use crate::work::job::{self, Event, FinishReason, GenerateRequest, Prompt, Ticket};
 
 /// A finished request: its result and usage, or an error.
-pub type Answer = Result<(Value, Option<Value>), WireError>;
+pub type Answer = Result<(Value, Option<messages::Usage>), WireError>;
 
 fn invalid(msg: impl Into<String>) -> WireError {
     WireError::new("invalid_input", msg)
 }
 
-fn texts(input: &Map<String, Value>) -> Result<Vec<String>, WireError> {
-    let bad = || invalid("input must be {\"texts\": [\"...\", ...]}");
-    input
-        .get("texts")
-        .and_then(Value::as_array)
-        .ok_or_else(bad)?
-        .iter()
-        .map(|t| t.as_str().map(str::to_owned).ok_or_else(bad))
-        .collect()
+/// The request's `input` as the op's input type; `shape` says what was expected.
+fn input<T: DeserializeOwned>(input: &Map<String, Value>, shape: &str) -> Result<T, WireError> {
+    serde_json::from_value(Value::Object(input.clone()))
+        .map_err(|e| invalid(format!("input must be {shape}: {e}")))
+}
+
+fn texts(i: &Map<String, Value>) -> Result<Vec<String>, WireError> {
+    let t: TextsInput = input(i, "{\"texts\": [\"...\", ...]}")?;
+    Ok(t.texts)
+}
+
+fn value(result: impl Serialize) -> Value {
+    // Result types have string keys and plain fields.
+    serde_json::to_value(result).unwrap_or_default()
 }
 
 /// The shorter of the option's timeout and what is left of the message's expiry.
@@ -78,10 +89,15 @@ impl Call<'_> {
         let req = options::embedding(self.options, texts(self.input)?, &mut t)?;
         let out = self.engine.embed(self.model, req, &self.stamped(t)).await?;
         let tokens: u32 = out.tokens.iter().sum();
-        Ok((
-            json!({"embeddings": out.vectors, "truncated": out.truncated}),
-            Some(json!({"prompt_tokens": tokens})),
-        ))
+        let usage = messages::Usage {
+            prompt_tokens: tokens.into(),
+            ..Default::default()
+        };
+        let result = EmbedResult {
+            embeddings: out.vectors,
+            truncated: out.truncated,
+        };
+        Ok((value(result), Some(usage)))
     }
 
     async fn classify(&self) -> Answer {
@@ -89,15 +105,15 @@ impl Call<'_> {
         let (req, top_k) = options::classification(self.options, texts(self.input)?, &mut t)?;
         let t = self.stamped(t);
         let out = self.engine.classify(self.model, req, top_k, &t).await?;
-        let labels: Vec<Vec<Value>> = out
+        let labels = out
             .into_iter()
             .map(|row| {
                 row.into_iter()
-                    .map(|(l, p)| json!({"label": l, "score": p}))
+                    .map(|(label, score)| Label { label, score })
                     .collect()
             })
             .collect();
-        Ok((json!({"labels": labels}), None))
+        Ok((value(ClassifyResult { labels }), None))
     }
 
     async fn infer(&self) -> Answer {
@@ -105,18 +121,16 @@ impl Call<'_> {
         let mut t = self.ticket.clone();
         options::ticket(self.options, &mut t)?;
         let t = self.stamped(t);
-        let inputs = self
-            .input
-            .get("inputs")
-            .and_then(Value::as_object)
-            .ok_or_else(|| {
-                invalid("input must be {\"inputs\": {\"NAME\": {\"dtype\", \"shape\", \"data\"}}}")
-            })?;
+        let inputs: InferInput = input(
+            self.input,
+            "{\"inputs\": {\"NAME\": {\"dtype\", \"shape\", \"data\"}}}",
+        )?;
         let mut tensors = BTreeMap::new();
-        for (name, v) in inputs {
-            let wire = inferd_client::tensor::json::from_json(v)
+        for (name, v) in inputs.inputs {
+            let wire = inferd_client::tensor::json::from_json(&v)
                 .map_err(|e| invalid(format!("input {name:?}: {e}")))?;
-            tensors.insert(name.clone(), Tensor::from_wire(name, wire)?);
+            let t = Tensor::from_wire(&name, wire)?;
+            tensors.insert(name, t);
         }
         let run = self.engine.infer(self.model, tensors, &t);
         let out = match t.timeout {
@@ -130,21 +144,17 @@ impl Call<'_> {
             }
             None => run.await?,
         };
-        let outputs: Map<String, Value> = out
+        let outputs = out
             .into_iter()
             .map(|(name, t)| (name, inferd_client::tensor::json::to_json(&t.into_wire())))
             .collect();
-        Ok((json!({"outputs": outputs}), None))
+        Ok((value(InferResult { outputs }), None))
     }
 
     fn prompt(&self, op: Op) -> Result<Prompt, WireError> {
         if op == Op::Generate {
-            return self
-                .input
-                .get("prompt")
-                .and_then(Value::as_str)
-                .map(|p| Prompt::Text(p.to_owned()))
-                .ok_or_else(|| invalid("input must be {\"prompt\": \"...\"}"));
+            let p: PromptInput = input(self.input, "{\"prompt\": \"...\"}")?;
+            return Ok(Prompt::Text(p.prompt));
         }
         let bad = || {
             invalid(
@@ -175,15 +185,13 @@ impl Call<'_> {
 /// and usage.
 async fn collect(rx: UnboundedReceiver<Event>) -> Answer {
     let c = job::collect(rx).await?;
-    let mut result =
-        json!({"text": c.content, "finish_reason": c.reason.map(FinishReason::as_str)});
-    if !c.reasoning.is_empty() {
-        result["reasoning"] = json!(c.reasoning);
-    }
-    if !c.tool_calls.is_empty() {
-        result["tool_calls"] = c.tool_calls_json();
-    }
-    Ok((result, Some(wire::usage_json(&c.usage))))
+    let result = GenerateResult {
+        finish_reason: c.reason.map(|r| FinishReason::as_str(r).to_owned()),
+        reasoning: (!c.reasoning.is_empty()).then(|| c.reasoning.clone()),
+        tool_calls: (!c.tool_calls.is_empty()).then(|| c.tool_calls_json()),
+        text: c.content,
+    };
+    Ok((value(result), Some(wire::usage(&c.usage))))
 }
 
 pub fn ended() -> WireError {

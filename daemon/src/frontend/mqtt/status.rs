@@ -1,42 +1,55 @@
 //! The retained `{prefix}/{node}/status` message: online with the models, or offline (also the
 //! Last Will, so a crash flips it too).
 
-use serde_json::{json, Value};
+use inferd_client::messages::{NodeStatus, StatusModel};
 
 use crate::engine::Engine;
+
+fn bytes(s: &NodeStatus) -> Vec<u8> {
+    // String keys and plain fields only.
+    serde_json::to_vec(s).unwrap_or_default()
+}
 
 /// Online, with the same health `Health()` reports on D-Bus.
 pub fn online(engine: &Engine) -> Vec<u8> {
     let h = crate::health::check(engine);
-    let models: Vec<Value> = h
+    let models = h
         .models
         .into_iter()
-        .map(|m| {
-            json!({
-                "name": m.name,
-                "kind": m.kind,
-                "state": m.state.as_str(),
-                "provider": m.provider,
-                "error": m.error,
-                "engine_build_s": m.engine_build_s,
-                "queue_depth": m.queue_depth,
-                "active": m.active,
-                "last_error": m.last_error,
-                "memory_bytes": m.memory_bytes,
-                "memory_pool": m.memory_pool,
-                "idle_s": m.idle_s,
-            })
+        .map(|m| StatusModel {
+            state: m.state.as_str().to_owned(),
+            name: m.name,
+            kind: m.kind,
+            provider: m.provider,
+            error: m.error,
+            engine_build_s: m.engine_build_s,
+            queue_depth: m.queue_depth,
+            active: m.active,
+            last_error: m.last_error,
+            memory_bytes: m.memory_bytes,
+            memory_pool: m.memory_pool,
+            idle_s: m.idle_s,
         })
         .collect();
-    json!({"state": "online", "version": h.version, "health": h.status,
-           "uptime_s": h.uptime_s, "rss_bytes": h.rss_bytes, "models": models,
-           "memory": h.memory})
-    .to_string()
-    .into_bytes()
+    bytes(&NodeStatus {
+        state: "online".into(),
+        version: h.version,
+        health: Some(h.status),
+        uptime_s: Some(h.uptime_s),
+        rss_bytes: Some(h.rss_bytes),
+        models: Some(models),
+        memory: Some(h.memory),
+    })
 }
 
 pub fn offline() -> Vec<u8> {
-    json!({"state": "offline", "version": env!("CARGO_PKG_VERSION")})
-        .to_string()
-        .into_bytes()
+    bytes(&NodeStatus {
+        state: "offline".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        health: None,
+        uptime_s: None,
+        rss_bytes: None,
+        models: None,
+        memory: None,
+    })
 }

@@ -1,19 +1,15 @@
-//! Request and reply payloads (JSON), and the one place engine errors become MQTT error codes.
+//! Request and reply payloads, as `inferd_client::messages` types, and the one place engine
+//! errors become MQTT error codes. Requests are read by hand rather than by serde so that each
+//! mistake gets its own message and the error can still go to the request's reply address.
 
-use serde_json::{json, Map, Value};
+use inferd_client::messages::{self, Delta, Done, ErrorBody, Reply};
+use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::work::job::{Channel, FinishReason, Usage};
 
 /// A parsed request payload: `{"id", "input", "options", "reply_to", "stream"}`.
-#[derive(Debug)]
-pub struct Request {
-    pub id: String,
-    pub input: Map<String, Value>,
-    pub options: Map<String, Value>,
-    pub reply_to: Option<String>,
-    pub stream: bool,
-}
+pub type Request = messages::Request;
 
 /// Why a payload could not be taken, with whatever could be read of it, so the error can still
 /// be answered to the right place.
@@ -110,48 +106,61 @@ pub fn parse(payload: &[u8]) -> Result<Request, Rejected> {
     })
 }
 
-pub fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "cached_prompt_tokens": u.cached_prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "reasoning_tokens": u.reasoning_tokens,
-        "time_to_first_token_ms": u.time_to_first_token_ms,
-        "tokens_per_second": u.tokens_per_second,
-    })
+pub fn usage(u: &Usage) -> messages::Usage {
+    messages::Usage {
+        prompt_tokens: u.prompt_tokens.into(),
+        cached_prompt_tokens: Some(u.cached_prompt_tokens.into()),
+        completion_tokens: Some(u.completion_tokens.into()),
+        reasoning_tokens: Some(u.reasoning_tokens.into()),
+        time_to_first_token_ms: Some(u.time_to_first_token_ms),
+        tokens_per_second: Some(u.tokens_per_second),
+    }
 }
 
-pub fn ok(id: &str, result: Value, usage: Option<Value>) -> Vec<u8> {
-    let mut v = json!({"id": id, "ok": true, "result": result});
-    if let Some(u) = usage {
-        v["usage"] = u;
+fn bytes(v: &impl serde::Serialize) -> Vec<u8> {
+    // These types have string keys and no failing Serialize impls.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+pub fn ok(id: &str, result: Value, usage: Option<messages::Usage>) -> Vec<u8> {
+    bytes(&Reply::ok(id, result, usage))
+}
+
+fn body(e: &WireError) -> ErrorBody {
+    ErrorBody {
+        code: e.code.to_owned(),
+        message: e.message.clone(),
     }
-    v.to_string().into_bytes()
 }
 
 /// An error on `{prefix}/{node}/error`, for a request with no reply address: names its topic.
 pub fn failed_on(id: Option<&str>, topic: &str, e: &WireError) -> Vec<u8> {
-    json!({"id": id, "ok": false, "topic": topic, "error": {"code": e.code, "message": e.message}})
-        .to_string()
-        .into_bytes()
+    let mut r: Reply = Reply::failed(id, body(e));
+    r.topic = Some(topic.to_owned());
+    bytes(&r)
 }
 
 pub fn failed(id: Option<&str>, e: &WireError) -> Vec<u8> {
-    json!({"id": id, "ok": false, "error": {"code": e.code, "message": e.message}})
-        .to_string()
-        .into_bytes()
+    bytes(&Reply::<Value>::failed(id, body(e)))
 }
 
 pub fn delta(id: &str, seq: u64, text: &str, channel: Channel) -> Vec<u8> {
-    json!({"id": id, "seq": seq, "delta": text, "channel": channel.as_str()})
-        .to_string()
-        .into_bytes()
+    bytes(&Delta {
+        id: id.to_owned(),
+        seq,
+        delta: text.to_owned(),
+        channel: channel.as_str().to_owned(),
+    })
 }
 
-pub fn done(id: &str, seq: u64, reason: FinishReason, usage: &Usage) -> Vec<u8> {
-    json!({"id": id, "seq": seq, "done": true, "finish_reason": reason.as_str(), "usage": usage_json(usage)})
-        .to_string()
-        .into_bytes()
+pub fn done(id: &str, seq: u64, reason: FinishReason, u: &Usage) -> Vec<u8> {
+    bytes(&Done {
+        id: id.to_owned(),
+        seq,
+        done: true,
+        finish_reason: reason.as_str().to_owned(),
+        usage: usage(u),
+    })
 }
 
 #[cfg(test)]
