@@ -50,9 +50,24 @@ impl Discovery {
         Out::retained(&topics.availability(), payload.as_bytes().to_vec())
     }
 
-    /// Every config (and an empty one for each model gone since the last call), all retained.
-    pub fn configs<'a>(&mut self, models: impl IntoIterator<Item = &'a str>) -> Vec<Out> {
+    /// What Home Assistant needs to hear: nothing while `models` are the ones announced last,
+    /// unless `again` (a new connection, or Home Assistant restarted); else the availability and
+    /// every config, with an empty one for each model gone since, all retained.
+    pub fn announce<'a>(
+        &mut self,
+        models: impl IntoIterator<Item = &'a str>,
+        again: bool,
+    ) -> Vec<Out> {
         let now: BTreeSet<String> = models.into_iter().map(str::to_owned).collect();
+        if !again && now == self.published {
+            return Vec::new();
+        }
+        let mut out = vec![Self::availability(&self.topics, true)];
+        out.extend(self.configs(now));
+        out
+    }
+
+    fn configs(&mut self, now: BTreeSet<String>) -> Vec<Out> {
         let mut out = vec![Out::retained(
             &self.config_topic("binary_sensor", "running"),
             self.running().to_string().into_bytes(),
@@ -162,15 +177,17 @@ mod tests {
     #[test]
     fn a_removed_model_has_its_config_cleared_once() {
         let mut d = discovery();
-        let first = d.configs(["minilm", "smollm2"]);
+        let first = d.announce(["minilm", "smollm2"], true);
         assert!(first.iter().all(|o| o.retain && !o.payload.is_empty()));
+        assert_eq!(topics(&first)[0].0, "inferd/kitchen/availability");
         assert_eq!(
-            topics(&first)[0].0,
+            topics(&first)[1].0,
             "homeassistant/binary_sensor/inferd_kitchen/running/config"
         );
-        let second = d.configs(["smollm2"]);
+        assert!(d.announce(["minilm", "smollm2"], false).is_empty());
+        let second = d.announce(["smollm2"], false);
         assert_eq!(
-            topics(&second),
+            topics(&second[1..]),
             [
                 (
                     "homeassistant/binary_sensor/inferd_kitchen/running/config".into(),
@@ -186,7 +203,7 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(d.configs(["smollm2"]).len(), 2, "cleared only once");
+        assert_eq!(d.announce(["smollm2"], true).len(), 3, "cleared only once");
     }
 
     #[test]
@@ -195,7 +212,7 @@ mod tests {
             prefix: "inferd".into(),
             node: "box.local".into(),
         });
-        let out = d.configs(["smollm2-1.7b"]);
+        let out = &d.announce(["smollm2-1.7b"], true)[1..];
         assert_eq!(
             out[1].topic,
             "homeassistant/sensor/inferd_box_local/smollm2-1_7b/config"

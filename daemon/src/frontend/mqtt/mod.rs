@@ -161,8 +161,7 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
 
     // The retained status: on every (re)connection and every model state change; with Home
     // Assistant, its configs when the connection, Home Assistant or the set of models is new.
-    let (status_client, status_topic, status_topics) =
-        (client.clone(), topics.status(), topics.clone());
+    let (status_client, status_topic) = (client.clone(), topics.status());
     let mut discovery = homeassistant.then(|| Discovery::new(topics.clone()));
     let mut changes = engine.subscribe();
     let status = tokio::spawn(async move {
@@ -170,22 +169,20 @@ pub fn serve(engine: Engine, cfg: &MqttConfig) -> Result<Frontend, ConfigError> 
         // current.
         let mut refresh = tokio::time::interval(STATUS_REFRESH);
         refresh.tick().await;
-        let mut announced: Option<Vec<String>> = None;
+        // Home Assistant hears everything again on a new connection and on its birth.
+        let mut again = true;
         loop {
             tokio::select! {
                 _ = refresh.tick() => {}
-                r = on_connect.changed() => if r.is_err() { return } else { announced = None },
-                r = on_birth.changed() => if r.is_err() { return } else { announced = None },
+                r = on_connect.changed() => if r.is_err() { return } else { again = true },
+                r = on_birth.changed() => if r.is_err() { return } else { again = true },
                 r = changes.recv() => if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) { return },
             }
-            let mut out = vec![Out::retained(&status_topic, status::online(&engine))];
+            let health = crate::health::check(&engine);
+            let mut out = vec![Out::retained(&status_topic, status::online(&health))];
             if let Some(d) = discovery.as_mut() {
-                let names: Vec<String> = engine.list().into_iter().map(|m| m.name).collect();
-                if announced.as_ref() != Some(&names) {
-                    out.push(Discovery::availability(&status_topics, true));
-                    out.extend(d.configs(names.iter().map(String::as_str)));
-                    announced = Some(names);
-                }
+                let names = health.models.iter().map(|m| m.name.as_str());
+                out.extend(d.announce(names, std::mem::take(&mut again)));
             }
             for o in out {
                 if let Err(e) = status_client.publish(o).await {

@@ -3,7 +3,7 @@
 
 use inferd_client::messages::{NodeStatus, StatusModel};
 
-use crate::engine::Engine;
+use inferd_client::Health;
 
 fn bytes(s: &NodeStatus) -> Vec<u8> {
     // String keys and plain fields only.
@@ -11,11 +11,11 @@ fn bytes(s: &NodeStatus) -> Vec<u8> {
 }
 
 /// Online, with the same health `Health()` reports on D-Bus.
-pub fn online(engine: &Engine) -> Vec<u8> {
-    let h = crate::health::check(engine);
+pub fn online(h: &Health) -> Vec<u8> {
     let models = h
         .models
-        .into_iter()
+        .iter()
+        .cloned()
         .map(|m| StatusModel {
             state: m.state.as_str().to_owned(),
             name: m.name,
@@ -33,12 +33,12 @@ pub fn online(engine: &Engine) -> Vec<u8> {
         .collect();
     bytes(&NodeStatus {
         state: "online".into(),
-        version: h.version,
-        health: Some(h.status),
+        version: h.version.clone(),
+        health: Some(h.status.clone()),
         uptime_s: Some(h.uptime_s),
         rss_bytes: Some(h.rss_bytes),
         models: Some(models),
-        memory: Some(h.memory),
+        memory: Some(h.memory.clone()),
     })
 }
 
