@@ -2,6 +2,8 @@
 //! replies, stream messages, cancels, the retained status). The daemon writes and reads these,
 //! inferctl reads and writes them, and `docs/mqtt-messages.schema.json` is generated from them
 //! for clients in other languages (the Python client's tests validate every message against it).
+//! What inferd sends may gain fields in later versions, so those types take unknown fields;
+//! what it takes (requests) is strict, as the daemon refuses unknown fields.
 
 use std::collections::BTreeMap;
 
@@ -63,15 +65,17 @@ pub struct InferInput {
     pub inputs: BTreeMap<String, Value>,
 }
 
-/// `{"id"}` on `{prefix}/{node}/cancel`, from the client that made the request.
+/// `{"id"}` on `{prefix}/{node}/cancel`, from the client that made the request: the same
+/// reply topic (MQTT 5 Response Topic, or `reply_to`) as the request's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Cancel {
     pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
 }
 
 /// The answer to a request, and every error (streamed or not).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Reply<T = Value> {
     /// The request's id; null when it could not be read.
     pub id: Option<String>,
@@ -125,7 +129,6 @@ impl<T> Reply<T> {
 
 /// `{"code", "message"}`: `code` is the D-Bus error name in snake case (`model_not_found`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
@@ -139,7 +142,6 @@ impl ErrorBody {
 
 /// Token counts and speed. `embed` reports `prompt_tokens` only.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Usage {
     pub prompt_tokens: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,7 +157,6 @@ pub struct Usage {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct EmbedResult {
     pub embeddings: Vec<Vec<f32>>,
     /// Per text: whether it was cut to the model's length.
@@ -163,21 +164,18 @@ pub struct EmbedResult {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Label {
     pub label: String,
     pub score: f32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ClassifyResult {
     /// Per text, best first.
     pub labels: Vec<Vec<Label>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct InferResult {
     /// Named tensors, each `{"dtype", "shape", "data"}`.
     pub outputs: BTreeMap<String, Value>,
@@ -185,7 +183,6 @@ pub struct InferResult {
 
 /// A whole generation (`generate`/`chat` without `stream`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct GenerateResult {
     pub text: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,7 +196,6 @@ pub struct GenerateResult {
 
 /// Streamed text: `seq` counts from 0 across the stream's messages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Delta {
     pub id: String,
     pub seq: u64,
@@ -210,7 +206,6 @@ pub struct Delta {
 
 /// The end of a stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Done {
     pub id: String,
     pub seq: u64,
@@ -232,7 +227,6 @@ pub enum StreamMessage {
 /// The retained `{prefix}/{node}/status`: online with the models, or offline (also the Last
 /// Will, so a crash flips it too).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct NodeStatus {
     /// `online` or `offline`.
     pub state: String,
@@ -252,7 +246,6 @@ pub struct NodeStatus {
 
 /// A model in the status: part of its `ListModels` entry; absent values are null.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct StatusModel {
     pub name: String,
     pub kind: String,

@@ -346,6 +346,7 @@ impl MqttStream {
                 false,
                 serde_json::to_vec(&Cancel {
                     id: self.id.clone(),
+                    reply_to: None,
                 })
                 .map_err(|e| Error::Internal(e.to_string()))?,
                 props,

@@ -51,16 +51,23 @@ impl Authority {
     }
 }
 
-/// The authority, served until dropped.
+/// The authority, served from a thread of its own until dropped.
 pub struct MockPolkit {
     calls: Arc<Mutex<Vec<Check>>>,
-    conn: Option<zbus::Connection>,
-    runtime: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl MockPolkit {
-    /// Serves on `bus` with `answers`: (action id, authorized, challenge).
+    /// Serves on `bus` as root with `answers`: (action id, authorized, challenge).
     pub fn start(bus: &str, answers: &[(&str, bool, bool)]) -> MockPolkit {
+        MockPolkit::start_as(bus, answers, None)
+    }
+
+    /// The same, connected to the bus as `uid` (an impostor, when not root): only its thread
+    /// changes uid (the raw syscall, not glibc's process-wide wrapper), and the bus takes the
+    /// connection's uid from the socket.
+    pub fn start_as(bus: &str, answers: &[(&str, bool, bool)], uid: Option<u32>) -> MockPolkit {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let authority = Authority {
             answers: answers
@@ -69,24 +76,49 @@ impl MockPolkit {
                 .collect(),
             calls: calls.clone(),
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let conn = runtime
-            .block_on(async {
-                zbus::connection::Builder::address(bus)?
-                    .serve_at("/org/freedesktop/PolicyKit1/Authority", authority)?
-                    .name("org.freedesktop.PolicyKit1")?
-                    .build()
-                    .await
-            })
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let bus = bus.to_owned();
+        let thread = std::thread::spawn(move || {
+            if let Some(uid) = uid {
+                use nix::libc;
+                // SAFETY: a plain syscall on this thread's own credentials.
+                let r = unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) };
+                assert_eq!(r, 0, "setresuid({uid}) on the mock's thread");
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let conn = zbus::connection::Builder::address(bus.as_str())
+                    .and_then(|b| b.serve_at("/org/freedesktop/PolicyKit1/Authority", authority))
+                    .and_then(|b| b.name("org.freedesktop.PolicyKit1"));
+                let conn = match conn {
+                    Ok(b) => b.build().await,
+                    Err(e) => Err(e),
+                };
+                let conn = match conn {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                let _ = stopped.await;
+                // Closing the connection gives up the name.
+                let _ = conn.close().await;
+            });
+        });
+        ready
+            .recv()
+            .expect("the mock polkit thread")
             .expect("serve the mock polkit authority");
         MockPolkit {
             calls,
-            conn: Some(conn),
-            runtime,
+            stop: Some(stop),
+            thread: Some(thread),
         }
     }
 
@@ -97,9 +129,11 @@ impl MockPolkit {
 
 impl Drop for MockPolkit {
     fn drop(&mut self) {
-        // Closing the connection gives up the name.
-        if let Some(conn) = self.conn.take() {
-            let _ = self.runtime.block_on(conn.close());
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -108,3 +108,21 @@ fn polkit_can_be_turned_off() {
     let msg = assert_error(&out, "AccessDenied");
     assert!(msg.contains("uid 1 is not root"), "{msg}");
 }
+
+#[test]
+fn a_polkit_that_is_not_root_is_not_trusted() {
+    let bus = Bus::start();
+    let repo = Repo::new();
+    repo.add_minilm("minilm");
+    // On a bus whose policy lets anyone own the name, nobody poses as polkit and says yes.
+    let impostor = MockPolkit::start_as(&bus.address, &[(MANAGE, true, false)], Some(65534));
+    let d = Daemon::start_with(&bus, &repo, "[dbus]\nadmin_uids = [65534]\n");
+    d.wait_settled();
+    let out = inferctl_as_nobody(&d.bus, &["unload", "minilm"]);
+    let msg = assert_error(&out, "AccessDenied");
+    assert!(
+        msg.contains("org.freedesktop.PolicyKit1 is owned by uid 65534, not root"),
+        "{msg}"
+    );
+    assert!(impostor.calls().is_empty(), "the impostor was never asked");
+}

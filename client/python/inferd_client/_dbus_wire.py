@@ -226,9 +226,15 @@ def op_property(name: str) -> Op:
     return msg, lambda b: plain(*b[0])
 
 
+#: The message flag ALLOW_INTERACTIVE_AUTHORIZATION: polkit may have an agent ask for a password.
+ALLOW_INTERACTIVE_AUTHORIZATION = 0x4
+
+
 def admin_op(method: str, name: Optional[str] = None) -> Op:
-    """`LoadModel`, `UnloadModel`, `Reload`, `Warmup` (administrators only)."""
+    """`LoadModel`, `UnloadModel`, `Reload`, `Warmup` (administrators only: polkit, where it runs,
+    may ask the caller's agent for a password, as `inferctl` lets it)."""
     msg = _call(method, "s", (name,)) if name is not None else _call(method)
+    msg.header.flags |= ALLOW_INTERACTIVE_AUTHORIZATION
     if method == "Warmup":
         return msg, lambda b: plain("a{sv}", b[0])
     return msg, lambda b: None

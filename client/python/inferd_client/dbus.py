@@ -11,7 +11,7 @@ from jeepney.io.threading import DBusRouter, open_dbus_connection
 from . import _dbus_wire as wire
 from . import tensors
 from ._common import Completion, ChatMessage
-from .errors import InferdError, TransportError
+from .errors import TransportError
 from .streams import Stream
 
 
@@ -59,8 +59,6 @@ class Client:
             reply = self._router.send_and_get_reply(msg, timeout=self.timeout)
         except TimeoutError as e:
             raise TransportError(f"no answer from inferd within {self.timeout} s") from e
-        except InferdError:
-            raise
         except Exception as e:  # the router stopped: the bus went away
             raise TransportError(f"D-Bus: {e}") from e
         return wire.unwrap(reply)

@@ -11,7 +11,7 @@ from jeepney.io.asyncio import DBusRouter, open_dbus_connection
 from . import _dbus_wire as wire
 from . import tensors
 from ._common import Completion, ChatMessage
-from .errors import InferdError, TransportError
+from .errors import TransportError
 from .streams import AsyncStream
 
 
@@ -56,8 +56,6 @@ class AsyncClient:
             reply = await asyncio.wait_for(self._router.send_and_get_reply(msg), self.timeout)
         except asyncio.TimeoutError as e:
             raise TransportError(f"no answer from inferd within {self.timeout} s") from e
-        except InferdError:
-            raise
         except Exception as e:  # the router stopped: the bus went away
             raise TransportError(f"D-Bus: {e}") from e
         return wire.unwrap(reply)

@@ -158,12 +158,16 @@ def from_dbus(name: str, message: str) -> InferdError:
     """The typed error for a D-Bus error reply or a `Failed` signal.
 
     inferd's own names map to their class (an unknown one to Internal, as the Rust client does);
-    other names (`org.freedesktop.DBus.Error.ServiceUnknown`: no daemon on the bus) are
-    TransportError carrying the name.
+    the bus refusing the call by its policy (`org.freedesktop.DBus.Error.AccessDenied`: the
+    caller is not in `inferd-clients`) is AccessDenied too; other names
+    (`org.freedesktop.DBus.Error.ServiceUnknown`: no daemon on the bus) are TransportError
+    carrying the name.
     """
     if name.startswith(PREFIX + "."):
         cls = BY_NAME.get(name[len(PREFIX) + 1 :], Internal)
         return cls(message, name=name)
+    if name == "org.freedesktop.DBus.Error.AccessDenied":
+        return AccessDenied(message, name=name)
     return TransportError(f"{name}: {message}", name=name)
 
 

@@ -125,6 +125,11 @@ impl Engine {
         self.inner.changes.subscribe()
     }
 
+    /// One model's `ListModels` entry, if the repository has it.
+    pub fn status(&self, name: &str) -> Option<ModelStatus> {
+        self.slots().get(name).map(|s| s.status(name))
+    }
+
     pub fn list(&self) -> Vec<ModelStatus> {
         let slots = self.slots();
         let mut out: Vec<ModelStatus> = slots.iter().map(|(n, s)| s.status(n)).collect();

@@ -250,6 +250,15 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// Adds one delta's text to its channel.
+    pub fn add(&mut self, text: &str, channel: Channel) {
+        match channel {
+            Channel::Content => self.content.push_str(text),
+            Channel::Reasoning => self.reasoning.push_str(text),
+            Channel::ToolCall => self.tool_calls.push(text.to_owned()),
+        }
+    }
+
     /// The calls as a JSON list of `{"name", "arguments"}`.
     pub fn tool_calls_json(&self) -> serde_json::Value {
         self.tool_calls
@@ -264,18 +273,7 @@ pub async fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> Result<Completio
     let mut c = Completion::default();
     while let Some(ev) = rx.recv().await {
         match ev {
-            Event::Delta {
-                text,
-                channel: Channel::Content,
-            } => c.content.push_str(&text),
-            Event::Delta {
-                text,
-                channel: Channel::Reasoning,
-            } => c.reasoning.push_str(&text),
-            Event::Delta {
-                text,
-                channel: Channel::ToolCall,
-            } => c.tool_calls.push(text),
+            Event::Delta { text, channel } => c.add(&text, channel),
             Event::Finished { reason, usage } => {
                 c.reason = Some(reason);
                 c.usage = usage;

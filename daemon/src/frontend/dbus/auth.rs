@@ -72,6 +72,22 @@ impl Auth {
         Ok(())
     }
 
+    /// Says at start when `dbus.admin_uids`/`admin_group` are set but polkit decides instead,
+    /// so an upgrade that brings polkit does not silently take access away.
+    pub async fn warn_if_polkit_overrides(&self, conn: &Connection) {
+        let (ask, rules) = {
+            let a = self.admins.read().unwrap_or_else(|p| p.into_inner());
+            (a.polkit, !a.uids.is_empty() || a.gid.is_some())
+        };
+        if ask && rules && polkit::present(conn).await.unwrap_or(false) {
+            tracing::warn!(
+                "polkit runs on this bus, so it decides who may manage models; dbus.admin_uids and \
+                 dbus.admin_group apply only without it (grant them with a polkit rule, or set \
+                 dbus.polkit = false: docs/deploy.md)"
+            );
+        }
+    }
+
     fn allows(&self, uid: u32, groups: &[u32]) -> bool {
         let admins = self.admins.read().unwrap_or_else(|p| p.into_inner());
         uid == 0
@@ -111,7 +127,7 @@ impl Auth {
         };
         if ask_polkit {
             let interactive = hdr.primary().flags().contains(Flags::AllowInteractiveAuth);
-            match polkit::check(conn, sender.as_str(), action, interactive).await {
+            match polkit::check(conn, sender.as_str(), action, interactive, self.own_uid).await {
                 Ok(Verdict::Allowed) => return Ok(()),
                 Ok(Verdict::Denied { challenge }) => {
                     tracing::warn!(uid, method, action = action.id(), "polkit refused");

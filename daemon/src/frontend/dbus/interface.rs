@@ -22,8 +22,7 @@ use crate::engine::Engine;
 use crate::frontend::options;
 use crate::tensor::Tensor;
 use crate::work::job::{
-    self, EmbedOutput, Event, GenerateRequest, Priority, Prompt, Reasoning, Tensors, Ticket,
-    Transport,
+    self, EmbedOutput, Event, GenerateRequest, Priority, Prompt, Tensors, Ticket, Transport,
 };
 
 pub struct Service {
@@ -116,20 +115,18 @@ impl Service {
     ) -> crate::error::Result<(
         tokio::sync::mpsc::UnboundedReceiver<Event>,
         tokio_util::sync::CancellationToken,
-        Reasoning,
     )> {
         let options = options::generation(opts, t)?;
         if let Some(sender) = hdr.sender() {
             t.caller = self.callers.identity(conn, sender.as_str()).await;
         }
-        let reasoning = options.reasoning;
         let req = GenerateRequest::new(prompt, options).streamed(stream);
         let cancel = match hdr.sender() {
             Some(s) => self.callers.token(s.as_str()).child_token(),
             None => Default::default(),
         };
         let rx = self.engine.generate(model, req, t, cancel.clone()).await?;
-        Ok((rx, cancel, reasoning))
+        Ok((rx, cancel))
     }
 
     async fn complete_inner(
@@ -142,16 +139,14 @@ impl Service {
     ) -> Result<(String, Info), Failure> {
         let mut t = self.ticket();
         let work = async {
-            let (rx, _cancel, mode) = self
+            let (rx, _cancel) = self
                 .start(hdr, conn, &mut t, model, prompt, &opts, false)
                 .await?;
             let c = job::collect(rx).await?;
-            let r = (mode == Reasoning::Separate).then_some(c.reasoning.as_str());
-            let calls = (!c.tool_calls.is_empty()).then(|| c.tool_calls_json().to_string());
-            Ok((
-                c.content.clone(),
-                request::info_dict(&t.id, c.reason, &c.usage, r, calls.as_deref()),
-            ))
+            // The same info as a stream's Finished, whose `content` is the text returned here.
+            let mut info = request::finished_info(&t.id, &c);
+            info.remove("content");
+            Ok((c.content, info))
         };
         let r: crate::error::Result<_> = work.await;
         r.map_err(|e| for_request(e, &t.id))
@@ -175,7 +170,7 @@ impl Service {
             None => format!("r{}", t.id.rsplit('-').next().unwrap_or_default()),
         };
         let path = request::request_path(&sender, &token)?;
-        let (rx, cancel, _) = self
+        let (rx, cancel) = self
             .start(hdr, conn, &mut t, model, prompt, &opts, true)
             .await
             .map_err(|e| for_request(e, &t.id))?;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use inferd_client::names::{BUS_NAME, OBJECT_PATH};
 use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
 use zbus::object_server::SignalEmitter;
 use zbus::{connection, Connection};
 
@@ -35,6 +36,8 @@ pub enum DbusError {
 pub struct Frontend {
     conn: Connection,
     auth: auth::Auth,
+    /// Ends the tasks that follow the engine for the bus (model objects, ModelStateChanged).
+    stop: CancellationToken,
 }
 
 /// Serves the objects (the service, its `ObjectManager`, a model object per model), then
@@ -64,10 +67,20 @@ pub async fn serve(
         .serve_at(OBJECT_PATH, zbus::fdo::ObjectManager)?
         .build()
         .await?;
+    let stop = CancellationToken::new();
+    // Subscribed before the objects are first synced and the name taken: no change is missed.
+    let (changes, mut state_changes) = (engine.subscribe(), engine.subscribe());
     let mut published = models::Published::default();
     published.sync(&conn, &engine).await;
     conn.request_name(BUS_NAME).await?;
-    tokio::spawn(models::follow(conn.clone(), engine.clone(), published));
+    tokio::spawn(models::follow(
+        conn.clone(),
+        engine.clone(),
+        published,
+        changes,
+        stop.clone(),
+    ));
+    auth.warn_if_polkit_overrides(&conn).await;
 
     let watcher = conn.clone();
     tokio::spawn(async move {
@@ -76,10 +89,14 @@ pub async fn serve(
         }
     });
     let emitter = SignalEmitter::new(&conn, OBJECT_PATH)?.into_owned();
-    let mut changes = engine.subscribe();
+    let stopped = stop.clone();
     tokio::spawn(async move {
         loop {
-            match changes.recv().await {
+            let change = tokio::select! {
+                c = state_changes.recv() => c,
+                _ = stopped.cancelled() => break,
+            };
+            match change {
                 Ok(c) => {
                     if let Err(e) =
                         Service::model_state_changed(&emitter, &c.name, c.state.as_str()).await
@@ -94,7 +111,7 @@ pub async fn serve(
             }
         }
     });
-    Ok(Frontend { conn, auth })
+    Ok(Frontend { conn, auth, stop })
 }
 
 impl Frontend {
@@ -105,6 +122,7 @@ impl Frontend {
 
     /// Gives up the bus name; in-flight replies already sent are unaffected.
     pub async fn close(self) {
+        self.stop.cancel();
         if let Err(e) = self.conn.release_name(BUS_NAME).await {
             tracing::warn!("cannot release {BUS_NAME}: {e}");
         }

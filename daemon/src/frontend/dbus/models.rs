@@ -1,16 +1,18 @@
 //! Models as D-Bus objects: `/org/inferd/Inferd1/models/<escaped name>` with interface
 //! `org.inferd.Inferd1.Model`, kept in step with the engine. The root's `ObjectManager` announces
 //! them (InterfacesAdded/Removed), and changed properties go out as `PropertiesChanged`, so a
-//! client follows every model without polling `ListModels`.
+//! client follows every model without polling `ListModels`. Reads are live (a `Get` right
+//! after `LoadModel` returns sees `ready`); the values last signalled are kept only to tell
+//! what changed.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use inferd_client::names::{model_path, MODEL_INTERFACE};
 use inferd_client::ModelStatus;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{error::RecvError, Receiver};
+use tokio_util::sync::CancellationToken;
 use zbus::fdo::Properties;
 use zbus::interface;
 use zbus::names::InterfaceName;
@@ -18,25 +20,26 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{OwnedValue, Value};
 use zbus::Connection;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, StateChange};
 
 /// How often counters (queue depth, requests served, KV bytes in use) are compared and their
 /// changes signalled; state changes are signalled at once.
 const TICK: Duration = Duration::from_secs(1);
 
-/// Property values by name, shared between the served object and the task that updates it.
-type Values = Arc<RwLock<BTreeMap<&'static str, OwnedValue>>>;
+/// Property values by name.
+type Values = BTreeMap<&'static str, OwnedValue>;
 
 pub struct Model {
-    values: Values,
+    engine: Engine,
+    name: String,
 }
 
 impl Model {
-    fn get<T: TryFrom<OwnedValue> + Default>(&self, name: &str) -> T {
-        let values = self.values.read().unwrap_or_else(|p| p.into_inner());
-        values
-            .get(name)
-            .and_then(|v| v.try_clone().ok())
+    /// The property now, from the engine; a model removed meanwhile reads as defaults.
+    fn get<T: TryFrom<OwnedValue> + Default>(&self, property: &str) -> T {
+        self.engine
+            .status(&self.name)
+            .and_then(|s| properties(&s).remove(property))
             .and_then(|v| T::try_from(v).ok())
             .unwrap_or_default()
     }
@@ -143,7 +146,7 @@ impl Model {
 /// Properties that change without a signal (see `idle_seconds`).
 const UNSIGNALLED: &[&str] = &["IdleSeconds"];
 
-fn properties(s: &ModelStatus) -> BTreeMap<&'static str, OwnedValue> {
+fn properties(s: &ModelStatus) -> Values {
     fn v<'a>(x: impl Into<Value<'a>>) -> OwnedValue {
         // Plain values (no file descriptors) always convert.
         x.into()
@@ -181,7 +184,7 @@ fn properties(s: &ModelStatus) -> BTreeMap<&'static str, OwnedValue> {
     ])
 }
 
-/// The model objects on the bus, by model name.
+/// The model objects on the bus, by model name, with the values last signalled.
 #[derive(Default)]
 pub struct Published {
     objects: HashMap<String, Values>,
@@ -207,16 +210,16 @@ impl Published {
         }
         for m in &models {
             let new = properties(m);
-            match self.objects.get(&m.name) {
+            match self.objects.get_mut(&m.name) {
                 Some(values) => signal_changes(conn, &m.name, values, new).await,
                 None => {
-                    let values: Values = Arc::new(RwLock::new(new));
                     let object = Model {
-                        values: values.clone(),
+                        engine: engine.clone(),
+                        name: m.name.clone(),
                     };
                     match server.at(model_path(&m.name), object).await {
                         Ok(_) => {
-                            self.objects.insert(m.name.clone(), values);
+                            self.objects.insert(m.name.clone(), new);
                         }
                         Err(e) => tracing::warn!("cannot serve model object {}: {e}", m.name),
                     }
@@ -226,22 +229,13 @@ impl Published {
     }
 }
 
-async fn signal_changes(
-    conn: &Connection,
-    name: &str,
-    values: &Values,
-    new: BTreeMap<&'static str, OwnedValue>,
-) {
-    let changed: HashMap<&str, Value<'_>> = {
-        let mut old = values.write().unwrap_or_else(|p| p.into_inner());
-        let changed = new
-            .iter()
-            .filter(|(k, v)| !UNSIGNALLED.contains(k) && old.get(*k) != Some(*v))
-            .filter_map(|(k, v)| Some((*k, Value::from(v.try_clone().ok()?))))
-            .collect();
-        *old = new;
-        changed
-    };
+async fn signal_changes(conn: &Connection, name: &str, old: &mut Values, new: Values) {
+    let changed: HashMap<&str, Value<'_>> = new
+        .iter()
+        .filter(|(k, v)| !UNSIGNALLED.contains(k) && old.get(*k) != Some(*v))
+        .filter_map(|(k, v)| Some((*k, Value::from(v.try_clone().ok()?))))
+        .collect();
+    *old = new;
     if changed.is_empty() {
         return;
     }
@@ -255,18 +249,25 @@ async fn signal_changes(
     }
 }
 
-/// Keeps the model objects in step until the engine's change channel closes.
-pub async fn follow(conn: Connection, engine: Engine, mut published: Published) {
-    let mut changes = engine.subscribe();
+/// Keeps the model objects in step until `stop`. `changes` was subscribed before `published`
+/// was first synced, so no change falls between.
+pub async fn follow(
+    conn: Connection,
+    engine: Engine,
+    mut published: Published,
+    mut changes: Receiver<StateChange>,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             r = changes.recv() => match r {
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => break,
+                Err(RecvError::Closed) => return,
             },
             _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
         }
         published.sync(&conn, &engine).await;
     }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use zbus::fdo::DBusProxy;
-use zbus::names::BusName;
+use zbus::names::{BusName, WellKnownName};
 use zbus::zvariant::Value;
 use zbus::Connection;
 
@@ -62,24 +62,56 @@ pub enum Verdict {
 /// `AllowUserInteraction`: polkit may ask an agent, because the caller said it can wait.
 const ALLOW_USER_INTERACTION: u32 = 1;
 
+/// Why polkit could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum PolkitError {
+    #[error(transparent)]
+    Bus(#[from] zbus::Error),
+    #[error(transparent)]
+    Fdo(#[from] zbus::fdo::Error),
+    /// On a bus whose policy does not reserve the name, anyone could answer "authorized".
+    #[error("{SERVICE} is owned by uid {0}, not root; it is not trusted")]
+    Untrusted(u32),
+}
+
+fn service() -> WellKnownName<'static> {
+    WellKnownName::from_static_str_unchecked(SERVICE)
+}
+
+/// Whether polkit runs (or can be started) on this bus.
+pub async fn present(conn: &Connection) -> Result<bool, PolkitError> {
+    let bus = DBusProxy::new(conn).await?;
+    Ok(bus.name_has_owner(service().into()).await?
+        || bus
+            .list_activatable_names()
+            .await?
+            .iter()
+            .any(|n| n.as_str() == SERVICE))
+}
+
+/// Asks the polkit authority, having checked that it runs as root (or as the daemon's own
+/// uid, `own_uid`, which could grant itself anything anyway).
 pub async fn check(
     conn: &Connection,
     sender: &str,
     action: Action,
     interactive: bool,
-) -> zbus::Result<Verdict> {
-    let bus = DBusProxy::new(conn).await?;
-    let name = BusName::from(zbus::names::WellKnownName::from_static_str_unchecked(
-        SERVICE,
-    ));
-    let present = bus.name_has_owner(name.clone()).await?
-        || bus
-            .list_activatable_names()
-            .await?
-            .iter()
-            .any(|n| n.as_str() == SERVICE);
-    if !present {
+    own_uid: u32,
+) -> Result<Verdict, PolkitError> {
+    if !present(conn).await? {
         return Ok(Verdict::Absent);
+    }
+    let bus = DBusProxy::new(conn).await?;
+    if !bus.name_has_owner(service().into()).await? {
+        bus.start_service_by_name(service(), 0).await?;
+    }
+    // Asked by its unique name, so the answer comes from the connection whose uid was checked.
+    let owner = bus.get_name_owner(service().into()).await?;
+    let uid = bus
+        .get_connection_unix_user(BusName::from(owner.clone().into_inner()))
+        .await?;
+    if uid != 0 && uid != own_uid {
+        return Err(PolkitError::Untrusted(uid));
     }
     let subject = (
         "system-bus-name",
@@ -90,7 +122,9 @@ pub async fn check(
     } else {
         0
     };
-    let (authorized, challenge, _) = AuthorityProxy::new(conn)
+    let (authorized, challenge, _) = AuthorityProxy::builder(conn)
+        .destination(owner.into_inner())?
+        .build()
         .await?
         .check_authorization(&subject, action.id(), HashMap::new(), flags, "")
         .await?;

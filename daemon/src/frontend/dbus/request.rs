@@ -19,7 +19,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
 use zbus::{interface, Connection};
 
-use crate::work::job::{Channel, Event, FinishReason, Usage};
+use crate::work::job::{Completion, Event, FinishReason, Usage};
 
 type Info = HashMap<String, OwnedValue>;
 
@@ -238,32 +238,14 @@ impl Served {
     }
 }
 
-/// What a stream said, kept so `Finished` carries the whole answer: a client that wants only
-/// the end result (the background form of `Complete`) waits for that one signal.
-#[derive(Default)]
-struct Answer {
-    content: String,
-    reasoning: String,
-    tool_calls: Vec<String>,
-}
-
-impl Answer {
-    fn add(&mut self, text: &str, channel: Channel) {
-        match channel {
-            Channel::Content => self.content.push_str(text),
-            Channel::Reasoning => self.reasoning.push_str(text),
-            Channel::ToolCall => self.tool_calls.push(text.to_owned()),
-        }
-    }
-
-    fn info(&self, request_id: &str, reason: FinishReason, usage: &Usage) -> Info {
-        let reasoning = (!self.reasoning.is_empty()).then_some(self.reasoning.as_str());
-        let calls =
-            (!self.tool_calls.is_empty()).then(|| format!("[{}]", self.tool_calls.join(",")));
-        let mut info = info_dict(request_id, Some(reason), usage, reasoning, calls.as_deref());
-        put(&mut info, "content", Value::from(self.content.as_str()));
-        info
-    }
+/// A generation's `Finished` info: `Complete`'s, plus `content`, the whole answer, so a client
+/// that wants only the end result (the background form of `Complete`) waits for that one signal.
+pub fn finished_info(request_id: &str, c: &Completion) -> Info {
+    let reasoning = (!c.reasoning.is_empty()).then_some(c.reasoning.as_str());
+    let calls = (!c.tool_calls.is_empty()).then(|| c.tool_calls_json().to_string());
+    let mut info = info_dict(request_id, c.reason, &c.usage, reasoning, calls.as_deref());
+    put(&mut info, "content", Value::from(c.content.as_str()));
+    info
 }
 
 /// Serves a generation's request object; the returned future forwards its events as unicast
@@ -278,7 +260,7 @@ pub async fn publish(
 ) -> Result<impl std::future::Future<Output = ()>, Error> {
     let served = Served::new(conn, path, owner, Some(cancel)).await?;
     Ok(async move {
-        let mut answer = Answer::default();
+        let mut answer = Completion::default();
         while let Some(ev) = events.recv().await {
             match ev {
                 Event::Delta { text, channel } => {
@@ -291,7 +273,8 @@ pub async fn publish(
                         FinishReason::Timeout => "timeout",
                         _ => "finished",
                     };
-                    let info = answer.info(&request_id, reason, &usage);
+                    (answer.reason, answer.usage) = (Some(reason), usage);
+                    let info = finished_info(&request_id, &answer);
                     served.finished(state, reason.as_str(), info).await;
                     return;
                 }

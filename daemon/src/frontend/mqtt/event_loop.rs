@@ -135,8 +135,8 @@ impl EventLoop {
         }
     }
 
-    /// A broker that kept no session forgot the subscriptions: they go before anything that
-    /// waits (which `pending` holds back). QoS 2 as the maximum: each request arrives at the
+    /// Subscriptions the broker does not have (all, when it kept no session) go before
+    /// anything that waits (which `pending` holds back). QoS 2 as the maximum: each request arrives at the
     /// QoS it was sent with, and its replies go out at that QoS (exactly once for QoS 2).
     pub(super) fn subscribe_first(&mut self, filters: &[String]) {
         match self {

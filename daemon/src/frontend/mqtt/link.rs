@@ -3,7 +3,8 @@
 //! the client's bounded request channel, so inference never runs on the event loop.
 //!
 //! A broker that is down or goes away is retried with exponential backoff and jitter (rumqttc
-//! alone would spin at full CPU); subscriptions are restored when the broker kept no session.
+//! alone would spin at full CPU); subscriptions are restored when the broker kept no session,
+//! and the pool's always (a kept session may have left it).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -392,10 +393,19 @@ impl Link {
                             "dropped unacknowledged messages larger than the broker now takes"
                         );
                     }
-                    // Even when the broker kept the session: the daemon that last used it may
-                    // have left the pool at its shutdown (SIGTERM), and a session does not say
-                    // which subscriptions it holds. Subscribing again is harmless.
-                    self.lp.subscribe_first(&self.subscriptions);
+                    // A kept session has every subscription but, maybe, the pool's: the daemon
+                    // that last used it left the pool at its shutdown (SIGTERM). Renewing only
+                    // that one replays no retained message (shared subscriptions get none).
+                    let renew: Vec<String> = if session_present {
+                        let pool = self
+                            .subscriptions
+                            .iter()
+                            .filter(|f| f.starts_with("$share/"));
+                        pool.cloned().collect()
+                    } else {
+                        self.subscriptions.clone()
+                    };
+                    self.lp.subscribe_first(&renew);
                     events.connected.send_modify(|n| *n += 1);
                     events.online.send_replace(true);
                     crate::metrics::get().mqtt_connected(true);

@@ -5,10 +5,7 @@ use inferd_client::messages::{NodeStatus, StatusModel};
 
 use inferd_client::Health;
 
-fn bytes(s: &NodeStatus) -> Vec<u8> {
-    // String keys and plain fields only.
-    serde_json::to_vec(s).unwrap_or_default()
-}
+use super::wire::bytes;
 
 /// Online, with the same health `Health()` reports on D-Bus.
 pub fn online(h: &Health) -> Vec<u8> {

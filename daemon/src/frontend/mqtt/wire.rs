@@ -117,7 +117,8 @@ pub fn usage(u: &Usage) -> messages::Usage {
     }
 }
 
-fn bytes(v: &impl serde::Serialize) -> Vec<u8> {
+/// A payload as it goes on the wire.
+pub fn bytes(v: &impl serde::Serialize) -> Vec<u8> {
     // These types have string keys and no failing Serialize impls.
     serde_json::to_vec(v).unwrap_or_default()
 }
