@@ -300,16 +300,32 @@ pub fn schema() -> Value {
 mod tests {
     use super::*;
 
+    /// Keys in order, so the file's text does not depend on map iteration order.
+    fn sorted(v: Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let m: BTreeMap<String, Value> =
+                    m.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+                Value::Object(m.into_iter().collect())
+            }
+            Value::Array(a) => Value::Array(a.into_iter().map(sorted).collect()),
+            other => other,
+        }
+    }
+
     #[test]
     fn the_committed_schema_is_the_types() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../docs/mqtt-messages.schema.json");
-        let now = serde_json::to_string_pretty(&schema()).unwrap() + "\n";
+        let now = sorted(schema());
         if std::env::var_os("INFERD_WRITE_SCHEMA").is_some() {
-            std::fs::write(&path, &now).unwrap();
+            let text = serde_json::to_string_pretty(&now).unwrap() + "\n";
+            std::fs::write(&path, text).unwrap();
             return;
         }
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        let committed: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_default())
+                .unwrap_or_default();
         assert!(
             committed == now,
             "{} is stale: INFERD_WRITE_SCHEMA=1 cargo test -p inferd-client messages",
