@@ -11,7 +11,7 @@ from jeepney.io.threading import DBusRouter, open_dbus_connection
 from . import _dbus_wire as wire
 from . import tensors
 from ._common import Completion, ChatMessage
-from .errors import TransportError
+from .errors import InferdError, TransportError
 from .streams import Stream
 
 
@@ -135,6 +135,14 @@ class Client:
         self._dispatch.add(path, events)
         try:
             self._send(wire.op_stream(model, prompt, options, token, chat))
+        except TransportError:
+            # No reply in time, but the generation may have started: stop it (best effort).
+            try:
+                self._send(wire.cancel_call(path))
+            except InferdError:
+                pass
+            self._dispatch.remove(path)
+            raise
         except BaseException:
             self._dispatch.remove(path)
             raise

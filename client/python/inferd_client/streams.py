@@ -89,6 +89,14 @@ class Stream:
             self._released = True
             self._release()
 
+    def __del__(self) -> None:
+        # A stream dropped unread would keep its subscription, and its queue would keep filling.
+        if not getattr(self, "_released", True):
+            try:
+                self._finish()
+            except Exception:  # the client may be closed already (interpreter exit)
+                pass
+
     def __enter__(self) -> "Stream":
         return self
 
@@ -114,6 +122,7 @@ class AsyncStream:
     finish_reason = Stream.finish_reason
     info = Stream.info
     _finish = Stream._finish
+    __del__ = Stream.__del__
 
     def __aiter__(self) -> "AsyncStream":
         return self

@@ -65,6 +65,11 @@ pub enum HealthReport {
     Statuses(BTreeMap<String, NodeStatus>),
 }
 
+/// A `ListModels` entry, as a job's `Finished` or `Warmup` returns it.
+fn status(entry: HashMap<String, zbus::zvariant::OwnedValue>) -> Result<ModelStatus, Error> {
+    ModelStatus::from_dict(&entry).map_err(unexpected)
+}
+
 fn unexpected(e: impl std::fmt::Display) -> Error {
     Error::Internal(format!("unexpected reply: {e}"))
 }
@@ -153,13 +158,23 @@ impl Transport<'_> {
             Manage::Reload => Job::Reload,
             Manage::Warmup(name) => Job::Warmup(name),
         };
-        let info = Stream::job(proxy.inner().connection(), job)
-            .await?
-            .wait()
-            .await?;
+        let info = match Stream::job(proxy.inner().connection(), job).await {
+            Err(Error::ZBus(zbus::Error::MethodError(name, _, _)))
+                if name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod" =>
+            {
+                // A daemon from before the job forms: the blocking calls.
+                match job {
+                    Job::Load(name) => proxy.load_model(name).await?,
+                    Job::Reload => proxy.reload().await?,
+                    Job::Warmup(name) => return status(proxy.warmup(name).await?).map(Some),
+                }
+                return Ok(None);
+            }
+            started => started?.wait().await?,
+        };
         match job {
             Job::Reload => Ok(None),
-            _ => ModelStatus::from_dict(&info).map(Some).map_err(unexpected),
+            _ => status(info).map(Some),
         }
     }
 
