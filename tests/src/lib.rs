@@ -189,6 +189,32 @@ pub fn busctl_json(bus: &str, method: &str, signature: &str, args: &[&str]) -> V
     json(&busctl(bus, &["--json=short"], method, signature, args))
 }
 
+/// Every object path under inferd's name (`busctl tree --list`).
+pub fn object_paths(bus: &str) -> Vec<String> {
+    let out = Command::new("busctl")
+        .args(["--address", bus, "tree", "--list", "org.inferd.Inferd1"])
+        .output()
+        .expect("run busctl");
+    assert!(out.status.success(), "busctl tree: {}", stderr(&out));
+    stdout(&out).lines().map(str::to_owned).collect()
+}
+
+/// The path of a request object (a running generation, say), once one exists (60 s at most).
+pub fn wait_request_object(bus: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let paths = object_paths(bus);
+        if let Some(p) = paths
+            .into_iter()
+            .find(|p| p.starts_with("/org/inferd/Inferd1/request/"))
+        {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "no request object appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A private bus that any uid may connect to, so tests can call as another user.
 pub struct Bus {
     child: Child,

@@ -21,8 +21,11 @@ fn busctl(bus: &str, args: &[&str]) -> String {
     stdout(&out)
 }
 
-fn tree(bus: &str) -> String {
-    busctl(bus, &["tree", "--list", "org.inferd.Inferd1"])
+/// A method of inferd's object, which must succeed; its reply as busctl prints it.
+fn call(bus: &str, method: &str, signature: &str, args: &[&str]) -> String {
+    let out = busctl_call(bus, method, signature, args);
+    assert!(out.status.success(), "{method}: {}", stderr(&out));
+    stdout(&out)
 }
 
 fn model_property(bus: &str, model: &str, name: &str) -> String {
@@ -64,12 +67,12 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 fn models_and_requests_are_objects_under_the_object_manager() {
     let (_bus, repo, d) = daemon();
 
-    let t = tree(&d.bus);
+    let paths = object_paths(&d.bus);
     for p in [
         "/org/inferd/Inferd1/models/minilm",
         "/org/inferd/Inferd1/models/tiny_2dgen",
     ] {
-        assert!(t.lines().any(|l| l == p), "{p} not in:\n{t}");
+        assert!(paths.iter().any(|l| l == p), "{p} not in {paths:?}");
     }
     // The model object's properties are its ListModels entry.
     assert_eq!(model_property(&d.bus, "minilm", "State"), "s \"ready\"");
@@ -106,15 +109,7 @@ fn models_and_requests_are_objects_under_the_object_manager() {
         &d.bus,
         &["generate", "tiny-gen", "hello", "--max-tokens", "90000"],
     );
-    let mut request = String::new();
-    wait_until("a request object", || {
-        request = tree(&d.bus)
-            .lines()
-            .find(|l| l.starts_with("/org/inferd/Inferd1/request/"))
-            .unwrap_or_default()
-            .to_owned();
-        !request.is_empty()
-    });
+    let request = wait_request_object(&d.bus);
     let xml = busctl(
         &d.bus,
         &[
@@ -145,45 +140,16 @@ fn models_and_requests_are_objects_under_the_object_manager() {
     gen.kill().unwrap();
     let _ = gen.wait();
     wait_until("the request object to go", || {
-        !tree(&d.bus).contains("/request/")
+        !object_paths(&d.bus).contains(&request)
     });
 
     // Unloading changes the model object's State; a new model is added, a removed one goes.
-    busctl(
-        &d.bus,
-        &[
-            "call",
-            "org.inferd.Inferd1",
-            "/org/inferd/Inferd1",
-            "org.inferd.Inferd1",
-            "UnloadModel",
-            "s",
-            "minilm",
-        ],
-    );
+    call(&d.bus, "UnloadModel", "s", &["minilm"]);
     repo.add_minilm("extra");
-    busctl(
-        &d.bus,
-        &[
-            "call",
-            "org.inferd.Inferd1",
-            "/org/inferd/Inferd1",
-            "org.inferd.Inferd1",
-            "Reload",
-        ],
-    );
-    assert!(tree(&d.bus).contains("/org/inferd/Inferd1/models/extra"));
+    call(&d.bus, "Reload", "", &[]);
+    assert!(object_paths(&d.bus).contains(&"/org/inferd/Inferd1/models/extra".to_owned()));
     std::fs::remove_dir_all(repo.path().join("extra")).unwrap();
-    busctl(
-        &d.bus,
-        &[
-            "call",
-            "org.inferd.Inferd1",
-            "/org/inferd/Inferd1",
-            "org.inferd.Inferd1",
-            "Reload",
-        ],
-    );
+    call(&d.bus, "Reload", "", &[]);
     let seen = monitor.stop_after(
         "/org/inferd/Inferd1: org.freedesktop.DBus.ObjectManager.InterfacesRemoved (objectpath '/org/inferd/Inferd1/models/extra'",
     );
@@ -214,21 +180,11 @@ fn long_calls_have_background_forms_that_return_at_once() {
 
     // busctl gets the job's object at once; the load goes on after busctl has left.
     let monitor = Monitor::start(&d.bus);
-    let reply = busctl(
+    let reply = call(
         &d.bus,
-        &[
-            "call",
-            "org.inferd.Inferd1",
-            "/org/inferd/Inferd1",
-            "org.inferd.Inferd1",
-            "StartLoadModel",
-            "sa{sv}",
-            "minilm",
-            "1",
-            "handle_token",
-            "s",
-            "load1",
-        ],
+        "StartLoadModel",
+        "sa{sv}",
+        &["minilm", "1", "handle_token", "s", "load1"],
     );
     let path = reply
         .trim()
@@ -254,25 +210,7 @@ fn long_calls_have_background_forms_that_return_at_once() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json(&out)[0]["state"], "ready", "{}", stdout(&out));
     assert_error(&inferctl(&d.bus, &["load", "nosuch"]), "ModelNotFound");
-    let bad = Command::new("busctl")
-        .args([
-            "--address",
-            &d.bus,
-            "call",
-            "org.inferd.Inferd1",
-            "/org/inferd/Inferd1",
-        ])
-        .args([
-            "org.inferd.Inferd1",
-            "StartReload",
-            "a{sv}",
-            "1",
-            "priority",
-            "s",
-            "x",
-        ])
-        .output()
-        .unwrap();
+    let bad = busctl_call(&d.bus, "StartReload", "a{sv}", &["1", "priority", "s", "x"]);
     assert!(
         stderr(&bad).contains("unknown option \"priority\""),
         "{}",

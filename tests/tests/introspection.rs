@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use inferd_e2e::*;
 
@@ -46,21 +45,7 @@ fn live_introspection_matches_the_committed_xml() {
         &d.bus,
         &["generate", "endless", "hi", "--max-tokens", "90000"],
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let request = loop {
-        let tree = Command::new("busctl")
-            .args(["--address", &d.bus, "tree", "--list", "org.inferd.Inferd1"])
-            .output()
-            .unwrap();
-        if let Some(p) = stdout(&tree)
-            .lines()
-            .find(|l| l.starts_with("/org/inferd/Inferd1/request/"))
-        {
-            break p.to_owned();
-        }
-        assert!(Instant::now() < deadline, "no request object appeared");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let request = wait_request_object(&d.bus);
     let root = introspect(&d.bus, "/org/inferd/Inferd1");
     let model = introspect(&d.bus, "/org/inferd/Inferd1/models/minilm");
     let req = introspect(&d.bus, &request);

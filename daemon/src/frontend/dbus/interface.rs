@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use inferd_client::{Error, WireTensor};
 use zbus::message::Header;
 use zbus::object_server::{ResponseDispatchNotifier, SignalEmitter};
-use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
+use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 use zbus::{interface, Connection};
 
 use super::auth::Auth;
 use super::callers::Callers;
 use super::errors::for_request;
 use super::jobs;
-use super::options::{Dict, Options};
+use super::options::{owned, Dict, Options};
 use super::polkit::Action;
 use super::request;
 use crate::engine::Engine;
@@ -143,10 +143,7 @@ impl Service {
                 .start(hdr, conn, &mut t, model, prompt, &opts, false)
                 .await?;
             let c = job::collect(rx).await?;
-            // The same info as a stream's Finished, whose `content` is the text returned here.
-            let mut info = request::finished_info(&t.id, &c);
-            info.remove("content");
-            Ok((c.content, info))
+            Ok((c.content.clone(), request::info(&t.id, &c)))
         };
         let r: crate::error::Result<_> = work.await;
         r.map_err(|e| for_request(e, &t.id))
@@ -201,11 +198,6 @@ fn widen(vectors: Vec<Vec<f32>>) -> Vec<Vec<f64>> {
         .collect()
 }
 
-fn owned(v: Value<'_>) -> OwnedValue {
-    // Values without file descriptors always convert.
-    v.try_to_owned().unwrap_or_else(|_| OwnedValue::from(0u8))
-}
-
 #[interface(name = "org.inferd.Inferd1")]
 impl Service {
     /// Every model in the repository with its state, provider and counters.
@@ -253,7 +245,8 @@ impl Service {
         let engine = self.engine.clone();
         let work = async move {
             engine.load(&name).await?;
-            Ok(jobs::entry(&engine, &name))
+            let entry = engine.status(&name).map(|m| m.to_dict());
+            Ok(entry.unwrap_or_default())
         };
         let action = Action::ManageModels;
         self.job(&hdr, conn, &options, "StartLoadModel", action, work)
@@ -352,9 +345,9 @@ impl Service {
     ) -> Result<(Vec<Vec<f64>>, HashMap<String, OwnedValue>), Error> {
         let (out, t) = self.embed_output(&hdr, model, texts, options).await?;
         let info = HashMap::from([
-            ("truncated".to_owned(), owned(Value::from(out.truncated))),
-            ("tokens".to_owned(), owned(Value::from(out.tokens))),
-            ("request_id".to_owned(), owned(Value::from(t.id))),
+            ("truncated".to_owned(), owned(out.truncated)),
+            ("tokens".to_owned(), owned(out.tokens)),
+            ("request_id".to_owned(), owned(t.id)),
         ]);
         Ok((widen(out.vectors), info))
     }

@@ -13,7 +13,6 @@ use zbus::Connection;
 
 use super::options::{Dict, Options};
 use super::request::{request_path, Served};
-use crate::engine::Engine;
 use crate::frontend::options::only;
 
 pub type Info = HashMap<String, OwnedValue>;
@@ -27,7 +26,7 @@ pub async fn start(
     fallback: String,
     work: impl Future<Output = Result<Info, Error>> + Send + 'static,
 ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, Error> {
-    only(options, &["handle_token"]).map_err(Error::from)?;
+    only(options, &["handle_token"])?;
     let sender = hdr
         .sender()
         .map(|s| s.as_str().to_owned())
@@ -45,14 +44,4 @@ pub async fn start(
         }
     });
     Ok(reply)
-}
-
-/// A model's `ListModels` entry, the result of a load or warmup job.
-pub fn entry(engine: &Engine, name: &str) -> Info {
-    engine
-        .list()
-        .into_iter()
-        .find(|m| m.name == name)
-        .map(|m| m.to_dict())
-        .unwrap_or_default()
 }

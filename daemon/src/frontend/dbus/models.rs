@@ -20,6 +20,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{OwnedValue, Value};
 use zbus::Connection;
 
+use super::options::owned;
 use crate::engine::{Engine, StateChange};
 
 /// How often counters (queue depth, requests served, KV bytes in use) are compared and their
@@ -147,39 +148,33 @@ impl Model {
 const UNSIGNALLED: &[&str] = &["IdleSeconds"];
 
 fn properties(s: &ModelStatus) -> Values {
-    fn v<'a>(x: impl Into<Value<'a>>) -> OwnedValue {
-        // Plain values (no file descriptors) always convert.
-        x.into()
-            .try_to_owned()
-            .unwrap_or_else(|_| OwnedValue::from(0u8))
-    }
-    let text = |o: &Option<String>| v(o.clone().unwrap_or_default());
+    let text = |o: &Option<String>| owned(o.clone().unwrap_or_default());
     let kv = s.kv.unwrap_or_default();
     BTreeMap::from([
-        ("Name", v(s.name.as_str())),
-        ("Kind", v(s.kind.as_str())),
-        ("State", v(s.state.as_str())),
-        ("Provider", v(s.provider.as_str())),
+        ("Name", owned(s.name.as_str())),
+        ("Kind", owned(s.kind.as_str())),
+        ("State", owned(s.state.as_str())),
+        ("Provider", owned(s.provider.as_str())),
         ("Error", text(&s.error)),
         ("Note", text(&s.note)),
-        ("QueueDepth", v(s.queue_depth)),
-        ("Served", v(s.served)),
-        ("Skipped", v(s.skipped)),
-        ("TimedOut", v(s.timed_out)),
-        ("Rejected", v(s.rejected)),
-        ("Active", v(s.active)),
-        ("BatchedTokens", v(s.batched_tokens)),
+        ("QueueDepth", owned(s.queue_depth)),
+        ("Served", owned(s.served)),
+        ("Skipped", owned(s.skipped)),
+        ("TimedOut", owned(s.timed_out)),
+        ("Rejected", owned(s.rejected)),
+        ("Active", owned(s.active)),
+        ("BatchedTokens", owned(s.batched_tokens)),
         (
             "EngineBuildSeconds",
-            v(s.engine_build_s.unwrap_or_default()),
+            owned(s.engine_build_s.unwrap_or_default()),
         ),
-        ("MemoryBytes", v(s.memory_bytes.unwrap_or_default())),
+        ("MemoryBytes", owned(s.memory_bytes.unwrap_or_default())),
         ("MemoryPool", text(&s.memory_pool)),
-        ("KvCacheBytes", v(kv.kv_cache_bytes)),
-        ("KvBytesPerToken", v(kv.kv_bytes_per_token)),
-        ("KvBytesInUse", v(kv.kv_bytes_in_use)),
-        ("FullContextStreams", v(kv.full_context_streams)),
-        ("IdleSeconds", v(s.idle_s.unwrap_or_default())),
+        ("KvCacheBytes", owned(kv.kv_cache_bytes)),
+        ("KvBytesPerToken", owned(kv.kv_bytes_per_token)),
+        ("KvBytesInUse", owned(kv.kv_bytes_in_use)),
+        ("FullContextStreams", owned(kv.full_context_streams)),
+        ("IdleSeconds", owned(s.idle_s.unwrap_or_default())),
         ("LastError", text(&s.last_error)),
     ])
 }

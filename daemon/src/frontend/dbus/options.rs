@@ -10,6 +10,14 @@ pub use crate::frontend::options::Options;
 
 pub type Dict = HashMap<String, OwnedValue>;
 
+/// A value for an `a{sv}` reply or a property.
+pub fn owned<'a>(v: impl Into<Value<'a>>) -> OwnedValue {
+    // Values without file descriptors always convert.
+    v.into()
+        .try_to_owned()
+        .unwrap_or_else(|_| OwnedValue::from(0u8))
+}
+
 fn wrong(key: &str, want: &str, v: &Value<'_>) -> Error {
     Error::InvalidInput(format!(
         "option {key:?} must be {want}, got D-Bus type '{}'",

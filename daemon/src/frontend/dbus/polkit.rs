@@ -78,15 +78,15 @@ fn service() -> WellKnownName<'static> {
     WellKnownName::from_static_str_unchecked(SERVICE)
 }
 
+async fn activatable(bus: &DBusProxy<'_>) -> Result<bool, PolkitError> {
+    let names = bus.list_activatable_names().await?;
+    Ok(names.iter().any(|n| n.as_str() == SERVICE))
+}
+
 /// Whether polkit runs (or can be started) on this bus.
 pub async fn present(conn: &Connection) -> Result<bool, PolkitError> {
     let bus = DBusProxy::new(conn).await?;
-    Ok(bus.name_has_owner(service().into()).await?
-        || bus
-            .list_activatable_names()
-            .await?
-            .iter()
-            .any(|n| n.as_str() == SERVICE))
+    Ok(bus.name_has_owner(service().into()).await? || activatable(&bus).await?)
 }
 
 /// Asks the polkit authority, having checked that it runs as root (or as the daemon's own
@@ -98,11 +98,11 @@ pub async fn check(
     interactive: bool,
     own_uid: u32,
 ) -> Result<Verdict, PolkitError> {
-    if !present(conn).await? {
-        return Ok(Verdict::Absent);
-    }
     let bus = DBusProxy::new(conn).await?;
     if !bus.name_has_owner(service().into()).await? {
+        if !activatable(&bus).await? {
+            return Ok(Verdict::Absent);
+        }
         bus.start_service_by_name(service(), 0).await?;
     }
     // Asked by its unique name, so the answer comes from the connection whose uid was checked.

@@ -19,7 +19,8 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
 use zbus::{interface, Connection};
 
-use crate::work::job::{Completion, Event, FinishReason, Usage};
+use super::options::owned;
+use crate::work::job::{Completion, Event, FinishReason};
 
 type Info = HashMap<String, OwnedValue>;
 
@@ -96,57 +97,31 @@ pub fn request_path(sender: &str, token: &str) -> Result<OwnedObjectPath, Error>
         .map_err(|e| Error::InvalidInput(format!("bad request path: {e}")))
 }
 
-pub fn put(d: &mut Info, k: &str, v: Value<'_>) {
-    // Plain values (no file descriptors) always convert.
-    if let Ok(v) = v.try_to_owned() {
-        d.insert(k.to_owned(), v);
+/// `Complete`'s info about a whole generation: request id, finish reason, reasoning and tool
+/// calls when there were any, and the counts.
+pub fn info(request_id: &str, c: &Completion) -> Info {
+    let u = &c.usage;
+    let mut d: Info = HashMap::from([
+        ("request_id".into(), owned(request_id)),
+        ("prompt_tokens".into(), owned(u.prompt_tokens)),
+        ("cached_prompt_tokens".into(), owned(u.cached_prompt_tokens)),
+        ("completion_tokens".into(), owned(u.completion_tokens)),
+        ("reasoning_tokens".into(), owned(u.reasoning_tokens)),
+        (
+            "time_to_first_token_ms".into(),
+            owned(u.time_to_first_token_ms),
+        ),
+        ("tokens_per_second".into(), owned(u.tokens_per_second)),
+    ]);
+    if let Some(r) = c.reason {
+        d.insert("finish_reason".into(), owned(r.as_str()));
     }
-}
-
-pub fn info_dict(
-    request_id: &str,
-    reason: Option<FinishReason>,
-    usage: &Usage,
-    reasoning: Option<&str>,
-    tool_calls: Option<&str>,
-) -> Info {
-    let mut d = HashMap::new();
-    put(&mut d, "request_id", Value::from(request_id));
-    if let Some(r) = reason {
-        put(&mut d, "finish_reason", Value::from(r.as_str()));
+    if !c.reasoning.is_empty() {
+        d.insert("reasoning".into(), owned(c.reasoning.as_str()));
     }
-    if let Some(r) = reasoning {
-        put(&mut d, "reasoning", Value::from(r));
+    if !c.tool_calls.is_empty() {
+        d.insert("tool_calls".into(), owned(c.tool_calls_json().to_string()));
     }
-    if let Some(c) = tool_calls {
-        put(&mut d, "tool_calls", Value::from(c));
-    }
-    put(&mut d, "prompt_tokens", Value::from(usage.prompt_tokens));
-    put(
-        &mut d,
-        "cached_prompt_tokens",
-        Value::from(usage.cached_prompt_tokens),
-    );
-    put(
-        &mut d,
-        "completion_tokens",
-        Value::from(usage.completion_tokens),
-    );
-    put(
-        &mut d,
-        "reasoning_tokens",
-        Value::from(usage.reasoning_tokens),
-    );
-    put(
-        &mut d,
-        "time_to_first_token_ms",
-        Value::from(usage.time_to_first_token_ms),
-    );
-    put(
-        &mut d,
-        "tokens_per_second",
-        Value::from(usage.tokens_per_second),
-    );
     d
 }
 
@@ -238,16 +213,6 @@ impl Served {
     }
 }
 
-/// A generation's `Finished` info: `Complete`'s, plus `content`, the whole answer, so a client
-/// that wants only the end result (the background form of `Complete`) waits for that one signal.
-pub fn finished_info(request_id: &str, c: &Completion) -> Info {
-    let reasoning = (!c.reasoning.is_empty()).then_some(c.reasoning.as_str());
-    let calls = (!c.tool_calls.is_empty()).then(|| c.tool_calls_json().to_string());
-    let mut info = info_dict(request_id, c.reason, &c.usage, reasoning, calls.as_deref());
-    put(&mut info, "content", Value::from(c.content.as_str()));
-    info
-}
-
 /// Serves a generation's request object; the returned future forwards its events as unicast
 /// signals and must run only once the method reply naming the object is on the wire.
 pub async fn publish(
@@ -274,8 +239,11 @@ pub async fn publish(
                         _ => "finished",
                     };
                     (answer.reason, answer.usage) = (Some(reason), usage);
-                    let info = finished_info(&request_id, &answer);
-                    served.finished(state, reason.as_str(), info).await;
+                    // With the whole answer, so a client that wants only the end result (the
+                    // background form of `Complete`) waits for this one signal.
+                    let mut end = info(&request_id, &answer);
+                    end.insert("content".into(), owned(answer.content.as_str()));
+                    served.finished(state, reason.as_str(), end).await;
                     return;
                 }
                 Event::Failed(e) => {
