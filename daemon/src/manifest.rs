@@ -111,6 +111,9 @@ pub struct GenerationManifest {
     /// model's memory from the start; a sequence that does not fit waits for room. Default:
     /// `max_sequences` × the context length.
     pub kv_cache_tokens: Option<usize>,
+    /// Tokens a prompt-lookup draft may have, checked in the decode step of a sequence that
+    /// decodes alone (default 8, at most 32; 0: no drafts). Drafts change no text.
+    pub speculative_tokens: Option<usize>,
 }
 
 fn default_file() -> String {

@@ -7,12 +7,14 @@
 pub mod broker;
 mod client;
 mod measure;
+mod metrics;
 pub mod notify;
 pub mod polkit;
 mod repo;
 pub use broker::{free_port, Broker};
 pub use client::*;
 pub use measure::{full_scale, percentile, record, rss_of};
+pub use metrics::{sample, scrape};
 pub use notify::NotifySocket;
 pub use repo::Repo;
 

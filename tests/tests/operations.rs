@@ -107,25 +107,6 @@ fn health_reports_models_and_every_request_has_an_id() {
     assert!(d.log().contains(&failed_id), "{}", d.log());
 }
 
-fn scrape(mut stream: impl Read + Write) -> String {
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
-    out
-}
-
-/// The value of the sample whose line starts with `name_and_labels`.
-fn sample(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name_and_labels} in:\n{text}"))
-}
-
 #[test]
 fn metrics_on_a_loopback_port_and_a_unix_socket() {
     let bus = Bus::start();

@@ -42,6 +42,26 @@ struct StateLabels {
     state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DraftLabels {
+    model: String,
+    /// `taken` or `dropped`.
+    outcome: &'static str,
+}
+
+/// A model's counters of drafted tokens (speculative decoding), kept by its worker.
+pub struct Drafted {
+    taken: Counter,
+    dropped: Counter,
+}
+
+impl Drafted {
+    pub fn record(&self, taken: usize, dropped: usize) {
+        self.taken.inc_by(taken as u64);
+        self.dropped.inc_by(dropped as u64);
+    }
+}
+
 type Histograms = Family<ModelLabel, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -54,6 +74,7 @@ pub struct Metrics {
     ttft: Histograms,
     tokens_per_second: Histograms,
     batch_size: Histograms,
+    draft_tokens: Family<DraftLabels, Counter>,
     load_seconds: Histograms,
     mqtt_connected: Gauge,
     rss: Gauge,
@@ -93,6 +114,7 @@ impl Metrics {
             ttft: Family::new_with_constructor(seconds),
             tokens_per_second: Family::new_with_constructor(rates),
             batch_size: Family::new_with_constructor(sizes),
+            draft_tokens: Family::default(),
             load_seconds: Family::new_with_constructor(load_times),
             mqtt_connected: Gauge::default(),
             rss: Gauge::default(),
@@ -113,6 +135,7 @@ impl Metrics {
             "time_to_first_token_seconds", "From admission to the first generated token", m.ttft;
             "tokens_per_second", "Decode speed of each finished generation", m.tokens_per_second;
             "batch_size", "Rows per model run (texts, tensor rows, or sequences per decode step)", m.batch_size;
+            "draft_tokens", "Tokens drafted by prompt lookup and checked in a decode step, by whether the sequence took them", m.draft_tokens;
             "model_load_seconds", "Time to load a model and open its session", m.load_seconds;
             "mqtt_connected", "1 while connected to the MQTT broker", m.mqtt_connected;
             "process_resident_memory_bytes", "Resident set size of the daemon", m.rss;
@@ -138,6 +161,20 @@ impl Metrics {
     /// hot path, and a lookup per step would allocate its label each time.
     pub fn batch_sizes(&self, model: &str) -> Histogram {
         self.batch_size.get_or_create_owned(&label(model))
+    }
+
+    /// A model's draft counters, for its worker to keep (as `batch_sizes`).
+    pub fn drafted(&self, model: &str) -> Drafted {
+        let counter = |outcome| {
+            self.draft_tokens.get_or_create_owned(&DraftLabels {
+                model: model.to_owned(),
+                outcome,
+            })
+        };
+        Drafted {
+            taken: counter("taken"),
+            dropped: counter("dropped"),
+        }
     }
 
     pub fn loaded(&self, model: &str, seconds: f64) {

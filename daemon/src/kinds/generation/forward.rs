@@ -1,5 +1,5 @@
 //! One run of the decoder graph: `ids` [B, S] after a cache of `past` positions, returning the
-//! last position's logits of every row and leaving the cache of every position in `past`.
+//! last positions' logits of every row and leaving the cache of every position in `past`.
 
 use ort::memory::Allocator;
 use ort::session::Session;
@@ -20,36 +20,39 @@ pub struct Step {
     pub mask: Vec<i64>,
     /// [rows, len]: each token's position in its own sequence.
     pub positions: Vec<i64>,
+    /// The last positions of each row whose logits are wanted: 1, or with a draft to check,
+    /// every position fed.
+    pub keep: usize,
 }
 
 pub struct Output {
-    /// [rows, vocab]
+    /// [rows, keep, vocab]
     pub logits: Vec<f32>,
     pub vocab: usize,
 }
 
-/// Each row's last position's logits, as f32 (fp16 graphs, such as the builder's CUDA exports,
-/// give fp16 logits).
-fn last_logits(v: &DynValue, rows: usize) -> Result<(Vec<f32>, usize)> {
+/// Each row's last `keep` positions' logits, as f32 (fp16 graphs, such as the builder's CUDA
+/// exports, give fp16 logits).
+fn last_logits(v: &DynValue, rows: usize, keep: usize) -> Result<(Vec<f32>, usize)> {
     fn last<T: Copy>(
         shape: &[i64],
         data: &[T],
-        rows: usize,
+        (rows, keep): (usize, usize),
         f: impl Fn(T) -> f32,
     ) -> (Vec<f32>, usize) {
         let vocab = *shape.last().unwrap_or(&0) as usize;
         let per_row = data.len() / rows.max(1);
         let logits = (0..rows)
-            .flat_map(|r| &data[(r + 1) * per_row - vocab..(r + 1) * per_row])
+            .flat_map(|r| &data[(r + 1) * per_row - keep * vocab..(r + 1) * per_row])
             .map(|&x| f(x))
             .collect();
         (logits, vocab)
     }
     if let Ok((shape, data)) = v.try_extract_tensor::<f32>() {
-        return Ok(last(shape, data, rows, |x| x));
+        return Ok(last(shape, data, (rows, keep), |x| x));
     }
     let (shape, data) = v.try_extract_tensor::<half::f16>()?;
-    Ok(last(shape, data, rows, f32::from))
+    Ok(last(shape, data, (rows, keep), f32::from))
 }
 
 /// Runs one step: `past` is the cache before it and, on return, the cache after it, in the
@@ -75,7 +78,7 @@ pub fn run(
         inputs.push(("position_ids", tensor(vec![rows, s.len], s.positions)?));
     }
     if l.logits_to_keep {
-        inputs.push((KEEP, tensor(vec![1], vec![1i64])?));
+        inputs.push((KEEP, tensor(vec![1], vec![s.keep as i64])?));
     }
     let mut binding = session.create_binding()?;
     for (name, v) in &inputs {
@@ -91,7 +94,7 @@ pub fn run(
     }
     binding.bind_output_to_device("logits", Allocator::default().memory_info())?;
     let mut out = session.run_binding(&binding)?;
-    let (logits, vocab) = last_logits(&out["logits"], rows)?;
+    let (logits, vocab) = last_logits(&out["logits"], rows, s.keep)?;
     if !l.shared {
         let presents = l
             .present

@@ -11,7 +11,8 @@
 //! the right, as onnxruntime-genai batches them.
 //!
 //! The cache is copied only when the set of rows changes: a sequence joins after running its
-//! prompt alone, or leaves when it is over (and the padding no row needs is trimmed).
+//! prompt alone, or leaves when it is over (and the padding no row needs is trimmed); and when a
+//! lone row's step checked a draft and some of it was not taken (`rollback`).
 //!
 //! With a share buffer (GroupQueryAttention graphs whose config asks for one), each row has room
 //! for every position it may reach, and the graph writes the new token's keys and values into
@@ -24,6 +25,7 @@ use ort::value::DynValue;
 pub use super::cache::Align;
 use super::cache::{self, Pick};
 use super::forward::{self, Output, Step};
+use super::prefix::slice_positions;
 use super::CacheLayout;
 use crate::error::Result;
 
@@ -130,17 +132,20 @@ impl KvBatch {
         *self = KvBatch::new(self.align);
     }
 
-    /// One decode step: `ids[r]` is row r's next token, at position `valid[r]` of its sequence.
+    /// One decode step: row r feeds `ids[r·len..(r+1)·len]`, from position `valid[r]` of its
+    /// sequence (`len` is 1, or with a draft to check, the next input and the draft), and gets
+    /// the logits of each position fed.
     pub fn step(
         &mut self,
         session: &mut Session,
         l: &CacheLayout,
         ids: Vec<i64>,
+        len: usize,
     ) -> Result<Output> {
-        let total = self.len + 1;
+        let total = self.len + len;
         let mut mask = Vec::with_capacity(self.rows() * total);
         for &v in &self.valid {
-            let (pad, real) = (total - v - 1, v + 1);
+            let (pad, real) = (total - v - len, v + len);
             match self.align {
                 Align::Right => {
                     mask.extend(std::iter::repeat_n(0i64, pad));
@@ -154,15 +159,20 @@ impl KvBatch {
         }
         let step = Step {
             rows: self.rows(),
-            len: 1,
-            positions: self.valid.iter().map(|&v| v as i64).collect(),
+            len,
+            positions: self
+                .valid
+                .iter()
+                .flat_map(|&v| v as i64..(v + len) as i64)
+                .collect(),
             ids,
             mask,
+            keep: len,
         };
         match forward::run(session, l, step, &mut self.past) {
             Ok(out) => {
-                self.len += 1;
-                self.valid.iter_mut().for_each(|v| *v += 1);
+                self.len += len;
+                self.valid.iter_mut().for_each(|v| *v += len);
                 Ok(out)
             }
             Err(e) => {
@@ -170,5 +180,29 @@ impl KvBatch {
                 Err(e)
             }
         }
+    }
+
+    /// Forgets the last `n` positions of the only row: drafted tokens its sequence did not take
+    /// (`speculate.rs`). A share buffer keeps them, unread, until the next step writes over
+    /// them; a cache the graph returned is cut to the positions kept.
+    pub fn rollback(&mut self, l: &CacheLayout, n: usize) -> Result<()> {
+        debug_assert!(self.rows() == 1 && self.valid[0] == self.len);
+        if n == 0 {
+            return Ok(());
+        }
+        self.len -= n;
+        self.valid[0] = self.len;
+        if !l.shared {
+            let len = self.len;
+            let cut = self.past.iter().map(|v| slice_positions(l, v, len));
+            match cut.collect::<Result<_>>() {
+                Ok(past) => self.past = past,
+                Err(e) => {
+                    self.clear();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -29,6 +29,7 @@ mod prompt;
 mod sampler;
 mod schedule;
 mod sequence;
+mod speculate;
 mod template;
 pub mod text;
 mod tools;
@@ -49,6 +50,7 @@ pub use self::kv_room::KvFacts;
 use self::kv_room::KvRoom;
 pub use self::prompt::PromptEncoder;
 use self::sequence::Sequence;
+use self::speculate::Speculation;
 use self::template::ChatTemplate;
 use super::Model;
 use crate::error::{Error, LoadError, Result};
@@ -82,6 +84,10 @@ struct CacheLayout {
     memory: KvMemory,
 }
 
+/// Drafted tokens a step checks at most, by default and at all (`generation.speculative_tokens`).
+const DEFAULT_DRAFT: usize = 8;
+const MAX_DRAFT: usize = 32;
+
 pub struct TextGeneration {
     name: String,
     session: Session,
@@ -105,7 +111,11 @@ pub struct TextGeneration {
     kv: KvBatch,
     room: KvRoom,
     prefixes: prefix::PrefixCache,
+    /// Prompt-lookup drafts for a sequence decoding alone (`speculate.rs`).
+    speculation: Speculation,
     batch_sizes: prometheus_client::metrics::histogram::Histogram,
+    /// Drafted tokens taken and not taken.
+    drafted: crate::metrics::Drafted,
 }
 
 fn genai_config(dir: &std::path::Path) -> Option<serde_json::Value> {
@@ -284,7 +294,15 @@ impl TextGeneration {
             kv: KvBatch::new(layout_align),
             room,
             prefixes: Default::default(),
+            speculation: Speculation::new(
+                spec.manifest
+                    .generation
+                    .speculative_tokens
+                    .unwrap_or(DEFAULT_DRAFT)
+                    .min(MAX_DRAFT),
+            ),
             batch_sizes: crate::metrics::get().batch_sizes(&spec.name),
+            drafted: crate::metrics::get().drafted(&spec.name),
         };
         Ok((model, encoder))
     }
@@ -420,8 +438,20 @@ impl TextGeneration {
         if self.batched.is_empty() {
             return 0;
         }
-        let ids = self.batched.iter().map(Sequence::next_input).collect();
-        let out = match self.kv.step(&mut self.session, &self.layout, ids) {
+        // A sequence decoding alone may check a draft in the same run (`speculate.rs`).
+        let (guess, fed) = match &self.batched[..] {
+            [seq] if self.speculation.max_draft() > 0 => {
+                let draft = seq.draft(self.speculation.max_draft());
+                let n = self.speculation.plan(draft.len(), seq.acceptance());
+                (draft.first().copied(), draft[..n].to_vec())
+            }
+            _ => (None, Vec::new()),
+        };
+        let len = 1 + fed.len();
+        let mut ids: Vec<i64> = self.batched.iter().map(Sequence::next_input).collect();
+        ids.extend(fed.iter().map(|&t| i64::from(t)));
+        let started = std::time::Instant::now();
+        let out = match self.kv.step(&mut self.session, &self.layout, ids, len) {
             Ok(out) => out,
             Err(e) => {
                 for mut seq in self.batched.drain(..) {
@@ -430,13 +460,33 @@ impl TextGeneration {
                 return 0;
             }
         };
+        let alone = self.batched.len() == 1;
+        if alone {
+            self.speculation.observe(len, started.elapsed());
+        }
         let (tok, facts) = (&self.tokenizer, &self.facts);
+        let mut taken = 0;
         let keep: Vec<bool> = self
             .batched
             .iter_mut()
-            .zip(out.logits.chunks(out.vocab))
-            .map(|(seq, logits)| !seq.accept_batched(logits, tok, facts))
+            .zip(out.logits.chunks(out.vocab * len))
+            .map(|(seq, logits)| {
+                let (done, t) = seq.accept_batched(logits, (&fed, guess), tok, facts);
+                taken = t;
+                !done
+            })
             .collect();
+        if !fed.is_empty() {
+            self.drafted.record(taken, fed.len() - taken);
+        }
+        if alone && keep[0] {
+            if let Err(e) = self.kv.rollback(&self.layout, fed.len() - taken) {
+                self.batched[0]
+                    .fail_step(Error::Internal(format!("dropping a draft's cache: {e}")));
+                self.batched.clear();
+                return 1;
+            }
+        }
         let rows = keep.len();
         self.leave(&keep);
         rows

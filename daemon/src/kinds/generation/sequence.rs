@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::facts::Facts;
 use super::forward::{self, Step};
 use super::sampler::Sampler;
+use super::speculate::{self, Acceptance};
 use super::text::{
     longest_suffix_prefix, Detokenizer, ReasoningSplitter, StopMatcher, THINK_CLOSE,
 };
@@ -47,6 +48,8 @@ pub struct Sequence {
     /// Tokens to feed instead of sampling (a forced `</think>`).
     forced: VecDeque<u32>,
     sampler: Sampler,
+    /// How often this sequence's drafts are right (`speculate.rs`).
+    acceptance: Acceptance,
     /// Structured output: masks each step's logits, and ends the text when complete.
     constraint: Option<Constrained>,
     /// Tools the model may call or not: the text that starts a call, and the constraint that
@@ -89,6 +92,7 @@ impl Sequence {
             reasoning_budget: o.reasoning_budget.map(|b| b as usize),
             forced: VecDeque::new(),
             sampler: Sampler::new(o.sampling.or(facts.sampling)),
+            acceptance: Acceptance::default(),
             constraint,
             trigger,
             tail: String::new(),
@@ -206,10 +210,54 @@ impl Sequence {
         std::mem::take(&mut self.past)
     }
 
-    /// Takes the logits of the step that ran `next_input()` in a batch.
-    pub fn accept_batched(&mut self, logits: &[f32], tok: &Tokenizer, facts: &Facts) -> bool {
-        self.cached += 1;
-        self.accept(logits, tok, facts)
+    /// What prompt lookup drafts to follow `next_input()`: at most `max` tokens, and never
+    /// past the token budget (the last token needs no draft after it).
+    pub fn draft(&self, max: usize) -> &[u32] {
+        let left = self.max_new.saturating_sub(self.generated + 1);
+        speculate::lookup(&self.tokens, max.min(left))
+    }
+
+    pub fn acceptance(&self) -> f64 {
+        self.acceptance.rate()
+    }
+
+    /// Takes the logits of a batched step that ran `next_input()` and then `fed`, a draft:
+    /// position by position, as separate steps would, until a drawn token is not the draft's
+    /// next one. `guess` is the draft of a step that fed none, checked against the token drawn
+    /// to keep the acceptance estimate current. Returns whether the sequence is over, and how
+    /// many drafted tokens it took (the cache of the others is to be dropped).
+    pub fn accept_batched(
+        &mut self,
+        logits: &[f32],
+        (fed, guess): (&[u32], Option<u32>),
+        tok: &Tokenizer,
+        facts: &Facts,
+    ) -> (bool, usize) {
+        let vocab = logits.len() / (1 + fed.len());
+        let mut taken = 0;
+        for row in logits.chunks(vocab) {
+            self.cached += 1;
+            if self.accept(row, tok, facts) {
+                return (true, taken);
+            }
+            let drawn = self.tokens.last().copied();
+            match fed.get(taken) {
+                Some(&d) if Some(d) == drawn => taken += 1,
+                Some(_) => {
+                    self.acceptance.record(taken, true);
+                    return (false, taken);
+                }
+                None => break, // the draft all taken, and the token after it drawn
+            }
+        }
+        match guess {
+            Some(g) if fed.is_empty() => {
+                let right = self.tokens.last() == Some(&g);
+                self.acceptance.record(usize::from(right), !right);
+            }
+            _ => self.acceptance.record(taken, false),
+        }
+        (false, taken)
     }
 
     /// Draws the next token, among those the constraint allows when there is one.
@@ -307,6 +355,7 @@ impl Sequence {
                 .collect(),
             mask: vec![1; end],
             positions: (self.cached as i64..end as i64).collect(),
+            keep: 1,
         };
         let out = forward::run(session, l, step, &mut self.past)?;
         // The whole prompt, and nothing after it, is in the cache now.
