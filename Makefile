@@ -17,7 +17,7 @@ PY := $(VENV)/bin/python
 IMPORTER_HASH := $(shell cat models/importer/inferd_import/*.py models/importer/inferd_import/sources/*.py models/intent/* models/testdata/*.py models/importer/tests/reference.py models/importer/tests/tiny_models.py models/importer/tests/test_{gemma2,llama3,mistral,phi3,qwen3}.py | sha256sum | cut -c1-12)
 export INFERD_TEST_MODELS := $(CACHE)/test-models/$(IMPORTER_HASH)
 
-.PHONY: gpu-bench bench-footprint sizing bench-shapes bench-models builder-models run test test-models fetch models build check-tools lint pytest bench bench-check fixtures dbus-xml clean-cache deb package-check reliability soak fuzz
+.PHONY: gpu-bench bench-generation bench-footprint sizing bench-shapes bench-models builder-models run test test-models fetch models build check-tools lint pytest bench bench-check fixtures dbus-xml clean-cache deb package-check reliability soak fuzz
 
 ## Fetch ONNX Runtime and the default models, build in release, serve in the foreground.
 run: models build
@@ -132,6 +132,13 @@ bench: bench-models
 	$(CARGO) build --release -p inferd-e2e --bin inferd-bench
 	$(VENV)/bin/python scripts/bench.py --inferd target/release/inferd --inferctl target/release/inferctl \
 	  --gguf "$(GGUF)" --out docs/benchmarks.md --json docs/bench.json
+
+## The text-generation section of `make bench` alone (inferd with and without drafts vs
+## onnxruntime-genai), its part of docs/benchmarks.md and docs/bench.json rewritten.
+bench-generation: bench-models
+	$(CARGO) build --release -p inferd
+	cd scripts && $(abspath $(PY)) bench_generation.py --inferd $(abspath target/release/inferd) \
+	  --out $(abspath docs/benchmarks.md) --json $(abspath docs/bench.json)
 
 ## The Footprint section of `make bench` alone, printed: idle RSS, start → READY=1, binary sizes.
 bench-footprint: models build

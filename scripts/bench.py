@@ -168,19 +168,14 @@ def main():
             # Generation: a repository with the int4 default and the fp32 test import.
             gen_repo = tmp / "gen"
             gen_repo.mkdir()
-            from bench_generation import builder_exports, link_model, section
+            from bench_generation import repository, section
             import bench_import
             imports = tmp / "imports"
             imports.mkdir()
             import_md = bench_import.section(args.inferctl, args.gguf, imports)
-            for name, src in [("smollm2", Path(models) / "smollm2"),
-                              ("smollm2-fp32", Path(os.environ["INFERD_TEST_MODELS"]) / "smollm2-fp32")]:
-                link_model(src, gen_repo / name)
-            bench_import.int8_activations(Path(models) / "smollm2", gen_repo / "smollm2-int8-activations")
-            builders = builder_exports(Path(os.environ["INFERD_CACHE"]) / "builder-models", gen_repo, threads)
+            names = repository(gen_repo, threads)
             g = start_inferd(args.inferd, str(gen_repo), addr)
             try:
-                names = ["smollm2", "smollm2-int8-activations", "smollm2-fp32", *builders]
                 gen_md = section(addr, str(gen_repo), names, figures=figures)
                 import bench_constraints
                 gen_md += bench_constraints.section(addr, "smollm2", figures=figures)

@@ -81,6 +81,27 @@ def link_model(src, dst, threads=None):
             shutil.copy2(f, dst / f.name)
 
 
+def drafts_off(folder):
+    """Sets `generation.speculative_tokens = 0` in `folder`'s model.toml: decoding one token per
+    step, as onnxruntime-genai does. Random weights repeat themselves, which prompt-lookup
+    drafts would turn into speed no real text has."""
+    toml = Path(folder) / "model.toml"
+    text = toml.read_text()
+    toml.unlink()  # may be a hard link to the original: write a file of its own
+    line = "speculative_tokens = 0\n"
+    text = text.replace("[generation]\n", "[generation]\n" + line) if "[generation]\n" in text \
+        else text + "\n[generation]\n" + line
+    toml.write_text(text)
+
+
+def without_drafts(repo, name):
+    """`{name}-plain` in `repo`: the same model without drafts, so the table shows what they
+    change (they change no text)."""
+    dst = Path(repo) / f"{name}-plain"
+    link_model(Path(repo) / name, dst)
+    drafts_off(dst)
+
+
 def builder_exports(folder, repo, threads):
     """Adds the onnxruntime-genai builder's SmolLM2 exports (`make builder-models`) to `repo`,
     with the same intra-op threads as inferd. Returns the names found."""
@@ -100,26 +121,32 @@ def section(addr, models_dir, names, runs=5, figures=None):
         m = og.Model(str(folder))
         tok = og.Tokenizer(m)
         for label, prompt in [("20-token prompt", SHORT), ("512-token prompt", long_prompt(tok))]:
-            ours, theirs = [], []
-            for i in range(runs):  # alternate so machine drift hits both alike
+            ours, plain, theirs = [], [], []
+            for i in range(runs):  # alternate so machine drift hits all alike
                 # A different first line each run, so inferd's prompt-prefix cache never hits here.
                 p = prompt.replace("<|im_start|>user\n", f"<|im_start|>user\n(run {i} of {name} {label})\n", 1)
                 ours.append(inferd_complete(addr, name, p))
+                plain.append(inferd_complete(addr, f"{name}-plain", p))
                 theirs.append(genai_run(og, m, tok, p))
             med = lambda xs, k: statistics.median(x[k] for x in xs)
-            # The figures are medians of each run's own ratio: a run's two sides ran back to back,
+            # The figures are medians of each run's own ratio: a run's sides ran back to back,
             # so drift between runs cancels, which a ratio of medians would not do.
-            paired = lambda k: statistics.median(o[k] / t[k] for o, t in zip(ours, theirs))
-            d_ours, d_theirs = med(ours, "tokens_per_second"), med(theirs, "tokens_per_second")
+            paired = lambda xs, k: statistics.median(o[k] / t[k] for o, t in zip(xs, theirs))
+            d_ours, d_plain = med(ours, "tokens_per_second"), med(plain, "tokens_per_second")
+            d_theirs = med(theirs, "tokens_per_second")
             t_ours, t_theirs = med(ours, "time_to_first_token_ms"), med(theirs, "time_to_first_token_ms")
-            d_ratio, t_ratio = paired("tokens_per_second"), paired("time_to_first_token_ms")
+            d_ratio, t_ratio = paired(ours, "tokens_per_second"), paired(ours, "time_to_first_token_ms")
+            p_ratio = paired(plain, "tokens_per_second")
             key = f"{name}_{label.split('-')[0]}_prompt"
             figures[f"decode_vs_genai_{key}"] = {"value": round(d_ratio, 4), "better": "higher",
                                                  "what": f"decode tok/s vs onnxruntime-genai, {name}, {label}"}
+            figures[f"decode_without_drafts_vs_genai_{key}"] = {
+                "value": round(p_ratio, 4), "better": "higher",
+                "what": f"decode tok/s without drafts vs onnxruntime-genai, {name}, {label}"}
             figures[f"ttft_vs_genai_{key}"] = {"value": round(t_ratio, 4), "better": "lower",
                                                "what": f"time to first token vs onnxruntime-genai, {name}, {label}"}
-            rows.append(f"| {name} | {label} | {d_ours:.1f} | {d_theirs:.1f} | **{d_ratio:.2f}×** "
-                        f"| {t_ours:.0f} | {t_theirs:.0f} | **{t_ratio:.2f}×** |")
+            rows.append(f"| {name} | {label} | {d_ours:.1f} | {d_plain:.1f} | {d_theirs:.1f} | **{d_ratio:.2f}×** "
+                        f"| {p_ratio:.2f}× | {t_ours:.0f} | {t_theirs:.0f} | **{t_ratio:.2f}×** |")
         del m
 
     # Prompt-prefix cache: a 400-token system prompt shared by two questions.
@@ -159,7 +186,7 @@ def section(addr, models_dir, names, runs=5, figures=None):
     # Every weight is read once per token: the native import's embedding table is the tied LM
     # head's weight too (the same bytes), which reads all of it.
     per_token = sum(f.stat().st_size for f in model.glob("model.onnx*"))
-    short_decode = float(rows[0].split("|")[3])
+    short_decode = float(rows[0].split("|")[4])  # without drafts
     return f"""
 ## Text generation: inferd vs onnxruntime-genai 0.18 (targets: decode ≥ 1.10×, TTFT ≤ 0.9× at 512)
 
@@ -173,18 +200,29 @@ GroupQueryAttention, past/present share buffer, which inferd then uses too). Gre
 {runs} runs each, alternating; medians (a ratio is the median of each run's own). Every run's prompt is different, so inferd's
 prompt-prefix cache plays no part here (see the next section for it).
 
-| model | prompt | inferd decode tok/s | genai decode tok/s | ratio | inferd TTFT ms | genai TTFT ms | ratio |
-|---|---|---:|---:|---:|---:|---:|---:|
+| model | prompt | inferd decode tok/s | inferd, no drafts | genai decode tok/s | ratio | ratio, no drafts | inferd TTFT ms | genai TTFT ms | ratio |
+|---|---|---:|---:|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
 
-Both sides run the same graph, but inferd feeds `num_logits_to_keep` = 1 to its own imports
+"inferd" decodes as it does by default, with prompt-lookup drafts (docs/models.md, "Drafts"):
+when a sequence decodes alone, the tokens that followed the latest earlier occurrence of its last
+2–3 tokens are checked in the same graph run as its next token, and the text is the text of
+plain decoding. "No drafts" is the same model with `generation.speculative_tokens = 0`. The
+20-token prompt asks for a story, which seldom repeats itself; the 512-token prompt is one
+paragraph repeated and "Summarise this.", and the summary quotes it: that is where drafts pay
+(answers from a document, summaries, code edits). On this CPU a run of several positions costs
+the fp32 graph little more than one position, but the int4 graphs about 1.75× (ONNX Runtime's
+`MatMulNBits` takes another kernel for more than one row), so inferd measures those costs and
+drafts only where the tokens a draft is expected to add pay for its run.
+
+Without drafts, both sides run the same graph, but inferd feeds `num_logits_to_keep` = 1 to its own imports
 (see docs/models.md), so after a prompt their LM head runs for the last position only; genai
 computes it for every prompt position. The builder's exports have no such input, so there both
 sides run the same prompt pass. Decode steps are the same work on both sides, and ONNX Runtime
-takes over 90% of a step (perf, 2026-11-30): decoding here is bound by the graph, and the
-target of 1.10× is not reachable on the same file on this CPU. The builder exports moved from
-0.60× (token interleaving) to parity once inferd batched GroupQueryAttention natively and wrote
-its cache in place (docs/architecture.md).
+takes over 90% of a step (perf, 2026-11-30): a plain step is bound by the graph, and on the
+same file it cannot be 1.10× genai's on this CPU; only fewer graph runs per token can. The
+builder exports moved from 0.60× (token interleaving) to parity once inferd batched
+GroupQueryAttention natively and wrote its cache in place (docs/architecture.md).
 
 ### Prompt-prefix cache ({names[0]})
 
@@ -214,7 +252,7 @@ machine (Python onnxruntime, one step over N rows vs one row, same file).
 memcpy bandwidth {bw / 1e9:.1f} GB/s (numpy copy, read + write); {names[0]} reads about
 {per_token / 1e6:.0f} MB of weights per token (the whole model file: its table is the tied head) →
 at most ≈ {bw / per_token:.0f} tokens/s if decoding were bound by memory bandwidth alone.
-inferd's short-prompt decode above is {short_decode / (bw / per_token):.0%} of that bound.
+inferd's short-prompt decode without drafts above is {short_decode / (bw / per_token):.0%} of that bound.
 """
 
 
@@ -266,3 +304,67 @@ def ort_batch_gains(folder, batches=(1, 2, 4), past=60, steps=30):
 
     one = rate(1)
     return {b: 1.0 if b == 1 else rate(b) / one for b in batches}
+
+
+def main():
+    """`make bench-generation`: this section alone (the decode table, the prefix cache,
+    concurrent streams, the bandwidth bound), replacing its part of docs/benchmarks.md and its
+    figures in docs/bench.json; the rest keeps the figures of the last `make bench`."""
+    import argparse
+    import re
+    import tempfile
+
+    from bench_daemon import start_bus, start_inferd
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--inferd", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--json", required=True)
+    args = ap.parse_args()
+    figures = {}
+    with tempfile.TemporaryDirectory() as t:
+        repo = Path(t) / "gen"
+        repo.mkdir()
+        names = repository(repo, 2)
+        bus, addr = start_bus(Path(t))
+        try:
+            d = start_inferd(args.inferd, str(repo), addr)
+            try:
+                md = section(addr, str(repo), names, figures=figures)
+            finally:
+                d.terminate()
+                d.wait()
+        finally:
+            bus.terminate()
+            bus.wait()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    md = md.replace("\nSame ONNX files on both sides", f"\nMeasured alone by `make bench-generation` at {commit}.\n\nSame ONNX files on both sides", 1)
+    out = Path(args.out)
+    doc = out.read_text()
+    pattern = re.compile(r"\n## Text generation: [^\n]*\n.*?(?=\n### DeepSeek-R1)", re.S)
+    if not pattern.search(doc):
+        raise SystemExit(f"{out} has no text-generation section to replace")
+    out.write_text(pattern.sub(lambda _: md.rstrip("\n") + "\n", doc, count=1))
+    saved = json.loads(Path(args.json).read_text())
+    saved["figures"].update(figures)
+    Path(args.json).write_text(json.dumps(saved, indent=2) + "\n")
+
+
+def repository(repo, threads):
+    """The models the section runs, in `repo`: the int4 default, its int8-activation variant,
+    the fp32 import and any builder exports, each also without drafts. Returns their names."""
+    import bench_import
+
+    for name, src in [("smollm2", Path(os.environ["INFERD_MODELS"]) / "smollm2"),
+                      ("smollm2-fp32", Path(os.environ["INFERD_TEST_MODELS"]) / "smollm2-fp32")]:
+        link_model(src, repo / name)
+    bench_import.int8_activations(Path(os.environ["INFERD_MODELS"]) / "smollm2", repo / "smollm2-int8-activations")
+    builders = builder_exports(Path(os.environ["INFERD_CACHE"]) / "builder-models", repo, threads)
+    names = ["smollm2", "smollm2-int8-activations", "smollm2-fp32", *builders]
+    for name in names:
+        without_drafts(repo, name)
+    return names
+
+
+if __name__ == "__main__":
+    main()

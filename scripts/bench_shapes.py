@@ -7,7 +7,7 @@ import json
 import statistics
 from pathlib import Path
 
-from bench_generation import inferd_complete, link_model, memcpy_bandwidth
+from bench_generation import drafts_off, inferd_complete, link_model, memcpy_bandwidth
 from bench_import import measured
 
 CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
@@ -39,6 +39,7 @@ def section(inferctl, gguf, root, tmp, start_inferd, addr, runs=3, tokens=32):
         repo = tmp / f"shape-{name}"
         repo.mkdir()
         link_model(folder, repo / name)
+        drafts_off(repo / name)
         d = start_inferd(str(repo), addr)
         try:
             out = [inferd_complete(addr, name, "Hello, tell me about rivers.", tokens) for _ in range(runs)]
@@ -61,8 +62,8 @@ def section(inferctl, gguf, root, tmp, start_inferd, addr, runs=3, tokens=32):
 
 Random weights at each real shape, imported by the native importer
 (`inferctl import --random CONFIG --tokenizer SmolLM2.gguf --precision int4`: import time and
-the importer's peak RSS), then served alone by inferd: greedy, {tokens} new tokens, {runs} runs,
-median. The bound is the measured copy bandwidth ({bw / 1e9:.1f} GB/s) over the bytes read per
+the importer's peak RSS), then served alone by inferd without drafts (random weights repeat themselves): greedy,
+{tokens} new tokens, {runs} runs, median. The bound is the measured copy bandwidth ({bw / 1e9:.1f} GB/s) over the bytes read per
 token (every weight but the embedding table).
 
 | shape | layers × hidden | model files | import | import peak RSS | decode tok/s | inferd peak RSS | bandwidth bound | fraction |

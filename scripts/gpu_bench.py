@@ -43,7 +43,9 @@ FIXTURE = HERE.parent / "tests" / "fixtures" / "smollm2_fp32_greedy.json"
 
 def copy_model(src, dst, provider, eos):
     """A hard-linked copy of a model folder with its manifest set to `provider` (GPU required)
-    and, when `eos` is given, its EOS moved to that id."""
+    and, when `eos` is given, its EOS moved to that id and prompt-lookup drafts off: these are
+    random weights, whose repetitive text drafts would turn into speed no real text has, and
+    genai decodes a token per step."""
     dst.mkdir()
     for f in src.iterdir():
         if f.name in ("model.toml", "genai_config.json"):
@@ -60,8 +62,9 @@ def copy_model(src, dst, provider, eos):
     text = text.replace("[execution]", f"[execution]\n{execution}", 1) if "[execution]" in text \
         else f"{text}\n[execution]\n{execution}\n"
     if eos is not None:
-        text = text.replace("[generation]", f"[generation]\neos_token_ids = [{eos}]", 1) if "[generation]" in text \
-            else f"{text}\n[generation]\neos_token_ids = [{eos}]\n"
+        keys = f"eos_token_ids = [{eos}]\nspeculative_tokens = 0"
+        text = text.replace("[generation]", f"[generation]\n{keys}", 1) if "[generation]" in text \
+            else f"{text}\n[generation]\n{keys}\n"
     (dst / "model.toml").write_text(text + "\n")
     config = json.loads((src / "genai_config.json").read_text())
     if eos is not None:
@@ -274,7 +277,8 @@ def main():
     md = f"""
 ### {datetime.date.today().isoformat()}, {gpu_name(args.provider)}, commit {commit or '?'} (`make gpu-bench`)
 
-{args.tokens} new tokens, greedy, EOS out of reach on both sides, {args.runs} runs alternating; medians.
+{args.tokens} new tokens, greedy, EOS out of reach on both sides, inferd without prompt-lookup drafts
+(random weights), {args.runs} runs alternating; medians.
 onnxruntime-genai at its best of share buffer on and off (which one in brackets). Bound: weight bytes
 per token over {bandwidth / 1e9:.0f} GB/s ({how}).
 

@@ -27,9 +27,6 @@ const NGRAM: std::ops::RangeInclusive<usize> = 2..=3;
 const RATE_WEIGHT: f64 = 0.15;
 /// Weight of one run in the running cost of its size.
 const COST_WEIGHT: f64 = 0.2;
-/// A run size not measured for this many runs is measured again: costs drift with the
-/// context's length and the machine's load.
-const STALE_RUNS: u64 = 256;
 
 /// What followed the latest earlier occurrence of the last `n` tokens (longest `n` first), at
 /// most `max` tokens.
@@ -76,21 +73,13 @@ impl Acceptance {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Cost {
-    secs: f64,
-    /// The run counter when this size last ran.
-    at: u64,
-}
-
 /// A model's drafting policy: the most tokens a draft may have, and the measured cost of a run
 /// by the positions it feeds.
 #[derive(Debug)]
 pub struct Speculation {
     max_draft: usize,
-    /// Index: positions per run − 1.
-    costs: Vec<Option<Cost>>,
-    runs: u64,
+    /// Seconds, a running average; index: positions per run − 1.
+    costs: Vec<Option<f64>>,
 }
 
 impl Speculation {
@@ -98,7 +87,6 @@ impl Speculation {
         Speculation {
             max_draft,
             costs: vec![None; max_draft + 1],
-            runs: 0,
         }
     }
 
@@ -106,15 +94,16 @@ impl Speculation {
         self.max_draft
     }
 
+    /// A run of `positions` costs what was measured, or, not measured yet, at least what the
+    /// largest smaller run measured costs (more positions never cost less).
     fn cost(&self, positions: usize) -> Option<f64> {
-        self.costs[positions - 1]
-            .filter(|c| self.runs - c.at < STALE_RUNS)
-            .map(|c| c.secs)
+        self.costs[..positions].iter().rev().find_map(|c| *c)
     }
 
     /// How many of `available` drafted tokens to feed for a sequence whose drafts are right
     /// at `rate`: the number that gives the most expected tokens per second. A size never
-    /// measured is taken to cost what one position does, so it is tried, and then known.
+    /// measured is taken to cost what the largest smaller one does, so it is tried where it
+    /// could pay, and then known.
     pub fn plan(&self, available: usize, rate: f64) -> usize {
         let Some(one) = self.cost(1) else {
             return 0; // a plain step first: the measure of every other size
@@ -134,17 +123,9 @@ impl Speculation {
 
     /// A run of `positions` positions took `took`.
     pub fn observe(&mut self, positions: usize, took: Duration) {
-        self.runs += 1;
         let secs = took.as_secs_f64();
-        let slot = &mut self.costs[positions - 1];
-        let secs = match slot {
-            Some(c) if self.runs - c.at < STALE_RUNS => c.secs + COST_WEIGHT * (secs - c.secs),
-            _ => secs,
-        };
-        *slot = Some(Cost {
-            secs,
-            at: self.runs,
-        });
+        let cost = &mut self.costs[positions - 1];
+        *cost = Some(cost.map_or(secs, |c| c + COST_WEIGHT * (secs - c)));
     }
 }
 
@@ -199,7 +180,11 @@ mod tests {
         let mut s = Speculation::new(4);
         assert_eq!(s.plan(4, 0.9), 0);
         s.observe(1, Duration::from_millis(10));
-        assert_eq!(s.plan(4, 0.5), 4, "unmeasured sizes cost one position's");
+        assert_eq!(
+            s.plan(4, 0.5),
+            4,
+            "unmeasured sizes cost what one position does"
+        );
         assert_eq!(s.plan(2, 0.5), 2, "no more than there is");
         assert_eq!(s.plan(4, 0.0), 0, "drafts that are never right never pay");
     }
@@ -217,12 +202,22 @@ mod tests {
     }
 
     #[test]
-    fn costs_are_running_averages_and_go_stale() {
-        let mut s = measured(&[10.0, 30.0]);
-        assert_eq!(s.plan(1, 0.9), 0);
-        for _ in 0..STALE_RUNS {
-            s.observe(1, Duration::from_secs_f64(10.0));
-        }
-        assert_eq!(s.plan(1, 0.9), 1, "a stale size is tried again");
+    fn an_unmeasured_size_costs_at_least_the_largest_measured_smaller_one() {
+        // Two positions cost 1.75× one: a run of five is not tried for a middling draft.
+        let mut s = measured(&[10.0, 17.5]);
+        s.max_draft = 4;
+        s.costs.resize(5, None);
+        assert_eq!(s.cost(5), Some(17.5));
+        assert_eq!(s.plan(4, 0.3), 0);
+        assert_eq!(s.plan(4, 0.8), 4, "tried where it could pay");
+        s.observe(5, Duration::from_secs_f64(40.0));
+        assert_eq!(s.plan(4, 0.8), 3, "then known");
+    }
+
+    #[test]
+    fn costs_are_running_averages() {
+        let mut s = measured(&[10.0]);
+        s.observe(1, Duration::from_secs_f64(20.0));
+        assert_eq!(s.cost(1), Some(12.0));
     }
 }
