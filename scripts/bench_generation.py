@@ -311,10 +311,9 @@ def main():
     concurrent streams, the bandwidth bound), replacing its part of docs/benchmarks.md and its
     figures in docs/bench.json; the rest keeps the figures of the last `make bench`."""
     import argparse
-    import re
     import tempfile
 
-    from bench_daemon import start_bus, start_inferd
+    from bench_daemon import commit, rewrite_section, served
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--inferd", required=True)
@@ -326,25 +325,11 @@ def main():
         repo = Path(t) / "gen"
         repo.mkdir()
         names = repository(repo, 2)
-        bus, addr = start_bus(Path(t))
-        try:
-            d = start_inferd(args.inferd, str(repo), addr)
-            try:
-                md = section(addr, str(repo), names, figures=figures)
-            finally:
-                d.terminate()
-                d.wait()
-        finally:
-            bus.terminate()
-            bus.wait()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    md = md.replace("\nSame ONNX files on both sides", f"\nMeasured alone by `make bench-generation` at {commit}.\n\nSame ONNX files on both sides", 1)
-    out = Path(args.out)
-    doc = out.read_text()
-    pattern = re.compile(r"\n## Text generation: [^\n]*\n.*?(?=\n### DeepSeek-R1)", re.S)
-    if not pattern.search(doc):
-        raise SystemExit(f"{out} has no text-generation section to replace")
-    out.write_text(pattern.sub(lambda _: md.rstrip("\n") + "\n", doc, count=1))
+        with served(args.inferd, repo, t) as addr:
+            md = section(addr, str(repo), names, figures=figures)
+    md = md.replace("\nSame ONNX files on both sides",
+                    f"\nMeasured alone by `make bench-generation` at {commit()}.\n\nSame ONNX files on both sides", 1)
+    rewrite_section(args.out, r"\n## Text generation: [^\n]*\n.*?(?=\n### DeepSeek-R1)", md, "text-generation")
     saved = json.loads(Path(args.json).read_text())
     saved["figures"].update(figures)
     Path(args.json).write_text(json.dumps(saved, indent=2) + "\n")

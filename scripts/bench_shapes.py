@@ -77,11 +77,9 @@ def main():
     rest keeps the figures of the last `make bench`)."""
     import argparse
     import os
-    import re
-    import subprocess
     import tempfile
 
-    from bench_daemon import start_bus, start_inferd
+    from bench_daemon import commit, rewrite_section, start_bus, start_inferd
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--inferd", required=True)
@@ -98,15 +96,9 @@ def main():
         finally:
             bus.terminate()
             bus.wait()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     md = md.replace("(`models/configs/*-shape.json`, int4)\n",
-                    f"(`models/configs/*-shape.json`, int4)\n\nMeasured alone by `make bench-shapes` at {commit}.\n", 1)
-    out = Path(args.out)
-    doc = out.read_text()
-    pattern = re.compile(r"\n### DeepSeek-R1[^\n]*shape[^\n]*\n.*?(?=\n## )", re.S)
-    if not pattern.search(doc):
-        raise SystemExit(f"{out} has no DeepSeek-R1 shape section to replace")
-    out.write_text(pattern.sub(lambda _: md.rstrip("\n") + "\n", doc, count=1))
+                    f"(`models/configs/*-shape.json`, int4)\n\nMeasured alone by `make bench-shapes` at {commit()}.\n", 1)
+    rewrite_section(args.out, r"\n### DeepSeek-R1[^\n]*shape[^\n]*\n.*?(?=\n## )", md, "DeepSeek-R1 shape")
 
 
 if __name__ == "__main__":

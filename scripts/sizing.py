@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_daemon import start_bus, start_inferd
+from bench_daemon import served
 
 CONTEXTS = [2048, 8192, 32768]
 GIB = 1 << 30
@@ -67,19 +67,10 @@ def measured(inferd, inferctl, folders):
         # Under a budget, loads take turns, so each is measured on its own.
         conf = tmp / "inferd.toml"
         conf.write_text("[engine]\nmemory_budget = 1000000000000\n")
-        bus, addr = start_bus(tmp)
-        try:
-            d = start_inferd(inferd, str(repo), addr, conf, tries=3000)
-            try:
-                out = subprocess.run([inferctl, "--bus", addr, "--json", "models"], check=True,
-                                     capture_output=True, text=True).stdout
-                return {m["name"]: m for m in json.loads(out)}
-            finally:
-                d.terminate()
-                d.wait()
-        finally:
-            bus.terminate()
-            bus.wait()
+        with served(inferd, repo, tmp, conf, tries=3000) as addr:
+            out = subprocess.run([inferctl, "--bus", addr, "--json", "models"], check=True,
+                                 capture_output=True, text=True).stdout
+            return {m["name"]: m for m in json.loads(out)}
 
 
 def table(inferd, inferctl, smollm2, r1, smollm2_fp32):
