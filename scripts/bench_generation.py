@@ -221,8 +221,11 @@ computes it for every prompt position. The builder's exports have no such input,
 sides run the same prompt pass. Decode steps are the same work on both sides, and ONNX Runtime
 takes over 90% of a step (perf, 2026-11-30): a plain step is bound by the graph, and on the
 same file it cannot be 1.10× genai's on this CPU; only fewer graph runs per token can. The
-builder exports moved from 0.60× (token interleaving) to parity once inferd batched
-GroupQueryAttention natively and wrote its cache in place (docs/architecture.md).
+builder exports moved from 0.60× (token interleaving) to within 15% of genai without drafts
+once inferd batched GroupQueryAttention natively and wrote its cache in place
+(docs/architecture.md). The builder's int4 export steps in about 7 ms here, so inferd's fixed
+work per step (perf: allocator calls and its own code, about 5% of its CPU time) weighs more
+there than on the slower files.
 
 ### Prompt-prefix cache ({names[0]})
 
