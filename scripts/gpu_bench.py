@@ -8,8 +8,11 @@ For each model given as NAME=FOLDER, alternating the two sides run by run:
   - inferd's aggregate tokens/s with --streams concurrent requests, against one stream;
   - the fraction of the bandwidth bound: weight bytes read per token × tokens/s over the
     device's copy bandwidth (measured with torch where it has CUDA, else --bandwidth-gbs).
-With --fixture-model FOLDER (the real SmolLM2), inferd's greedy text on the provider is checked
-against tests/fixtures/smollm2_fp32_greedy.json (transformers' text). Exit status 1 if it differs.
+The random-weight models run without prompt-lookup drafts. With --fixture-model FOLDER (the real
+SmolLM2), inferd's greedy text on the provider, drafting, is checked against
+tests/fixtures/smollm2_fp32_greedy.json (transformers' text), and the same model is timed with
+drafts and without, on free text and on a summary that quotes its prompt (the texts must be the
+same). Exit status 1 if a text differs.
 
 Prints a markdown block (date, GPU, commit) for docs/benchmarks.md; --out appends it there.
 --provider cpu runs the same on a machine without a GPU (genai's CPU package), to test the
@@ -41,11 +44,10 @@ from bench_generation import PARAGRAPH, SHORT  # noqa: E402
 FIXTURE = HERE.parent / "tests" / "fixtures" / "smollm2_fp32_greedy.json"
 
 
-def copy_model(src, dst, provider, eos):
-    """A hard-linked copy of a model folder with its manifest set to `provider` (GPU required)
-    and, when `eos` is given, its EOS moved to that id and prompt-lookup drafts off: these are
-    random weights, whose repetitive text drafts would turn into speed no real text has, and
-    genai decodes a token per step."""
+def copy_model(src, dst, provider, eos, drafts):
+    """A hard-linked copy of a model folder with its manifest set to `provider` (GPU required),
+    its EOS moved to `eos` when given, and prompt-lookup drafts off unless `drafts` (random
+    weights repeat themselves, which drafts would turn into speed no real text has)."""
     dst.mkdir()
     for f in src.iterdir():
         if f.name in ("model.toml", "genai_config.json"):
@@ -61,8 +63,9 @@ def copy_model(src, dst, provider, eos):
     text = "\n".join(lines)
     text = text.replace("[execution]", f"[execution]\n{execution}", 1) if "[execution]" in text \
         else f"{text}\n[execution]\n{execution}\n"
-    if eos is not None:
-        keys = f"eos_token_ids = [{eos}]\nspeculative_tokens = 0"
+    keys = ([f"eos_token_ids = [{eos}]"] if eos is not None else []) + ([] if drafts else ["speculative_tokens = 0"])
+    if keys:
+        keys = "\n".join(keys)
         text = text.replace("[generation]", f"[generation]\n{keys}", 1) if "[generation]" in text \
             else f"{text}\n[generation]\n{keys}\n"
     (dst / "model.toml").write_text(text + "\n")
@@ -192,6 +195,33 @@ def fixture_check(addr, name):
     return bad
 
 
+QUOTING = SHORT.replace("Write a long story about a dragon.", PARAGRAPH * 4 + "Summarise this.")
+
+
+def drafts_table(addr, runs, tokens=128):
+    """The real SmolLM2 with prompt-lookup drafts (its default) and without, on free text and on
+    a summary that quotes its prompt, alternating: decode tok/s, and whether every text was the
+    same both ways (drafts must never change it)."""
+    rows, same = [], True
+    for label, prompt in [("story (free text)", SHORT), ("summary (quotes its prompt)", QUOTING)]:
+        on, off = [], []
+        for i in range(runs):
+            p = f"(run {i})\n{prompt}"
+            text_on, info_on = complete(addr, "fixture", p, tokens)
+            text_off, info_off = complete(addr, "fixture-plain", p, tokens)
+            same &= text_on == text_off
+            on.append(info_on["tokens_per_second"])
+            off.append(info_off["tokens_per_second"])
+        d_on, d_off = statistics.median(on), statistics.median(off)
+        rows.append(f"| {label} | {d_on:.0f} | {d_off:.0f} | **{d_on / d_off:.2f}×** |")
+    return f"""SmolLM2 (real weights) with prompt-lookup drafts and without, greedy, {tokens} new tokens at most:
+text {"the same both ways" if same else "DIFFERENT (a bug)"}.
+
+| prompt | with drafts tok/s | without tok/s | gain |
+|---|---:|---:|---:|
+{chr(10).join(rows)}""", same
+
+
 def gpu_name(provider):
     if provider == "cpu":
         return "none (CPU)"
@@ -223,14 +253,15 @@ def main():
         configs = {}
         for name, folder in models:
             vocab = json.loads((folder / "genai_config.json").read_text())["model"]["vocab_size"]
-            configs[name] = copy_model(folder, repo / name, args.provider, vocab - 1)
+            configs[name] = copy_model(folder, repo / name, args.provider, vocab - 1, drafts=False)
         if args.fixture_model:
-            copy_model(Path(args.fixture_model), repo / "fixture", args.provider, None)
+            copy_model(Path(args.fixture_model), repo / "fixture", args.provider, None, drafts=True)
+            copy_model(Path(args.fixture_model), repo / "fixture-plain", args.provider, None, drafts=False)
         bus, addr = start_bus(tmp)
         d = subprocess.Popen([args.inferd, "--models", str(repo), "--bus", addr, "--log-level", "warn"])
         rows, notes, failed = [], [], False
         try:
-            names = [n for n, _ in models] + (["fixture"] if args.fixture_model else [])
+            names = [n for n, _ in models] + (["fixture", "fixture-plain"] if args.fixture_model else [])
             status = wait_ready(addr, names, args.load_timeout)
             for n in names:
                 if status[n]["provider"] != args.provider:
@@ -266,8 +297,11 @@ def main():
             if args.fixture_model:
                 bad = fixture_check(addr, "fixture")
                 failed = bool(bad)
-                notes.append("SmolLM2 greedy text on {}: {}".format(
+                notes.append("SmolLM2 greedy text on {}, with drafts: {}".format(
                     args.provider, "equals the transformers fixture" if not bad else f"DIFFERS: {bad}"))
+                table, same = drafts_table(addr, args.runs)
+                failed |= not same
+                notes.append(table)
         finally:
             d.terminate()
             d.wait()
