@@ -143,7 +143,8 @@ impl Service {
                 .start(hdr, conn, &mut t, model, prompt, &opts, false)
                 .await?;
             let c = job::collect(rx).await?;
-            Ok((c.content.clone(), request::info(&t.id, &c)))
+            let info = request::info(&t.id, &c);
+            Ok((c.content, info))
         };
         let r: crate::error::Result<_> = work.await;
         r.map_err(|e| for_request(e, &t.id))

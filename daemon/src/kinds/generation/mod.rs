@@ -439,8 +439,9 @@ impl TextGeneration {
             return 0;
         }
         // A sequence decoding alone may check a draft in the same run (`speculate.rs`).
+        let alone = self.batched.len() == 1;
         let (guess, fed) = match &self.batched[..] {
-            [seq] if self.speculation.max_draft() > 0 => {
+            [seq] => {
                 let draft = seq.draft(self.speculation.max_draft());
                 let n = self.speculation.plan(draft.len(), seq.acceptance());
                 (draft.first().copied(), draft[..n].to_vec())
@@ -460,7 +461,6 @@ impl TextGeneration {
                 return 0;
             }
         };
-        let alone = self.batched.len() == 1;
         if alone {
             self.speculation.observe(len, started.elapsed());
         }
@@ -472,7 +472,7 @@ impl TextGeneration {
             .zip(out.logits.chunks(out.vocab * len))
             .map(|(seq, logits)| {
                 let (done, t) = seq.accept_batched(logits, (&fed, guess), tok, facts);
-                taken = t;
+                taken += t;
                 !done
             })
             .collect();
