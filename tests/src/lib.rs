@@ -192,13 +192,23 @@ pub fn busctl_json(bus: &str, method: &str, signature: &str, args: &[&str]) -> V
 }
 
 /// Every object path under inferd's name (`busctl tree --list`).
+///
+/// `busctl tree` lists, then introspects each child; a request object that goes
+/// between the two (its caller left) fails the walk, so a failed walk is retried.
 pub fn object_paths(bus: &str) -> Vec<String> {
-    let out = Command::new("busctl")
-        .args(["--address", bus, "tree", "--list", "org.inferd.Inferd1"])
-        .output()
-        .expect("run busctl");
-    assert!(out.status.success(), "busctl tree: {}", stderr(&out));
-    stdout(&out).lines().map(str::to_owned).collect()
+    let mut tries = 0;
+    loop {
+        let out = Command::new("busctl")
+            .args(["--address", bus, "tree", "--list", "org.inferd.Inferd1"])
+            .output()
+            .expect("run busctl");
+        if out.status.success() {
+            return stdout(&out).lines().map(str::to_owned).collect();
+        }
+        tries += 1;
+        assert!(tries < 10, "busctl tree: {}", stderr(&out));
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The path of a request object (a running generation, say), once one exists (60 s at most).

@@ -283,26 +283,18 @@ fn only_the_caller_sees_and_cancels_its_stream() {
     let child = inferctl_spawn(&d.bus, &LONG);
     wait_active(&d, 1);
     // Another connection may not cancel it: find the request object and try.
-    let tree = stdout(
-        &Command::new("busctl")
-            .args(["--address", &d.bus, "tree", "org.inferd.Inferd1"])
-            .output()
-            .unwrap(),
-    );
-    let path = tree
-        .split_whitespace()
-        .find_map(|w| {
-            w.find("/org/inferd/Inferd1/request/")
-                .map(|at| w[at..].to_owned())
-        })
-        .unwrap_or_else(|| panic!("no request object in {tree}"));
+    let paths = object_paths(&d.bus);
+    let path = paths
+        .iter()
+        .find(|p| p.starts_with("/org/inferd/Inferd1/request/"))
+        .unwrap_or_else(|| panic!("no request object in {paths:?}"));
     let other = Command::new("busctl")
         .args([
             "--address",
             &d.bus,
             "call",
             "org.inferd.Inferd1",
-            &path,
+            path,
             "org.inferd.Inferd1.Request",
             "Cancel",
         ])
