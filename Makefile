@@ -17,7 +17,7 @@ PY := $(VENV)/bin/python
 IMPORTER_HASH := $(shell cat models/importer/inferd_import/*.py models/importer/inferd_import/sources/*.py models/intent/* models/testdata/*.py models/importer/tests/reference.py models/importer/tests/tiny_models.py models/importer/tests/test_{gemma2,llama3,mistral,phi3,qwen3}.py | sha256sum | cut -c1-12)
 export INFERD_TEST_MODELS := $(CACHE)/test-models/$(IMPORTER_HASH)
 
-.PHONY: gpu-bench bench-generation bench-footprint sizing bench-shapes bench-models builder-models run test test-models fetch models build check-tools lint pytest bench bench-check fixtures dbus-xml clean-cache deb package-check reliability soak fuzz
+.PHONY: gpu-bench bench-huge-pages bench-generation bench-footprint sizing bench-shapes bench-models builder-models run test test-models fetch models build check-tools lint pytest bench bench-check fixtures dbus-xml clean-cache deb package-check reliability soak fuzz
 
 ## Fetch ONNX Runtime and the default models, build in release, serve in the foreground.
 run: models build
@@ -128,16 +128,21 @@ check-tools:
 	done
 
 ## Benchmarks; results go to docs/benchmarks.md.
+# onnxruntime-genai runs in the bench's own process, and glibc's huge-page tunable backs its
+# weights with huge pages, as inferd backs its own by itself (`execution.huge_pages`): both
+# sides run at their best.
+BENCH_ENV := GLIBC_TUNABLES=glibc.malloc.hugetlb=1
+
 bench: bench-models
 	$(CARGO) build --release -p inferd-e2e --bin inferd-bench
-	$(VENV)/bin/python scripts/bench.py --inferd target/release/inferd --inferctl target/release/inferctl \
+	$(BENCH_ENV) $(VENV)/bin/python scripts/bench.py --inferd target/release/inferd --inferctl target/release/inferctl \
 	  --gguf "$(GGUF)" --out docs/benchmarks.md --json docs/bench.json
 
 ## The text-generation section of `make bench` alone (inferd with and without drafts vs
 ## onnxruntime-genai), its part of docs/benchmarks.md and docs/bench.json rewritten.
 bench-generation: bench-models
 	$(CARGO) build --release -p inferd
-	cd scripts && $(abspath $(PY)) bench_generation.py --inferd $(abspath target/release/inferd) \
+	cd scripts && $(BENCH_ENV) $(abspath $(PY)) bench_generation.py --inferd $(abspath target/release/inferd) \
 	  --out $(abspath docs/benchmarks.md) --json $(abspath docs/bench.json)
 
 ## The Footprint section of `make bench` alone, printed: idle RSS, start → READY=1, binary sizes.
@@ -157,6 +162,12 @@ bench-models: models test-models build $(VENV)/ok
 
 ## The DeepSeek-R1 distill shapes alone (1.5B, 7B, 8B; native int4 imports made once, minutes
 ## each), their section of docs/benchmarks.md rewritten.
+## inferd's decode with its weights in huge pages and without (docs/benchmarks.md, its section).
+bench-huge-pages: bench-models
+	$(CARGO) build --release -p inferd
+	cd scripts && $(abspath $(PY)) bench_huge_pages.py --inferd $(abspath target/release/inferd) \
+	  --out $(abspath docs/benchmarks.md)
+
 bench-shapes: models build $(VENV)/ok
 	cd scripts && $(abspath $(PY)) bench_shapes.py --inferd $(abspath target/release/inferd) \
 	  --inferctl $(abspath target/release/inferctl) --gguf "$(GGUF)" --out $(abspath docs/benchmarks.md)

@@ -196,8 +196,9 @@ fp32; `smollm2-int8-activations`, the same files with `accuracy_level` 4 on ever
 which is faster and inexact (docs/models.md); and `smollm2-fp32`) and, where `make builder-models` has made them, the
 onnxruntime-genai model builder's exports of the same SmolLM2 (`smollm2-builder-*`:
 GroupQueryAttention, past/present share buffer, which inferd then uses too). Greedy,
-128 new tokens at most (both stop at the same EOS), 2 intra-op threads on both sides,
-{runs} runs each, alternating; medians (a ratio is the median of each run's own). Every run's prompt is different, so inferd's
+128 new tokens at most (both stop at the same EOS), 2 intra-op threads on both sides, weights in
+transparent huge pages on both sides (inferd's `execution.huge_pages`; genai through glibc's
+`glibc.malloc.hugetlb=1` tunable, which `make bench` sets), {runs} runs each, alternating; medians (a ratio is the median of each run's own). Every run's prompt is different, so inferd's
 prompt-prefix cache plays no part here (see the next section for it).
 
 | model | prompt | inferd decode tok/s | inferd, no drafts | genai decode tok/s | ratio | ratio, no drafts | inferd TTFT ms | genai TTFT ms | ratio |

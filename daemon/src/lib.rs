@@ -13,6 +13,7 @@ pub mod error;
 pub mod frontend;
 pub mod gpu;
 pub mod health;
+pub mod huge_pages;
 pub mod kinds;
 pub mod limits;
 pub mod listen;

@@ -191,6 +191,9 @@ pub struct Execution {
     /// Let ONNX Runtime's threads spin after a run. Off by default: on small devices the spinning
     /// threads take the cores the reply path and other models need.
     pub spin: bool,
+    /// Back the weights with transparent huge pages on the CPU (`huge_pages.rs`): decoding reads
+    /// them all every step, and fewer TLB misses make it faster.
+    pub huge_pages: bool,
     /// Fail the load instead of falling back from a GPU provider to the CPU.
     pub require_gpu: bool,
     /// The longest one run that cannot be split (a tensor request) may take before the
@@ -207,6 +210,7 @@ impl Default for Execution {
             providers: vec![Provider::Cpu],
             intra_threads: 0,
             spin: false,
+            huge_pages: true,
             require_gpu: false,
             max_run_ms: 300_000,
             cuda: CudaOptions::default(),

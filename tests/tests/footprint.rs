@@ -129,3 +129,44 @@ fn kv_cache_use_is_reported_per_stream() {
     let m = d.models()["llm"].clone();
     assert!(m["kv_bytes_in_use"].as_u64().unwrap() < least / 10, "{m}");
 }
+
+/// The daemon's memory in transparent huge pages (`AnonHugePages`).
+fn huge_page_bytes(d: &Daemon) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", d.pid())).unwrap();
+    let kb = rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .expect("AnonHugePages in smaps_rollup");
+    kb * 1024
+}
+
+/// A CPU model's weights (the real SmolLM2 in fp32: about 600 MiB prepacked) are backed by
+/// huge pages once it is loaded (`execution.huge_pages`, on by default); turned off, nothing
+/// is, where the system leaves huge pages to what asks for them (`madvise`).
+#[test]
+fn weights_are_in_huge_pages_unless_turned_off() {
+    let mode =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    for on in [true, false] {
+        let bus = Bus::start();
+        let repo = Repo::new();
+        repo.add_llm("smollm2-fp32", "llm", "");
+        if !on {
+            let toml = repo.path().join("llm/model.toml");
+            let text = std::fs::read_to_string(&toml).unwrap();
+            assert!(text.contains("[execution]\n"), "{text}");
+            let text = text.replace("[execution]\n", "[execution]\nhuge_pages = false\n");
+            std::fs::write(&toml, text).unwrap();
+        }
+        let d = Daemon::start(&bus, &repo);
+        assert_eq!(d.models()["llm"]["state"], "ready", "{}", d.log());
+        let huge = huge_page_bytes(&d);
+        match (on, mode.contains("[never]"), mode.contains("[madvise]")) {
+            (true, false, _) => assert!(huge >= 256 << 20, "{huge} bytes in huge pages"),
+            (true, true, _) => assert_eq!(huge, 0, "huge pages while the system has them off"),
+            (false, _, true) => assert_eq!(huge, 0, "huge pages with huge_pages = false"),
+            (false, _, false) => {} // `always`: every process gets them, asked or not
+        }
+    }
+}

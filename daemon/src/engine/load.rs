@@ -4,6 +4,7 @@
 use super::context::LoadContext;
 use super::providers::{self, Placement};
 use crate::error::LoadError;
+use crate::huge_pages::{self, Advised};
 use crate::kinds::{self, Model, Prepare};
 use crate::manifest::ModelSpec;
 use crate::pool::Pool;
@@ -36,6 +37,9 @@ pub fn load(
     let graph = spec.inspect_model()?;
     let (session, placement) = providers::open(spec, ctx, mode)?;
     let pool = Pool::of(placement.provider, &spec.manifest.execution);
+    if pool == Pool::Host && spec.manifest.execution.huge_pages {
+        huge_pages(&spec.name);
+    }
     let specs = |outlets: &[ort::value::Outlet]| -> Vec<Spec> {
         outlets
             .iter()
@@ -63,4 +67,24 @@ pub fn load(
             prepare: built.prepare,
         },
     ))
+}
+
+/// Backs the session's weights, prepacked when it opened, with huge pages (`huge_pages.rs`);
+/// a failure costs speed, never the load.
+fn huge_pages(model: &str) {
+    match huge_pages::back_loaded_memory() {
+        Ok(Advised::Done {
+            collapsed,
+            process_huge,
+        }) => tracing::debug!(
+            model,
+            collapsed_mib = collapsed >> 20,
+            process_huge_mib = process_huge >> 20,
+            "weights backed by huge pages"
+        ),
+        Ok(Advised::Unavailable) => {
+            tracing::debug!(model, "transparent huge pages are off on this system")
+        }
+        Err(e) => tracing::warn!(model, "could not advise huge pages: {e}"),
+    }
 }
