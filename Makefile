@@ -160,14 +160,14 @@ bench-models: models test-models build $(VENV)/ok
 	  $(PY) -m inferd_import --random models/configs/r1-distill-qwen-1.5b-shape.json --tokenizer "$(GGUF)" \
 	    --name r1-distill-qwen-1.5b-shape --precision int4 --models "$(CACHE)/bench-models" --force
 
-## The DeepSeek-R1 distill shapes alone (1.5B, 7B, 8B; native int4 imports made once, minutes
-## each), their section of docs/benchmarks.md rewritten.
 ## inferd's decode with its weights in huge pages and without (docs/benchmarks.md, its section).
 bench-huge-pages: bench-models
 	$(CARGO) build --release -p inferd
 	cd scripts && $(abspath $(PY)) bench_huge_pages.py --inferd $(abspath target/release/inferd) \
 	  --out $(abspath docs/benchmarks.md)
 
+## The DeepSeek-R1 distill shapes alone (1.5B, 7B, 8B; native int4 imports made once, minutes
+## each), their section of docs/benchmarks.md rewritten.
 bench-shapes: models build $(VENV)/ok
 	cd scripts && $(abspath $(PY)) bench_shapes.py --inferd $(abspath target/release/inferd) \
 	  --inferctl $(abspath target/release/inferctl) --gguf "$(GGUF)" --out $(abspath docs/benchmarks.md)

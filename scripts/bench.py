@@ -182,6 +182,8 @@ def main():
             finally:
                 g.terminate()
                 g.wait()
+            import bench_huge_pages
+            gen_md += bench_huge_pages.section(args.inferd, bench_huge_pages.models())
             import bench_shapes
             gen_md += bench_shapes.section(
                 args.inferctl, args.gguf, Path(os.environ["INFERD_BENCH_MODELS"]) / "native", tmp,

@@ -333,7 +333,7 @@ def main():
             md = section(addr, str(repo), names, figures=figures)
     md = md.replace("\nSame ONNX files on both sides",
                     f"\nMeasured alone by `make bench-generation` at {commit()}.\n\nSame ONNX files on both sides", 1)
-    rewrite_section(args.out, r"\n## Text generation: [^\n]*\n.*?(?=\n### DeepSeek-R1)", md, "text-generation")
+    rewrite_section(args.out, r"\n## Text generation: [^\n]*\n.*?(?=\n### (?:Huge pages|DeepSeek-R1))", md, "text-generation")
     saved = json.loads(Path(args.json).read_text())
     saved["figures"].update(figures)
     Path(args.json).write_text(json.dumps(saved, indent=2) + "\n")

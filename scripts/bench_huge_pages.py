@@ -1,7 +1,7 @@
-"""`make bench-huge-pages`: inferd's decode with its weights in huge pages (`execution.huge_pages`,
-the default) and without, on the same files. Huge pages are the process's, so each side is its
-own daemon serving one model; the two alternate, a fresh daemon each round. Replaces its section
-of docs/benchmarks.md."""
+"""Huge pages in `make bench`, and alone in `make bench-huge-pages`: inferd's decode with its
+weights in huge pages (`execution.huge_pages`, the default) and without, on the same files.
+Huge pages are the process's, so each side is its own daemon serving one model; the two
+alternate, a fresh daemon each round."""
 import argparse
 import os
 import statistics
@@ -58,8 +58,6 @@ def section(inferd, models, rounds=3):
     return f"""
 ### Huge pages (`execution.huge_pages`)
 
-Measured alone by `make bench-huge-pages` at {commit()}.
-
 inferd's decode with the weights in transparent huge pages (the default, docs/models.md) and
 without, on the same files: greedy, the 20-token story prompt, 128 tokens, no drafts, 2 intra-op
 threads. Huge pages are a process's, so each side is a daemon serving that one model; the two
@@ -77,16 +75,23 @@ itself (its models load on their own threads, whose malloc arenas the tunable le
 """
 
 
+def models():
+    """The SmolLM2 files of the generation table: the int4 default, the fp32 import and any
+    builder exports."""
+    found = [("smollm2", Path(os.environ["INFERD_MODELS"]) / "smollm2"),
+             ("smollm2-fp32", Path(os.environ["INFERD_TEST_MODELS"]) / "smollm2-fp32")]
+    builders = Path(os.environ["INFERD_CACHE"]) / "builder-models"
+    return found + [(n, builders / n) for n in BUILDER_EXPORTS if (builders / n / "model.onnx").exists()]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--inferd", required=True)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    models = [("smollm2", Path(os.environ["INFERD_MODELS"]) / "smollm2"),
-              ("smollm2-fp32", Path(os.environ["INFERD_TEST_MODELS"]) / "smollm2-fp32")]
-    builders = Path(os.environ["INFERD_CACHE"]) / "builder-models"
-    models += [(n, builders / n) for n in BUILDER_EXPORTS if (builders / n / "model.onnx").exists()]
-    md = section(args.inferd, models)
+    md = section(args.inferd, models())
+    md = md.replace("(`execution.huge_pages`)\n",
+                    f"(`execution.huge_pages`)\n\nMeasured alone by `make bench-huge-pages` at {commit()}.\n", 1)
     rewrite_section(args.out, r"\n### Huge pages \(`execution.huge_pages`\)\n.*?(?=\n### )", md, "huge pages")
 
 
