@@ -224,9 +224,11 @@ takes over 90% of a step (perf, 2026-11-30): a plain step is bound by the graph,
 same file it cannot be 1.10× genai's on this CPU; only fewer graph runs per token can. The
 builder exports moved from 0.60× (token interleaving) to within 15% of genai without drafts
 once inferd batched GroupQueryAttention natively and wrote its cache in place
-(docs/architecture.md). The builder's int4 export steps in about 7 ms here, so inferd's fixed
-work per step (perf: allocator calls and its own code, about 5% of its CPU time) weighs more
-there than on the slower files.
+(docs/architecture.md). Timed inside the daemon (2026-12-07), a builder int4 step without
+drafts took about 7.3 ms: ONNX Runtime's run 7.0 ms, inferd's binding, inputs and logits copy
+0.23 ms, the rest of the worker's turn 0.1 ms. The remaining gap is inside the run: Python
+onnxruntime with IoBinding on the same file, same threads, is also 5–10% slower a step than
+genai, for a reason not found yet (genai's shared arena allocator made no difference).
 
 ### Prompt-prefix cache ({names[0]})
 
