@@ -81,17 +81,22 @@ def link_model(src, dst, threads=None):
             shutil.copy2(f, dst / f.name)
 
 
+def set_in_table(folder, table, lines):
+    """Adds `lines` (TOML keys) to `table` of `folder`'s model.toml, the table created if absent.
+    The file may be a hard link to the original: a file of its own is written."""
+    toml = Path(folder) / "model.toml"
+    text = toml.read_text()
+    toml.unlink()
+    head = f"[{table}]\n"
+    text = text.replace(head, head + lines, 1) if head in text else text + "\n" + head + lines
+    toml.write_text(text)
+
+
 def drafts_off(folder):
     """Sets `generation.speculative_tokens = 0` in `folder`'s model.toml: decoding one token per
     step, as onnxruntime-genai does. Random weights repeat themselves, which prompt-lookup
     drafts would turn into speed no real text has."""
-    toml = Path(folder) / "model.toml"
-    text = toml.read_text()
-    toml.unlink()  # may be a hard link to the original: write a file of its own
-    line = "speculative_tokens = 0\n"
-    text = text.replace("[generation]\n", "[generation]\n" + line) if "[generation]\n" in text \
-        else text + "\n[generation]\n" + line
-    toml.write_text(text)
+    set_in_table(folder, "generation", "speculative_tokens = 0\n")
 
 
 def without_drafts(repo, name):

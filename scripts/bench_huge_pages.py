@@ -4,13 +4,14 @@ Huge pages are the process's, so each side is its own daemon serving one model; 
 alternate, a fresh daemon each round."""
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
 from pathlib import Path
 
 from bench_daemon import commit, rewrite_section, served
-from bench_generation import BUILDER_EXPORTS, SHORT, drafts_off, inferd_complete, link_model
+from bench_generation import BUILDER_EXPORTS, SHORT, drafts_off, inferd_complete, link_model, set_in_table
 
 
 def huge_page_mib(addr):
@@ -25,17 +26,11 @@ def one_round(inferd, src, huge, tmp, requests=3):
     """A daemon serving `src` alone, without drafts; its median decode tok/s over `requests` and
     its memory in huge pages."""
     repo = tmp / "repo"
-    if repo.exists():
-        subprocess.run(["rm", "-rf", str(repo)], check=True)
+    shutil.rmtree(repo, ignore_errors=True)
     repo.mkdir()
     link_model(src, repo / "m")
     drafts_off(repo / "m")
-    toml = repo / "m" / "model.toml"
-    text = toml.read_text()
-    setting = f"huge_pages = {'true' if huge else 'false'}\nintra_threads = 2\n"
-    text = text.replace("[execution]\n", "[execution]\n" + setting) if "[execution]\n" in text \
-        else text + "\n[execution]\n" + setting
-    toml.write_text(text)
+    set_in_table(repo / "m", "execution", f"huge_pages = {'true' if huge else 'false'}\nintra_threads = 2\n")
     with served(inferd, repo, tmp) as addr:
         rates = [inferd_complete(addr, "m", SHORT.replace("user\n", f"user\n(run {i})\n", 1))["tokens_per_second"]
                  for i in range(requests)]

@@ -38,7 +38,7 @@ pub fn load(
     let (session, placement) = providers::open(spec, ctx, mode)?;
     let pool = Pool::of(placement.provider, &spec.manifest.execution);
     if pool == Pool::Host && spec.manifest.execution.huge_pages {
-        huge_pages(&spec.name);
+        back_with_huge_pages(&spec.name);
     }
     let specs = |outlets: &[ort::value::Outlet]| -> Vec<Spec> {
         outlets
@@ -71,7 +71,7 @@ pub fn load(
 
 /// Backs the session's weights, prepacked when it opened, with huge pages (`huge_pages.rs`);
 /// a failure costs speed, never the load.
-fn huge_pages(model: &str) {
+fn back_with_huge_pages(model: &str) {
     match huge_pages::back_loaded_memory() {
         Ok(Advised::Done {
             collapsed,
